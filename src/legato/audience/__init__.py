@@ -1,0 +1,1 @@
+"""Who is eligible: segments, lifecycle stages and audiences."""

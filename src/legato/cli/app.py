@@ -1,0 +1,254 @@
+"""The ``legato`` command line: one sub-command for each thing a marketer or operator does.
+
+Every command that reports results takes ``--json``; every error a user can cause is
+printed with its place and fix and exits non-zero (2 for bad input).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from legato.cli.output import console, emit_json, fail
+from legato.clock import FixedClock, SystemClock, parse_instant
+from legato.errors import LegatoError
+
+app = typer.Typer(
+    name="legato",
+    help="Legato: a marketer orchestrates autonomous AI marketing agents.\n\nStart with `legato demo`.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+)
+
+DatabaseOption = Annotated[
+    Optional[str],
+    typer.Option("--database", "-d", help="Database URL; default $LEGATO_DATABASE_URL, else sqlite:///legato.db"),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+
+
+def _register_import() -> None:
+    try:
+        from legato.cli.importing import import_app
+    except ImportError:  # pragma: no cover - only while the module is being built
+        return
+    app.add_typer(import_app, name="import")
+
+
+@app.command()
+def validate(
+    playbook: Annotated[Path, typer.Argument(help="The playbook YAML file.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Check a playbook and report every problem at once, each as FILE:LINE:COL.
+
+    Example: `legato validate playbook.yaml`
+    """
+    from legato.playbook.loader import PlaybookError, load_playbook
+
+    try:
+        loaded = load_playbook(playbook)
+    except PlaybookError as error:
+        if as_json:
+            emit_json({"valid": False, "problems": error.lines})
+            raise typer.Exit(2) from None
+        fail(error)
+    except LegatoError as error:
+        fail(error)
+    summary = {
+        "valid": True,
+        "objectives": len(loaded.objectives),
+        "segments": len(loaded.segments),
+        "creatives": len(loaded.creatives),
+        "agents": len(loaded.agents),
+    }
+    if as_json:
+        emit_json(summary)
+        return
+    console.print(
+        f"[green]✓[/] {playbook} is valid: {summary['objectives']} objectives, {summary['segments']} segments, "
+        f"{summary['creatives']} creatives, {summary['agents']} agents"
+    )
+
+
+@app.command()
+def schema() -> None:
+    """Print the playbook's JSON Schema, for editor autocompletion.
+
+    Example: `legato schema > playbook.schema.json`
+    """
+    from legato.playbook.models import Playbook
+
+    emit_json(Playbook.model_json_schema())
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to create the project in.")],
+) -> None:
+    """Write a working example project: a playbook and a pointer to sample data.
+
+    Example: `legato init my-campaigns && legato validate my-campaigns/playbook.yaml`
+    """
+    target = directory / "playbook.yaml"
+    if target.exists():
+        fail(LegatoError(f"{target} already exists", hint="choose an empty folder; nothing was changed"))
+    directory.mkdir(parents=True, exist_ok=True)
+    example = files("legato.playbook").joinpath("example/playbook.yaml")
+    target.write_text(example.read_text(encoding="utf-8"), encoding="utf-8")
+    (directory / "README.md").write_text(_INIT_README, encoding="utf-8")
+    console.print(f"[green]✓[/] wrote {target} and {directory / 'README.md'}")
+    console.print("next: `legato demo` loads the bundled Hillstrom customers, or import your own with `legato import customers FILE`")
+
+
+_INIT_README = """# A Legato project
+
+- `playbook.yaml`: the strategy (brand, objectives, segments, offers, creatives, agents, guardrails).
+  Check it with `legato validate playbook.yaml`.
+- Sample data: Legato ships the Hillstrom e-mail experiment (64,000 real customers);
+  `legato demo` loads it into a fresh database. To use your own customers:
+  `legato import customers customers.csv` and `legato import events events.jsonl`.
+- One cycle: `legato run playbook.yaml` (add `--at 2024-03-04T09:00` to simulate a time).
+"""
+
+
+@app.command()
+def segment(
+    playbook: Annotated[Path, typer.Argument(help="The playbook YAML file.")],
+    name: Annotated[str, typer.Argument(help="A segment or lifecycle stage name from the playbook.")],
+    database: DatabaseOption = None,
+    at: Annotated[Optional[str], typer.Option(help="Evaluate at this time (ISO-8601), default now.")] = None,
+    limit: Annotated[int, typer.Option(help="How many sample customers to show.")] = 10,
+    as_json: JsonOption = False,
+) -> None:
+    """Print a segment's size and a sample of its customers.
+
+    Example: `legato segment playbook.yaml big_spenders --limit 5`
+    """
+    from legato.audience.segments import segment_sample
+    from legato.playbook.loader import load_playbook
+    from legato.store.db import connect
+
+    try:
+        loaded = load_playbook(playbook)
+        engine = connect(database)
+        result = segment_sample(engine, loaded, name, parse_instant(at) if at else SystemClock().now(), limit=limit)
+    except LegatoError as error:
+        fail(error)
+    if as_json:
+        emit_json({"segment": result.name, "size": result.size, "total": result.total, "sample": result.sample})
+        return
+    share = result.size / result.total if result.total else 0.0
+    console.print(f"[bold]{result.name}[/]: {result.size:,} of {result.total:,} customers ({share:.1%})")
+    table = Table("customer", "country", "lifecycle stage", "attributes")
+    for row in result.sample:
+        table.add_row(str(row["id"]), str(row["country"] or ""), str(row["lifecycle_stage"] or ""), json.dumps(row["attributes"])[:80])
+    console.print(table)
+
+
+@app.command()
+def run(
+    playbook: Annotated[Path, typer.Argument(help="The playbook YAML file.")],
+    database: DatabaseOption = None,
+    at: Annotated[Optional[str], typer.Option(help="Run the cycle at this simulated time (ISO-8601, UTC unless an offset is given).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run one orchestration cycle for every active agent, then send what is due.
+
+    Example: `legato run playbook.yaml --at 2024-03-04T09:00`
+    """
+    from legato.deliver.dispatch import transports
+    from legato.engine import run_cycle
+    from legato.playbook.loader import load_playbook
+    from legato.store.db import connect
+
+    try:
+        loaded = load_playbook(playbook)
+        clock = FixedClock(parse_instant(at)) if at else SystemClock()
+        engine = connect(database)
+        with _progress(as_json) as progress:
+            tasks: dict[str, int] = {}
+
+            def advance(agent_id: str, count: int) -> None:
+                if agent_id not in tasks:
+                    tasks[agent_id] = progress.add_task(agent_id, total=None)
+                progress.advance(tasks[agent_id], count)
+
+            report = run_cycle(engine, loaded, clock, transports(loaded, playbook.parent), progress=advance)
+    except LegatoError as error:
+        fail(error)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    console.print(cycle_table(f"cycle {report.cycle_id} at {report.at:%Y-%m-%d %H:%M} UTC", report))
+    for problem in report.dispatch.errors[:10]:
+        console.print(f"[yellow]not sent:[/] {problem}")
+
+
+def cycle_table(title: str, report: object) -> Table:
+    from legato.engine import CycleReport
+
+    assert isinstance(report, CycleReport)
+    table = Table(title=title, title_justify="left")
+    for column in ("agent", "stage", "audience", "holdout", "do nothing", "suppressed", "queued", "scheduled", "sent"):
+        table.add_column(column, justify="left" if column == "agent" else "right")
+    for agent in report.agents.values():
+        reasons = ", ".join(f"{reason} {count:,}" for reason, count in agent.suppressed.most_common(3))
+        table.add_row(
+            agent.agent_id,
+            str(agent.stage),
+            f"{agent.audience:,}",
+            f"{agent.holdout:,}",
+            f"{agent.nothing:,}",
+            f"{agent.suppressed_total:,}" + (f" ({reasons})" if reasons else ""),
+            f"{agent.queued:,}",
+            f"{agent.scheduled:,}",
+            f"{agent.sent:,}",
+        )
+    return table
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=quiet,
+    )
+
+
+@app.command()
+def demo(
+    folder: Annotated[Path, typer.Option(help="Folder for the demo's database, playbook and outbox.")] = Path("legato-demo"),
+    days: Annotated[int, typer.Option(min=1, max=60, help="Simulated days to run.")] = 5,
+    as_json: JsonOption = False,
+) -> None:
+    """Load 64,000 real customers (the Hillstrom e-mail experiment) and run the example agents
+    over simulated days: no network, no services.
+
+    Example: `legato demo --days 5`
+    """
+    from legato.demo import run_demo
+
+    try:
+        run_demo(folder, days=days, as_json=as_json)
+    except LegatoError as error:
+        fail(error)
+
+
+def main() -> None:
+    app()
+
+
+_register_import()

@@ -1,0 +1,242 @@
+"""``legato import customers|events FILE``: load a file into the store and say what happened.
+
+Exit codes let scripts react without parsing output: 0 when every row was imported, 1 when
+some rows were rejected (the good ones are kept), 2 when the file as a whole could not be
+imported (nothing was written).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from legato.cli.output import console, emit_json, errors, fail
+from legato.errors import LegatoError
+from legato.store.ingest import ATTRIBUTE_TYPES, FORMATS, ImportReport
+
+SHOWN_ERRORS = 20
+
+import_app = typer.Typer(
+    name="import",
+    help="Import customers or events from CSV, JSONL or Parquet files.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+
+FileArgument = Annotated[
+    Path, typer.Argument(help="The file: .csv, .jsonl/.ndjson, .parquet (.csv.gz, .jsonl.gz too).")
+]
+FormatOption = Annotated[
+    Optional[str],
+    typer.Option("--format", help="csv, jsonl or parquet; default: from the file extension."),
+]
+MapOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--map",
+        metavar="SOURCE=TARGET",
+        help="Rename a column of the file, e.g. --map cust_no=id (repeatable).",
+    ),
+]
+DatabaseOption = Annotated[
+    Optional[str],
+    typer.Option("--database", "-d", help="Database URL; default $LEGATO_DATABASE_URL, else sqlite:///legato.db"),
+]
+ErrorsOption = Annotated[
+    Optional[Path],
+    typer.Option("--errors", metavar="FILE", help="Write every rejected row (row, column, value, reason) to this CSV file."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")]
+
+
+@import_app.command("customers")
+def customers(
+    file: FileArgument,
+    format: FormatOption = None,
+    map: MapOption = None,
+    attribute_type: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--attribute-type",
+            metavar="NAME=TYPE",
+            help="Convert an attribute column to number, string, boolean or timestamp (repeatable).",
+        ),
+    ] = None,
+    database: DatabaseOption = None,
+    errors_file: ErrorsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Import customers: new ids are added, changed ones updated, identical ones left alone.
+
+    Required column: **id**. Optional: email, phone, time_zone (IANA name such as
+    Europe/Paris), country (2 letters), region, consent_CHANNEL_PURPOSE (express, implied,
+    revoked, yes, no; empty = no statement) and consent_at. Every other column is kept as a
+    customer attribute. An empty cell never erases a stored value.
+
+    Row numbers in messages are spreadsheet rows for CSV (the header is row 1, so the
+    first customer is row 2) and line numbers for JSONL.
+
+    Example: `legato import customers crm.csv --map cust_no=id --errors rejected.csv`
+    """
+    from legato.store.ingest import import_customers
+
+    mapping = _pairs(map, "--map")
+    types = _pairs(attribute_type, "--attribute-type")
+    for name, kind in types.items():
+        if kind not in ATTRIBUTE_TYPES:
+            raise typer.BadParameter(
+                f"{name}={kind}: the type must be one of {', '.join(ATTRIBUTE_TYPES)}",
+                param_hint="--attribute-type",
+            )
+    _run(
+        "customers",
+        file,
+        format,
+        database,
+        errors_file,
+        as_json,
+        lambda engine, progress: import_customers(
+            engine, file, format=format, mapping=mapping, attribute_types=types, progress=progress
+        ),
+    )
+
+
+@import_app.command("events")
+def events(
+    file: FileArgument,
+    format: FormatOption = None,
+    map: MapOption = None,
+    database: DatabaseOption = None,
+    errors_file: ErrorsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Import events and update every customer's computed traits.
+
+    Required columns: **id**, **customer_id** (an imported customer), **type** (one word,
+    e.g. purchase) and **occurred_at** (ISO-8601; UTC unless an offset is given). Optional:
+    revenue (a number, 0 or more). Every other column is kept as an event property. Events
+    already stored (same id) are counted as duplicates, so a file can be imported again.
+
+    Row numbers in messages are spreadsheet rows for CSV (the header is row 1, so the
+    first event is row 2) and line numbers for JSONL.
+
+    Example: `legato import events orders.jsonl --map order_id=id --map ts=occurred_at`
+    """
+    from legato.store.ingest import import_events
+
+    mapping = _pairs(map, "--map")
+    _run(
+        "events",
+        file,
+        format,
+        database,
+        errors_file,
+        as_json,
+        lambda engine, progress: import_events(
+            engine, file, format=format, mapping=mapping, progress=progress
+        ),
+    )
+
+
+def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    """``NAME=VALUE`` options as a dict; a malformed one is a usage error (exit 2)."""
+    pairs: dict[str, str] = {}
+    for value in values or []:
+        name, sign, target = value.partition("=")
+        if not sign or not name.strip() or not target.strip():
+            raise typer.BadParameter(f"'{value}' is not NAME=VALUE", param_hint=option)
+        pairs[name.strip()] = target.strip()
+    return pairs
+
+
+def _run(
+    kind: str,
+    file: Path,
+    format: str | None,
+    database: str | None,
+    errors_file: Path | None,
+    as_json: bool,
+    work: Callable[..., ImportReport],
+) -> None:
+    from legato.store.db import connect
+
+    if format is not None and format.lower() not in FORMATS:
+        raise typer.BadParameter(f"'{format}' is not one of {', '.join(FORMATS)}", param_hint="--format")
+    try:
+        engine = connect(database)
+        try:
+            with _progress_bar(f"importing {kind} from {file.name}", quiet=as_json) as progress:
+                report = work(engine, progress)
+        finally:
+            engine.dispose()
+    except LegatoError as error:
+        fail(error)
+    if errors_file is not None:
+        _write_errors(report, errors_file)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        _print_report(report, errors_file)
+    raise typer.Exit(1 if report.rejected else 0)
+
+
+@contextmanager
+def _progress_bar(description: str, *, quiet: bool) -> Iterator[Callable[[int, int], None]]:
+    """A Rich progress bar on stderr (so --json output stays clean); gone when done."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+        disable=quiet,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _write_errors(report: ImportReport, path: Path) -> None:
+    try:
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["row", "column", "value", "reason"])
+            for error in report.errors:
+                writer.writerow([error.row, error.column or "", error.value or "", error.reason])
+    except OSError as exc:
+        fail(LegatoError(f"cannot write {path}: {exc.strerror}", hint="choose a writable path for --errors"))
+
+
+def _print_report(report: ImportReport, errors_file: Path | None) -> None:
+    console.print(f"[bold]{report.kind}[/] from {report.source_name}", highlight=False)
+    table = Table(show_header=False)
+    table.add_column("what")
+    table.add_column("rows", justify="right")
+    same = "unchanged" if report.kind == "customers" else "duplicates (already stored)"
+    for label, count in (
+        ("rows read", report.rows_read),
+        ("inserted", report.inserted),
+        ("updated", report.updated),
+        (same, report.unchanged),
+        ("rejected", report.rejected),
+    ):
+        style = "red" if label == "rejected" and count else None
+        table.add_row(label, f"[{style}]{count:,}[/]" if style else f"{count:,}")
+    console.print(table)
+    for message in report.messages(SHOWN_ERRORS):
+        console.print(message, markup=False, highlight=False, soft_wrap=True)
+    hidden = len(report.errors) - SHOWN_ERRORS
+    if hidden > 0:
+        where = f"all are in {errors_file}" if errors_file else "--errors FILE saves them all"
+        console.print(f"... and {hidden:,} more ({where})", highlight=False)

@@ -1,0 +1,1 @@
+"""Step 2, configure agents: what each agent may do (its action space) and how it chooses."""

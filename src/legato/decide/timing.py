@@ -1,0 +1,56 @@
+"""Send times: the next moment a customer's local clock is inside a send window.
+
+Work is done once per distinct time zone in the batch (a handful), not once per customer.
+A customer without a known zone is scheduled in UTC here; the guardrails decide later
+whether an unknown zone needs the strictest candidate instead.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import numpy.typing as npt
+
+from legato.playbook.models import SendWindow
+
+UTC_NAME = "UTC"
+
+
+def next_send_times(
+    now: datetime, zones: npt.NDArray[np.object_], windows: list[SendWindow], window_index: npt.NDArray[np.int64]
+) -> npt.NDArray[np.datetime64]:
+    """For each row, the first instant at or after ``now`` inside ``windows[window_index]``,
+    in the row's local zone, returned as naive UTC ``datetime64[us]``."""
+    result = np.full(len(zones), np.datetime64("NaT"), dtype="datetime64[us]")
+    zone_names = np.where(zones == None, UTC_NAME, zones)  # noqa: E711 - elementwise on objects
+    for zone_name in np.unique(zone_names.astype(str)):
+        zone = _zone(zone_name)
+        local_now = now.astimezone(zone)
+        in_zone = zone_names == zone_name
+        for index, window in enumerate(windows):
+            rows = in_zone & (window_index == index)
+            if rows.any():
+                result[rows] = np.datetime64(_next_start(local_now, window).replace(tzinfo=None), "us")
+    return result
+
+
+def _next_start(local_now: datetime, window: SendWindow) -> datetime:
+    """The UTC instant at or after ``local_now`` when the window is open."""
+    today_start = local_now.replace(hour=window.start.hour, minute=window.start.minute, second=0, microsecond=0)
+    today_end = local_now.replace(hour=window.end.hour, minute=window.end.minute, second=0, microsecond=0)
+    if local_now < today_start:
+        chosen = today_start
+    elif local_now < today_end:
+        chosen = local_now
+    else:
+        chosen = today_start + timedelta(days=1)  # aware arithmetic keeps the wall clock across DST
+    return chosen.astimezone(ZoneInfo(UTC_NAME))
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo(UTC_NAME)

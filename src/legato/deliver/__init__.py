@@ -1,0 +1,1 @@
+"""Delivery: the outbox, the channels that carry messages, and the dispatcher."""

@@ -1,0 +1,56 @@
+"""Transports that carry rendered messages out of Legato.
+
+``file`` appends JSON Lines (one message a line, keyed by message id) and skips ids it has
+written before, so a dispatcher that crashed after writing but before recording the send
+does not deliver twice. ``console`` prints, for trying a playbook by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+from rich.console import Console
+
+
+class Transport(Protocol):
+    def send(self, messages: list[dict[str, Any]]) -> None: ...
+
+
+class FileTransport:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._written: set[int] | None = None
+
+    def _already_written(self) -> set[int]:
+        if self._written is None:
+            self._written = set()
+            if self.path.exists():
+                with self.path.open(encoding="utf-8") as lines:
+                    self._written = {json.loads(line)["message_id"] for line in lines if line.strip()}
+        return self._written
+
+    def send(self, messages: list[dict[str, Any]]) -> None:
+        written = self._already_written()
+        fresh = [m for m in messages if m["message_id"] not in written]
+        if not fresh:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as out:
+            out.write("".join(json.dumps(m, ensure_ascii=False, default=str) + "\n" for m in fresh))
+            out.flush()
+            os.fsync(out.fileno())
+        written.update(m["message_id"] for m in fresh)
+
+
+class ConsoleTransport:
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console()
+
+    def send(self, messages: list[dict[str, Any]]) -> None:
+        for message in messages:
+            heading = message.get("subject") or message.get("title") or ""
+            self.console.print(f"[bold]{message['channel']}[/] → {message['to']}: {heading}")
+            self.console.print(message["body"], markup=False, highlight=False)

@@ -1,0 +1,138 @@
+"""The dispatcher: send what is due from the outbox, exactly once per message.
+
+A message is rendered when it is sent (so personal data is read fresh), written to its
+channel's transport, and marked sent in the same transaction that read it. Messages that
+cannot be rendered are marked failed with the reason and never sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, bindparam, select, update
+
+from legato.clock import Clock
+from legato.deliver.channels import ConsoleTransport, FileTransport, Transport
+from legato.deliver.render import CreativeTemplate, RenderError
+from legato.playbook.models import Playbook
+from legato.store.schema import customers, decisions, outbox
+
+CHUNK = 5_000
+
+
+@dataclass
+class DispatchReport:
+    sent: Counter[str] = field(default_factory=Counter)  # by agent
+    failed: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+
+
+def transports(playbook: Playbook, base_dir: Path) -> dict[str, Transport]:
+    made: dict[str, Transport] = {}
+    for channel, spec in playbook.channels.items():
+        if spec.kind == "file":
+            assert spec.path is not None
+            made[channel.value] = FileTransport(base_dir / spec.path)
+        else:
+            made[channel.value] = ConsoleTransport()
+    return made
+
+
+def dispatch_due(
+    engine: Engine, playbook: Playbook, clock: Clock, channel_transports: dict[str, Transport]
+) -> DispatchReport:
+    """Send every pending message whose time has come."""
+    now = clock.now()
+    report = DispatchReport()
+    templates = {c.id: CreativeTemplate(c) for c in playbook.creatives}
+    offers = {o.id: o for o in playbook.offers}
+    query = (
+        select(
+            outbox.c.id,
+            outbox.c.channel,
+            outbox.c.decision_id,
+            decisions.c.agent_id,
+            decisions.c.creative_id,
+            decisions.c.offer_id,
+            customers.c.id.label("customer_id"),
+            customers.c.email,
+            customers.c.phone,
+            customers.c.attributes,
+        )
+        .join(decisions, decisions.c.id == outbox.c.decision_id)
+        .join(customers, customers.c.id == outbox.c.customer_id)
+        .where(outbox.c.status == "pending", outbox.c.send_at <= now)
+        .order_by(outbox.c.send_at, outbox.c.id)
+        .limit(CHUNK)
+    )
+    while True:
+        with engine.begin() as connection:
+            rows = connection.execute(query).all()
+            if not rows:
+                return report
+            by_channel: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            sent: list[dict[str, Any]] = []
+            failed: list[dict[str, Any]] = []
+            for row in rows:
+                try:
+                    message = _message(row, playbook, templates, offers, now)
+                except RenderError as exc:
+                    failed.append({"o_id": row.id, "d_id": row.decision_id, "error": str(exc)})
+                    report.failed[row.agent_id] += 1
+                    report.errors.append(f"message {row.id} (decision {row.decision_id}): {exc}")
+                    continue
+                by_channel[row.channel].append(message)
+                sent.append({"o_id": row.id, "d_id": row.decision_id, "error": None})
+                report.sent[row.agent_id] += 1
+            _mark(connection, sent, "sent", now)
+            _mark(connection, failed, "failed", now)
+            # Transports are written last, inside the transaction: if one fails the marks roll
+            # back and the messages stay pending; if the process dies after writing, the file
+            # transport recognises the message ids it already holds.
+            for channel, messages in by_channel.items():
+                channel_transports[channel].send(messages)
+
+
+def _message(row: Any, playbook: Playbook, templates: dict[str, CreativeTemplate], offers: dict[str, Any], now: datetime) -> dict[str, Any]:
+    creative = templates[row.creative_id]
+    offer = offers.get(row.offer_id) if row.offer_id else None
+    token = hashlib.sha256(f"{row.id}:{row.customer_id}".encode()).hexdigest()[:24]
+    context = {
+        "customer": {"id": row.customer_id, "email": row.email, "phone": row.phone, **(row.attributes or {})},
+        "offer": offer.model_dump(mode="json") if offer else None,
+        "brand": {"name": playbook.brand.name, **playbook.brand.legal.model_dump()},
+        "unsubscribe_url": f"{playbook.brand.legal.unsubscribe_url}?t={token}",
+    }
+    rendered = creative.render(context)
+    return {
+        "message_id": row.id,
+        "decision_id": row.decision_id,
+        "agent_id": row.agent_id,
+        "channel": row.channel,
+        "to": row.email if row.channel == "email" else row.phone if row.channel in ("sms", "whatsapp") else row.customer_id,
+        "customer_id": row.customer_id,
+        "subject": rendered.subject,
+        "title": rendered.title,
+        "body": rendered.body,
+        "sent_at": now.isoformat(),
+    }
+
+
+def _mark(connection: Any, rows: list[dict[str, Any]], status: str, now: datetime) -> None:
+    if not rows:
+        return
+    connection.execute(
+        update(outbox)
+        .where(outbox.c.id == bindparam("o_id"))
+        .values(status=status, sent_at=now if status == "sent" else None, attempts=outbox.c.attempts + 1, error=bindparam("error")),
+        rows,
+    )
+    connection.execute(
+        update(decisions).where(decisions.c.id == bindparam("d_id")).values(status=status),
+        [{"d_id": r["d_id"]} for r in rows],
+    )

@@ -1,0 +1,448 @@
+"""One orchestration cycle: the only module that knows the order of the steps.
+
+For each active agent: select the audience in SQL, page by page → build the feature batch
+→ holdout → the policy picks an action per customer with its propensity → budget and
+contact guardrails mask what is not allowed, each with a reason → the trust stage routes
+each proposed send to "execute" or "review" → decisions, outbox rows, review items and an
+audit entry are written in one transaction per page. Then the dispatcher sends what is due.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine
+
+from legato.audience.fields import StoreResolver, audience_from
+from legato.audience.sql import compile_expression
+from legato.clock import Clock
+from legato.decide.actions import NOTHING, Action, action_space
+from legato.decide.features import FEATURES, feature_matrix
+from legato.decide.holdout import in_holdout
+from legato.decide.policy import Policy, build_policy
+from legato.decide.timing import next_send_times
+from legato.deliver.channels import Transport
+from legato.deliver.dispatch import DispatchReport, dispatch_due
+from legato.deliver.render import variant_hash
+from legato.errors import NothingToDoError
+from legato.guard.contact import check_contacts, contact_columns, facts_from_columns
+from legato.playbook.models import Agent, Playbook
+from legato.store import traits as trait_store
+from legato.store.db import is_empty
+from legato.store.schema import agents, audit_log, customers, cycles, decisions, outbox, policy_states, review_items
+from legato.trust.ladder import EXECUTE, REVIEW, route
+
+PAGE = 50_000
+
+Progress = Callable[[str, int], None]
+
+
+@dataclass
+class AgentReport:
+    agent_id: str
+    stage: int
+    audience: int = 0
+    holdout: int = 0
+    nothing: int = 0
+    scheduled: int = 0
+    queued: int = 0
+    delayed: int = 0
+    suppressed: Counter[str] = field(default_factory=Counter)
+    sent: int = 0
+    failed: int = 0
+
+    @property
+    def suppressed_total(self) -> int:
+        return sum(self.suppressed.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent_id,
+            "trust_stage": self.stage,
+            "audience": self.audience,
+            "holdout": self.holdout,
+            "do_nothing": self.nothing,
+            "scheduled": self.scheduled,
+            "queued_for_review": self.queued,
+            "delayed": self.delayed,
+            "suppressed": dict(self.suppressed),
+            "sent": self.sent,
+            "failed": self.failed,
+        }
+
+
+@dataclass
+class CycleReport:
+    cycle_id: int
+    at: datetime
+    agents: dict[str, AgentReport]
+    dispatch: DispatchReport
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cycle": self.cycle_id,
+            "at": self.at.isoformat(),
+            "agents": [a.to_dict() for a in self.agents.values()],
+            "dispatch_errors": self.dispatch.errors,
+        }
+
+
+def run_cycle(
+    engine: Engine,
+    playbook: Playbook,
+    clock: Clock,
+    transports: dict[str, Transport],
+    *,
+    progress: Progress | None = None,
+) -> CycleReport:
+    """Run every active agent once at ``clock.now()``, then dispatch what is due."""
+    if is_empty(engine):
+        raise NothingToDoError(
+            "the database has no customers, so there is nobody to decide for",
+            hint="import customers first: legato import customers FILE (or try `legato demo`)",
+        )
+    now = clock.now()
+    with engine.begin() as connection:
+        trait_store.roll_windows(connection, now)
+        cycle_id = connection.execute(
+            sa.insert(cycles).values(at=now, started_at=now, status="running").returning(cycles.c.id)
+        ).scalar_one()
+        stages = _sync_agents(connection, playbook, now)
+    reports: dict[str, AgentReport] = {}
+    for agent in playbook.agents:
+        stage, status = stages[agent.id]
+        if not agent.active or status != "active":
+            continue
+        reports[agent.id] = _run_agent(engine, playbook, agent, stage, cycle_id, now, progress)
+    dispatched = dispatch_due(engine, playbook, clock, transports)
+    for agent_id, count in dispatched.sent.items():
+        if agent_id in reports:
+            reports[agent_id].sent = count
+    for agent_id, count in dispatched.failed.items():
+        if agent_id in reports:
+            reports[agent_id].failed = count
+    with engine.begin() as connection:
+        connection.execute(
+            sa.update(cycles).where(cycles.c.id == cycle_id).values(finished_at=clock.now(), status="finished")
+        )
+    return CycleReport(cycle_id=cycle_id, at=now, agents=reports, dispatch=dispatched)
+
+
+def _sync_agents(connection: Connection, playbook: Playbook, now: datetime) -> dict[str, tuple[int, str]]:
+    """Make the agents table follow the playbook; every stage change is audited."""
+    known = {row.id: row for row in connection.execute(sa.select(agents))}
+    result: dict[str, tuple[int, str]] = {}
+    for agent in playbook.agents:
+        row = known.get(agent.id)
+        if row is None:
+            connection.execute(sa.insert(agents).values(id=agent.id, trust_stage=agent.trust_stage, status="active", updated_at=now))
+            _audit(connection, now, "playbook", "agent_created", "agent", agent.id, {"trust_stage": agent.trust_stage})
+            result[agent.id] = (agent.trust_stage, "active")
+            continue
+        if row.trust_stage != agent.trust_stage:
+            connection.execute(sa.update(agents).where(agents.c.id == agent.id).values(trust_stage=agent.trust_stage, updated_at=now))
+            _audit(connection, now, "playbook", "trust_stage_changed", "agent", agent.id, {"from": row.trust_stage, "to": agent.trust_stage})
+        result[agent.id] = (agent.trust_stage, row.status)
+    return result
+
+
+def _audit(connection: Connection, at: datetime, actor: str, action: str, entity: str, entity_id: str, detail: dict[str, Any]) -> None:
+    connection.execute(
+        sa.insert(audit_log).values(at=at, actor=actor, action=action, entity=entity, entity_id=entity_id, detail=detail)
+    )
+
+
+def _load_policy(connection: Connection, agent: Agent, n_actions: int, now: datetime) -> Policy:
+    policy = build_policy(agent.policy.name, agent.policy.params, n_actions)
+    latest = connection.execute(
+        sa.select(policy_states.c.version, policy_states.c.policy, policy_states.c.state)
+        .where(policy_states.c.agent_id == agent.id)
+        .order_by(policy_states.c.version.desc())
+        .limit(1)
+    ).first()
+    if latest is None or latest.policy != agent.policy.name or latest.state != policy.state():
+        connection.execute(
+            sa.insert(policy_states).values(
+                agent_id=agent.id, version=(latest.version + 1) if latest else 1, policy=agent.policy.name, state=policy.state(), created_at=now
+            )
+        )
+    return policy
+
+
+@dataclass
+class _Budget:
+    sends_left: float
+    cost_left: float
+
+
+def _budget(connection: Connection, playbook: Playbook, agent: Agent, now: datetime) -> _Budget:
+    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    used = connection.execute(
+        sa.select(decisions.c.offer_id, sa.func.count())
+        .where(
+            decisions.c.agent_id == agent.id,
+            decisions.c.decided_at >= day_start,
+            decisions.c.decided_at < day_start + timedelta(days=1),
+            decisions.c.route.in_((EXECUTE, REVIEW)),
+        )
+        .group_by(decisions.c.offer_id)
+    ).all()
+    offer_cost = {o.id: o.cost for o in playbook.offers}
+    sends = sum(count for _, count in used)
+    cost = sum(offer_cost.get(offer_id, 0.0) * count for offer_id, count in used if offer_id)
+    return _Budget(
+        sends_left=np.inf if agent.budget.daily_sends is None else max(agent.budget.daily_sends - sends, 0),
+        cost_left=np.inf if agent.budget.daily_offer_cost is None else max(agent.budget.daily_offer_cost - cost, 0.0),
+    )
+
+
+def _run_agent(
+    engine: Engine, playbook: Playbook, agent: Agent, stage: int, cycle_id: int, now: datetime, progress: Progress | None
+) -> AgentReport:
+    report = AgentReport(agent_id=agent.id, stage=stage)
+    dialect = engine.dialect.name
+    actions = action_space(playbook, agent)
+    table = _ActionTable(playbook, actions)
+    channels = sorted({a.channel for a in actions if a.channel})
+    resolver = StoreResolver(playbook, now, dialect)
+    base = sa.select(customers.c.id, customers.c.time_zone, *(resolver.field(name).column.label(f"f_{name}") for name in FEATURES))
+    base = base.select_from(audience_from()).where(compile_expression(agent.audience, resolver, dialect_name=dialect))
+    base = contact_columns(base, playbook.guardrails, channels, now)
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(f"{agent.id}|{now.isoformat()}".encode()).digest()[:8], "little"))
+    last_id: str | None = None
+    with engine.begin() as connection:
+        policy = _load_policy(connection, agent, len(actions), now)
+        budget = _budget(connection, playbook, agent, now)
+    while True:
+        page = base.order_by(customers.c.id).limit(PAGE)
+        if last_id is not None:
+            page = page.where(customers.c.id > last_id)
+        with engine.begin() as connection:
+            result = connection.execute(page)
+            keys = list(result.keys())
+            rows = result.all()
+            if not rows:
+                return report
+            columns = {key: np.array(values, dtype=object) for key, values in zip(keys, zip(*rows, strict=True), strict=True)}
+            last_id = rows[-1][0]
+            _decide_page(connection, playbook, agent, stage, cycle_id, now, policy, table, channels, columns, budget, rng, report)
+        if progress:
+            progress(agent.id, len(rows))
+
+
+class _ActionTable:
+    """Per-action facts as arrays, so a batch's actions index them without a loop."""
+
+    def __init__(self, playbook: Playbook, actions: list[Action]) -> None:
+        self.actions = actions
+        self.keys = np.array([a.key for a in actions], dtype=object)
+        self.channel = np.array([a.channel for a in actions], dtype=object)
+        self.creative = np.array([a.creative_id for a in actions], dtype=object)
+        self.offer = np.array([a.offer_id for a in actions], dtype=object)
+        costs = {o.id: o.cost for o in playbook.offers}
+        self.offer_cost = np.array([costs.get(a.offer_id, 0.0) if a.offer_id else 0.0 for a in actions])
+        self.windows = [w for a in actions if a.window for w in [a.window]]
+        unique_windows = list(dict.fromkeys(w for w in self.windows))
+        self.unique_windows = unique_windows
+        self.window_index = np.array([unique_windows.index(a.window) if a.window else 0 for a in actions], dtype=np.int64)
+        self.content_hash = np.array(
+            [variant_hash(playbook.creative(a.creative_id), a.offer_id) if a.creative_id else None for a in actions], dtype=object
+        )
+        self.nothing_index = next((i for i, a in enumerate(actions) if a.is_nothing), None)
+
+
+def _decide_page(
+    connection: Connection,
+    playbook: Playbook,
+    agent: Agent,
+    stage: int,
+    cycle_id: int,
+    now: datetime,
+    policy: Policy,
+    table: _ActionTable,
+    channels: list[str],
+    columns: dict[str, npt.NDArray[Any]],
+    budget: _Budget,
+    rng: np.random.Generator,
+    report: AgentReport,
+) -> None:
+    ids = columns["id"].astype(str)
+    n = len(ids)
+    report.audience += n
+    holdout = in_holdout(ids, agent.id, agent.holdout)
+    features = feature_matrix([columns[f"f_{name}"] for name in FEATURES])
+    chosen = np.full(n, -1, dtype=np.int64)
+    propensity = np.ones(n)
+    expected = np.zeros(n)
+    active = ~holdout
+    batch = policy.decide(features[active], rng)
+    chosen[active] = batch.actions
+    propensity[active] = batch.propensities
+    expected[active] = batch.expected_values
+
+    channel = np.full(n, None, dtype=object)
+    channel[active] = table.channel[chosen[active]]
+    sends = channel != None  # noqa: E711 - elementwise on objects
+    send_at = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
+    window = np.zeros(n, dtype=np.int64)
+    window[sends] = table.window_index[chosen[sends]]
+    send_at[sends] = next_send_times(now, columns["time_zone"][sends], table.unique_windows, window[sends])
+
+    # Guardrails first, so that only sends that may go out use up the budget.
+    facts = facts_from_columns(columns, playbook.guardrails, channels)
+    verdict = check_contacts(channel, send_at, facts, playbook.guardrails)
+    reasons = verdict.reasons.copy()
+    send_at = np.where(sends, verdict.send_at, send_at)
+    blocked = sends & ~verdict.allowed
+    over_budget = _over_budget(sends & verdict.allowed, chosen, expected, table, budget, rng)
+    reasons[over_budget] = "budget"
+    allowed = sends & verdict.allowed & ~over_budget
+    routes = route(stage, allowed)
+
+    status = np.full(n, "nothing", dtype=object)
+    route_column = np.full(n, "none", dtype=object)
+    status[holdout], route_column[holdout] = "holdout", "holdout"
+    suppressed = over_budget | blocked
+    status[suppressed], route_column[suppressed] = "suppressed", "suppress"
+    status[routes == REVIEW], route_column[routes == REVIEW] = "queued", REVIEW
+    status[routes == EXECUTE], route_column[routes == EXECUTE] = "scheduled", EXECUTE
+
+    report.holdout += int(holdout.sum())
+    report.nothing += int((active & ~sends).sum())
+    report.scheduled += int((routes == EXECUTE).sum())
+    report.queued += int((routes == REVIEW).sum())
+    report.delayed += int((allowed & verdict.delayed).sum())
+    report.suppressed.update(reasons[suppressed].tolist())
+
+    _write_page(connection, agent, cycle_id, now, ids, chosen, propensity, expected, holdout, reasons, route_column, status, send_at, table)
+
+
+def _over_budget(
+    sends: npt.NDArray[np.bool_],
+    chosen: npt.NDArray[np.int64],
+    expected: npt.NDArray[np.float64],
+    table: _ActionTable,
+    budget: _Budget,
+    rng: np.random.Generator,
+) -> npt.NDArray[np.bool_]:
+    """Sends past the daily budget, keeping those with the highest expected value."""
+    over = np.zeros(len(sends), dtype=bool)
+    candidates = np.flatnonzero(sends)
+    if len(candidates) == 0 or (np.isinf(budget.sends_left) and np.isinf(budget.cost_left)):
+        return over
+    # Highest expected value first; a random key breaks ties so no id order is favoured.
+    order = candidates[np.lexsort((rng.random(len(candidates)), -expected[candidates]))]
+    within = np.arange(1, len(order) + 1) <= budget.sends_left
+    cost = np.cumsum(table.offer_cost[chosen[order]])
+    within &= cost <= budget.cost_left
+    over[order[~within]] = True
+    kept = order[within]
+    budget.sends_left -= len(kept)
+    budget.cost_left -= float(table.offer_cost[chosen[kept]].sum())
+    return over
+
+
+def _write_page(
+    connection: Connection,
+    agent: Agent,
+    cycle_id: int,
+    now: datetime,
+    ids: npt.NDArray[np.str_],
+    chosen: npt.NDArray[np.int64],
+    propensity: npt.NDArray[np.float64],
+    expected: npt.NDArray[np.float64],
+    holdout: npt.NDArray[np.bool_],
+    reasons: npt.NDArray[np.object_],
+    route_column: npt.NDArray[np.object_],
+    status: npt.NDArray[np.object_],
+    send_at: npt.NDArray[np.datetime64],
+    table: _ActionTable,
+) -> None:
+    """Decisions, then outbox rows and review items derived from them in SQL, in one transaction."""
+    before = connection.execute(sa.select(sa.func.coalesce(sa.func.max(decisions.c.id), 0))).scalar_one()
+    acting = chosen >= 0
+    index = np.where(acting, chosen, 0)
+    keys = np.where(acting, table.keys[index], NOTHING)
+    send_times = _aware(send_at)
+    rows = [
+        {
+            "cycle_id": cycle_id,
+            "agent_id": agent.id,
+            "customer_id": customer_id,
+            "decided_at": now,
+            "action": key,
+            "offer_id": offer_id,
+            "creative_id": creative_id,
+            "channel": channel,
+            "send_at": when,
+            "propensity": p,
+            "expected_value": ev,
+            "holdout": h,
+            "findings": [reason] if reason else [],
+            "route": r,
+            "status": s,
+            "content_hash": content_hash,
+            "approved_by": None,
+        }
+        for customer_id, key, offer_id, creative_id, channel, when, p, ev, h, reason, r, s, content_hash in zip(
+            ids.tolist(),
+            keys.tolist(),
+            np.where(acting, table.offer[index], None).tolist(),
+            np.where(acting, table.creative[index], None).tolist(),
+            np.where(acting, table.channel[index], None).tolist(),
+            send_times,
+            propensity.tolist(),
+            expected.tolist(),
+            holdout.tolist(),
+            reasons.tolist(),
+            route_column.tolist(),
+            status.tolist(),
+            np.where(acting, table.content_hash[index], None).tolist(),
+            strict=True,
+        )
+    ]
+    connection.execute(sa.insert(decisions), rows)
+    this_page = sa.and_(decisions.c.cycle_id == cycle_id, decisions.c.agent_id == agent.id, decisions.c.id > before)
+    connection.execute(
+        sa.insert(outbox).from_select(
+            ["decision_id", "customer_id", "channel", "send_at", "status", "attempts"],
+            sa.select(
+                decisions.c.id,
+                decisions.c.customer_id,
+                decisions.c.channel,
+                decisions.c.send_at,
+                sa.literal("pending"),
+                sa.literal(0),
+            ).where(this_page, decisions.c.route == EXECUTE),
+        )
+    )
+    connection.execute(
+        sa.insert(review_items).from_select(
+            ["decision_id", "agent_id", "reason", "priority", "status", "created_at", "content_hash"],
+            sa.select(
+                decisions.c.id,
+                decisions.c.agent_id,
+                sa.literal("trust_stage_0"),
+                sa.literal(50),
+                sa.literal("open"),
+                decisions.c.decided_at,
+                decisions.c.content_hash,
+            ).where(this_page, decisions.c.route == REVIEW),
+        )
+    )
+    counts = Counter(status.tolist())
+    _audit(connection, now, f"agent:{agent.id}", "decided", "cycle", str(cycle_id), {"decisions": len(ids), **counts})
+
+
+def _aware(values: npt.NDArray[np.datetime64]) -> list[datetime | None]:
+    from datetime import timezone
+
+    return [None if v is None else v.replace(tzinfo=timezone.utc) for v in values.astype("datetime64[us]").astype(object).tolist()]

@@ -1,0 +1,154 @@
+"""Contact guardrails over a whole batch of candidate decisions: consent and frequency caps.
+
+The database does the per-customer lookups in the same query that selects the audience
+(:func:`contact_columns` adds one column per fact), and the rules then run as NumPy
+operations over the batch. Each blocked decision gets a reason code, so reports can say
+which rule stopped how many messages.
+
+Consent model (see docs/architecture.md): a revoked consent always blocks, because an
+objection to direct marketing is absolute (GDPR Art. 21(3)); a channel with a consent rule
+in the playbook needs a valid, unexpired consent of the required kind; a channel without a
+rule needs none, which is the opt-out regime of CAN-SPAM for US e-mail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select
+from sqlalchemy.sql import FromClause
+
+from legato.playbook.models import FrequencyCap, Guardrails
+from legato.store.schema import consents, customers, outbox
+
+CONTACT_POINT = {"email": customers.c.email, "sms": customers.c.phone, "whatsapp": customers.c.phone}
+
+
+@dataclass(frozen=True)
+class ContactFacts:
+    """Per customer of a batch, the facts the contact rules need, by channel and by cap rule."""
+
+    reachable: dict[str, npt.NDArray[np.bool_]]
+    consented: dict[str, npt.NDArray[np.bool_]]
+    revoked: dict[str, npt.NDArray[np.bool_]]
+    cap_counts: list[npt.NDArray[np.int64]]
+    cap_oldest: list[npt.NDArray[np.datetime64]]
+
+
+@dataclass(frozen=True)
+class ContactVerdict:
+    allowed: npt.NDArray[np.bool_]
+    send_at: npt.NDArray[np.datetime64]  # possibly delayed
+    reasons: npt.NDArray[np.object_]  # None where allowed without change, else a reason code
+    delayed: npt.NDArray[np.bool_]
+
+
+def contact_columns(
+    query: Select[tuple[object, ...]], guardrails: Guardrails, channels: list[str], now: datetime
+) -> Select[tuple[object, ...]]:
+    """Add to an audience query (over ``customers``) the columns :func:`facts_from_rows` reads."""
+    for channel in channels:
+        alias = consents.alias(f"consent_{channel}")
+        query = query.outerjoin(
+            alias,
+            and_(alias.c.customer_id == customers.c.id, alias.c.channel == channel, alias.c.purpose == "marketing"),
+        )
+        rule = next((r for r in guardrails.consent if r.channel.value == channel and r.purpose.value == "marketing"), None)
+        valid = and_(alias.c.status == "granted", or_(alias.c.expires_at.is_(None), alias.c.expires_at > now))
+        if rule is not None and rule.require == "express":
+            valid = and_(valid, alias.c.kind == "express")
+        needs_consent = rule is not None
+        consented = case((valid, 1), else_=0) if needs_consent else literal(1)
+        point = CONTACT_POINT.get(channel)
+        reachable = case((point.is_not(None), 1), else_=0) if point is not None else literal(1)
+        query = query.add_columns(
+            reachable.label(f"reachable_{channel}"),
+            consented.label(f"consented_{channel}"),
+            case((alias.c.status == "revoked", 1), else_=0).label(f"revoked_{channel}"),
+        )
+    for index, cap in enumerate(guardrails.frequency_caps):
+        counted = _cap_counts(cap, now).alias(f"cap_{index}")
+        query = query.outerjoin(counted, counted.c.customer_id == customers.c.id).add_columns(
+            func.coalesce(counted.c.sent, 0).label(f"cap_count_{index}"),
+            counted.c.oldest.label(f"cap_oldest_{index}"),
+        )
+    return query
+
+
+def _cap_counts(cap: FrequencyCap, now: datetime) -> Select[tuple[object, ...]]:
+    conditions: list[ColumnElement[bool]] = [
+        outbox.c.send_at > now - timedelta(days=cap.days),
+        outbox.c.status.in_(("pending", "sent")),
+    ]
+    if cap.channel != "any":
+        conditions.append(outbox.c.channel == cap.channel.value)
+    return (
+        select(outbox.c.customer_id, func.count().label("sent"), func.min(outbox.c.send_at).label("oldest"))
+        .where(*conditions)
+        .group_by(outbox.c.customer_id)
+    )
+
+
+def facts_from_columns(
+    columns: dict[str, npt.NDArray[np.generic]], guardrails: Guardrails, channels: list[str]
+) -> ContactFacts:
+    """Read the columns added by :func:`contact_columns` out of a fetched batch."""
+    return ContactFacts(
+        reachable={c: columns[f"reachable_{c}"].astype(bool) for c in channels},
+        consented={c: columns[f"consented_{c}"].astype(bool) for c in channels},
+        revoked={c: columns[f"revoked_{c}"].astype(bool) for c in channels},
+        cap_counts=[columns[f"cap_count_{i}"].astype(np.int64) for i in range(len(guardrails.frequency_caps))],
+        cap_oldest=[
+            _to_datetime64(columns[f"cap_oldest_{i}"]) for i in range(len(guardrails.frequency_caps))
+        ],
+    )
+
+
+def _to_datetime64(values: npt.NDArray[np.generic]) -> npt.NDArray[np.datetime64]:
+    if values.dtype.kind == "M":
+        return values.astype("datetime64[us]")
+    return np.array(
+        [np.datetime64(v.replace(tzinfo=None), "us") if v is not None else np.datetime64("NaT") for v in values],
+        dtype="datetime64[us]",
+    )
+
+
+def check_contacts(
+    channels: npt.NDArray[np.object_],
+    send_at: npt.NDArray[np.datetime64],
+    facts: ContactFacts,
+    guardrails: Guardrails,
+) -> ContactVerdict:
+    """Apply the contact rules to proposed sends; rows whose channel is None are not sends."""
+    n = len(channels)
+    reasons = np.full(n, None, dtype=object)
+    allowed = np.ones(n, dtype=bool)
+    delayed = np.zeros(n, dtype=bool)
+    send_at = send_at.copy()
+    sends = channels != None  # noqa: E711 - elementwise comparison on an object array
+
+    def block(mask: npt.NDArray[np.bool_], reason: str) -> None:
+        hit = mask & allowed & sends
+        reasons[hit] = reason
+        allowed[hit] = False
+
+    for channel in facts.reachable:
+        on_channel = channels == channel
+        block(on_channel & ~facts.reachable[channel], f"no_contact_point:{channel}")
+        block(on_channel & facts.revoked[channel], f"consent_revoked:{channel}")
+        block(on_channel & ~facts.consented[channel], f"no_consent:{channel}")
+    for index, cap in enumerate(guardrails.frequency_caps):
+        applies = sends if cap.channel == "any" else channels == cap.channel.value
+        over = applies & (facts.cap_counts[index] >= cap.max) & allowed
+        if cap.on_block == "delay" and cap.max > 0:
+            until = facts.cap_oldest[index] + np.timedelta64(int(cap.days * 86_400_000_000), "us")
+            later = over & ~np.isnat(until)
+            send_at[later] = np.maximum(send_at[later], until[later])
+            delayed |= later
+            reasons[later] = f"delayed:frequency_cap:{index}"
+            over = over & ~later
+        block(over, f"frequency_cap:{index}")
+    return ContactVerdict(allowed=allowed, send_at=send_at, reasons=reasons, delayed=delayed)

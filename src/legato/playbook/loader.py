@@ -1,0 +1,182 @@
+"""Load a playbook file and report every problem in it at once, each with its place.
+
+Problems come from three layers, collected rather than stopping at the first: YAML syntax
+(and duplicate keys), the Pydantic models (types, unknown keys, limits) and the
+cross-section checks in :mod:`legato.playbook.references`. Each is printed as
+``FILE:LINE:COL: path.to.field: message`` with a hint where one helps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from legato.errors import LegatoError
+from legato.playbook.models import Playbook
+from legato.playbook.positions import Mark, PositionMap, compose_positions
+from legato.playbook.positions import Path as FieldPath
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a playbook, where it is and how to fix it."""
+
+    path: FieldPath
+    message: str
+    hint: str | None = None
+    mark: Mark | None = None
+    offset: int | None = None  # character inside the scalar at ``path``, for expressions
+
+    def dotted(self) -> str:
+        text = ""
+        for part in self.path:
+            text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+        return text or "(top level)"
+
+
+class PlaybookError(LegatoError):
+    """A playbook that cannot be used; ``problems`` lists every reason with its place."""
+
+    def __init__(self, file: str, lines: list[str]) -> None:
+        self.file = file
+        self.lines = lines
+        count = len(lines)
+        super().__init__(
+            "\n".join(lines) + f"\n{file}: {count} problem{'s' if count != 1 else ''}; the playbook was not used"
+        )
+
+
+def load_playbook(path: str | Path) -> Playbook:
+    """Read, validate and cross-check a playbook; raise :class:`PlaybookError` listing all problems."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LegatoError(
+            f"{path}: no such playbook file", hint="create one with `legato init DIR` or check the path"
+        ) from None
+    except (UnicodeDecodeError, IsADirectoryError) as exc:
+        raise LegatoError(f"{path}: cannot be read as a UTF-8 YAML file ({exc})") from None
+    return parse_playbook(text, str(path))
+
+
+def parse_playbook(text: str, file: str = "<playbook>") -> Playbook:
+    try:
+        _, positions = compose_positions(text)
+    except yaml.YAMLError as exc:
+        raise PlaybookError(file, [_yaml_problem(file, exc)]) from None
+    problems: list[Problem] = [
+        Problem(path, f"duplicate key '{path[-1]}' (first at line {first.line})", mark=second)
+        for path, first, second in positions.duplicates
+    ]
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        problems.append(Problem((), "a playbook is a YAML mapping with brand, objectives, agents, ..."))
+        raise PlaybookError(file, _render(file, problems, positions))
+    from legato.playbook.references import check_references, expression_problems
+
+    problems.extend(expression_problems(data))
+    try:
+        playbook = Playbook.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(exc, data))
+        raise PlaybookError(file, _render(file, problems, positions)) from None
+    problems.extend(check_references(playbook))
+    if problems:
+        raise PlaybookError(file, _render(file, problems, positions))
+    return playbook
+
+
+def _yaml_problem(file: str, exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    detail = f"{context}, {problem}" if context else problem
+    return f"{where}: YAML syntax: {detail}\n  hint: check indentation and quoting; a ':' inside a value needs quotes"
+
+
+def _pydantic_problems(error: ValidationError, data: dict[str, Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    for item in error.errors():
+        path = tuple(part for part in item["loc"] if not _is_union_tag(part))
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            name = str(path[-1])
+            allowed = _allowed_keys(path[:-1], data)
+            close = get_close_matches(name, allowed, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else (
+                f"allowed keys here: {', '.join(sorted(allowed))}" if allowed else None
+            )
+            problems.append(Problem(path, f"unknown key '{name}'", hint, mark=None))
+            continue
+        message = item["msg"].removeprefix("Value error, ")
+        if kind == "missing":
+            message = f"'{path[-1]}' is required here"
+        problems.append(Problem(path, message, _hint_for(kind, item)))
+    return problems
+
+
+def _is_union_tag(part: Any) -> bool:
+    # Pydantic adds the union member's type name (e.g. 'literal['any']') to error locations.
+    return isinstance(part, str) and ("[" in part or part in {"str", "int", "float"})
+
+
+def _hint_for(kind: str, item: Any) -> str | None:
+    if kind == "enum" and "ctx" in item:
+        return f"use one of {item['ctx'].get('expected')}"
+    if kind.startswith("string_pattern"):
+        return "ids are lower_snake_case: a letter, then letters, digits or _"
+    if kind in {"int_parsing", "float_parsing", "int_from_float"}:
+        return "write a plain number without quotes or units"
+    return None
+
+
+def _allowed_keys(parent: Sequence[str | int], data: dict[str, Any]) -> list[str]:
+    """The field names the model at ``parent`` accepts, for 'did you mean' hints."""
+    model: Any = Playbook
+    for part in parent:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        model = _model_in(field.annotation)
+        if model is None:
+            return []
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _render(file: str, problems: list[Problem], positions: PositionMap) -> list[str]:
+    placed: list[tuple[Mark, str]] = []
+    for problem in problems:
+        mark = problem.mark
+        if mark is None and problem.offset is not None and problem.path in positions.scalars:
+            mark = positions.scalars[problem.path].offset(problem.offset)
+        if mark is None:
+            about_key = problem.message.startswith(("unknown key", "duplicate key"))
+            mark = positions.locate(problem.path, prefer_key=about_key)
+        line = f"{file}:{mark.line}:{mark.column}: {problem.dotted()}: {problem.message}"
+        if problem.hint:
+            line += f"\n  hint: {problem.hint}"
+        placed.append((mark, line))
+    placed.sort(key=lambda item: (item[0].line, item[0].column))
+    return [line for _, line in placed]

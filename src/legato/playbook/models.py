@@ -1,0 +1,319 @@
+"""The playbook's shape, validated with Pydantic v2.
+
+Every model forbids unknown keys, so a misspelled key is an error rather than a silently
+ignored setting. Checks that need more than one section (an agent naming an objective, a
+creative on an undeclared channel, a segment using a protected attribute) live in
+``legato.playbook.references`` so that they can report every problem at once.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, time
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Identifier = Annotated[
+    str,
+    Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64, description="lower_snake_case identifier"),
+]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --- brand ---------------------------------------------------------------------------
+
+
+class EmojiPolicy(str, Enum):
+    none = "none"
+    sparing = "sparing"
+    allowed = "allowed"
+
+
+class Voice(Strict):
+    tone: list[str] = Field(default_factory=list, description="Words that describe the voice.")
+    avoid: list[str] = Field(default_factory=list, description="Words and phrases never to use.")
+    required_phrases: list[str] = Field(default_factory=list)
+    max_exclamation_marks: int = Field(1, ge=0)
+    emoji: EmojiPolicy = EmojiPolicy.sparing
+    max_reading_grade: float | None = Field(None, gt=0, le=20)
+    examples: list[str] = Field(default_factory=list, description="On-brand example messages.")
+
+
+class LegalIdentity(Strict):
+    sender_name: str = Field(min_length=1)
+    postal_address: str = Field(min_length=1, description="Required in marketing e-mail (CAN-SPAM, CASL).")
+    support_contact: str = Field(min_length=1)
+    unsubscribe_url: str = Field(
+        min_length=1, description="Base of the one-click unsubscribe link; Legato appends a per-message token."
+    )
+
+
+class Brand(Strict):
+    name: str = Field(min_length=1)
+    voice: Voice = Field(default_factory=Voice)
+    legal: LegalIdentity
+
+
+# --- objectives, lifecycle, segments ---------------------------------------------------
+
+
+class GoalType(str, Enum):
+    acquisition = "acquisition"
+    retention = "retention"
+    upsell = "upsell"
+    engagement = "engagement"
+    lifetime_value = "lifetime_value"
+
+
+class Metric(str, Enum):
+    """KPIs Legato measures per agent and day (rates are per decision that was sent)."""
+
+    sends = "sends"
+    visit_rate = "visit_rate"
+    conversion_rate = "conversion_rate"
+    revenue_per_send = "revenue_per_send"
+    revenue = "revenue"
+    unsubscribe_rate = "unsubscribe_rate"
+    complaint_rate = "complaint_rate"
+
+
+class Kpi(Strict):
+    metric: Metric
+    target: float
+
+
+class GuardrailKpi(Strict):
+    metric: Metric
+    max: float | None = None
+    min: float | None = None
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> GuardrailKpi:
+        if self.max is None and self.min is None:
+            raise ValueError("give a limit: max or min")
+        return self
+
+
+class Objective(Strict):
+    id: Identifier
+    goal: GoalType
+    why: str = Field(min_length=1, description="The reason, in the marketer's words.")
+    stages: list[Identifier] = Field(min_length=1, description="Lifecycle stages it targets.")
+    kpis: list[Kpi] = Field(min_length=1, description="In priority order: the primary KPI first.")
+    guardrail_kpis: list[GuardrailKpi] = Field(default_factory=list)
+    attribution_days: int = Field(7, ge=1, le=90, description="Outcome window after a send.")
+
+
+class LifecycleStage(Strict):
+    stage: Identifier
+    when: str = Field(min_length=1, description="Segment expression; stages are tried in order.")
+
+
+class AttributeType(str, Enum):
+    number = "number"
+    string = "string"
+    boolean = "boolean"
+    timestamp = "timestamp"
+
+
+# --- offers, channels, creatives -------------------------------------------------------
+
+
+class Offer(Strict):
+    id: Identifier
+    kind: Literal["percent_off", "amount_off", "free_shipping", "gift", "content"]
+    value: float = Field(ge=0)
+    cost: float = Field(ge=0, description="Expected cost to the business per redemption.")
+    deadline: datetime | None = Field(None, description="A real deadline, if the offer has one.")
+
+
+class ChannelKind(str, Enum):
+    email = "email"
+    sms = "sms"
+    push = "push"
+    whatsapp = "whatsapp"
+    webhook = "webhook"
+
+
+class Transport(Strict):
+    kind: Literal["file", "console"] = "file"
+    path: str | None = Field(None, description="For kind 'file': JSON Lines file, relative to the playbook.")
+
+    @model_validator(mode="after")
+    def _path_for_file(self) -> Transport:
+        if self.kind == "file" and not self.path:
+            raise ValueError("a file transport needs a path, for example outbox/email.jsonl")
+        return self
+
+
+class Creative(Strict):
+    id: Identifier
+    channel: ChannelKind
+    subject: str | None = None
+    title: str | None = None
+    body: str = Field(min_length=1)
+
+
+# --- agents ----------------------------------------------------------------------------
+
+_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class SendWindow(Strict):
+    """A daily window in the customer's local time, written ``HH:MM-HH:MM``."""
+
+    start: time
+    end: time
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            match = _WINDOW.match(value.strip())
+            if not match:
+                raise ValueError(f"'{value}' is not a send window; write it as HH:MM-HH:MM, e.g. 09:00-11:00")
+            h1, m1, h2, m2 = (int(g) for g in match.groups())
+            return {"start": time(h1, m1), "end": time(h2, m2)}
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SendWindow:
+        if self.end <= self.start:
+            raise ValueError("a send window must end after it starts on the same day")
+        return self
+
+    @property
+    def label(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+
+class ActionSpace(Strict):
+    offers: list[Identifier] = Field(default_factory=list, description="Offer ids; none means no offer.")
+    creatives: list[Identifier] = Field(min_length=1)
+    send_windows: list[SendWindow] = Field(default_factory=lambda: [SendWindow.model_validate("09:00-17:00")])
+    do_nothing: bool = Field(True, description="'Do nothing' is an explicit action the policy can choose.")
+
+
+class PolicySpec(Strict):
+    name: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Budget(Strict):
+    daily_sends: int | None = Field(None, ge=0)
+    daily_offer_cost: float | None = Field(None, ge=0)
+
+
+class StopLoss(Strict):
+    metric: Metric
+    max: float | None = None
+    min: float | None = None
+    min_sends: int = Field(100, ge=1, description="Do not judge before this many sends.")
+    demote_to: int = Field(0, ge=0, le=3)
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> StopLoss:
+        if self.max is None and self.min is None:
+            raise ValueError("give a limit: max or min")
+        return self
+
+
+class EscalationRule(Strict):
+    when: str = Field(min_length=1, description="Expression over customer and decision fields.")
+    reason: Identifier
+    priority: int = Field(50, ge=0, le=100)
+
+
+class Agent(Strict):
+    id: Identifier
+    objective: Identifier
+    audience: str = Field(min_length=1, description="Segment expression choosing who is eligible.")
+    actions: ActionSpace
+    policy: PolicySpec = Field(default_factory=lambda: PolicySpec(name="uniform_random"))
+    holdout: Fraction = 0.1
+    budget: Budget = Field(default_factory=Budget)
+    trust_stage: int = Field(0, ge=0, le=3)
+    active: bool = True
+    stop_loss: list[StopLoss] = Field(default_factory=list)
+    escalation: list[EscalationRule] = Field(default_factory=list)
+
+
+# --- guardrails ------------------------------------------------------------------------
+
+
+class Purpose(str, Enum):
+    marketing = "marketing"
+    transactional = "transactional"
+
+
+class ConsentRule(Strict):
+    channel: ChannelKind
+    purpose: Purpose = Purpose.marketing
+    require: Literal["express", "express_or_implied"] = "express_or_implied"
+
+
+class FrequencyCap(Strict):
+    channel: ChannelKind | Literal["any"] = "any"
+    max: int = Field(ge=0)
+    days: float = Field(gt=0, description="Rolling window length in days.")
+    on_block: Literal["drop", "delay"] = "drop"
+
+
+class QuietHours(Strict):
+    channel: ChannelKind
+    start: time = Field(description="Local time from which sending stops, e.g. 21:00.")
+    end: time = Field(description="Local time from which sending may resume, e.g. 08:00.")
+    on_block: Literal["drop", "delay"] = "delay"
+
+
+class Guardrails(Strict):
+    consent: list[ConsentRule] = Field(default_factory=list)
+    frequency_caps: list[FrequencyCap] = Field(default_factory=list)
+    quiet_hours: list[QuietHours] = Field(default_factory=list)
+    protected_attributes: list[Identifier] = Field(
+        default_factory=list, description="Never usable for targeting; only for fairness audits."
+    )
+
+
+# --- the playbook ----------------------------------------------------------------------
+
+
+class Playbook(Strict):
+    """A marketer's strategy: brand, objectives, audiences, offers, creatives, agents, guardrails."""
+
+    version: Literal[1] = 1
+    brand: Brand
+    attributes: dict[Identifier, AttributeType] = Field(
+        default_factory=dict, description="Customer attributes imported from files, with their types."
+    )
+    objectives: list[Objective] = Field(min_length=1)
+    lifecycle: list[LifecycleStage] = Field(default_factory=list)
+    segments: dict[Identifier, str] = Field(default_factory=dict)
+    offers: list[Offer] = Field(default_factory=list)
+    channels: dict[ChannelKind, Transport] = Field(min_length=1)
+    creatives: list[Creative] = Field(min_length=1)
+    agents: list[Agent] = Field(min_length=1)
+    guardrails: Guardrails = Field(default_factory=Guardrails)
+
+    @field_validator("segments")
+    @classmethod
+    def _segment_text(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not text.strip():
+                raise ValueError(f"segment '{name}' has an empty expression")
+        return value
+
+    def objective(self, objective_id: str) -> Objective:
+        return next(o for o in self.objectives if o.id == objective_id)
+
+    def creative(self, creative_id: str) -> Creative:
+        return next(c for c in self.creatives if c.id == creative_id)
+
+    def offer(self, offer_id: str) -> Offer:
+        return next(o for o in self.offers if o.id == offer_id)

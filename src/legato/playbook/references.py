@@ -1,0 +1,195 @@
+"""Checks that span sections of a playbook, each problem with the field it belongs to.
+
+Pydantic validates each section's shape; this module checks what ties them together:
+unique ids, references (an agent's objective, offers and creatives; a creative's channel;
+an objective's lifecycle stages), expressions (syntax, fields, types, segment cycles,
+protected attributes), policies and their parameters, and creative templates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+from difflib import get_close_matches
+
+from legato.audience.expr import ExpressionError, identifiers, parse
+from legato.audience.fields import LIFECYCLE_STAGE, known_fields
+from legato.audience.sql import FieldType, check_expression
+from legato.decide.policy import check_policy
+from legato.deliver.render import check_template
+from legato.playbook.loader import Problem
+from legato.playbook.models import Playbook
+from legato.playbook.positions import Path
+
+# Fields an escalation rule may use besides the customer's: facts of the decision itself.
+DECISION_FIELDS: dict[str, FieldType] = {
+    "offer_value": FieldType.NUMBER,
+    "offer_cost": FieldType.NUMBER,
+    "expected_value": FieldType.NUMBER,
+    "propensity": FieldType.NUMBER,
+}
+
+
+def check_references(playbook: Playbook) -> list[Problem]:
+    return [
+        *_unique_ids(playbook),
+        *_links(playbook),
+        *_policies(playbook),
+        *_templates(playbook),
+    ]
+
+
+def _unique_ids(playbook: Playbook) -> Iterator[Problem]:
+    sections: list[tuple[str, Iterable[str], str]] = [
+        ("objectives", (o.id for o in playbook.objectives), "id"),
+        ("offers", (o.id for o in playbook.offers), "id"),
+        ("creatives", (c.id for c in playbook.creatives), "id"),
+        ("agents", (a.id for a in playbook.agents), "id"),
+        ("lifecycle", (s.stage for s in playbook.lifecycle), "stage"),
+    ]
+    for section, ids, key in sections:
+        seen: dict[str, int] = {}
+        for index, value in enumerate(ids):
+            if value in seen:
+                yield Problem((section, index, key), f"'{value}' is already used by {section}[{seen[value]}]", "ids must be unique")
+            seen.setdefault(value, index)
+
+
+def _missing(path: Path, kind: str, name: str, known: Iterable[str]) -> Problem:
+    known = sorted(known)
+    close = get_close_matches(name, known, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else (f"declared: {', '.join(known)}" if known else f"declare it under {kind}")
+    return Problem(path, f"no {kind[:-1] if kind.endswith('s') else kind} named '{name}'", hint)
+
+
+def _links(playbook: Playbook) -> Iterator[Problem]:
+    objectives = {o.id for o in playbook.objectives}
+    offers = {o.id for o in playbook.offers}
+    creatives = {c.id for c in playbook.creatives}
+    stages = {s.stage for s in playbook.lifecycle}
+    channels = {c.value for c in playbook.channels}
+    for i, objective in enumerate(playbook.objectives):
+        for j, stage in enumerate(objective.stages):
+            if stage not in stages:
+                yield _missing(("objectives", i, "stages", j), "lifecycle stages", stage, stages)
+    for i, creative in enumerate(playbook.creatives):
+        if creative.channel.value not in channels:
+            yield Problem(
+                ("creatives", i, "channel"),
+                f"channel '{creative.channel.value}' is not declared under channels",
+                f"add it under channels, or use one of: {', '.join(sorted(channels))}",
+            )
+        if creative.channel.value == "email" and not creative.subject:
+            yield Problem(("creatives", i), "an e-mail creative needs a subject")
+    for i, agent in enumerate(playbook.agents):
+        if agent.objective not in objectives:
+            yield _missing(("agents", i, "objective"), "objectives", agent.objective, objectives)
+        for j, offer in enumerate(agent.actions.offers):
+            if offer not in offers:
+                yield _missing(("agents", i, "actions", "offers", j), "offers", offer, offers)
+        for j, creative in enumerate(agent.actions.creatives):
+            if creative not in creatives:
+                yield _missing(("agents", i, "actions", "creatives", j), "creatives", creative, creatives)
+    guard = playbook.guardrails
+    for section, rules in (("consent", guard.consent), ("frequency_caps", guard.frequency_caps), ("quiet_hours", guard.quiet_hours)):
+        for i, rule in enumerate(rules):
+            channel = getattr(rule.channel, "value", rule.channel)
+            if channel != "any" and channel not in channels:
+                yield Problem(
+                    ("guardrails", section, i, "channel"),
+                    f"channel '{channel}' is not declared under channels",
+                    f"declared: {', '.join(sorted(channels))}",
+                )
+    for i, name in enumerate(guard.protected_attributes):
+        if name not in playbook.attributes:
+            yield Problem(
+                ("guardrails", "protected_attributes", i),
+                f"protected attribute '{name}' is not declared under attributes",
+                "declare it with its type so imports keep it for fairness audits",
+            )
+
+
+def expression_problems(data: Mapping[str, Any]) -> list[Problem]:
+    """Problems in every expression of a playbook, read from the raw YAML data.
+
+    This runs even when other sections fail validation, so a misspelled key elsewhere does
+    not hide a broken segment: the marketer sees both at once.
+    """
+    attributes = _mapping(data.get("attributes"))
+    guardrails = _mapping(data.get("guardrails"))
+    protected = {p for p in guardrails.get("protected_attributes") or [] if isinstance(p, str)}
+    lifecycle = [s for s in data.get("lifecycle") or [] if isinstance(s, dict)] if isinstance(data.get("lifecycle"), list) else []
+    segments = {k: v for k, v in _mapping(data.get("segments")).items() if isinstance(v, str)}
+    customer = known_fields(attributes, protected, with_lifecycle=bool(lifecycle))
+    staged = known_fields(attributes, protected, with_lifecycle=False)
+    decision = {**customer, **DECISION_FIELDS}
+    agents = data.get("agents") if isinstance(data.get("agents"), list) else []
+    places: list[tuple[Path, Any, dict[str, FieldType]]] = []
+    places += [(("segments", name), text, customer) for name, text in segments.items()]
+    places += [(("lifecycle", i, "when"), stage.get("when"), staged) for i, stage in enumerate(lifecycle)]
+    for i, agent in enumerate(agents):
+        if not isinstance(agent, dict):
+            continue
+        places.append((("agents", i, "audience"), agent.get("audience"), customer))
+        rules = agent.get("escalation") if isinstance(agent.get("escalation"), list) else []
+        places += [(("agents", i, "escalation", j, "when"), r.get("when"), decision) for j, r in enumerate(rules) if isinstance(r, dict)]
+    problems: list[Problem] = []
+    for path, text, names in places:
+        if not isinstance(text, str) or not text.strip():
+            continue  # missing or mistyped: the model validation reports it
+        problem = _protected_use(path, text, protected)
+        if problem is not None:
+            problems.append(problem)
+            continue
+        try:
+            check_expression(text, names, segments)
+        except ExpressionError as exc:
+            problems.append(_expression_problem(path, text, exc))
+    return problems
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _protected_use(path: Path, text: str, protected: set[str]) -> Problem | None:
+    try:
+        used = identifiers(parse(text)) & protected
+    except ExpressionError:
+        return None  # reported with its caret by check_expression
+    if not used:
+        return None
+    name = sorted(used)[0]
+    match = re.search(rf"\b{re.escape(name)}\b", text)
+    return Problem(
+        path,
+        f"'{name}' is a protected attribute and cannot be used for targeting",
+        "protected attributes may only be used in fairness audits; remove it from the expression",
+        offset=match.start() if match else None,
+    )
+
+
+def _expression_problem(path: Path, text: str, exc: ExpressionError) -> Problem:
+    # An error inside a referenced segment is reported where the segment is defined.
+    if exc.source != text:
+        return Problem(path, exc.message, exc.hint)
+    caret = exc.render().splitlines()
+    message = exc.message + "\n    " + "\n    ".join(caret[1:3]) if len(caret) >= 3 else exc.message
+    return Problem(path, message, exc.hint, offset=exc.start)
+
+
+def _policies(playbook: Playbook) -> Iterator[Problem]:
+    for i, agent in enumerate(playbook.agents):
+        for error in check_policy(agent.policy.name, agent.policy.params):
+            yield Problem(("agents", i, "policy", *error.field), error.message, error.hint)
+
+
+def _templates(playbook: Playbook) -> Iterator[Problem]:
+    for i, creative in enumerate(playbook.creatives):
+        error = check_template(creative)
+        if error:
+            yield Problem(("creatives", i), error, "Jinja2 syntax: {{ customer.name }}, {% if offer %}...{% endif %}")
+
+
+__all__ = ["DECISION_FIELDS", "LIFECYCLE_STAGE", "check_references"]

@@ -1,0 +1,1 @@
+"""Shared ground: the database schema, connections, ingestion and computed traits."""

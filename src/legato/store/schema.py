@@ -1,0 +1,218 @@
+"""The database schema: one SQLAlchemy ``MetaData`` that Alembic migrations follow.
+
+Tables are grouped by the step that writes them. Timestamps are :class:`UTCDateTime`;
+free-form customer attributes live in a JSON column whose keys the playbook declares with
+types, so segment expressions are type-checked before they reach SQL.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from legato.store.types import UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=NAMING)
+
+ID = String(128)
+
+# --- customers and what they did -------------------------------------------------------
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("email", String(320)),
+    Column("phone", String(32)),
+    Column("time_zone", String(64)),
+    Column("country", String(2)),
+    Column("region", String(16)),
+    Column("attributes", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+consents = Table(
+    "consents",
+    metadata,
+    Column("customer_id", ID, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True),
+    Column("channel", String(32), primary_key=True),
+    Column("purpose", String(32), primary_key=True),
+    Column("status", String(16), nullable=False),  # granted | revoked
+    Column("kind", String(16), nullable=False),  # express | implied
+    Column("source", String(128), nullable=False),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("customer_id", ID, nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("revenue", Float),
+    Column("properties", JSON),
+    Index("ix_events_customer_time", "customer_id", "occurred_at"),
+    Index("ix_events_type_time", "type", "occurred_at"),
+)
+
+traits = Table(
+    "traits",
+    metadata,
+    Column("customer_id", ID, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True),
+    Column("first_purchase_at", UTCDateTime),
+    Column("last_purchase_at", UTCDateTime),
+    Column("last_event_at", UTCDateTime),
+    Column("purchase_count", Integer, nullable=False, default=0),
+    Column("lifetime_spend", Float, nullable=False, default=0.0),
+    Column("purchases_30d", Integer, nullable=False, default=0),
+    Column("revenue_30d", Float, nullable=False, default=0.0),
+    Column("purchases_90d", Integer, nullable=False, default=0),
+    Column("revenue_90d", Float, nullable=False, default=0.0),
+    Index("ix_traits_last_purchase", "last_purchase_at"),
+)
+
+# Engine-wide values such as the instant the windowed traits were last rolled forward.
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# --- agents, decisions and delivery ----------------------------------------------------
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("trust_stage", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # active | paused
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+policy_states = Table(
+    "policy_states",
+    metadata,
+    Column("agent_id", ID, ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("policy", String(64), nullable=False),
+    Column("state", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+cycles = Table(
+    "cycles",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("status", String(16), nullable=False),  # running | finished | failed
+)
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("cycle_id", Integer, ForeignKey("cycles.id"), nullable=False),
+    Column("agent_id", ID, nullable=False),
+    Column("customer_id", ID, nullable=False),
+    Column("decided_at", UTCDateTime, nullable=False),
+    Column("action", String(256), nullable=False),
+    Column("offer_id", ID),
+    Column("creative_id", ID),
+    Column("channel", String(32)),
+    Column("send_at", UTCDateTime),
+    Column("propensity", Float, nullable=False),
+    Column("expected_value", Float),
+    Column("holdout", Boolean, nullable=False),
+    Column("findings", JSON, nullable=False),
+    Column("route", String(16), nullable=False),  # execute | review | suppress | holdout | none
+    Column("status", String(16), nullable=False),
+    Column("content_hash", String(64)),
+    Column("approved_by", String(128)),
+    Index("ix_decisions_agent_time", "agent_id", "decided_at"),
+    Index("ix_decisions_customer_time", "customer_id", "decided_at"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("decision_id", Integer, ForeignKey("decisions.id"), nullable=False, unique=True),
+    Column("customer_id", ID, nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("send_at", UTCDateTime, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | sent | failed | cancelled
+    Column("payload", JSON),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("sent_at", UTCDateTime),
+    Column("error", Text),
+    Index("ix_outbox_customer_send", "customer_id", "send_at"),
+    Index("ix_outbox_status_send", "status", "send_at"),
+)
+
+review_items = Table(
+    "review_items",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("decision_id", Integer, ForeignKey("decisions.id"), nullable=False, unique=True),
+    Column("agent_id", ID, nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # open | approved | rejected | expired
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("due_at", UTCDateTime),
+    Column("assigned_role", String(64)),
+    Column("decided_by", String(128)),
+    Column("decided_at", UTCDateTime),
+    Column("content_hash", String(64)),
+    Index("ix_review_items_open", "status", "priority", "created_at"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("entity", String(32), nullable=False),
+    Column("entity_id", String(128), nullable=False),
+    Column("detail", JSON, nullable=False),
+    Column("before_hash", String(64)),
+    Column("after_hash", String(64)),
+    Index("ix_audit_log_entity", "entity", "entity_id"),
+)
+
+metrics = Table(
+    "metrics",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("day", String(10), nullable=False),
+    Column("agent_id", ID, nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("value", Float, nullable=False),
+    UniqueConstraint("day", "agent_id", "name"),
+)

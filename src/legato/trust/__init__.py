@@ -1,0 +1,1 @@
+"""Step 4, escalate exceptions: the trust ladder, the review queue and the audit log."""

@@ -1,0 +1,108 @@
+"""The `legato` command as a user types it: exit codes, messages and --json output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib.resources import files
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from legato.cli.app import app
+
+runner = CliRunner()
+EXAMPLE = files("legato.playbook").joinpath("example/playbook.yaml").read_text(encoding="utf-8")
+
+
+def write_example(folder: Path, text: str = EXAMPLE) -> Path:
+    path = folder / "playbook.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_validate_example_exits_zero(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["validate", str(write_example(tmp_path)), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["valid"] is True
+
+
+def test_validate_reports_typo_and_bad_expression_with_lines(tmp_path: Path) -> None:
+    text = EXAMPLE.replace("    trust_stage: 2\n", "    trust_stag: 2\n", 1).replace(
+        'big_spenders: "lifetime_spend >= 500"', 'big_spenders: "lifetime_spend >= 500 and"'
+    )
+    path = write_example(tmp_path, text)
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    lines = text.splitlines()
+    typo = next(i for i, line in enumerate(lines, 1) if "trust_stag:" in line)
+    segment = next(i for i, line in enumerate(lines, 1) if "big_spenders:" in line)
+    assert f"{path}:{typo}:5: agents[0].trust_stag: unknown key 'trust_stag'" in result.output
+    assert f"{path}:{segment}:" in result.output and "segments.big_spenders" in result.output
+    assert "2 problems" in result.output
+
+
+def test_schema_is_json_schema() -> None:
+    result = runner.invoke(app, ["schema"])
+    schema = json.loads(result.stdout)
+    assert {"brand", "objectives", "agents", "guardrails"} <= set(schema["properties"])
+    assert schema["additionalProperties"] is False
+
+
+def test_init_writes_a_valid_project_once(tmp_path: Path) -> None:
+    target = tmp_path / "proj"
+    assert runner.invoke(app, ["init", str(target)]).exit_code == 0
+    assert runner.invoke(app, ["validate", str(target / "playbook.yaml")]).exit_code == 0
+    again = runner.invoke(app, ["init", str(target)])
+    assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_run_on_empty_database_says_what_to_do(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", str(write_example(tmp_path)), "--database", f"sqlite:///{tmp_path / 'x.db'}"])
+    assert result.exit_code == 2
+    assert "no customers" in result.output and "legato import customers" in result.output
+
+
+def test_unreachable_database_is_named(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://nobody@127.0.0.1:1/none"
+    result = runner.invoke(app, ["run", str(write_example(tmp_path)), "--database", url])
+    assert result.exit_code == 2
+    assert url in result.output
+
+
+def test_bad_at_time(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", str(write_example(tmp_path)), "--at", "yesterday"])
+    assert result.exit_code == 2 and "'yesterday' is not a date or time" in result.output
+
+
+def test_demo_then_segment_and_run(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--folder", str(folder), "--days", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [d["day"] for d in report["days"]] == [1, 1, 2, 2]
+    totals = report["totals"]
+    assert totals["welcome_email"]["sent"] == 0  # stage 0: nothing leaves without approval
+    assert totals["welcome_email"]["queued_for_review"] == 600  # its daily budget, twice
+    assert totals["winback_email"]["sent"] > 0
+    sent_lines = (folder / "outbox" / "email.jsonl").read_text().splitlines()
+    assert len(sent_lines) == totals["winback_email"]["sent"]
+    database = report["database"]
+
+    segment = runner.invoke(app, ["segment", str(folder / "playbook.yaml"), "big_spenders", "--database", database, "--at", "2024-03-06", "--json"])
+    assert segment.exit_code == 0, segment.output
+    sized = json.loads(segment.stdout)
+    assert sized["total"] == 64_000 and 0 < sized["size"] < 64_000
+
+    more = runner.invoke(app, ["run", str(folder / "playbook.yaml"), "--database", database, "--at", "2024-03-11T08:00", "--json"])
+    assert more.exit_code == 0, more.output
+    assert {a["agent"] for a in json.loads(more.stdout)["agents"]} == {"winback_email", "welcome_email"}
+
+
+@pytest.mark.slow
+def test_installed_entry_point_runs() -> None:
+    legato = Path(sys.executable).with_name("legato")
+    result = subprocess.run([str(legato), "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and "demo" in result.stdout

@@ -1,0 +1,63 @@
+"""Connections and migrations: the schema Alembic builds is the schema the code declares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, text
+
+from legato.errors import StoreError
+from legato.store.db import connect, is_empty
+from legato.store.schema import metadata
+
+
+def test_migrations_match_the_declared_schema(engine: Engine) -> None:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, metadata) == []
+
+
+def test_new_store_is_empty(engine: Engine) -> None:
+    assert is_empty(engine)
+
+
+def test_connect_twice_is_idempotent(database_url: str) -> None:
+    connect(database_url).dispose()
+    engine = connect(database_url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+    engine.dispose()
+
+
+def test_sqlite_uses_wal(tmp_path: Path) -> None:
+    engine = connect(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+    engine.dispose()
+
+
+def test_unreachable_postgres_names_the_url_and_the_fix() -> None:
+    with pytest.raises(StoreError) as caught:
+        connect("postgresql+psycopg://nobody@127.0.0.1:1/nowhere")
+    message = str(caught.value)
+    assert "postgresql+psycopg://nobody@127.0.0.1:1/nowhere" in message
+    assert "LEGATO_DATABASE_URL" in message
+
+
+def test_malformed_url() -> None:
+    with pytest.raises(StoreError, match="is not a database URL"):
+        connect("not a url")
+
+
+def test_unsupported_backend() -> None:
+    with pytest.raises(StoreError, match="'mysql' databases are not supported"):
+        connect("mysql://root@127.0.0.1/test")
+
+
+def test_sqlite_in_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="does not exist"):
+        connect(f"sqlite:///{tmp_path / 'missing' / 'x.db'}")
+    assert not (tmp_path / "missing").exists()

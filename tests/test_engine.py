@@ -1,0 +1,196 @@
+"""One cycle end to end, on both databases: audience → decide → guardrails → trust → outbox → dispatch."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from legato.clock import FixedClock
+from legato.deliver.dispatch import dispatch_due, transports
+from legato.engine import run_cycle
+from legato.errors import NothingToDoError
+from legato.playbook.loader import parse_playbook
+from legato.playbook.models import Playbook
+from legato.store.ingest import import_customers, import_events
+from legato.store.schema import audit_log, decisions, outbox, review_items
+
+AT = datetime(2024, 3, 4, 8, 0, tzinfo=timezone.utc)
+
+PLAYBOOK = """
+brand:
+  name: Test Co
+  legal: {sender_name: Test Co, postal_address: "1 Main St", support_contact: "help@test.example", unsubscribe_url: "https://test.example/u"}
+attributes: {tier: string}
+objectives:
+  - {id: grow, goal: engagement, why: testing, stages: [any], kpis: [{metric: visit_rate, target: 0.1}]}
+lifecycle:
+  - {stage: any, when: "true"}
+channels:
+  email: {kind: file, path: out/email.jsonl}
+creatives:
+  - {id: hello, channel: email, subject: "Hi {{ customer.tier }}", body: "Hello {{ customer.id }}. {{ unsubscribe_url }}"}
+agents:
+  - id: mailer
+    objective: grow
+    audience: 'tier in ("gold", "silver")'
+    actions: {creatives: [hello], send_windows: ["09:00-17:00"], do_nothing: false}
+    policy: {name: uniform_random}
+    holdout: HOLDOUT
+    trust_stage: STAGE
+    budget: BUDGET
+guardrails:
+  consent:
+    - {channel: email, purpose: marketing}
+  frequency_caps:
+    - {channel: email, max: 1, days: 3, on_block: drop}
+"""
+
+
+def playbook(stage: int = 2, holdout: float = 0.0, budget: str = "{}") -> Playbook:
+    text = PLAYBOOK.replace("STAGE", str(stage)).replace("HOLDOUT", str(holdout)).replace("BUDGET", budget)
+    return parse_playbook(text)
+
+
+def load_customers(engine: Engine, n: int = 40) -> None:
+    """n customers: every 10th has revoked consent, every 10th (offset 5) no consent, every 4th is 'bronze'."""
+    ids = [f"c{i:03d}" for i in range(n)]
+    consent = ["revoked" if i % 10 == 0 else "" if i % 10 == 5 else "express" for i in range(n)]
+    tiers = ["bronze" if i % 4 == 3 else "gold" for i in range(n)]
+    table = pa.table(
+        {
+            "id": ids,
+            "email": [f"{c}@test.example" for c in ids],
+            "time_zone": ["UTC"] * n,
+            "consent_email_marketing": consent,
+            "tier": tiers,
+        }
+    )
+    import_customers(engine, table, attribute_types={"tier": "string"}, clock=FixedClock(AT))
+
+
+def expected_eligible(n: int = 40) -> set[str]:
+    return {f"c{i:03d}" for i in range(n) if i % 4 != 3 and i % 10 not in (0, 5)}
+
+
+def statuses(engine: Engine) -> dict[str, str]:
+    with engine.connect() as c:
+        return dict(c.execute(sa.select(decisions.c.customer_id, decisions.c.status)).all())
+
+
+def test_empty_database_is_refused(engine: Engine, tmp_path: Path) -> None:
+    pb = playbook()
+    with pytest.raises(NothingToDoError, match="no customers"):
+        run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
+
+
+def test_autonomous_cycle_schedules_then_dispatches_exactly_once(engine: Engine, tmp_path: Path) -> None:
+    load_customers(engine)
+    pb = playbook(stage=2)
+    clock = FixedClock(AT)
+    sinks = transports(pb, tmp_path)
+    report = run_cycle(engine, pb, clock, sinks)
+    agent = report.agents["mailer"]
+    audience = {f"c{i:03d}" for i in range(40) if i % 4 != 3}
+    assert agent.audience == len(audience)
+    assert set(statuses(engine)) == audience
+    assert agent.scheduled == len(expected_eligible())
+    assert agent.suppressed == {"consent_revoked:email": 4, "no_consent:email": 2}  # c015, c035 are bronze
+    assert agent.sent == 0  # the window opens at 09:00 UTC
+
+    clock.set(AT + timedelta(hours=2))
+    first = dispatch_due(engine, pb, clock, sinks)
+    again = dispatch_due(engine, pb, clock, sinks)
+    assert first.sent["mailer"] == len(expected_eligible())
+    assert sum(again.sent.values()) == 0
+    lines = [json.loads(line) for line in (tmp_path / "out/email.jsonl").read_text().splitlines()]
+    assert {m["customer_id"] for m in lines} == expected_eligible()
+    assert lines[0]["subject"] == "Hi gold"
+    assert lines[0]["body"].startswith(f"Hello {lines[0]['customer_id']}. https://test.example/u?t=")
+    with engine.connect() as c:
+        sent = c.execute(sa.select(sa.func.count()).select_from(outbox).where(outbox.c.status == "sent")).scalar_one()
+        orphan = c.execute(
+            sa.select(sa.func.count()).select_from(outbox.outerjoin(decisions, decisions.c.id == outbox.c.decision_id)).where(decisions.c.id.is_(None))
+        ).scalar_one()
+        audits = c.execute(sa.select(audit_log.c.action)).scalars().all()
+    assert sent == len(expected_eligible()) and orphan == 0
+    assert "decided" in audits
+
+
+def test_manual_stage_sends_nothing_and_queues_for_review(engine: Engine, tmp_path: Path) -> None:
+    load_customers(engine)
+    pb = playbook(stage=0)
+    clock = FixedClock(AT)
+    report = run_cycle(engine, pb, clock, transports(pb, tmp_path))
+    clock.set(AT + timedelta(days=1))
+    dispatch_due(engine, pb, clock, transports(pb, tmp_path))
+    assert report.agents["mailer"].queued == len(expected_eligible())
+    with engine.connect() as c:
+        assert c.execute(sa.select(sa.func.count()).select_from(outbox)).scalar_one() == 0
+        assert c.execute(sa.select(sa.func.count()).select_from(review_items).where(review_items.c.status == "open")).scalar_one() == len(expected_eligible())
+    assert not (tmp_path / "out/email.jsonl").exists()
+
+
+def test_frequency_cap_drops_the_next_day_and_lifts_after_the_window(engine: Engine, tmp_path: Path) -> None:
+    load_customers(engine)
+    pb = playbook(stage=3)
+    clock = FixedClock(AT)
+    sinks = transports(pb, tmp_path)
+    run_cycle(engine, pb, clock, sinks)
+    clock.set(AT + timedelta(days=1))
+    second = run_cycle(engine, pb, clock, sinks)
+    assert second.agents["mailer"].scheduled == 0
+    assert second.agents["mailer"].suppressed["frequency_cap:0"] == len(expected_eligible())
+    clock.set(AT + timedelta(days=4))
+    fourth = run_cycle(engine, pb, clock, sinks)
+    assert fourth.agents["mailer"].scheduled == len(expected_eligible())
+
+
+def test_holdout_and_budget(engine: Engine, tmp_path: Path) -> None:
+    load_customers(engine, n=400)
+    pb = playbook(stage=2, holdout=0.25, budget="{daily_sends: 50}")
+    report = run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
+    agent = report.agents["mailer"]
+    assert 40 <= agent.holdout <= 110  # 300 in the audience, a quarter held out
+    assert agent.scheduled == 50
+    assert agent.suppressed["budget"] > 0
+    with engine.connect() as c:
+        held = c.execute(sa.select(sa.func.count()).select_from(decisions).where(decisions.c.holdout.is_(True), decisions.c.status == "holdout")).scalar_one()
+    assert held == agent.holdout
+
+
+def test_same_time_same_decisions(engine: Engine, tmp_path: Path, database_url: str) -> None:
+    load_customers(engine, n=100)
+    pb = playbook(stage=2, holdout=0.2)
+    run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
+    first = statuses(engine)
+    with engine.begin() as c:
+        for table in (review_items, outbox, decisions):
+            c.execute(sa.delete(table))
+    run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
+    assert statuses(engine) == first
+
+
+def test_events_feed_traits_used_by_the_audience(engine: Engine, tmp_path: Path) -> None:
+    load_customers(engine, n=8)
+    events = pa.table(
+        {
+            "id": ["e1", "e2"],
+            "customer_id": ["c001", "c002"],
+            "type": ["purchase", "purchase"],
+            "occurred_at": ["2024-03-01T10:00:00Z", "2023-01-01T10:00:00Z"],
+            "revenue": [120.0, 80.0],
+        }
+    )
+    import_events(engine, events, clock=FixedClock(AT))
+    text = PLAYBOOK.replace("STAGE", "2").replace("HOLDOUT", "0").replace("BUDGET", "{}")
+    text = text.replace("""audience: 'tier in ("gold", "silver")'""", "audience: 'days_since_last_purchase < 30'")
+    pb = parse_playbook(text)
+    report = run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
+    assert report.agents["mailer"].audience == 1
+    assert set(statuses(engine)) == {"c001"}
