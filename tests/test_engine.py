@@ -41,6 +41,7 @@ agents:
     audience: 'tier in ("gold", "silver")'
     actions: {creatives: [hello], send_windows: ["09:00-17:00"], do_nothing: false}
     policy: {name: uniform_random}
+    features: ['tier = "gold"', "lifetime_spend / 100", "purchase_count"]
     holdout: HOLDOUT
     trust_stage: STAGE
     budget: BUDGET

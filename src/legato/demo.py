@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import gzip
 import shutil
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -26,8 +24,10 @@ from legato.audience.fields import declared_types
 from legato.cli.output import console, emit_json
 from legato.clock import FixedClock
 from legato.decide.holdout import unit_hash
-from legato.deliver.dispatch import dispatch_due, transports
-from legato.engine import AgentReport, run_cycle
+from legato.deliver.dispatch import transports
+from legato.learn.simulation import Day, simulate
+from legato.learn.simulator import HillstromWorld
+from legato.monitor.lift import Lift, lift
 from legato.playbook.loader import load_playbook
 from legato.store.db import connect, sqlite_url
 from legato.store.ingest import import_customers, import_events
@@ -91,21 +91,7 @@ def demo_customers(rows: pa.Table, start: datetime) -> tuple[pa.Table, pa.Table]
     return customers, events
 
 
-@dataclass
-class DemoTotals:
-    agents: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def add(self, report: AgentReport, sent: int) -> None:
-        totals = self.agents.setdefault(
-            report.agent_id,
-            {"trust_stage": report.stage, "decisions": 0, "holdout": 0, "do_nothing": 0, "suppressed": 0, "queued_for_review": 0, "sent": 0},
-        )
-        totals["decisions"] += report.audience
-        totals["holdout"] += report.holdout
-        totals["do_nothing"] += report.nothing
-        totals["suppressed"] += report.suppressed_total
-        totals["queued_for_review"] += report.queued
-        totals["sent"] += sent
+ARMS = {"mens_collection": "mens", "womens_collection": "womens"}  # the example creatives → Hillstrom arms
 
 
 def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
@@ -120,55 +106,89 @@ def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
     engine = connect(url)
     say = (lambda *a, **k: None) if as_json else console.print
 
-    say(f"[bold]Legato demo[/] in {folder}/ — loading the Hillstrom e-mail experiment (64,000 real customers)")
-    customers, events = demo_customers(hillstrom_table(), START)
+    say(f"[bold]Legato demo[/] in {folder}/ — the Hillstrom e-mail experiment, 64,000 real customers")
+    rows = hillstrom_table()
+    customers, events = demo_customers(rows, START)
     clock = FixedClock(START)
     imported = import_customers(engine, customers, attribute_types=declared_types(playbook.attributes), clock=clock)
     purchases = import_events(engine, events, clock=clock)
-    say(f"  imported {imported.inserted:,} customers and {purchases.inserted:,} purchase events")
+    world = HillstromWorld.fit(rows, customers.column("id").to_numpy(zero_copy_only=False), seed=7)
+    say(
+        f"  imported {imported.inserted:,} customers and {purchases.inserted:,} purchase events; "
+        "customer responses are simulated by a model fitted on the experiment's real outcomes"
+    )
+    for agent in playbook.agents:
+        say(f"  agent {agent.id}: trust stage {agent.trust_stage}, policy {agent.policy.name}, holdout {agent.holdout:.0%}")
 
-    channel_transports = transports(playbook, playbook_path.parent)
-    totals = DemoTotals()
-    daily: list[dict[str, Any]] = []
-    for day in range(days):
-        clock.set(START + timedelta(days=day))
-        report = run_cycle(engine, playbook, clock, channel_transports)
-        clock.set(START + timedelta(days=day, hours=15, minutes=59))  # 23:59 UTC: every US window has passed
-        delivered = dispatch_due(engine, playbook, clock, channel_transports)
-        table = Table(title=f"day {day + 1}  {report.at:%a %Y-%m-%d}", title_justify="left")
-        for column in ("agent", "stage", "decided", "holdout", "nothing", "suppressed", "review", "sent"):
-            table.add_column(column, justify="left" if column == "agent" else "right")
-        reasons: list[str] = []
-        for agent_id, agent in report.agents.items():
-            sent = agent.sent + delivered.sent.get(agent_id, 0)
-            totals.add(agent, sent)
+    def show(day: Day) -> None:
+        table = Table(title=f"day {day.number}  {day.cycle.at:%a %Y-%m-%d}", title_justify="left")
+        for column in ("agent", "decided", "holdout", "nothing", "suppressed", "review", "sent", "learned"):
+            table.add_column(column, justify="left" if column == "agent" else "right", no_wrap=column == "agent")
+        notes: list[str] = []
+        for agent_id, agent in day.cycle.agents.items():
             table.add_row(
-                agent_id, str(agent.stage), f"{agent.audience:,}", f"{agent.holdout:,}", f"{agent.nothing:,}",
-                f"{agent.suppressed_total:,}", f"{agent.queued:,}", f"{sent:,}",
+                agent_id, f"{agent.audience:,}", f"{agent.holdout:,}", f"{agent.nothing:,}", f"{agent.suppressed_total:,}",
+                f"{agent.queued:,}", f"{day.sent[agent_id]:,}", f"{agent.learned_from:,}",
             )
             top = ", ".join(f"{r} {c:,}" for r, c in agent.suppressed.most_common(3))
-            reasons.append(f"  {agent_id} suppressed: {top or 'none'}")
-            daily.append({"day": day + 1, **agent.to_dict(), "sent": sent})
+            notes.append(f"  {agent_id}: suppressed {top or 'nothing'}")
         say(table)
-        say("\n".join(reasons), highlight=False)
+        say("\n".join(notes), highlight=False)
 
+    history = simulate(engine, playbook, world, ARMS, START, days, transports(playbook, playbook_path.parent), on_day=None if as_json else show)
+    with engine.connect() as connection:
+        by_day = [
+            (number, agent.id, {l.metric: l for l in lift(connection, agent.id, decided_from=START + timedelta(days=number - 1), decided_to=START + timedelta(days=number))})
+            for number in range(1, days + 1)
+            for agent in playbook.agents
+        ]
+        final = {agent.id: lift(connection, agent.id) for agent in playbook.agents}
     if as_json:
-        emit_json({"folder": str(folder), "database": url, "days": daily, "totals": totals.agents})
-        return
-    kpis = Table(title=f"KPIs over {days} days", title_justify="left")
-    for column in ("agent", "stage", "decisions", "holdout", "sent", "sent/eligible", "suppressed", "review"):
-        kpis.add_column(column, justify="left" if column == "agent" else "right")
-    for agent_id, t in totals.agents.items():
-        eligible = t["decisions"] - t["holdout"]
-        kpis.add_row(
-            agent_id, str(t["trust_stage"]), f"{t['decisions']:,}", f"{t['holdout']:,}", f"{t['sent']:,}",
-            f"{t['sent'] / eligible:.1%}" if eligible else "-", f"{t['suppressed']:,}", f"{t['queued_for_review']:,}",
+        emit_json(
+            {
+                "folder": str(folder),
+                "database": url,
+                "days": [{"day": d.number, "sent": dict(d.sent), "outcome_events": d.outcome_events, "agents": [a.to_dict() for a in d.cycle.agents.values()]} for d in history],
+                "lift_by_decision_day": [
+                    {"day": number, "agent": agent_id, **{m: l.to_dict() for m, l in metrics.items()}} for number, agent_id, metrics in by_day if metrics
+                ],
+                "lift": {agent_id: [l.to_dict() for l in lifts] for agent_id, lifts in final.items()},
+            }
         )
+        return
+    learning = Table(title="Learning: reward per decision against the holdout, by the day decided", title_justify="left")
+    for column in ("decided on", "agent", "decisions", "agent reward", "holdout reward", "lift", "95% interval"):
+        learning.add_column(column, justify="left" if column in ("decided on", "agent") else "right", no_wrap=True)
+    for number, agent_id, metrics in by_day:
+        reward = metrics.get("reward_per_decision")
+        if reward is None:
+            continue
+        learning.add_row(
+            f"day {number}", agent_id, f"{reward.n_treated + reward.n_control:,}", f"{reward.treated:.4f}", f"{reward.control:.4f}",
+            f"{reward.difference:+.4f}", _interval(reward),
+        )
+    say(learning)
+    kpis = Table(title=f"KPIs after {days} days (decisions whose attribution window has closed)", title_justify="left")
+    for column in ("agent", "metric", "agent", "holdout", "lift", "95% interval"):
+        kpis.add_column(column, justify="left" if column in ("agent", "metric") else "right", no_wrap=True)
+    for agent_id, lifts in final.items():
+        for item in lifts:
+            if item.metric == "reward_per_decision":
+                continue
+            percent = item.metric.endswith("rate")
+            fmt = (lambda v: f"{v:.2%}") if percent else (lambda v: f"{v:.3f}")
+            kpis.add_row(agent_id, item.metric, fmt(item.treated), fmt(item.control), fmt(item.difference), _interval(item, percent))
     say(kpis)
     say(
         "\n[bold]What to look at next[/]\n"
         f"  • the messages that went out: {folder}/outbox/email.jsonl\n"
         f"  • the strategy the agents followed: {playbook_path} (check it with `legato validate {playbook_path}`)\n"
         f"  • a segment: `legato segment {playbook_path} big_spenders --database {url}`\n"
-        f"  • one more cycle by hand: `legato run {playbook_path} --database {url} --at 2024-03-11T08:00`"
+        f"  • one more cycle by hand: `legato run {playbook_path} --database {url} --at {START + timedelta(days=days):%Y-%m-%dT%H:%M}`"
     )
+
+
+def _interval(item: Lift, percent: bool = False) -> str:
+    if item.low is None or item.high is None:
+        return "too few"
+    return f"[{item.low:+.2%}, {item.high:+.2%}]" if percent else f"[{item.low:+.4f}, {item.high:+.4f}]"

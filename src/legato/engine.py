@@ -10,6 +10,7 @@ audit entry are written in one transaction per page. Then the dispatcher sends w
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,20 +23,23 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
 from legato.audience.fields import StoreResolver, audience_from
-from legato.audience.sql import compile_expression
+from legato.audience.sql import FieldType, compile_expression, compile_value
 from legato.clock import Clock
 from legato.decide.actions import NOTHING, Action, action_space
-from legato.decide.features import FEATURES, feature_matrix
+from legato.decide.features import decode_context, encode_context, feature_matrix
 from legato.decide.holdout import in_holdout
-from legato.decide.policy import Policy, build_policy
+from legato.decide.policy import Policy
+from legato.decide.registry import build_policy, restore_policy
 from legato.decide.timing import next_send_times
 from legato.deliver.channels import Transport
 from legato.deliver.dispatch import DispatchReport, dispatch_due
 from legato.deliver.render import variant_hash
 from legato.errors import NothingToDoError
 from legato.guard.contact import check_contacts, contact_columns, facts_from_columns
+from legato.learn.attribution import settle
 from legato.playbook.models import Agent, Playbook
 from legato.store import traits as trait_store
+from legato.store.bulk import insert_many
 from legato.store.db import is_empty
 from legato.store.schema import agents, audit_log, customers, cycles, decisions, outbox, policy_states, review_items
 from legato.trust.ladder import EXECUTE, REVIEW, route
@@ -58,6 +62,10 @@ class AgentReport:
     suppressed: Counter[str] = field(default_factory=Counter)
     sent: int = 0
     failed: int = 0
+    settled: int = 0
+    learned_from: int = 0
+    policy_version: int = 0
+    learning_error: str | None = None
 
     @property
     def suppressed_total(self) -> int:
@@ -76,6 +84,10 @@ class AgentReport:
             "suppressed": dict(self.suppressed),
             "sent": self.sent,
             "failed": self.failed,
+            "settled": self.settled,
+            "learned_from": self.learned_from,
+            "policy_version": self.policy_version,
+            "learning_error": self.learning_error,
         }
 
 
@@ -160,21 +172,65 @@ def _audit(connection: Connection, at: datetime, actor: str, action: str, entity
     )
 
 
-def _load_policy(connection: Connection, agent: Agent, n_actions: int, now: datetime) -> Policy:
-    policy = build_policy(agent.policy.name, agent.policy.params, n_actions)
+def _load_policy(connection: Connection, agent: Agent, n_actions: int, now: datetime) -> tuple[Policy, int]:
+    """The agent's latest saved policy, or a fresh one when there is none or it does not fit.
+
+    A saved state that cannot be restored (corrupted, another policy, another action space)
+    is never used half-way: the agent starts fresh and the reason goes to the audit log.
+    """
     latest = connection.execute(
         sa.select(policy_states.c.version, policy_states.c.policy, policy_states.c.state)
         .where(policy_states.c.agent_id == agent.id)
         .order_by(policy_states.c.version.desc())
         .limit(1)
     ).first()
-    if latest is None or latest.policy != agent.policy.name or latest.state != policy.state():
-        connection.execute(
-            sa.insert(policy_states).values(
-                agent_id=agent.id, version=(latest.version + 1) if latest else 1, policy=agent.policy.name, state=policy.state(), created_at=now
-            )
-        )
-    return policy
+    if latest is not None and latest.policy == agent.policy.name:
+        try:
+            policy = restore_policy(latest.policy, latest.state)
+            if int(latest.state.get("n_actions", -1)) == n_actions and _same_params(policy, agent):
+                return policy, latest.version
+            reason = "the action space or the policy parameters changed"
+        except (ValueError, KeyError, TypeError) as exc:
+            reason = f"the saved state could not be restored: {exc}"
+        _audit(connection, now, "engine", "policy_reset", "agent", agent.id, {"version": latest.version, "reason": reason})
+    policy = build_policy(agent.policy.name, agent.policy.params, n_actions)
+    version = _save_policy(connection, agent, policy, now)
+    return policy, version
+
+
+def _same_params(policy: Policy, agent: Agent) -> bool:
+    params = getattr(policy, "params", None)
+    return params is None or params == type(params).model_validate(agent.policy.params)
+
+
+def _save_policy(connection: Connection, agent: Agent, policy: Policy, now: datetime) -> int:
+    latest = connection.execute(
+        sa.select(sa.func.max(policy_states.c.version)).where(policy_states.c.agent_id == agent.id)
+    ).scalar_one()
+    version = (latest or 0) + 1
+    connection.execute(
+        sa.insert(policy_states).values(agent_id=agent.id, version=version, policy=agent.policy.name, state=policy.state(), created_at=now)
+    )
+    return version
+
+
+def _learn(connection: Connection, playbook: Playbook, agent: Agent, policy: Policy, n_features: int, now: datetime, report: AgentReport) -> None:
+    """Settle the decisions whose attribution window closed and update the policy from them."""
+    settled = settle(connection, agent.id, playbook.objective(agent.objective), {o.id: o.cost for o in playbook.offers}, now)
+    report.settled = len(settled)
+    usable = settled.executed & (settled.action_index >= 0) & np.array([c is not None for c in settled.contexts], dtype=bool)
+    if not usable.any():
+        return
+    try:
+        contexts = decode_context([c for c, keep in zip(settled.contexts, usable, strict=True) if keep], n_features)
+        policy.update(contexts, settled.action_index[usable], settled.reward[usable], settled.propensity[usable])
+    except ValueError as exc:
+        # Keep deciding with the last good state; the reason is audited and reported.
+        report.learning_error = str(exc)
+        _audit(connection, now, "engine", "policy_update_failed", "agent", agent.id, {"reason": str(exc)})
+        return
+    report.learned_from = int(usable.sum())
+    report.policy_version = _save_policy(connection, agent, policy, now)
 
 
 @dataclass
@@ -213,13 +269,14 @@ def _run_agent(
     table = _ActionTable(playbook, actions)
     channels = sorted({a.channel for a in actions if a.channel})
     resolver = StoreResolver(playbook, now, dialect)
-    base = sa.select(customers.c.id, customers.c.time_zone, *(resolver.field(name).column.label(f"f_{name}") for name in FEATURES))
+    base = sa.select(customers.c.id, customers.c.time_zone, *(_feature(resolver, text, dialect).label(f"f_{i}") for i, text in enumerate(agent.features)))
     base = base.select_from(audience_from()).where(compile_expression(agent.audience, resolver, dialect_name=dialect))
     base = contact_columns(base, playbook.guardrails, channels, now)
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(f"{agent.id}|{now.isoformat()}".encode()).digest()[:8], "little"))
     last_id: str | None = None
     with engine.begin() as connection:
-        policy = _load_policy(connection, agent, len(actions), now)
+        policy, report.policy_version = _load_policy(connection, agent, len(actions), now)
+        _learn(connection, playbook, agent, policy, len(agent.features) + 1, now, report)
         budget = _budget(connection, playbook, agent, now)
     while True:
         page = base.order_by(customers.c.id).limit(PAGE)
@@ -236,6 +293,13 @@ def _run_agent(
             _decide_page(connection, playbook, agent, stage, cycle_id, now, policy, table, channels, columns, budget, rng, report)
         if progress:
             progress(agent.id, len(rows))
+
+
+def _feature(resolver: StoreResolver, text: str, dialect: str) -> sa.ColumnElement[Any]:
+    field = compile_value(text, resolver, dialect_name=dialect)
+    if field.type is FieldType.BOOLEAN:  # PostgreSQL cannot cast boolean to float
+        return sa.case((field.column, 1.0), (sa.not_(field.column), 0.0), else_=sa.null())
+    return sa.cast(field.column, sa.Float)
 
 
 class _ActionTable:
@@ -278,7 +342,7 @@ def _decide_page(
     n = len(ids)
     report.audience += n
     holdout = in_holdout(ids, agent.id, agent.holdout)
-    features = feature_matrix([columns[f"f_{name}"] for name in FEATURES])
+    features = feature_matrix([columns[f"f_{i}"] for i in range(len(agent.features))])
     chosen = np.full(n, -1, dtype=np.int64)
     propensity = np.ones(n)
     expected = np.zeros(n)
@@ -322,7 +386,7 @@ def _decide_page(
     report.delayed += int((allowed & verdict.delayed).sum())
     report.suppressed.update(reasons[suppressed].tolist())
 
-    _write_page(connection, agent, cycle_id, now, ids, chosen, propensity, expected, holdout, reasons, route_column, status, send_at, table)
+    _write_page(connection, agent, cycle_id, now, ids, chosen, propensity, expected, holdout, reasons, route_column, status, send_at, table, features)
 
 
 def _over_budget(
@@ -365,6 +429,7 @@ def _write_page(
     status: npt.NDArray[np.object_],
     send_at: npt.NDArray[np.datetime64],
     table: _ActionTable,
+    features: npt.NDArray[np.float64],
 ) -> None:
     """Decisions, then outbox rows and review items derived from them in SQL, in one transaction."""
     before = connection.execute(sa.select(sa.func.coalesce(sa.func.max(decisions.c.id), 0))).scalar_one()
@@ -372,44 +437,29 @@ def _write_page(
     index = np.where(acting, chosen, 0)
     keys = np.where(acting, table.keys[index], NOTHING)
     send_times = _aware(send_at)
-    rows = [
-        {
-            "cycle_id": cycle_id,
-            "agent_id": agent.id,
-            "customer_id": customer_id,
-            "decided_at": now,
-            "action": key,
-            "offer_id": offer_id,
-            "creative_id": creative_id,
-            "channel": channel,
-            "send_at": when,
-            "propensity": p,
-            "expected_value": ev,
-            "holdout": h,
-            "findings": [reason] if reason else [],
-            "route": r,
-            "status": s,
-            "content_hash": content_hash,
-            "approved_by": None,
-        }
-        for customer_id, key, offer_id, creative_id, channel, when, p, ev, h, reason, r, s, content_hash in zip(
-            ids.tolist(),
-            keys.tolist(),
-            np.where(acting, table.offer[index], None).tolist(),
-            np.where(acting, table.creative[index], None).tolist(),
-            np.where(acting, table.channel[index], None).tolist(),
-            send_times,
-            propensity.tolist(),
-            expected.tolist(),
-            holdout.tolist(),
-            reasons.tolist(),
-            route_column.tolist(),
-            status.tolist(),
-            np.where(acting, table.content_hash[index], None).tolist(),
-            strict=True,
-        )
-    ]
-    connection.execute(sa.insert(decisions), rows)
+    n = len(ids)
+    findings = {reason: json.dumps([reason] if reason else []) for reason in set(reasons.tolist())}
+    columns = {
+        "cycle_id": [cycle_id] * n,
+        "agent_id": [agent.id] * n,
+        "customer_id": ids.tolist(),
+        "decided_at": [now] * n,
+        "action": keys.tolist(),
+        "offer_id": np.where(acting, table.offer[index], None).tolist(),
+        "creative_id": np.where(acting, table.creative[index], None).tolist(),
+        "channel": np.where(acting, table.channel[index], None).tolist(),
+        "send_at": send_times,
+        "propensity": propensity.tolist(),
+        "expected_value": expected.tolist(),
+        "holdout": holdout.tolist(),
+        "findings": [findings[reason] for reason in reasons.tolist()],
+        "route": route_column.tolist(),
+        "status": status.tolist(),
+        "content_hash": np.where(acting, table.content_hash[index], None).tolist(),
+        "context": encode_context(features),
+        "action_index": np.where(acting, chosen, None).tolist(),
+    }
+    insert_many(connection, decisions, list(columns), list(zip(*columns.values(), strict=True)))
     this_page = sa.and_(decisions.c.cycle_id == cycle_id, decisions.c.agent_id == agent.id, decisions.c.id > before)
     connection.execute(
         sa.insert(outbox).from_select(

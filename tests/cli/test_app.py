@@ -79,16 +79,21 @@ def test_bad_at_time(tmp_path: Path) -> None:
 
 def test_demo_then_segment_and_run(tmp_path: Path) -> None:
     folder = tmp_path / "demo"
-    result = runner.invoke(app, ["demo", "--folder", str(folder), "--days", "2", "--json"])
+    result = runner.invoke(app, ["demo", "--folder", str(folder), "--days", "3", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert [d["day"] for d in report["days"]] == [1, 1, 2, 2]
-    totals = report["totals"]
-    assert totals["welcome_email"]["sent"] == 0  # stage 0: nothing leaves without approval
-    assert totals["welcome_email"]["queued_for_review"] == 600  # its daily budget, twice
-    assert totals["winback_email"]["sent"] > 0
+    assert [d["day"] for d in report["days"]] == [1, 2, 3]
+    agents = {a["agent"]: a for a in report["days"][-1]["agents"]}
+    assert agents["welcome_email"]["queued_for_review"] == 300  # stage 0: its daily budget waits for a person
+    assert sum(d["sent"]["welcome_email"] for d in report["days"]) == 0  # nothing leaves without approval
+    sent = sum(d["sent"]["winback_email"] for d in report["days"])
+    assert sent > 0 and agents["winback_email"]["settled"] > 0 and agents["winback_email"]["learned_from"] > 0
+    assert agents["winback_email"]["policy_version"] >= 2  # the learned state was saved as a new version
     sent_lines = (folder / "outbox" / "email.jsonl").read_text().splitlines()
-    assert len(sent_lines) == totals["winback_email"]["sent"]
+    assert len(sent_lines) == sent
+    assert all(d["outcome_events"] > 0 for d in report["days"])
+    lift = {item["metric"]: item for item in report["lift"]["winback_email"]}
+    assert lift["visit_rate"]["n_control"] > 0 and lift["visit_rate"]["n_treated"] > lift["visit_rate"]["n_control"]
     database = report["database"]
 
     segment = runner.invoke(app, ["segment", str(folder / "playbook.yaml"), "big_spenders", "--database", database, "--at", "2024-03-06", "--json"])

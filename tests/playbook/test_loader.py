@@ -30,7 +30,7 @@ def test_example_playbook_is_valid() -> None:
 
 
 def test_misspelled_key_and_broken_expression_are_both_reported_with_lines() -> None:
-    text = EXAMPLE.replace("    holdout: 0.1\n    budget: {daily_sends: 4000", "    holdot: 0.1\n    budget: {daily_sends: 4000", 1)
+    text = EXAMPLE.replace("    holdout: 0.1\n    budget: {daily_sends: 6000", "    holdot: 0.1\n    budget: {daily_sends: 6000", 1)
     text = text.replace('big_spenders: "lifetime_spend >= 500"', 'big_spenders: "lifetime_spend >= and 500"')
     found = problems(text)
     assert len(found) == 2
@@ -64,7 +64,7 @@ def test_duplicate_key_is_an_error() -> None:
 
 
 def test_wrong_type_is_named() -> None:
-    text = EXAMPLE.replace("    holdout: 0.1\n    budget: {daily_sends: 4000", "    holdout: lots\n    budget: {daily_sends: 4000", 1)
+    text = EXAMPLE.replace("    holdout: 0.1\n    budget: {daily_sends: 6000", "    holdout: lots\n    budget: {daily_sends: 6000", 1)
     (only,) = problems(text)
     assert f"pb.yaml:{line_of(text, 'holdout: lots')}:" in only
     assert "agents[0].holdout" in only
@@ -85,18 +85,18 @@ def test_creative_on_undeclared_channel() -> None:
 
 
 def test_protected_attribute_in_segment_fails() -> None:
-    text = EXAMPLE.replace("  protected_attributes: []", "  protected_attributes: [zip_code]")
-    text = text.replace('mens_buyers: "mens and not womens"', 'mens_buyers: "mens and zip_code = \'Urban\'"')
+    text = EXAMPLE.replace("  protected_attributes: []", "  protected_attributes: [history_segment]")
+    text = text.replace('mens_buyers: "mens and not womens"', 'mens_buyers: "mens and history_segment = \'1) $0 - $100\'"')
     (only,) = problems(text)
-    assert "segments.mens_buyers: 'zip_code' is a protected attribute and cannot be used for targeting" in only
+    assert "segments.mens_buyers: 'history_segment' is a protected attribute and cannot be used for targeting" in only
     line = line_of(text, "mens_buyers:")
-    column = text.splitlines()[line - 1].index("zip_code") + 1
+    column = text.splitlines()[line - 1].index("history_segment") + 1
     assert only.startswith(f"pb.yaml:{line}:{column}:")
 
 
 def test_unknown_policy_and_parameter() -> None:
-    text = EXAMPLE.replace("    policy: {name: uniform_random}\n    holdout: 0.1\n    budget: {daily_sends: 300}", "    policy: {name: uniform_random, params: {epsilon: 0.1}}\n    holdout: 0.1\n    budget: {daily_sends: 300}")
-    text = text.replace("    policy: {name: uniform_random}", "    policy: {name: thompson}", 1)
+    text = EXAMPLE.replace("    policy: {name: beta_thompson}", "    policy: {name: beta_thompson, params: {epsilon: 0.1}}")
+    text = text.replace("    policy: {name: lin_ts, params: {alpha: 0.5}}", "    policy: {name: thompson}", 1)
     found = problems(text)
     assert any("agents[0].policy.name: unknown policy 'thompson'" in p for p in found)
     assert any("agents[1].policy.params.epsilon: unknown parameter" in p for p in found)
@@ -111,3 +111,10 @@ def test_template_syntax_error() -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LegatoError, match="no such playbook file"):
         load_playbook(tmp_path / "nope.yaml")
+
+
+def test_feature_expressions_are_checked() -> None:
+    text = EXAMPLE.replace('"history / 1000"', '"histroy / 1000"').replace("""'purchase_channel = "Web"'""", "purchase_channel")
+    found = problems(text)
+    assert any("agents[0].features[4]: unknown field or segment 'histroy'" in p for p in found)
+    assert any("agents[0].features[5]: feature 'purchase_channel' is a string" in p for p in found)

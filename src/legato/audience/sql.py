@@ -186,6 +186,11 @@ def check_expression(source: str, names: Mapping[str, FieldType], segments: Mapp
     compile_expression(source, _MappingResolver(names, segments), dialect_name="sqlite")
 
 
+def check_value(source: str, names: Mapping[str, FieldType], segments: Mapping[str, str]) -> FieldType:
+    """Validate a value expression without a database and return its type."""
+    return compile_value(source, _MappingResolver(names, segments), dialect_name="sqlite").type
+
+
 class _MappingResolver:
     """A resolver over plain mappings whose columns are placeholders, never executed."""
 

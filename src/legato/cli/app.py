@@ -35,12 +35,12 @@ DatabaseOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 
 
-def _register_import() -> None:
-    try:
-        from legato.cli.importing import import_app
-    except ImportError:  # pragma: no cover - only while the module is being built
-        return
+def _register_sub_apps() -> None:
+    from legato.cli.check import check_app
+    from legato.cli.importing import import_app
+
     app.add_typer(import_app, name="import")
+    app.add_typer(check_app, name="check")
 
 
 @app.command()
@@ -231,7 +231,7 @@ def _progress(quiet: bool) -> Progress:
 @app.command()
 def demo(
     folder: Annotated[Path, typer.Option(help="Folder for the demo's database, playbook and outbox.")] = Path("legato-demo"),
-    days: Annotated[int, typer.Option(min=1, max=60, help="Simulated days to run.")] = 5,
+    days: Annotated[int, typer.Option(min=1, max=60, help="Simulated days to run.")] = 8,
     as_json: JsonOption = False,
 ) -> None:
     """Load 64,000 real customers (the Hillstrom e-mail experiment) and run the example agents
@@ -251,4 +251,4 @@ def main() -> None:
     app()
 
 
-_register_import()
+_register_sub_apps()

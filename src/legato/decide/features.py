@@ -1,16 +1,15 @@
-"""The customer features every policy sees, in a fixed order.
+"""The features a policy sees: the agent's chosen fields as a dense matrix.
 
-Policies get a dense float matrix (customers × features); a missing value becomes 0 and a
-constant column of ones is first, so linear policies need no separate intercept.
+Policies get customers × (1 + features); a missing value becomes 0 and a constant column of
+ones is first, so linear policies need no separate intercept. Which fields an agent uses is
+set in the playbook (``agents[].features``); they are stored with each decision as float32 so
+the learning loop sees what the policy saw.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-
-FEATURES: tuple[str, ...] = ("lifetime_spend", "purchase_count", "days_since_last_purchase", "purchases_90d")
-
 
 def feature_matrix(columns: list[npt.NDArray[np.object_]]) -> npt.NDArray[np.float64]:
     n = len(columns[0]) if columns else 0
@@ -20,3 +19,18 @@ def feature_matrix(columns: list[npt.NDArray[np.object_]]) -> npt.NDArray[np.flo
         values[values == None] = np.nan  # noqa: E711 - elementwise on objects
         matrix[:, index] = np.nan_to_num(values.astype(np.float64), nan=0.0)
     return matrix
+
+
+def encode_context(matrix: npt.NDArray[np.float64]) -> list[bytes]:
+    """One compact blob per row, for the decisions table."""
+    rows = np.ascontiguousarray(matrix, dtype=np.float32)
+    return [row.tobytes() for row in rows]
+
+
+def decode_context(blobs: list[bytes], n_columns: int) -> npt.NDArray[np.float64]:
+    if not blobs:
+        return np.zeros((0, n_columns))
+    joined = np.frombuffer(b"".join(blobs), dtype=np.float32)
+    if joined.size != len(blobs) * n_columns:
+        raise ValueError(f"stored contexts do not have {n_columns} features each; the agent's features changed")
+    return joined.reshape(len(blobs), n_columns).astype(np.float64)

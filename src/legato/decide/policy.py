@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,9 @@ class Policy(Protocol):
 
     def state(self) -> dict[str, Any]: ...
 
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Policy: ...
+
 
 class UniformRandom:
     """Every action with equal probability: the logging policy of a randomized experiment.
@@ -75,7 +78,11 @@ class UniformRandom:
         """Nothing to learn: the policy stays uniform by design."""
 
     def state(self) -> dict[str, Any]:
-        return {"n_actions": self.n_actions}
+        return {"policy": self.name, "n_actions": self.n_actions, "params": self.params.model_dump()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> UniformRandom:
+        return cls(int(state["n_actions"]), cls.Params.model_validate(state.get("params", {})))
 
 
 class FixedAction:
@@ -104,40 +111,8 @@ class FixedAction:
         """A fixed rule does not learn."""
 
     def state(self) -> dict[str, Any]:
-        return {"n_actions": self.n_actions}
+        return {"policy": self.name, "n_actions": self.n_actions, "params": self.params.model_dump()}
 
-
-POLICIES: dict[str, Any] = {policy.name: policy for policy in (UniformRandom, FixedAction)}
-
-
-class PolicyConfigError(ValueError):
-    """A policy name or parameter the registry does not know, with the field at fault."""
-
-    def __init__(self, field: tuple[str, ...], message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-        self.hint = hint
-
-
-def check_policy(name: str, params: dict[str, Any]) -> list[PolicyConfigError]:
-    """Problems with a policy name and its parameters, without building the policy."""
-    if name not in POLICIES:
-        return [PolicyConfigError(("name",), f"unknown policy '{name}'", f"known policies: {', '.join(sorted(POLICIES))}")]
-    try:
-        POLICIES[name].Params.model_validate(params)
-    except ValidationError as exc:
-        return [
-            PolicyConfigError(
-                ("params", *(str(p) for p in item["loc"])),
-                "unknown parameter" if item["type"] == "extra_forbidden" else item["msg"],
-                f"parameters of {name}: {', '.join(POLICIES[name].Params.model_fields) or 'none'}",
-            )
-            for item in exc.errors()
-        ]
-    return []
-
-
-def build_policy(name: str, params: dict[str, Any], n_actions: int) -> Policy:
-    policy_class = POLICIES[name]
-    return policy_class(n_actions, policy_class.Params.model_validate(params))  # type: ignore[no-any-return]
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> FixedAction:
+        return cls(int(state["n_actions"]), cls.Params.model_validate(state.get("params", {})))

@@ -14,7 +14,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from legato.playbook.models import Creative
 
-_ENVIRONMENT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+ENVIRONMENT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class CreativeTemplate:
         self.creative = creative
         try:
             self._parts = {
-                part: _ENVIRONMENT.from_string(text)
+                part: ENVIRONMENT.from_string(text)
                 for part in ("subject", "title", "body")
                 if (text := getattr(creative, part)) is not None
             }

@@ -100,6 +100,14 @@ class GuardrailKpi(Strict):
         return self
 
 
+class Reward(Strict):
+    """How an outcome becomes the number an agent maximizes, in units of the primary KPI."""
+
+    contact_cost: float = Field(0.0, ge=0, description="Cost of sending one message.")
+    unsubscribe_penalty: float = Field(1.0, ge=0)
+    complaint_penalty: float = Field(5.0, ge=0)
+
+
 class Objective(Strict):
     id: Identifier
     goal: GoalType
@@ -108,6 +116,7 @@ class Objective(Strict):
     kpis: list[Kpi] = Field(min_length=1, description="In priority order: the primary KPI first.")
     guardrail_kpis: list[GuardrailKpi] = Field(default_factory=list)
     attribution_days: int = Field(7, ge=1, le=90, description="Outcome window after a send.")
+    reward: Reward = Field(default_factory=Reward)
 
 
 class LifecycleStage(Strict):
@@ -236,6 +245,11 @@ class Agent(Strict):
     audience: str = Field(min_length=1, description="Segment expression choosing who is eligible.")
     actions: ActionSpace
     policy: PolicySpec = Field(default_factory=lambda: PolicySpec(name="uniform_random"))
+    features: list[str] = Field(
+        default_factory=lambda: ["lifetime_spend / 100", "purchase_count", "days_since_last_purchase / 30", "purchases_90d"],
+        description="What the policy sees per customer: numeric or boolean expressions over fields "
+        "(scale them to small ranges, e.g. 'history / 1000').",
+    )
     holdout: Fraction = 0.1
     budget: Budget = Field(default_factory=Budget)
     trust_stage: int = Field(0, ge=0, le=3)

@@ -14,9 +14,9 @@ from typing import Any
 from difflib import get_close_matches
 
 from legato.audience.expr import ExpressionError, identifiers, parse
-from legato.audience.fields import LIFECYCLE_STAGE, known_fields
-from legato.audience.sql import FieldType, check_expression
-from legato.decide.policy import check_policy
+from legato.audience.fields import LIFECYCLE_STAGE, field_types, known_fields
+from legato.audience.sql import FieldType, check_expression, check_value
+from legato.decide.registry import check_policy
 from legato.deliver.render import check_template
 from legato.playbook.loader import Problem
 from legato.playbook.models import Playbook
@@ -180,7 +180,22 @@ def _expression_problem(path: Path, text: str, exc: ExpressionError) -> Problem:
 
 
 def _policies(playbook: Playbook) -> Iterator[Problem]:
+    fields = field_types(playbook, with_lifecycle=True)
+    protected = set(playbook.guardrails.protected_attributes)
     for i, agent in enumerate(playbook.agents):
+        for j, text in enumerate(agent.features):
+            path = ("agents", i, "features", j)
+            problem = _protected_use(path, text, protected)
+            if problem is not None:
+                yield problem
+                continue
+            try:
+                kind = check_value(text, fields, playbook.segments)
+            except ExpressionError as exc:
+                yield _expression_problem(path, text, exc)
+                continue
+            if kind not in (FieldType.NUMBER, FieldType.BOOLEAN):
+                yield Problem(path, f"feature '{text}' is a {kind.value}; policies need numbers or booleans", "compare it, e.g. zip_code = \"Urban\"")
         for error in check_policy(agent.policy.name, agent.policy.params):
             yield Problem(("agents", i, "policy", *error.field), error.message, error.hint)
 

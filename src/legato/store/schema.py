@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -152,7 +153,19 @@ decisions = Table(
     Column("status", String(16), nullable=False),
     Column("content_hash", String(64)),
     Column("approved_by", String(128)),
+    # What the policy saw (float32 features) and, once the attribution window has closed,
+    # what came of it: the learning loop reads these instead of recomputing stale features.
+    Column("context", LargeBinary),
+    Column("action_index", Integer),
+    Column("reward", Float),
+    Column("visited", Boolean),
+    Column("purchased", Boolean),
+    Column("revenue", Float),
+    Column("unsubscribed", Boolean),
+    Column("complained", Boolean),
+    Column("settled_at", UTCDateTime),
     Index("ix_decisions_agent_time", "agent_id", "decided_at"),
+    Index("ix_decisions_agent_settled", "agent_id", "settled_at"),
     Index("ix_decisions_customer_time", "customer_id", "decided_at"),
 )
 

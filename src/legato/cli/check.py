@@ -1,0 +1,167 @@
+"""``legato check message``: run the content checks on one message before it goes out.
+
+An e-mail is given as a ``Subject:`` line, a blank line, then the body; a push
+notification may start the same way with a ``Title:`` line. Exit codes: 1 when a finding
+blocks the message, 0 otherwise, 2 for input that cannot be checked.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from legato.cli.output import console, emit_json, fail
+from legato.errors import LegatoError
+from legato.guard.content import ContentChecker, Finding, Message, checked_text, verdict
+from legato.playbook.models import Brand, Offer
+
+check_app = typer.Typer(
+    name="check",
+    help="Check content against the brand voice, marketing law and personal-data rules.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+
+@check_app.callback()
+def _group() -> None:
+    """Check content against the brand voice, marketing law and personal-data rules."""
+
+
+STYLE = {"block": "bold white on red", "escalate": "black on yellow", "warn": "black on cyan"}
+
+
+class Channel(str, Enum):
+    sms = "sms"
+    email = "email"
+    push = "push"
+    whatsapp = "whatsapp"
+
+
+@check_app.command("message")
+def message(
+    channel: Annotated[Channel, typer.Option(help="The channel the message goes out on.")],
+    text: Annotated[str | None, typer.Option("--text", help="The message itself.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="A UTF-8 file holding the message.")] = None,
+    playbook: Annotated[
+        Path | None, typer.Option(help="Apply this playbook's brand voice, legal identity and offers.")
+    ] = None,
+    offer: Annotated[str | None, typer.Option(help="The playbook offer the message carries (its deadline counts).")] = None,
+    first_sms: Annotated[
+        bool, typer.Option("--first-sms/--not-first-sms", help="The first SMS to this number (needs brand and STOP wording).")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """Check one message and show each finding with its place in the text.
+
+    Example: `legato check message --channel sms --text "Hillside: new boots are in. Reply STOP to opt out."`
+    """
+    try:
+        raw = _read(text, file)
+        brand, offers = _load(playbook)
+        if offer is not None and offer not in offers:
+            known = ", ".join(sorted(offers)) or "none"
+            raise LegatoError(f"offer '{offer}' is not in the playbook", hint=f"offers: {known}")
+        checked = parse_message(channel.value, raw)
+    except LegatoError as error:
+        fail(error)
+    checker = ContentChecker(brand, offers=offers)
+    findings = checker.check(checked, offer_id=offer, first_sms=first_sms)
+    result = verdict(findings)
+    if as_json:
+        emit_json({"verdict": result, "findings": [_as_dict(f) for f in findings]})
+    else:
+        _show(checked_text(checked), len(checked.body), findings, result)
+    raise typer.Exit(1 if result == "block" else 0)
+
+
+def parse_message(channel: str, raw: str) -> Message:
+    """A :class:`Message` from text as a person writes it (``Subject:`` header for e-mail)."""
+    raw = raw.replace("\r\n", "\n")
+    if channel == "email":
+        subject, body = _split_header(raw, "Subject:")
+        if subject is None:
+            raise LegatoError(
+                "an e-mail must start with a 'Subject:' line, then a blank line, then the body",
+                hint='for example --text "Subject: New boots\\n\\nHello, ..." (in a file, put each on its own line)',
+            )
+        return Message(channel, body, subject=subject)
+    if channel == "push":
+        title, body = _split_header(raw, "Title:")
+        return Message(channel, body, title=title)
+    return Message(channel, raw)
+
+
+def _split_header(raw: str, label: str) -> tuple[str | None, str]:
+    first, newline, rest = raw.partition("\n")
+    if not first.startswith(label) or not newline:
+        return None, raw
+    blank, newline, body = rest.partition("\n")
+    if blank.strip() or not newline:
+        return None, raw
+    return first[len(label) :].strip(), body
+
+
+def _read(text: str | None, file: Path | None) -> str:
+    if (text is None) == (file is None):
+        raise LegatoError("give the message with exactly one of --text or --file")
+    if text is not None:
+        return text
+    assert file is not None
+    try:
+        return file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LegatoError(f"{file}: no such file", hint="check the path") from None
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as exc:
+        raise LegatoError(f"{file}: cannot be read as UTF-8 text ({exc})") from None
+
+
+def _load(playbook: Path | None) -> tuple[Brand | None, dict[str, Offer]]:
+    if playbook is None:
+        return None, {}
+    from legato.playbook.loader import load_playbook
+
+    loaded = load_playbook(playbook)
+    return loaded.brand, {o.id: o for o in loaded.offers}
+
+
+def _as_dict(finding: Finding) -> dict[str, object]:
+    return {
+        "rule": finding.rule,
+        "family": finding.family,
+        "severity": finding.severity,
+        "span": [finding.span[0], finding.span[1]],
+        "reason": finding.reason,
+    }
+
+
+def _show(text: str, body_length: int, findings: list[Finding], result: str) -> None:
+    if findings:
+        table = Table("severity", "rule", "span", "reason", title="findings", title_justify="left")
+        for finding in findings:
+            table.add_row(
+                Text(finding.severity, style=STYLE[finding.severity]),
+                Text(finding.rule),
+                f"{finding.span[0]}-{finding.span[1]}",
+                Text(finding.reason),
+            )
+        console.print(table)
+    highlighted = Text(text)
+    # A finding about a whole part (a missing opt-out, the reading grade) is listed above,
+    # not painted over the text, which would hide the findings inside it.
+    whole_body = (len(text) - body_length, len(text))
+    # Milder severities first, so the most severe style wins where spans overlap.
+    for finding in sorted(findings, key=lambda f: ("warn", "escalate", "block").index(f.severity)):
+        if finding.span[1] > finding.span[0] and finding.span != whole_body:
+            highlighted.stylize(STYLE[finding.severity], *finding.span)
+    console.rule("checked text")
+    console.print(highlighted)
+    console.rule()
+    colour = {"block": "red", "escalate": "yellow", "warn": "cyan", "ok": "green"}[result]
+    console.print(f"verdict: [bold {colour}]{result}[/] ({len(findings)} finding{'s' if len(findings) != 1 else ''})")

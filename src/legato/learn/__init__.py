@@ -1,0 +1,1 @@
+"""Step 5, learn and adapt: outcome attribution, policy updates, models, off-policy evaluation."""

@@ -1,0 +1,207 @@
+"""Outcome attribution: which decision gets credit for what a customer did.
+
+A decision's window opens when it is made and closes ``attribution_days`` later, or earlier
+when the same agent sends the same customer another message (that message takes the credit
+from then on: last touch). Windows open at the decision, not at the send, for every decision
+alike (sent, "do nothing", suppressed, holdout), so that the treated and the held-out
+customers are measured over the same windows and the lift against the holdout is unbiased.
+Decisions are *settled* once their window has closed: their outcome and reward are written
+and they are handed to the learner exactly once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import numpy.typing as npt
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from legato.playbook.models import Metric, Objective
+from legato.store.schema import decisions, events
+
+OUTCOME_TYPES = ("visit", "purchase", "unsubscribe", "complaint", "open", "click")
+EXECUTED = ("sent", "nothing")  # what the customer actually experienced was the chosen action
+
+
+@dataclass(frozen=True)
+class Settled:
+    """Decisions whose attribution window closed in this step, as arrays."""
+
+    ids: npt.NDArray[np.int64]
+    action_index: npt.NDArray[np.int64]
+    propensity: npt.NDArray[np.float64]
+    reward: npt.NDArray[np.float64]
+    executed: npt.NDArray[np.bool_]  # sent or "do nothing": usable for learning
+    holdout: npt.NDArray[np.bool_]
+    contexts: list[bytes | None]
+    visited: npt.NDArray[np.bool_]
+    purchased: npt.NDArray[np.bool_]
+    revenue: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def settle(
+    connection: Connection, agent_id: str, objective: Objective, offer_costs: dict[str, float], now: datetime
+) -> Settled:
+    """Attribute outcomes to the agent's decisions whose window has closed, and store them."""
+    window = timedelta(days=objective.attribution_days)
+    pending = connection.execute(
+        sa.select(
+            decisions.c.id,
+            decisions.c.customer_id,
+            decisions.c.decided_at,
+            decisions.c.send_at,
+            decisions.c.status,
+            decisions.c.action_index,
+            decisions.c.propensity,
+            decisions.c.holdout,
+            decisions.c.context,
+            decisions.c.offer_id,
+        )
+        .where(
+            decisions.c.agent_id == agent_id, decisions.c.settled_at.is_(None), decisions.c.decided_at <= now - window
+        )
+        .order_by(decisions.c.id)
+    ).all()
+    if not pending:
+        return _empty()
+    customers = sorted({row.customer_id for row in pending})
+    start = min(row.decided_at for row in pending)
+    # A later message from the same agent to the same customer cuts a window short.
+    later = connection.execute(
+        sa.select(decisions.c.customer_id, decisions.c.send_at).where(
+            decisions.c.agent_id == agent_id, decisions.c.decided_at > start, decisions.c.status == "sent"
+        )
+    ).all()
+    touches: dict[str, list[datetime]] = defaultdict(list)
+    for customer_id, at in later:
+        touches[customer_id].append(at)
+    outcome_rows = _events(connection, customers, start, now)
+    by_customer: dict[str, list[tuple[datetime, str, float]]] = defaultdict(list)
+    for customer_id, kind, at, revenue in outcome_rows:
+        by_customer[customer_id].append((at, kind, revenue or 0.0))
+
+    n = len(pending)
+    visited = np.zeros(n, bool)
+    purchased = np.zeros(n, bool)
+    unsubscribed = np.zeros(n, bool)
+    complained = np.zeros(n, bool)
+    revenue = np.zeros(n)
+    for i, row in enumerate(pending):
+        opened = row.decided_at
+        closes = opened + window
+        following = [t for t in touches.get(row.customer_id, ()) if t > opened]
+        if following:
+            closes = min(closes, min(following))
+        for at, kind, amount in by_customer.get(row.customer_id, ()):
+            if opened < at <= closes:
+                visited[i] |= kind in ("visit", "purchase")
+                purchased[i] |= kind == "purchase"
+                unsubscribed[i] |= kind == "unsubscribe"
+                complained[i] |= kind == "complaint"
+                revenue[i] += amount if kind == "purchase" else 0.0
+
+    sent = np.array([row.status == "sent" for row in pending])
+    offer_cost = np.array([offer_costs.get(row.offer_id, 0.0) if row.offer_id else 0.0 for row in pending])
+    reward = objective_reward(objective, visited, purchased, revenue, sent, offer_cost, unsubscribed, complained)
+    connection.execute(
+        sa.update(decisions)
+        .where(decisions.c.id == sa.bindparam("d_id"))
+        .values(
+            reward=sa.bindparam("r"),
+            visited=sa.bindparam("v"),
+            purchased=sa.bindparam("p"),
+            revenue=sa.bindparam("m"),
+            unsubscribed=sa.bindparam("u"),
+            complained=sa.bindparam("c"),
+            settled_at=now,
+        ),
+        [
+            {"d_id": row.id, "r": r, "v": v, "p": p, "m": m, "u": u, "c": c}
+            for row, r, v, p, m, u, c in zip(
+                pending,
+                reward.tolist(),
+                visited.tolist(),
+                purchased.tolist(),
+                revenue.tolist(),
+                unsubscribed.tolist(),
+                complained.tolist(),
+                strict=True,
+            )
+        ],
+    )
+    return Settled(
+        ids=np.array([row.id for row in pending], dtype=np.int64),
+        action_index=np.array(
+            [-1 if row.action_index is None else row.action_index for row in pending], dtype=np.int64
+        ),
+        propensity=np.array([row.propensity for row in pending]),
+        reward=reward,
+        executed=np.array([row.status in EXECUTED and not row.holdout for row in pending]),
+        holdout=np.array([bool(row.holdout) for row in pending]),
+        contexts=[row.context for row in pending],
+        visited=visited,
+        purchased=purchased,
+        revenue=revenue,
+    )
+
+
+def objective_reward(
+    objective: Objective,
+    visited: npt.NDArray[np.bool_],
+    purchased: npt.NDArray[np.bool_],
+    revenue: npt.NDArray[np.float64],
+    sent: npt.NDArray[np.bool_],
+    offer_cost: npt.NDArray[np.float64],
+    unsubscribed: npt.NDArray[np.bool_],
+    complained: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.float64]:
+    """The objective's primary KPI, less contact and offer costs and guardrail penalties."""
+    primary = objective.kpis[0].metric
+    if primary in (Metric.revenue, Metric.revenue_per_send):
+        value = revenue.astype(np.float64)
+    elif primary == Metric.conversion_rate:
+        value = purchased.astype(np.float64)
+    else:
+        value = visited.astype(np.float64)
+    spec = objective.reward
+    return (
+        value
+        - spec.contact_cost * sent
+        - offer_cost * (purchased & sent)
+        - spec.unsubscribe_penalty * unsubscribed
+        - spec.complaint_penalty * complained
+    )
+
+
+def _events(
+    connection: Connection, customers: list[str], start: datetime, now: datetime
+) -> list[tuple[str, str, datetime, float | None]]:
+    rows: list[tuple[str, str, datetime, float | None]] = []
+    for offset in range(0, len(customers), 10_000):
+        chunk = customers[offset : offset + 10_000]
+        rows.extend(
+            connection.execute(
+                sa.select(events.c.customer_id, events.c.type, events.c.occurred_at, events.c.revenue).where(
+                    events.c.customer_id.in_(chunk),
+                    events.c.type.in_(OUTCOME_TYPES),
+                    events.c.occurred_at > start,
+                    events.c.occurred_at <= now,
+                )
+            ).all()
+        )
+    return rows  # type: ignore[return-value]
+
+
+def _empty() -> Settled:
+    none_f = np.zeros(0)
+    none_b = np.zeros(0, bool)
+    return Settled(
+        np.zeros(0, np.int64), np.zeros(0, np.int64), none_f, none_f, none_b, none_b, [], none_b, none_b, none_f
+    )

@@ -1,0 +1,48 @@
+"""What the offline benchmarks share: finding their data files and formatting numbers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from threadpoolctl import threadpool_limits
+
+from legato.errors import LegatoError
+
+
+def small_models() -> threadpool_limits:
+    """One OpenMP thread for the gradient boosting in the benchmarks.
+
+    Their data sets are small (at most 64,000 rows), where threads add little; and when the
+    cores are shared with other work, OpenMP's barriers stall on the busy core and made
+    fits an order of magnitude slower in our measurements.
+    """
+    return threadpool_limits(limits=1, user_api="openmp")
+
+
+def find_file(given: Path, names: Sequence[str], what: str, hint: str) -> Path:
+    """``given`` itself if it is a file, else the first of ``names`` inside it.
+
+    The error names every path tried, so a wrong ``--data`` is fixed at the first attempt.
+    """
+    if given.is_file():
+        return given
+    candidates = [given / name for name in names]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    tried = ", ".join(str(candidate) for candidate in candidates) if given.is_dir() else str(given)
+    raise LegatoError(f"{what} not found: {tried}", hint=hint)
+
+
+def require_file(path: Path, what: str, hint: str) -> Path:
+    if not path.is_file():
+        raise LegatoError(f"{what} is missing: {path}", hint=hint)
+    return path
+
+
+def number(value: float | None, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"

@@ -1,0 +1,130 @@
+"""The offline benchmarks run on the real shared data and return their documented shapes.
+
+Small settings keep this fast; the benchmarks' targets are judged by ``legato bench``, not
+here. The shared data folder is not part of the repository: when it is absent these tests
+fail, unless ``LEGATO_TEST_SKIP_SHARED_DATA=1`` says to skip them on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.table import Table
+from threadpoolctl import threadpool_limits
+
+from legato.errors import LegatoError
+from legato.learn.bench import BENCHMARKS
+from legato.learn.bench.cdnow import run_cdnow
+from legato.learn.bench.hillstrom import run_hillstrom
+from legato.learn.bench.obd import bts_action_distribution, run_obd
+from legato.learn.bench.throughput import run_throughput
+
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        if os.environ.get("LEGATO_TEST_SKIP_SHARED_DATA") == "1":
+            pytest.skip("LEGATO_TEST_SKIP_SHARED_DATA=1: shared-data benchmarks skipped on purpose")
+        pytest.fail(f"the shared data folder is missing: {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread() -> Iterator[None]:
+    # The suite shares a small machine; thread barriers on busy cores only slow it down.
+    with threadpool_limits(limits=1):
+        yield
+
+
+def finite(value: float) -> bool:
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def test_obd_shape_and_sane_estimates(shared_data: Path) -> None:
+    result = run_obd(shared_data / "obd", "all", n_simulations=20_000, n_bootstrap=100)
+    json.dumps(result)
+    assert result["campaign"] == "all"
+    assert result["on_policy_ctr"] == pytest.approx(42 / 10_000)
+    assert set(result["estimates"]) == {"ips", "snips", "dr"}
+    for estimate in result["estimates"].values():
+        assert 0 < estimate["value"] < 0.05
+        assert estimate["relative_error"] >= 0
+        assert estimate["ci_low"] <= estimate["value"] <= estimate["ci_high"]
+    assert isinstance(BENCHMARKS["obd"][1](result), Table)
+
+
+def test_obd_names_the_missing_file(shared_data: Path, tmp_path: Path) -> None:
+    shutil.copytree(shared_data / "obd", tmp_path / "obd")
+    (tmp_path / "obd" / "prior_bts.yaml").unlink()
+    with pytest.raises(LegatoError, match="prior_bts.yaml") as caught:
+        run_obd(tmp_path / "obd", "all", n_simulations=1000, n_bootstrap=10)
+    assert caught.value.hint
+    with pytest.raises(LegatoError, match="men.csv"):
+        run_obd(shared_data / "obd", "men", n_simulations=1000, n_bootstrap=10)
+
+
+def test_bts_action_distribution_is_a_ranking() -> None:
+    alpha, beta = np.array([50.0, 5.0, 5.0, 5.0, 1.0]), np.array([50.0, 50.0, 50.0, 50.0, 100.0])
+    distribution = bts_action_distribution(alpha, beta, n_simulations=20_000, seed=0)
+    np.testing.assert_allclose(distribution.sum(axis=0), 1.0)  # one item per position per draw
+    assert np.all(distribution.sum(axis=1) <= 1.0 + 1e-12)  # an item takes at most one position
+    assert distribution[0, 0] > 0.99  # by far the highest mean: almost always first
+
+
+def test_hillstrom_shape_and_sane_ranges(shared_data: Path) -> None:
+    result = run_hillstrom(shared_data / "hillstrom", seed=0, n_splits=2, sample=6000)
+    json.dumps(result)
+    names = {"learned", "no_email", "mens_all", "womens_all", "random"}
+    for key in ("policies", "policies_with_cost"):
+        assert set(result[key]) == names
+        for summary in result[key].values():
+            assert 0.0 <= summary["value"] <= 0.5 and summary["std"] >= 0
+    # Not e-mailing costs nothing; e-mailing everybody costs exactly the contact cost.
+    assert result["policies_with_cost"]["no_email"] == result["policies"]["no_email"]
+    cost = result["settings"]["contact_cost"]
+    assert result["policies_with_cost"]["mens_all"]["value"] == pytest.approx(
+        result["policies"]["mens_all"]["value"] - cost
+    )
+    assert -1 <= result["uplift_at_30"] <= 1 and finite(result["uplift_at_30"])
+    assert finite(result["qini"])
+    assert isinstance(BENCHMARKS["hillstrom"][1](result), Table)
+
+
+def test_hillstrom_default_data_is_packaged() -> None:
+    result = run_hillstrom(None, seed=1, n_splits=1, sample=3000)
+    assert result["settings"]["rows"] == 3000
+
+
+def test_hillstrom_names_a_wrong_data_path(tmp_path: Path) -> None:
+    with pytest.raises(LegatoError, match="hillstrom.csv"):
+        run_hillstrom(tmp_path)
+
+
+def test_cdnow_shape(shared_data: Path) -> None:
+    result = run_cdnow(shared_data / "cdnow" / "CDNOW_master.txt")
+    json.dumps(result)
+    assert set(result["auc"]) == {"legato", "recency_frequency", "bgnbd"}
+    for name in ("legato", "recency_frequency"):
+        assert 0.6 < result["auc"][name] < 0.95
+        assert 0 < result["brier"][name] < 0.25
+    assert result["auc"]["bgnbd"] is None or 0.5 < result["auc"]["bgnbd"] < 0.95
+    assert result["settings"]["customers"] == 23_570
+    assert isinstance(BENCHMARKS["cdnow"][1](result), Table)
+
+
+def test_throughput_shape_without_peers() -> None:
+    result = run_throughput(customers=20_000, actions=6, features=5, repeats=1, peers=False)
+    json.dumps(result)
+    assert result["customers"] == 20_000 and result["actions"] == 6
+    assert result["decisions_per_s"]["legato"] > 0
+    assert result["decisions_per_s"]["mabwiser"] is None and result["decisions_per_s"]["vw"] is None
+    assert isinstance(BENCHMARKS["throughput"][1](result), Table)
