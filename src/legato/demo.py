@@ -18,17 +18,20 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from sqlalchemy import Engine
 from rich.table import Table
 
 from legato.audience.fields import declared_types
 from legato.cli.output import console, emit_json
 from legato.clock import FixedClock
 from legato.decide.holdout import unit_hash
+from legato.deliver.channels import Transport
 from legato.deliver.dispatch import transports
 from legato.learn.simulation import Day, simulate
 from legato.learn.simulator import HillstromWorld
 from legato.monitor.lift import Lift, lift
 from legato.playbook.loader import load_playbook
+from legato.playbook.models import Playbook
 from legato.store.db import connect, sqlite_url
 from legato.store.ingest import import_customers, import_events
 
@@ -94,28 +97,34 @@ def demo_customers(rows: pa.Table, start: datetime) -> tuple[pa.Table, pa.Table]
 ARMS = {"mens_collection": "mens", "womens_collection": "womens"}  # the example creatives → Hillstrom arms
 
 
-def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
+def prepare_world(folder: Path, playbook: Playbook, playbook_path: Path) -> tuple[Engine, HillstromWorld, dict[str, Transport], datetime]:
+    """A fresh database in ``folder`` holding the Hillstrom customers, and the world fitted on them."""
     folder.mkdir(parents=True, exist_ok=True)
     for leftover in ("legato.db", "legato.db-wal", "legato.db-shm"):
         (folder / leftover).unlink(missing_ok=True)
     shutil.rmtree(folder / "outbox", ignore_errors=True)
-    playbook_path = folder / "playbook.yaml"
-    playbook_path.write_text(files("legato.playbook").joinpath("example/playbook.yaml").read_text(encoding="utf-8"), encoding="utf-8")
-    playbook = load_playbook(playbook_path)
-    url = sqlite_url(folder.resolve() / "legato.db")
-    engine = connect(url)
-    say = (lambda *a, **k: None) if as_json else console.print
-
-    say(f"[bold]Legato demo[/] in {folder}/ — the Hillstrom e-mail experiment, 64,000 real customers")
+    engine = connect(sqlite_url(folder.resolve() / "legato.db"))
     rows = hillstrom_table()
     customers, events = demo_customers(rows, START)
     clock = FixedClock(START)
-    imported = import_customers(engine, customers, attribute_types=declared_types(playbook.attributes), clock=clock)
-    purchases = import_events(engine, events, clock=clock)
+    import_customers(engine, customers, attribute_types=declared_types(playbook.attributes), clock=clock)
+    import_events(engine, events, clock=clock)
     world = HillstromWorld.fit(rows, customers.column("id").to_numpy(zero_copy_only=False), seed=7)
+    return engine, world, transports(playbook, playbook_path.parent), START
+
+
+def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    playbook_path = folder / "playbook.yaml"
+    playbook_path.write_text(files("legato.playbook").joinpath("example/playbook.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    playbook = load_playbook(playbook_path)
+    say = (lambda *a, **k: None) if as_json else console.print
+    say(f"[bold]Legato demo[/] in {folder}/ — the Hillstrom e-mail experiment, 64,000 real customers")
+    engine, world, sinks, _ = prepare_world(folder, playbook, playbook_path)
+    url = engine.url.render_as_string(hide_password=True)
     say(
-        f"  imported {imported.inserted:,} customers and {purchases.inserted:,} purchase events; "
-        "customer responses are simulated by a model fitted on the experiment's real outcomes"
+        "  imported 64,000 customers with one summary purchase each; "
+        "their responses are simulated by a model fitted on the experiment's real outcomes"
     )
     for agent in playbook.agents:
         say(f"  agent {agent.id}: trust stage {agent.trust_stage}, policy {agent.policy.name}, holdout {agent.holdout:.0%}")
@@ -135,7 +144,7 @@ def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
         say(table)
         say("\n".join(notes), highlight=False)
 
-    history = simulate(engine, playbook, world, ARMS, START, days, transports(playbook, playbook_path.parent), on_day=None if as_json else show)
+    history = simulate(engine, playbook, world, ARMS, START, days, sinks, on_day=None if as_json else show)
     with engine.connect() as connection:
         by_day = [
             (number, agent.id, {l.metric: l for l in lift(connection, agent.id, decided_from=START + timedelta(days=number - 1), decided_to=START + timedelta(days=number))})

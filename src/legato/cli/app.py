@@ -38,9 +38,13 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object 
 def _register_sub_apps() -> None:
     from legato.cli.check import check_app
     from legato.cli.importing import import_app
+    from legato.cli.learning import bench, evaluate, simulate
 
     app.add_typer(import_app, name="import")
     app.add_typer(check_app, name="check")
+    app.command()(simulate)
+    app.command()(bench)
+    app.command()(evaluate)
 
 
 @app.command()

@@ -1,0 +1,156 @@
+"""Commands of step 5, learn and adapt: benchmarks, closed-loop simulation and off-policy evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from legato.cli.output import console, emit_json, fail
+from legato.errors import LegatoError
+
+BENCH_DATA = {"obd": "a folder laid out like shared/data/obd", "cdnow": "CDNOW_master.txt or its folder"}
+
+
+def bench(
+    name: Annotated[str, typer.Argument(help="hillstrom, obd, cdnow or throughput")],
+    data: Annotated[Optional[Path], typer.Option("--data", help="Data file or folder (required for obd and cdnow; hillstrom defaults to the bundled copy).")] = None,
+    campaign: Annotated[str, typer.Option(help="obd only: the campaign folder name.")] = "all",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+) -> None:
+    """Run a benchmark on real data and print its table.
+
+    Example: `legato bench obd --data ../shared/data/obd --campaign all --json`
+    """
+    from legato.learn.bench import BENCHMARKS
+
+    if name not in BENCHMARKS:
+        fail(LegatoError(f"no benchmark named '{name}'", hint=f"choose one of: {', '.join(BENCHMARKS)}"))
+    run, render = BENCHMARKS[name]
+    if name in BENCH_DATA and data is None:
+        fail(LegatoError(f"the {name} benchmark needs --data", hint=f"give {BENCH_DATA[name]}"))
+    try:
+        if name == "obd":
+            result = run(data, campaign)
+        elif name in ("cdnow",):
+            result = run(data)
+        elif name == "hillstrom":
+            result = run(data)
+        else:
+            result = run()
+    except LegatoError as error:
+        fail(error)
+    if as_json:
+        emit_json(result)
+    else:
+        console.print(render(result))
+
+
+def simulate(
+    playbook: Annotated[Path, typer.Argument(help="A playbook whose creatives map to the Hillstrom arms (see --arm).")],
+    days: Annotated[int, typer.Option(min=1, max=365, help="Simulated days.")] = 14,
+    folder: Annotated[Path, typer.Option(help="Folder for the simulation's database and outbox (emptied first).")] = Path("legato-simulation"),
+    arm: Annotated[Optional[list[str]], typer.Option("--arm", help="CREATIVE=mens|womens, repeatable; default: the example playbook's creatives.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Run a playbook for N days against the Hillstrom world: real customers, simulated responses.
+
+    Example: `legato simulate playbook.yaml --days 30 --arm mens_collection=mens --arm womens_collection=womens`
+    """
+    from legato.demo import ARMS, prepare_world
+    from legato.learn.simulation import simulate as run_simulation
+    from legato.monitor.lift import lift
+    from legato.playbook.loader import load_playbook
+
+    try:
+        arms = _arms(arm) if arm else dict(ARMS)
+        loaded = load_playbook(playbook)
+        unknown = sorted(set(arms) - {c.id for c in loaded.creatives})
+        if unknown:
+            raise LegatoError(f"--arm names creatives the playbook does not have: {', '.join(unknown)}", hint="use CREATIVE=mens or CREATIVE=womens")
+        engine, world, sinks, start = prepare_world(folder, loaded, playbook)
+        history = run_simulation(engine, loaded, world, arms, start, days, sinks)
+        with engine.connect() as connection:
+            lifts = {agent.id: lift(connection, agent.id) for agent in loaded.agents}
+    except LegatoError as error:
+        fail(error)
+    rewards = {a: [x for x in items if x.metric == "reward_per_decision"] for a, items in lifts.items()}
+    if as_json:
+        emit_json(
+            {
+                "days": days,
+                "sent": {a: sum(d.sent[a] for d in history) for a in lifts},
+                "lift": {a: [x.to_dict() for x in items] for a, items in lifts.items()},
+            }
+        )
+        return
+    table = Table("agent", "sent", "reward/decision", "holdout", "lift", "95% interval", title=f"{days} simulated days", title_justify="left")
+    for agent_id, items in rewards.items():
+        for item in items:
+            interval = "too few" if item.low is None else f"[{item.low:+.4f}, {item.high:+.4f}]"
+            table.add_row(agent_id, f"{sum(d.sent[agent_id] for d in history):,}", f"{item.treated:.4f}", f"{item.control:.4f}", f"{item.difference:+.4f}", interval)
+    console.print(table)
+
+
+def _arms(pairs: list[str]) -> dict[str, str]:
+    arms: dict[str, str] = {}
+    for pair in pairs:
+        creative, _, arm = pair.partition("=")
+        if arm not in ("mens", "womens") or not creative:
+            raise LegatoError(f"--arm {pair!r} is not CREATIVE=mens or CREATIVE=womens")
+        arms[creative] = arm
+    return arms
+
+
+def evaluate(
+    playbook: Annotated[Path, typer.Argument(help="The playbook the agent runs under.")],
+    agent: Annotated[str, typer.Argument(help="The agent whose logged decisions are used.")],
+    policy: Annotated[Optional[str], typer.Option(help="Candidate policy name; default: the agent's own.")] = None,
+    param: Annotated[Optional[list[str]], typer.Option("--param", help="Candidate parameter KEY=VALUE (YAML value), repeatable.")] = None,
+    database: Annotated[Optional[str], typer.Option("--database", "-d", help="Database URL.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Estimate how a candidate policy would have done on an agent's logged decisions (IPS, SNIPS, DR).
+
+    Example: `legato evaluate playbook.yaml winback_email --policy lin_ucb --param alpha=0.2`
+    """
+    import yaml
+
+    from legato.decide.registry import check_policy
+    from legato.learn.evaluate import evaluate_candidate
+    from legato.playbook.loader import load_playbook
+    from legato.playbook.models import PolicySpec
+    from legato.store.db import connect
+
+    try:
+        loaded = load_playbook(playbook)
+        own = next((a.policy for a in loaded.agents if a.id == agent), None)
+        name = policy or (own.name if own else "uniform_random")
+        params = dict(own.params) if own and not policy else {}
+        for item in param or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise LegatoError(f"--param {item!r} is not KEY=VALUE")
+            params[key] = yaml.safe_load(value)
+        problems = check_policy(name, params)
+        if problems:
+            raise LegatoError(f"candidate policy: {'.'.join(problems[0].field)}: {problems[0].message}", hint=problems[0].hint)
+        result = evaluate_candidate(connect(database), loaded, agent, PolicySpec(name=name, params=params))
+    except LegatoError as error:
+        fail(error)
+    if as_json:
+        emit_json(result)
+        return
+    table = Table("estimator", "value", "95% interval", title=f"{name} on {result['n_evaluated']:,} logged decisions of {agent} (learned from {result['n_train']:,} earlier ones)", title_justify="left")
+    for estimator, estimate in result["estimates"].items():
+        table.add_row(estimator.upper(), f"{estimate['value']:.4f}", f"[{estimate['ci_low']:.4f}, {estimate['ci_high']:.4f}]")
+    console.print(table)
+    console.print(f"the logging policy's own value on the same decisions: {result['logged_value']:.4f}")
+    weight = result["mean_weight"]
+    if abs(weight - 1.0) > 0.2:
+        console.print(
+            f"[yellow]mean importance weight {weight:.2f} (1 is ideal):[/] guardrails or budgets filtered many logged "
+            "decisions, so IPS is biased; read SNIPS"
+        )

@@ -1,0 +1,103 @@
+"""Outcomes reach the decision that preceded them, become rewards, and teach the policy."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from legato.clock import FixedClock
+from legato.deliver.dispatch import dispatch_due, transports
+from legato.engine import run_cycle
+from legato.monitor.lift import lift
+from legato.playbook.loader import parse_playbook
+from legato.store.ingest import import_events
+from legato.store.schema import decisions, policy_states
+
+from tests.test_engine import AT, PLAYBOOK, load_customers
+
+
+def playbook(policy: str = "{name: beta_thompson}"):  # type: ignore[no-untyped-def]
+    text = PLAYBOOK.replace("STAGE", "2").replace("HOLDOUT", "0").replace("BUDGET", "{}")
+    text = text.replace("    policy: {name: uniform_random}", f"    policy: {policy}")
+    text = text.replace(
+        "kpis: [{metric: visit_rate, target: 0.1}]}",
+        "kpis: [{metric: conversion_rate, target: 0.1}], attribution_days: 1}",
+    )
+    text = text.replace('do_nothing: false', 'do_nothing: true')
+    return parse_playbook(text)
+
+
+def test_outcomes_are_attributed_rewarded_and_learned(engine: Engine, tmp_path: Path) -> None:
+    load_customers(engine, n=20)
+    pb = playbook()
+    clock = FixedClock(AT)
+    sinks = transports(pb, tmp_path)
+    run_cycle(engine, pb, clock, sinks)
+    clock.set(AT + timedelta(hours=10))
+    dispatch_due(engine, pb, clock, sinks)
+    with engine.connect() as c:
+        first = dict(c.execute(sa.select(decisions.c.customer_id, decisions.c.status)).all())
+    buyer = next(cid for cid, status in first.items() if status == "sent")
+    idle = next(cid for cid, status in first.items() if status == "nothing")
+    events = pa.table(
+        {
+            "id": ["v1", "p1", "v2", "late"],
+            "customer_id": [buyer, buyer, idle, idle],
+            "type": ["visit", "purchase", "visit", "visit"],
+            "occurred_at": [
+                (AT + timedelta(hours=11)).isoformat(),
+                (AT + timedelta(hours=12)).isoformat(),
+                (AT + timedelta(hours=13)).isoformat(),
+                (AT + timedelta(days=3)).isoformat(),  # after the one-day window: not credited
+            ],
+            "revenue": [None, 50.0, None, None],
+        }
+    )
+    import_events(engine, events, clock=clock)
+    clock.set(AT + timedelta(days=1, hours=1))
+    report = run_cycle(engine, pb, clock, sinks)
+    agent = report.agents["mailer"]
+    assert agent.settled == len(first)
+    assert agent.learned_from == sum(1 for s in first.values() if s in ("sent", "nothing"))
+    assert agent.learning_error is None
+    with engine.connect() as c:
+        settled = {
+            row.customer_id: row
+            for row in c.execute(
+                sa.select(decisions).where(decisions.c.settled_at.is_not(None))
+            )
+        }
+        versions = c.execute(sa.select(sa.func.count()).select_from(policy_states)).scalar_one()
+    assert settled[buyer].purchased is True and settled[buyer].revenue == 50.0 and settled[buyer].reward == 1.0
+    assert settled[idle].visited is True and settled[idle].purchased is False and settled[idle].reward == 0.0
+    assert sum(bool(row.visited) for row in settled.values()) == 2
+    assert versions == 2  # the fresh policy, then the one that learned
+    with engine.connect() as c:
+        lifts = {item.metric: item for item in lift(c, "mailer")}
+    assert lifts["conversion_rate"].n_treated == len(first) and lifts["conversion_rate"].n_control == 0
+
+
+def test_unlearnable_rewards_keep_the_last_good_state(engine: Engine, tmp_path: Path) -> None:
+    """beta_thompson needs rewards in [0, 1]; revenue rewards are refused, audited, and deciding goes on."""
+    load_customers(engine, n=10)
+    text = PLAYBOOK.replace("STAGE", "2").replace("HOLDOUT", "0").replace("BUDGET", "{}")
+    text = text.replace("    policy: {name: uniform_random}", "    policy: {name: beta_thompson}")
+    text = text.replace("kpis: [{metric: visit_rate, target: 0.1}]}", "kpis: [{metric: revenue, target: 5}], attribution_days: 1}")
+    pb = parse_playbook(text)
+    clock = FixedClock(AT)
+    sinks = transports(pb, tmp_path)
+    run_cycle(engine, pb, clock, sinks)
+    clock.set(AT + timedelta(hours=10))
+    dispatch_due(engine, pb, clock, sinks)
+    with engine.connect() as c:
+        sent = c.execute(sa.select(decisions.c.customer_id).where(decisions.c.status == "sent")).scalars().first()
+    import_events(engine, pa.table({"id": ["p"], "customer_id": [sent], "type": ["purchase"], "occurred_at": [(AT + timedelta(hours=11)).isoformat()], "revenue": [80.0]}), clock=clock)
+    clock.set(AT + timedelta(days=1, hours=1))
+    report = run_cycle(engine, pb, clock, sinks)
+    agent = report.agents["mailer"]
+    assert agent.learning_error is not None and "rewards in [0, 1]" in agent.learning_error
+    assert agent.scheduled + agent.suppressed_total + agent.nothing == agent.audience  # the cycle still decided
