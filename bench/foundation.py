@@ -123,8 +123,8 @@ offers:
 channels:
   email: {kind: file, path: out/email.jsonl}
 creatives:
-  - {id: a, channel: email, subject: "Hello", body: "Hi {{ customer.id }} {{ unsubscribe_url }}"}
-  - {id: b, channel: email, subject: "News", body: "News for {{ customer.tier }} {{ unsubscribe_url }}"}
+  - {id: a, channel: email, subject: "Hello", body: "Hi {{ customer.id }}. Unsubscribe: {{ unsubscribe_url }} {{ brand.postal_address }}"}
+  - {id: b, channel: email, subject: "News", body: "News for {{ customer.tier }}. Unsubscribe: {{ unsubscribe_url }} {{ brand.postal_address }}"}
 agents:
   - id: winback
     objective: grow

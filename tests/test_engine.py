@@ -34,7 +34,7 @@ lifecycle:
 channels:
   email: {kind: file, path: out/email.jsonl}
 creatives:
-  - {id: hello, channel: email, subject: "Hi {{ customer.tier }}", body: "Hello {{ customer.id }}. {{ unsubscribe_url }}"}
+  - {id: hello, channel: email, subject: "Hi {{ customer.tier }}", body: "Hello {{ customer.id }}. Unsubscribe: {{ unsubscribe_url }} {{ brand.postal_address }}"}
 agents:
   - id: mailer
     objective: grow
@@ -112,7 +112,7 @@ def test_autonomous_cycle_schedules_then_dispatches_exactly_once(engine: Engine,
     lines = [json.loads(line) for line in (tmp_path / "out/email.jsonl").read_text().splitlines()]
     assert {m["customer_id"] for m in lines} == expected_eligible()
     assert lines[0]["subject"] == "Hi gold"
-    assert lines[0]["body"].startswith(f"Hello {lines[0]['customer_id']}. https://test.example/u?t=")
+    assert lines[0]["body"].startswith(f"Hello {lines[0]['customer_id']}. Unsubscribe: https://test.example/u?t=")
     with engine.connect() as c:
         sent = c.execute(sa.select(sa.func.count()).select_from(outbox).where(outbox.c.status == "sent")).scalar_one()
         orphan = c.execute(
@@ -195,3 +195,44 @@ def test_events_feed_traits_used_by_the_audience(engine: Engine, tmp_path: Path)
     report = run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
     assert report.agents["mailer"].audience == 1
     assert set(statuses(engine)) == {"c001"}
+
+
+def test_content_guardrails_block_or_escalate_variants(engine: Engine, tmp_path: Path) -> None:
+    load_customers(engine, n=40)
+    urgent = PLAYBOOK.replace("STAGE", "3").replace("HOLDOUT", "0").replace("BUDGET", "{}").replace(
+        'body: "Hello {{ customer.id }}.', 'body: "Hurry, this ends tonight! Hello {{ customer.id }}.'
+    )
+    report = run_cycle(engine, parse_playbook(urgent), FixedClock(AT), transports(parse_playbook(urgent), tmp_path))
+    agent = report.agents["mailer"]
+    assert agent.scheduled == 0
+    assert agent.suppressed["content:compliance.fake_urgency"] == len(expected_eligible())
+
+
+def test_escalating_claim_waits_for_review_even_when_autonomous(engine: Engine, tmp_path: Path) -> None:
+    load_customers(engine, n=40)
+    claim = PLAYBOOK.replace("STAGE", "3").replace("HOLDOUT", "0").replace("BUDGET", "{}").replace(
+        'body: "Hello {{ customer.id }}.', 'body: "Results guaranteed. Hello {{ customer.id }}.'
+    )
+    pb = parse_playbook(claim)
+    report = run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
+    assert report.agents["mailer"].queued == len(expected_eligible())
+    with engine.connect() as c:
+        reasons = set(c.execute(sa.select(review_items.c.reason)).scalars())
+    assert reasons == {"content_escalation"}
+
+
+def test_dispatch_blocks_personal_data_that_personalization_brings_in(engine: Engine, tmp_path: Path) -> None:
+    """The variant is clean, but one customer's attribute puts someone else's e-mail in the text."""
+    load_customers(engine, n=8)
+    import_customers(engine, pa.table({"id": ["c001"], "nickname": ["write to other.person@elsewhere.example"]}), clock=FixedClock(AT))
+    text = PLAYBOOK.replace("STAGE", "2").replace("HOLDOUT", "0").replace("BUDGET", "{}")
+    pb = parse_playbook(text.replace('subject: "Hi {{ customer.tier }}"', "subject: \"Hi {{ customer.nickname | default('there') }}\""))
+    clock = FixedClock(AT)
+    sinks = transports(pb, tmp_path)
+    run_cycle(engine, pb, clock, sinks)
+    clock.set(AT + timedelta(hours=3))
+    report = dispatch_due(engine, pb, clock, sinks)
+    assert report.failed["mailer"] == 1
+    assert "content guardrails blocked" in report.errors[0] and "personal_data" in report.errors[0]
+    sent = [json.loads(line)["customer_id"] for line in (tmp_path / "out/email.jsonl").read_text().splitlines()]
+    assert "c001" not in sent and len(sent) == report.sent["mailer"]

@@ -45,6 +45,7 @@ US_ZONES = (
     ("America/Los_Angeles", 0.17),
 )
 REVOKED_SHARE = 0.03
+UNKNOWN_ZONE_SHARE = 0.05  # as in real profiles, some customers' zone is not known
 
 
 def hillstrom_table() -> pa.Table:
@@ -64,11 +65,12 @@ def demo_customers(rows: pa.Table, start: datetime) -> tuple[pa.Table, pa.Table]
     last_purchase = np.datetime64(start.replace(tzinfo=None), "s") - (recency * DAYS_PER_MONTH * 86400).astype("timedelta64[s]")
     purchase_text = np.datetime_as_string(last_purchase, unit="s", timezone="UTC")
     revoked = unit_hash(ids, "demo:consent") < REVOKED_SHARE
+    zones = np.where(unit_hash(ids, "demo:zone-known") < UNKNOWN_ZONE_SHARE, None, zones)
     customers = pa.table(
         {
             "id": ids,
             "email": np.char.add(np.char.lower(ids), "@example.com"),
-            "time_zone": zones,
+            "time_zone": pa.array(zones.tolist(), type=pa.string()),
             "country": np.full(n, "US"),
             "consent_email_marketing": np.where(revoked, "revoked", "implied"),
             "consent_at": purchase_text,
@@ -140,7 +142,8 @@ def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
                 f"{agent.queued:,}", f"{day.sent[agent_id]:,}", f"{agent.learned_from:,}",
             )
             top = ", ".join(f"{r} {c:,}" for r, c in agent.suppressed.most_common(3))
-            notes.append(f"  {agent_id}: suppressed {top or 'nothing'}")
+            delayed = f"; delayed {agent.delayed:,} (quiet hours or caps)" if agent.delayed else ""
+            notes.append(f"  {agent_id}: suppressed {top or 'nothing'}{delayed}")
         say(table)
         say("\n".join(notes), highlight=False)
 

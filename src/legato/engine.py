@@ -33,7 +33,9 @@ from legato.decide.registry import build_policy, restore_policy
 from legato.decide.timing import next_send_times
 from legato.deliver.channels import Transport
 from legato.deliver.dispatch import DispatchReport, dispatch_due
-from legato.deliver.render import variant_hash
+from legato.deliver.dispatch import message_context
+from legato.deliver.render import CreativeTemplate, RenderError, variant_hash
+from legato.guard.content import ContentChecker, Message, verdict
 from legato.errors import NothingToDoError
 from legato.guard.contact import check_contacts, contact_columns, facts_from_columns
 from legato.learn.attribution import settle
@@ -321,6 +323,44 @@ class _ActionTable:
             [variant_hash(playbook.creative(a.creative_id), a.offer_id) if a.creative_id else None for a in actions], dtype=object
         )
         self.nothing_index = next((i for i, a in enumerate(actions) if a.is_nothing), None)
+        checker = ContentChecker(playbook.brand, offers={o.id: o for o in playbook.offers})
+        checks = [_check_variant(playbook, a, checker) for a in actions]
+        self.content_block = np.array([c == "block" for c, _ in checks])
+        self.content_escalate = np.array([c == "escalate" for c, _ in checks])
+        self.content_rule = np.array([rule for _, rule in checks], dtype=object)
+
+
+class _SampleCustomer(dict[str, str]):
+    """Stands in for a customer when a variant is checked before anyone is chosen."""
+
+    def __missing__(self, key: str) -> str:
+        return f"[{key}]"
+
+
+def _check_variant(playbook: Playbook, action: Action, checker: ContentChecker) -> tuple[str, str | None]:
+    """The content verdict of an action's creative and offer, rendered once for everybody.
+
+    Personal parts are placeholders here; the dispatcher checks each personalized message
+    again before it leaves.
+    """
+    if action.is_nothing:
+        return "ok", None
+    creative = playbook.creative(action.creative_id)  # type: ignore[arg-type]
+    offer = playbook.offer(action.offer_id) if action.offer_id else None
+    try:
+        rendered = CreativeTemplate(creative).render(message_context(playbook, _SampleCustomer(id="[id]"), offer, "sample"))
+    except RenderError:
+        return "block", "template.render_error"
+    findings = checker.check(
+        Message(channel=creative.channel.value, body=rendered.body, subject=rendered.subject, title=rendered.title),
+        offer_id=action.offer_id,
+        # The first SMS to a number has the strictest rules; a variant must be fit to be one.
+        first_sms=creative.channel.value in ("sms", "whatsapp"),
+    )
+    outcome = verdict(findings)
+    worst = next((f.rule for f in findings if f.severity == outcome), None)
+    return outcome, worst
+
 
 
 def _decide_page(
@@ -365,11 +405,18 @@ def _decide_page(
     verdict = check_contacts(channel, send_at, facts, playbook.guardrails)
     reasons = verdict.reasons.copy()
     send_at = np.where(sends, verdict.send_at, send_at)
-    blocked = sends & ~verdict.allowed
-    over_budget = _over_budget(sends & verdict.allowed, chosen, expected, table, budget, rng)
+    index = np.where(chosen >= 0, chosen, 0)
+    off_content = sends & verdict.allowed & table.content_block[index]
+    reasons[off_content] = np.char.add("content:", table.content_rule[index][off_content].astype(str)).astype(object)
+    blocked = sends & ~(verdict.allowed & ~off_content)
+    over_budget = _over_budget(sends & ~blocked, chosen, expected, table, budget, rng)
     reasons[over_budget] = "budget"
-    allowed = sends & verdict.allowed & ~over_budget
+    allowed = sends & ~blocked & ~over_budget
     routes = route(stage, allowed)
+    # A variant a content rule escalates waits for a person whatever the agent's stage.
+    escalated = allowed & table.content_escalate[index]
+    routes[escalated] = REVIEW
+    reasons[escalated] = np.char.add("escalate:content:", table.content_rule[index][escalated].astype(str)).astype(object)
 
     status = np.full(n, "nothing", dtype=object)
     route_column = np.full(n, "none", dtype=object)
@@ -485,11 +532,28 @@ def _write_page(
                 sa.literal("open"),
                 decisions.c.decided_at,
                 decisions.c.content_hash,
-            ).where(this_page, decisions.c.route == REVIEW),
+            ).where(this_page, decisions.c.route == REVIEW, ~_escalated),
+        )
+    )
+    connection.execute(
+        sa.insert(review_items).from_select(
+            ["decision_id", "agent_id", "reason", "priority", "status", "created_at", "content_hash"],
+            sa.select(
+                decisions.c.id,
+                decisions.c.agent_id,
+                sa.literal("content_escalation"),
+                sa.literal(70),
+                sa.literal("open"),
+                decisions.c.decided_at,
+                decisions.c.content_hash,
+            ).where(this_page, decisions.c.route == REVIEW, _escalated),
         )
     )
     counts = Counter(status.tolist())
     _audit(connection, now, f"agent:{agent.id}", "decided", "cycle", str(cycle_id), {"decisions": len(ids), **counts})
+
+
+_escalated = sa.cast(decisions.c.findings, sa.Text).like('%"escalate:%')
 
 
 def _aware(values: npt.NDArray[np.datetime64]) -> list[datetime | None]:

@@ -39,9 +39,11 @@ def _register_sub_apps() -> None:
     from legato.cli.check import check_app
     from legato.cli.importing import import_app
     from legato.cli.learning import bench, evaluate, simulate
+    from legato.cli.reports import report_app
 
     app.add_typer(import_app, name="import")
     app.add_typer(check_app, name="check")
+    app.add_typer(report_app, name="report")
     app.command()(simulate)
     app.command()(bench)
     app.command()(evaluate)

@@ -1,8 +1,9 @@
 """The dispatcher: send what is due from the outbox, exactly once per message.
 
-A message is rendered when it is sent (so personal data is read fresh), written to its
-channel's transport, and marked sent in the same transaction that read it. Messages that
-cannot be rendered are marked failed with the reason and never sent.
+A message is rendered when it is sent (so personal data is read fresh), checked by the content
+guardrails with the recipient's own address allowed, written to its channel's transport, and
+marked sent in the same transaction that read it. Messages that cannot be rendered, or whose
+rendered text a content guardrail blocks, are marked failed with the reason and never sent.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from sqlalchemy import Engine, bindparam, select, update
 from legato.clock import Clock
 from legato.deliver.channels import ConsoleTransport, FileTransport, Transport
 from legato.deliver.render import CreativeTemplate, RenderError
-from legato.playbook.models import Playbook
+from legato.guard.content import ContentChecker, Message, verdict
+from legato.playbook.models import Creative, Offer, Playbook
 from legato.store.schema import customers, decisions, outbox
 
 CHUNK = 5_000
@@ -51,6 +53,7 @@ def dispatch_due(
     report = DispatchReport()
     templates = {c.id: CreativeTemplate(c) for c in playbook.creatives}
     offers = {o.id: o for o in playbook.offers}
+    checker = ContentChecker(playbook.brand, offers=offers)
     query = (
         select(
             outbox.c.id,
@@ -59,6 +62,7 @@ def dispatch_due(
             decisions.c.agent_id,
             decisions.c.creative_id,
             decisions.c.offer_id,
+            decisions.c.content_override,
             customers.c.id.label("customer_id"),
             customers.c.email,
             customers.c.phone,
@@ -80,7 +84,7 @@ def dispatch_due(
             failed: list[dict[str, Any]] = []
             for row in rows:
                 try:
-                    message = _message(row, playbook, templates, offers, now)
+                    message = _message(row, playbook, templates, offers, checker, now)
                 except RenderError as exc:
                     failed.append({"o_id": row.id, "d_id": row.decision_id, "error": str(exc)})
                     report.failed[row.agent_id] += 1
@@ -98,17 +102,44 @@ def dispatch_due(
                 channel_transports[channel].send(messages)
 
 
-def _message(row: Any, playbook: Playbook, templates: dict[str, CreativeTemplate], offers: dict[str, Any], now: datetime) -> dict[str, Any]:
-    creative = templates[row.creative_id]
-    offer = offers.get(row.offer_id) if row.offer_id else None
-    token = hashlib.sha256(f"{row.id}:{row.customer_id}".encode()).hexdigest()[:24]
-    context = {
-        "customer": {"id": row.customer_id, "email": row.email, "phone": row.phone, **(row.attributes or {})},
+def message_context(playbook: Playbook, customer: dict[str, Any], offer: Offer | None, token: str) -> dict[str, Any]:
+    """What a creative's template can use: the customer, the offer, the brand and the opt-out link."""
+    return {
+        "customer": customer,
         "offer": offer.model_dump(mode="json") if offer else None,
         "brand": {"name": playbook.brand.name, **playbook.brand.legal.model_dump()},
         "unsubscribe_url": f"{playbook.brand.legal.unsubscribe_url}?t={token}",
     }
-    rendered = creative.render(context)
+
+
+def message_token(message_id: int, customer_id: str) -> str:
+    """The per-message token of the unsubscribe link (a preview without an outbox row has none)."""
+    return hashlib.sha256(f"{message_id}:{customer_id}".encode()).hexdigest()[:24]
+
+
+def edited_creative(creative: Creative, override: dict[str, Any]) -> Creative:
+    """The creative with a reviewer's edited parts (``decisions.content_override``) in place."""
+    return creative.model_copy(update={part: override[part] for part in ("subject", "title", "body") if part in override})
+
+
+def _message(
+    row: Any, playbook: Playbook, templates: dict[str, CreativeTemplate], offers: dict[str, Offer], checker: ContentChecker, now: datetime
+) -> dict[str, Any]:
+    creative = templates[row.creative_id]
+    if row.content_override:  # a reviewer's edit, approved as it stands: send it, not the creative
+        creative = CreativeTemplate(edited_creative(creative.creative, row.content_override))
+    offer = offers.get(row.offer_id) if row.offer_id else None
+    token = message_token(row.id, row.customer_id)
+    customer = {"id": row.customer_id, "email": row.email, "phone": row.phone, **(row.attributes or {})}
+    rendered = creative.render(message_context(playbook, customer, offer, token))
+    findings = checker.check(
+        Message(channel=row.channel, body=rendered.body, subject=rendered.subject, title=rendered.title),
+        offer_id=row.offer_id,
+        allowed_personal=[value for value in (row.email, row.phone) if value],
+    )
+    if verdict(findings) == "block":
+        rules = ", ".join(sorted({f.rule for f in findings if f.severity == "block"}))
+        raise RenderError(f"content guardrails blocked the rendered message ({rules})")
     return {
         "message_id": row.id,
         "decision_id": row.decision_id,

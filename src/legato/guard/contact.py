@@ -1,4 +1,4 @@
-"""Contact guardrails over a whole batch of candidate decisions: consent and frequency caps.
+"""Contact guardrails over a whole batch of candidate decisions: consent, caps, quiet hours.
 
 The database does the per-customer lookups in the same query that selects the audience
 (:func:`contact_columns` adds one column per fact), and the rules then run as NumPy
@@ -21,6 +21,7 @@ import numpy.typing as npt
 from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select
 from sqlalchemy.sql import FromClause
 
+from legato.guard.quiet_hours import apply_quiet_hours, candidate_zones
 from legato.playbook.models import FrequencyCap, Guardrails
 from legato.store.schema import consents, customers, outbox
 
@@ -36,6 +37,8 @@ class ContactFacts:
     revoked: dict[str, npt.NDArray[np.bool_]]
     cap_counts: list[npt.NDArray[np.int64]]
     cap_oldest: list[npt.NDArray[np.datetime64]]
+    zones: list[tuple[str, ...]] | None = None  # candidate local zones per customer
+    regions: npt.NDArray[np.str_] | None = None  # "US-FL", or "US" when the region is unknown
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,13 @@ class ContactVerdict:
 def contact_columns(
     query: Select[tuple[object, ...]], guardrails: Guardrails, channels: list[str], now: datetime
 ) -> Select[tuple[object, ...]]:
-    """Add to an audience query (over ``customers``) the columns :func:`facts_from_rows` reads."""
+    """Add to an audience query (over ``customers``) the columns :func:`facts_from_columns` reads."""
+    query = query.add_columns(
+        customers.c.time_zone.label("contact_zone"),
+        customers.c.phone.label("contact_phone"),
+        customers.c.country.label("contact_country"),
+        customers.c.region.label("contact_region"),
+    )
     for channel in channels:
         alias = consents.alias(f"consent_{channel}")
         query = query.outerjoin(
@@ -96,7 +105,20 @@ def facts_from_columns(
     columns: dict[str, npt.NDArray[np.generic]], guardrails: Guardrails, channels: list[str]
 ) -> ContactFacts:
     """Read the columns added by :func:`contact_columns` out of a fetched batch."""
+    countries = [c or "" for c in columns["contact_country"].tolist()]
+    regions = np.array(
+        [f"{country}-{region}" if region else country for country, region in zip(countries, columns["contact_region"].tolist(), strict=True)],
+        dtype=str,
+    )
+    zones = None
+    if guardrails.quiet_hours:
+        zones = [
+            candidate_zones(zone, phone, country)
+            for zone, phone, country in zip(columns["contact_zone"].tolist(), columns["contact_phone"].tolist(), countries, strict=True)
+        ]
     return ContactFacts(
+        zones=zones,
+        regions=regions,
         reachable={c: columns[f"reachable_{c}"].astype(bool) for c in channels},
         consented={c: columns[f"consented_{c}"].astype(bool) for c in channels},
         revoked={c: columns[f"revoked_{c}"].astype(bool) for c in channels},
@@ -142,6 +164,7 @@ def check_contacts(
         block(on_channel & ~facts.consented[channel], f"no_consent:{channel}")
     for index, cap in enumerate(guardrails.frequency_caps):
         applies = sends if cap.channel == "any" else channels == cap.channel.value
+        applies = applies & _in_region(facts, cap.region, n)
         over = applies & (facts.cap_counts[index] >= cap.max) & allowed
         if cap.on_block == "delay" and cap.max > 0:
             until = facts.cap_oldest[index] + np.timedelta64(int(cap.days * 86_400_000_000), "us")
@@ -151,4 +174,24 @@ def check_contacts(
             reasons[later] = f"delayed:frequency_cap:{index}"
             over = over & ~later
         block(over, f"frequency_cap:{index}")
+    for index, rule in enumerate(guardrails.quiet_hours):
+        applies = allowed & (channels == rule.channel.value) & _in_region(facts, rule.region, n)
+        if not applies.any() or facts.zones is None:
+            continue
+        quiet, resume = apply_quiet_hours(rule, applies, send_at, facts.zones)
+        if rule.on_block == "delay":
+            send_at[quiet] = resume[quiet]
+            delayed |= quiet
+            reasons[quiet] = f"delayed:quiet_hours:{index}"
+        else:
+            block(quiet, f"quiet_hours:{index}")
     return ContactVerdict(allowed=allowed, send_at=send_at, reasons=reasons, delayed=delayed)
+
+
+def _in_region(facts: ContactFacts, region: str | None, n: int) -> npt.NDArray[np.bool_]:
+    if region is None:
+        return np.ones(n, dtype=bool)
+    assert facts.regions is not None
+    if "-" in region:
+        return facts.regions == region
+    return np.char.startswith(facts.regions, region)

@@ -277,6 +277,9 @@ class FrequencyCap(Strict):
     max: int = Field(ge=0)
     days: float = Field(gt=0, description="Rolling window length in days.")
     on_block: Literal["drop", "delay"] = "drop"
+    region: str | None = Field(
+        None, pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$", description="Only customers in this country or region, e.g. US-FL."
+    )
 
 
 class QuietHours(Strict):
@@ -284,6 +287,9 @@ class QuietHours(Strict):
     start: time = Field(description="Local time from which sending stops, e.g. 21:00.")
     end: time = Field(description="Local time from which sending may resume, e.g. 08:00.")
     on_block: Literal["drop", "delay"] = "delay"
+    region: str | None = Field(
+        None, pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$", description="Only customers in this country or region, e.g. US-FL."
+    )
 
 
 class Guardrails(Strict):

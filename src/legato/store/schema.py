@@ -153,6 +153,9 @@ decisions = Table(
     Column("status", String(16), nullable=False),
     Column("content_hash", String(64)),
     Column("approved_by", String(128)),
+    # A reviewer's edit of this decision's message: {"subject", "title", "body"} templates
+    # rendered in place of the creative's, plus who edited it (see legato.trust.review).
+    Column("content_override", JSON),
     # What the policy saw (float32 features) and, once the attribution window has closed,
     # what came of it: the learning loop reads these instead of recomputing stale features.
     Column("context", LargeBinary),
@@ -201,7 +204,16 @@ review_items = Table(
     Column("decided_by", String(128)),
     Column("decided_at", UTCDateTime),
     Column("content_hash", String(64)),
-    Index("ix_review_items_open", "status", "priority", "created_at"),
+    Index("ix_review_items_agent_decided", "agent_id", "decided_at"),
+)
+# The queue is read "highest priority first, oldest first": the index has to say DESC on
+# priority alone, or the database sorts every open item of the top priority to find 100.
+Index(
+    "ix_review_items_queue",
+    review_items.c.status,
+    review_items.c.priority.desc(),
+    review_items.c.created_at,
+    review_items.c.id,
 )
 
 audit_log = Table(
@@ -217,6 +229,9 @@ audit_log = Table(
     Column("before_hash", String(64)),
     Column("after_hash", String(64)),
     Index("ix_audit_log_entity", "entity", "entity_id"),
+    # Track records count review actions (rejections, escalations) and stop-loss breaches
+    # over a window without reading the whole log.
+    Index("ix_audit_log_action_at", "action", "at"),
 )
 
 metrics = Table(

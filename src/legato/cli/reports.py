@@ -1,0 +1,106 @@
+"""Reports on what the guardrails did and whether targeting was fair."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Annotated, Optional
+
+import sqlalchemy as sa
+import typer
+from rich.table import Table
+
+from legato.cli.output import console, emit_json, fail
+from legato.clock import SystemClock
+from legato.errors import LegatoError
+
+report_app = typer.Typer(help="Reports: guardrail outcomes and fairness audits.", no_args_is_help=True)
+DatabaseOption = Annotated[Optional[str], typer.Option("--database", "-d", help="Database URL.")]
+
+
+@report_app.command("guardrails")
+def guardrails(
+    database: DatabaseOption = None,
+    agent: Annotated[Optional[str], typer.Option(help="Only this agent.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """How many decisions each rule blocked, delayed or escalated, per agent and day.
+
+    Example: `legato report guardrails --database sqlite:///legato-demo/legato.db`
+    """
+    from legato.store.db import connect
+    from legato.store.schema import decisions
+
+    try:
+        engine = connect(database)
+    except LegatoError as error:
+        fail(error)
+    query = sa.select(decisions.c.agent_id, decisions.c.decided_at, decisions.c.findings, sa.func.count().label("n")).group_by(
+        decisions.c.agent_id, decisions.c.decided_at, decisions.c.findings
+    )
+    if agent:
+        query = query.where(decisions.c.agent_id == agent)
+    counts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    with engine.connect() as connection:
+        for row in connection.execute(query):
+            findings = row.findings if isinstance(row.findings, list) else json.loads(row.findings or "[]")
+            for reason in findings:
+                counts[(row.agent_id, row.decided_at.date().isoformat())][reason] += row.n
+    rows = [
+        {"agent": agent_id, "day": day, "rule": reason, "outcome": _outcome(reason), "decisions": n}
+        for (agent_id, day), reasons in sorted(counts.items())
+        for reason, n in reasons.most_common()
+    ]
+    if as_json:
+        emit_json({"rules": rows})
+        return
+    table = Table("agent", "day", "rule", "outcome", "decisions", title="Guardrail outcomes", title_justify="left")
+    for row in rows:
+        table.add_row(row["agent"], row["day"], row["rule"], row["outcome"], f"{row['decisions']:,}")
+    console.print(table)
+
+
+def _outcome(reason: str) -> str:
+    if reason.startswith("delayed:"):
+        return "delayed"
+    if reason.startswith("escalate:"):
+        return "escalated"
+    return "blocked"
+
+
+@report_app.command("fairness")
+def fairness(
+    playbook: Annotated[Path, typer.Argument(help="The playbook that declares the protected attributes.")],
+    database: DatabaseOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Selection rates per protected group for each agent, with the four-fifths rule and Fisher's test.
+
+    Exits 1 when a breach was found (and recorded in the audit log as an escalation).
+    Example: `legato report fairness playbook.yaml --json`
+    """
+    from legato.monitor.fairness import audit_fairness
+    from legato.playbook.loader import load_playbook
+    from legato.store.db import connect
+
+    try:
+        loaded = load_playbook(playbook)
+        if not loaded.guardrails.protected_attributes:
+            raise LegatoError("the playbook declares no protected attributes to audit", hint="list them under guardrails.protected_attributes")
+        audits = audit_fairness(connect(database), loaded, SystemClock().now())
+    except LegatoError as error:
+        fail(error)
+    breached = any(a.breaches for a in audits)
+    if as_json:
+        emit_json({"audits": [a.to_dict() for a in audits], "breach": breached})
+    else:
+        for audit in audits:
+            table = Table("group", "customers", "selected", "rate", title=f"{audit.agent_id} by {audit.attribute}", title_justify="left")
+            for g in audit.groups:
+                table.add_row(g.group, f"{g.customers:,}", f"{g.selected:,}", f"{g.rate:.1%}")
+            console.print(table)
+            impact = "n/a" if audit.disparate_impact is None else f"{audit.disparate_impact:.2f}"
+            console.print(f"disparate impact ratio {impact}; breaches: {len(audit.breaches)}")
+    if breached:
+        raise typer.Exit(1)

@@ -1,0 +1,73 @@
+"""Quiet hours in local time, with the zone from the profile, the phone or the country."""
+
+from __future__ import annotations
+
+from datetime import time
+
+import numpy as np
+
+from legato.guard.contact import ContactFacts, check_contacts
+from legato.guard.quiet_hours import candidate_zones
+from legato.playbook.models import Guardrails, QuietHours
+
+TCPA = QuietHours(channel="sms", start=time(21, 0), end=time(8, 0), on_block="delay")
+FLORIDA = QuietHours(channel="sms", start=time(20, 0), end=time(8, 0), on_block="drop", region="US-FL")
+
+
+def facts(zones: list[tuple[str, ...]], regions: list[str]) -> ContactFacts:
+    n = len(zones)
+    return ContactFacts(
+        reachable={"sms": np.ones(n, bool)},
+        consented={"sms": np.ones(n, bool)},
+        revoked={"sms": np.zeros(n, bool)},
+        cap_counts=[],
+        cap_oldest=[],
+        zones=zones,
+        regions=np.array(regions),
+    )
+
+
+def at(text: str, n: int) -> np.ndarray:
+    return np.full(n, np.datetime64(text, "us"))
+
+
+def test_zone_sources_in_order() -> None:
+    assert candidate_zones("Europe/Paris", "+12125550100", "US") == ("Europe/Paris",)
+    assert candidate_zones(None, "+1 212 555 0100", "US") == ("America/New_York",)  # a Manhattan number
+    assert "Pacific/Honolulu" in candidate_zones(None, None, "US")
+    assert candidate_zones(None, "not a number", None) == ("UTC",)
+
+
+def test_late_evening_text_is_delayed_to_eight_local() -> None:
+    # 02:30 UTC is 21:30 in New York (EST) and 18:30 in Los Angeles.
+    verdict = check_contacts(
+        np.array(["sms", "sms"], dtype=object),
+        at("2024-03-05T02:30", 2),
+        facts([("America/New_York",), ("America/Los_Angeles",)], ["US", "US"]),
+        Guardrails(quiet_hours=[TCPA]),
+    )
+    assert verdict.allowed.tolist() == [True, True]
+    assert verdict.reasons.tolist() == ["delayed:quiet_hours:0", None]
+    assert verdict.send_at[0] == np.datetime64("2024-03-05T13:00", "us")  # 08:00 EST
+    assert verdict.send_at[1] == np.datetime64("2024-03-05T02:30", "us")
+
+
+def test_unknown_zone_uses_the_strictest_candidate() -> None:
+    # 14:00 UTC is 09:00 in New York but 04:00 in Honolulu: quiet somewhere in the US.
+    verdict = check_contacts(
+        np.array(["sms"], dtype=object), at("2024-03-05T14:00", 1), facts([candidate_zones(None, None, "US")], ["US"]), Guardrails(quiet_hours=[TCPA])
+    )
+    assert verdict.reasons.tolist() == ["delayed:quiet_hours:0"]
+    assert verdict.send_at[0] == np.datetime64("2024-03-05T18:00", "us")  # 08:00 in Honolulu (UTC-10)
+
+
+def test_florida_rule_only_for_florida() -> None:
+    # 01:30 UTC is 20:30 in Miami (EST): quiet under Florida's 20:00 rule, not under the federal 21:00.
+    verdict = check_contacts(
+        np.array(["sms", "sms"], dtype=object),
+        at("2024-03-05T01:30", 2),
+        facts([("America/New_York",), ("America/New_York",)], ["US-FL", "US-NY"]),
+        Guardrails(quiet_hours=[TCPA, FLORIDA]),
+    )
+    assert verdict.allowed.tolist() == [False, True]
+    assert verdict.reasons.tolist() == ["quiet_hours:1", None]
