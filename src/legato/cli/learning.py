@@ -15,7 +15,7 @@ BENCH_DATA = {"obd": "a folder laid out like shared/data/obd", "cdnow": "CDNOW_m
 
 
 def bench(
-    name: Annotated[str, typer.Argument(help="hillstrom, obd, cdnow or throughput")],
+    name: Annotated[str, typer.Argument(help="hillstrom, obd, cdnow, throughput or online")],
     data: Annotated[Optional[Path], typer.Option("--data", help="Data file or folder (required for obd and cdnow; hillstrom defaults to the bundled copy).")] = None,
     campaign: Annotated[str, typer.Option(help="obd only: the campaign folder name.")] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,

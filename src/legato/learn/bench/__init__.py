@@ -12,10 +12,11 @@ from typing import Any
 
 from rich.table import Table
 
-from legato.learn.bench import cdnow, hillstrom, obd, throughput
+from legato.learn.bench import cdnow, hillstrom, obd, online, throughput
 from legato.learn.bench.cdnow import run_cdnow
 from legato.learn.bench.hillstrom import run_hillstrom
 from legato.learn.bench.obd import run_obd
+from legato.learn.bench.online import run_online
 from legato.learn.bench.throughput import run_throughput
 
 BENCHMARKS: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[dict[str, Any]], Table]]] = {
@@ -23,6 +24,7 @@ BENCHMARKS: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[dict[str, A
     "obd": (run_obd, obd.render_table),
     "cdnow": (run_cdnow, cdnow.render_table),
     "throughput": (run_throughput, throughput.render_table),
+    "online": (run_online, online.render_table),
 }
 
-__all__ = ["BENCHMARKS", "run_cdnow", "run_hillstrom", "run_obd", "run_throughput"]
+__all__ = ["BENCHMARKS", "run_cdnow", "run_hillstrom", "run_obd", "run_online", "run_throughput"]
