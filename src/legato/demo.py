@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import sqlalchemy as sa
 from sqlalchemy import Engine
 from rich.table import Table
 
@@ -34,6 +35,7 @@ from legato.playbook.loader import load_playbook
 from legato.playbook.models import Playbook
 from legato.store.db import connect, sqlite_url
 from legato.store.ingest import import_customers, import_events
+from legato.store.schema import review_items
 
 START = datetime(2024, 3, 4, 8, 0, tzinfo=timezone.utc)  # a Monday; the cycle runs at 08:00 UTC
 DAYS_PER_MONTH = 30.44
@@ -165,39 +167,61 @@ def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
                     {"day": number, "agent": agent_id, **{m: l.to_dict() for m, l in metrics.items()}} for number, agent_id, metrics in by_day if metrics
                 ],
                 "lift": {agent_id: [l.to_dict() for l in lifts] for agent_id, lifts in final.items()},
+                "review_queue": [{"agent": a, "reason": r, "status": s, "items": n} for a, r, s, n in queue_summary(engine)],
             }
         )
         return
     learning = Table(title="Learning: reward per decision against the holdout, by the day decided", title_justify="left")
-    for column in ("decided on", "agent", "decisions", "agent reward", "holdout reward", "lift", "95% interval"):
-        learning.add_column(column, justify="left" if column in ("decided on", "agent") else "right", no_wrap=True)
+    for column in ("day", "agent", "decisions", "agent reward", "holdout reward", "lift", "95% interval"):
+        text = column in ("day", "agent")
+        learning.add_column(column, justify="left" if text else "right", no_wrap=not text, overflow="fold")
     for number, agent_id, metrics in by_day:
         reward = metrics.get("reward_per_decision")
         if reward is None:
             continue
         learning.add_row(
-            f"day {number}", agent_id, f"{reward.n_treated + reward.n_control:,}", f"{reward.treated:.4f}", f"{reward.control:.4f}",
+            str(number), agent_id, f"{reward.n_treated + reward.n_control:,}", f"{reward.treated:.4f}", f"{reward.control:.4f}",
             f"{reward.difference:+.4f}", _interval(reward),
         )
     say(learning)
     kpis = Table(title=f"KPIs after {days} days (decisions whose attribution window has closed)", title_justify="left")
-    for column in ("agent", "metric", "agent", "holdout", "lift", "95% interval"):
-        kpis.add_column(column, justify="left" if column in ("agent", "metric") else "right", no_wrap=True)
+    for column in ("agent", "metric", "treated", "holdout", "lift", "95% interval"):
+        text = column in ("agent", "metric")
+        kpis.add_column(column, justify="left" if text else "right", no_wrap=not text, overflow="fold")
     for agent_id, lifts in final.items():
         for item in lifts:
             if item.metric == "reward_per_decision":
                 continue
             percent = item.metric.endswith("rate")
             fmt = (lambda v: f"{v:.2%}") if percent else (lambda v: f"{v:.3f}")
-            kpis.add_row(agent_id, item.metric, fmt(item.treated), fmt(item.control), fmt(item.difference), _interval(item, percent))
+            kpis.add_row(agent_id, item.metric.replace("_", " "), fmt(item.treated), fmt(item.control), fmt(item.difference), _interval(item, percent))
     say(kpis)
+    queue = Table(title="Review queue: what the agents handed to people", title_justify="left")
+    for column in ("agent", "stage", "reason", "status", "items"):
+        queue.add_column(column, justify="right" if column == "items" else "left", no_wrap=True)
+    stages = {agent.id: agent.trust_stage for agent in playbook.agents}
+    for agent_id, reason, status, count in queue_summary(engine):
+        queue.add_row(agent_id, str(stages.get(agent_id, "")), reason, status, f"{count:,}")
+    say(queue)
     say(
         "\n[bold]What to look at next[/]\n"
+        f"  • the review queue: `legato review list --database {url}`, then `legato review show ID --playbook {playbook_path} --database {url}`\n"
         f"  • the messages that went out: {folder}/outbox/email.jsonl\n"
         f"  • the strategy the agents followed: {playbook_path} (check it with `legato validate {playbook_path}`)\n"
         f"  • a segment: `legato segment {playbook_path} big_spenders --database {url}`\n"
         f"  • one more cycle by hand: `legato run {playbook_path} --database {url} --at {START + timedelta(days=days):%Y-%m-%dT%H:%M}`"
     )
+
+
+def queue_summary(engine: Engine) -> list[tuple[str, str, str, int]]:
+    """Review items by agent, reason and status."""
+    query = (
+        sa.select(review_items.c.agent_id, review_items.c.reason, review_items.c.status, sa.func.count())
+        .group_by(review_items.c.agent_id, review_items.c.reason, review_items.c.status)
+        .order_by(review_items.c.agent_id, sa.func.count().desc())
+    )
+    with engine.connect() as connection:
+        return [(a, r, s, int(n)) for a, r, s, n in connection.execute(query)]
 
 
 def _interval(item: Lift, percent: bool = False) -> str:

@@ -27,7 +27,7 @@ from legato.audience.sql import FieldType, compile_expression, compile_value
 from legato.clock import Clock
 from legato.decide.actions import NOTHING, Action, action_space
 from legato.decide.features import decode_context, encode_context, feature_matrix
-from legato.decide.holdout import in_holdout
+from legato.decide.holdout import in_holdout, unit_hash
 from legato.decide.policy import Policy
 from legato.decide.registry import build_policy, restore_policy
 from legato.decide.timing import next_send_times
@@ -43,8 +43,11 @@ from legato.playbook.models import Agent, Playbook
 from legato.store import traits as trait_store
 from legato.store.bulk import insert_many
 from legato.store.db import is_empty
-from legato.store.schema import agents, audit_log, customers, cycles, decisions, outbox, policy_states, review_items
-from legato.trust.ladder import EXECUTE, REVIEW, route
+from legato.store.schema import agents, audit_log, customers, cycles, decisions, outbox, policy_states, review_items, settings
+from legato.trust.escalation import Escalations
+from legato.trust.ladder import EXECUTE, REVIEW, Stage, route
+from legato.trust.review import assign_due_dates, expire_overdue
+from legato.monitor.stop_loss import check_stop_loss
 
 PAGE = 50_000
 
@@ -65,6 +68,7 @@ class AgentReport:
     sent: int = 0
     failed: int = 0
     settled: int = 0
+    stop_loss: list[Any] = field(default_factory=list)
     learned_from: int = 0
     policy_version: int = 0
     learning_error: str | None = None
@@ -90,6 +94,7 @@ class AgentReport:
             "learned_from": self.learned_from,
             "policy_version": self.policy_version,
             "learning_error": self.learning_error,
+            "stop_loss_breaches": [b.to_dict() for b in self.stop_loss],
         }
 
 
@@ -124,6 +129,7 @@ def run_cycle(
             hint="import customers first: legato import customers FILE (or try `legato demo`)",
         )
     now = clock.now()
+    expire_overdue(engine, now, sla_hours=playbook.review.sla_hours)
     with engine.begin() as connection:
         trait_store.roll_windows(connection, now)
         cycle_id = connection.execute(
@@ -151,20 +157,31 @@ def run_cycle(
 
 
 def _sync_agents(connection: Connection, playbook: Playbook, now: datetime) -> dict[str, tuple[int, str]]:
-    """Make the agents table follow the playbook; every stage change is audited."""
+    """Agents as the playbook declares them, with run-time changes kept.
+
+    The playbook's trust stage applies when an agent is created and whenever the playbook
+    itself changes it; otherwise a promotion, demotion or pause made at run time (by a person
+    or by a stop-loss) stands. Every change is audited.
+    """
     known = {row.id: row for row in connection.execute(sa.select(agents))}
+    declared = dict(connection.execute(sa.select(settings.c.key, settings.c.value).where(settings.c.key.like("agent:%:playbook_stage"))).all())
     result: dict[str, tuple[int, str]] = {}
     for agent in playbook.agents:
+        key = f"agent:{agent.id}:playbook_stage"
         row = known.get(agent.id)
         if row is None:
             connection.execute(sa.insert(agents).values(id=agent.id, trust_stage=agent.trust_stage, status="active", updated_at=now))
             _audit(connection, now, "playbook", "agent_created", "agent", agent.id, {"trust_stage": agent.trust_stage})
             result[agent.id] = (agent.trust_stage, "active")
-            continue
-        if row.trust_stage != agent.trust_stage:
+        elif declared.get(key) != str(agent.trust_stage) and row.trust_stage != agent.trust_stage:
             connection.execute(sa.update(agents).where(agents.c.id == agent.id).values(trust_stage=agent.trust_stage, updated_at=now))
             _audit(connection, now, "playbook", "trust_stage_changed", "agent", agent.id, {"from": row.trust_stage, "to": agent.trust_stage})
-        result[agent.id] = (agent.trust_stage, row.status)
+            result[agent.id] = (agent.trust_stage, row.status)
+        else:
+            result[agent.id] = (row.trust_stage, row.status)
+        if declared.get(key) != str(agent.trust_stage):
+            connection.execute(sa.delete(settings).where(settings.c.key == key))
+            connection.execute(sa.insert(settings).values(key=key, value=str(agent.trust_stage)))
     return result
 
 
@@ -274,12 +291,18 @@ def _run_agent(
     base = sa.select(customers.c.id, customers.c.time_zone, *(_feature(resolver, text, dialect).label(f"f_{i}") for i, text in enumerate(agent.features)))
     base = base.select_from(audience_from()).where(compile_expression(agent.audience, resolver, dialect_name=dialect))
     base = contact_columns(base, playbook.guardrails, channels, now)
+    escalations = Escalations(agent, resolver, dialect)
+    base = base.add_columns(*escalations.columns, _feature(resolver, "lifetime_spend", dialect).label("customer_value"))
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(f"{agent.id}|{now.isoformat()}".encode()).digest()[:8], "little"))
     last_id: str | None = None
     with engine.begin() as connection:
         policy, report.policy_version = _load_policy(connection, agent, len(actions), now)
         _learn(connection, playbook, agent, policy, len(agent.features) + 1, now, report)
+        stage, report.stop_loss = check_stop_loss(connection, agent, stage, now)
+        report.stage = stage
         budget = _budget(connection, playbook, agent, now)
+        approved = _approved_variants(connection, agent) if stage == Stage.ASSISTED else set()
+    trust = _Trust(stage, escalations, approved, table, playbook)
     while True:
         page = base.order_by(customers.c.id).limit(PAGE)
         if last_id is not None:
@@ -292,9 +315,73 @@ def _run_agent(
                 return report
             columns = {key: np.array(values, dtype=object) for key, values in zip(keys, zip(*rows, strict=True), strict=True)}
             last_id = rows[-1][0]
-            _decide_page(connection, playbook, agent, stage, cycle_id, now, policy, table, channels, columns, budget, rng, report)
+            _decide_page(connection, playbook, agent, trust, cycle_id, now, policy, table, channels, columns, budget, rng, report)
         if progress:
             progress(agent.id, len(rows))
+
+
+def _approved_variants(connection: Connection, agent: Agent) -> set[tuple[str | None, str | None]]:
+    """(creative, offer) pairs of this agent that a person has approved before."""
+    rows = connection.execute(
+        sa.select(decisions.c.creative_id, decisions.c.offer_id)
+        .join(review_items, review_items.c.decision_id == decisions.c.id)
+        .where(review_items.c.agent_id == agent.id, review_items.c.status == "approved")
+        .distinct()
+    ).all()
+    return {(creative, offer) for creative, offer in rows}
+
+
+@dataclass
+class _Trust:
+    """What routing needs besides the page: the stage, escalation rules and approval memory."""
+
+    stage: int
+    escalations: Escalations
+    approved: set[tuple[str | None, str | None]]
+    table: _ActionTable
+    playbook: Playbook
+
+    def route(
+        self,
+        agent: Agent,
+        allowed: npt.NDArray[np.bool_],
+        chosen: npt.NDArray[np.int64],
+        columns: dict[str, npt.NDArray[Any]],
+        expected: npt.NDArray[np.float64],
+        propensity: npt.NDArray[np.float64],
+    ) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.object_], npt.NDArray[np.int64]]:
+        """Per row: the route, the review reason (None when not reviewed) and its priority."""
+        n = len(allowed)
+        index = np.where(chosen >= 0, chosen, 0)
+        routes = route(self.stage, allowed)
+        reasons = np.full(n, None, dtype=object)
+        priority = np.zeros(n, dtype=np.int64)
+        if self.stage == Stage.MANUAL:
+            reasons[allowed] = "trust_stage_0"
+            priority[allowed] = 50
+        elif self.stage == Stage.ASSISTED:
+            known = np.array([(c, o) in self.approved for c, o in zip(self.table.creative, self.table.offer, strict=True)])
+            risky = np.zeros(n, dtype=bool)
+            limits = agent.risk_limits
+            if limits.max_offer_value is not None:
+                risky |= self.table.offer_value[index] > limits.max_offer_value
+            if limits.max_customer_value is not None:
+                value = np.array([np.nan if v is None else float(v) for v in columns["customer_value"]])
+                risky |= np.nan_to_num(value) > limits.max_customer_value
+            for mask, reason in ((allowed & ~known[index], "not_approved_before"), (allowed & known[index] & risky, "risk_limit")):
+                routes[mask], reasons[mask], priority[mask] = REVIEW, reason, 50
+        facts = {
+            "offer_value": self.table.offer_value[index],
+            "offer_cost": self.table.offer_cost[index],
+            "expected_value": expected,
+            "propensity": propensity,
+        }
+        rule_reasons, rule_priority = self.escalations.match(columns, facts, n)
+        escalate = allowed & (rule_reasons != None)  # noqa: E711 - elementwise on objects
+        routes[escalate], reasons[escalate], priority[escalate] = REVIEW, rule_reasons[escalate], rule_priority[escalate]
+        content = allowed & self.table.content_escalate[index]
+        routes[content], reasons[content], priority[content] = REVIEW, "content_escalation", 70
+        return routes, reasons, priority
 
 
 def _feature(resolver: StoreResolver, text: str, dialect: str) -> sa.ColumnElement[Any]:
@@ -314,7 +401,9 @@ class _ActionTable:
         self.creative = np.array([a.creative_id for a in actions], dtype=object)
         self.offer = np.array([a.offer_id for a in actions], dtype=object)
         costs = {o.id: o.cost for o in playbook.offers}
+        values = {o.id: o.value for o in playbook.offers}
         self.offer_cost = np.array([costs.get(a.offer_id, 0.0) if a.offer_id else 0.0 for a in actions])
+        self.offer_value = np.array([values.get(a.offer_id, 0.0) if a.offer_id else 0.0 for a in actions])
         self.windows = [w for a in actions if a.window for w in [a.window]]
         unique_windows = list(dict.fromkeys(w for w in self.windows))
         self.unique_windows = unique_windows
@@ -367,7 +456,7 @@ def _decide_page(
     connection: Connection,
     playbook: Playbook,
     agent: Agent,
-    stage: int,
+    trust: _Trust,
     cycle_id: int,
     now: datetime,
     policy: Policy,
@@ -412,11 +501,14 @@ def _decide_page(
     over_budget = _over_budget(sends & ~blocked, chosen, expected, table, budget, rng)
     reasons[over_budget] = "budget"
     allowed = sends & ~blocked & ~over_budget
-    routes = route(stage, allowed)
-    # A variant a content rule escalates waits for a person whatever the agent's stage.
-    escalated = allowed & table.content_escalate[index]
-    routes[escalated] = REVIEW
-    reasons[escalated] = np.char.add("escalate:content:", table.content_rule[index][escalated].astype(str)).astype(object)
+    # Escalations (rules, content findings) reach a person whatever the agent's stage.
+    routes, review_reason, review_priority = trust.route(agent, allowed, chosen, columns, expected, propensity)
+    escalated = (routes == REVIEW) & (review_reason != "trust_stage_0")
+    reasons[escalated] = np.char.add("escalate:", review_reason[escalated].astype(str)).astype(object)
+    if trust.stage == Stage.SUPERVISED and agent.audit_sample > 0:
+        # After-the-fact audit: a stable random share of what executes is shown to a person.
+        audited = (routes == EXECUTE) & (unit_hash(ids, f"audit:{agent.id}:{now.isoformat()}") < agent.audit_sample)
+        review_reason[audited], review_priority[audited] = "audit_sample", 10
 
     status = np.full(n, "nothing", dtype=object)
     route_column = np.full(n, "none", dtype=object)
@@ -434,6 +526,49 @@ def _decide_page(
     report.suppressed.update(reasons[suppressed].tolist())
 
     _write_page(connection, agent, cycle_id, now, ids, chosen, propensity, expected, holdout, reasons, route_column, status, send_at, table, features)
+    _queue_reviews(connection, playbook.review.sla_hours, agent, cycle_id, now, ids, review_reason, review_priority, routes)
+
+
+def _queue_reviews(
+    connection: Connection,
+    sla_hours: dict[str, float],
+    agent: Agent,
+    cycle_id: int,
+    now: datetime,
+    ids: npt.NDArray[np.str_],
+    reason: npt.NDArray[np.object_],
+    priority: npt.NDArray[np.int64],
+    routes: npt.NDArray[np.object_],
+) -> None:
+    """One review item per decision a person must see: "open" ones wait, "audit" ones went out."""
+    wanted = reason != None  # noqa: E711 - elementwise on objects
+    if not wanted.any():
+        return
+    by_customer = {
+        customer: (r, int(p), "open" if route_ == REVIEW else "audit")
+        for customer, r, p, route_ in zip(ids[wanted].tolist(), reason[wanted].tolist(), priority[wanted].tolist(), routes[wanted].tolist(), strict=True)
+    }
+    rows = connection.execute(
+        sa.select(decisions.c.id, decisions.c.customer_id, decisions.c.content_hash).where(
+            decisions.c.cycle_id == cycle_id, decisions.c.agent_id == agent.id, decisions.c.customer_id.in_(list(by_customer))
+        )
+    ).all() if len(by_customer) <= 5_000 else _page_decisions(connection, agent, cycle_id, set(by_customer))
+    items = [
+        (decision_id, agent.id, by_customer[customer][0], by_customer[customer][1], by_customer[customer][2], now, content_hash)
+        for decision_id, customer, content_hash in rows
+        if customer in by_customer
+    ]
+    insert_many(connection, review_items, ["decision_id", "agent_id", "reason", "priority", "status", "created_at", "content_hash"], items)
+    assign_due_dates(connection, sla_hours)
+
+
+def _page_decisions(connection: Connection, agent: Agent, cycle_id: int, customers_wanted: set[str]) -> list[Any]:
+    rows = connection.execute(
+        sa.select(decisions.c.id, decisions.c.customer_id, decisions.c.content_hash).where(
+            decisions.c.cycle_id == cycle_id, decisions.c.agent_id == agent.id, decisions.c.route.in_((REVIEW, EXECUTE))
+        )
+    ).all()
+    return [row for row in rows if row.customer_id in customers_wanted]
 
 
 def _over_budget(
@@ -521,39 +656,8 @@ def _write_page(
             ).where(this_page, decisions.c.route == EXECUTE),
         )
     )
-    connection.execute(
-        sa.insert(review_items).from_select(
-            ["decision_id", "agent_id", "reason", "priority", "status", "created_at", "content_hash"],
-            sa.select(
-                decisions.c.id,
-                decisions.c.agent_id,
-                sa.literal("trust_stage_0"),
-                sa.literal(50),
-                sa.literal("open"),
-                decisions.c.decided_at,
-                decisions.c.content_hash,
-            ).where(this_page, decisions.c.route == REVIEW, ~_escalated),
-        )
-    )
-    connection.execute(
-        sa.insert(review_items).from_select(
-            ["decision_id", "agent_id", "reason", "priority", "status", "created_at", "content_hash"],
-            sa.select(
-                decisions.c.id,
-                decisions.c.agent_id,
-                sa.literal("content_escalation"),
-                sa.literal(70),
-                sa.literal("open"),
-                decisions.c.decided_at,
-                decisions.c.content_hash,
-            ).where(this_page, decisions.c.route == REVIEW, _escalated),
-        )
-    )
     counts = Counter(status.tolist())
     _audit(connection, now, f"agent:{agent.id}", "decided", "cycle", str(cycle_id), {"decisions": len(ids), **counts})
-
-
-_escalated = sa.cast(decisions.c.findings, sa.Text).like('%"escalate:%')
 
 
 def _aware(values: npt.NDArray[np.datetime64]) -> list[datetime | None]:

@@ -40,10 +40,13 @@ def _register_sub_apps() -> None:
     from legato.cli.importing import import_app
     from legato.cli.learning import bench, evaluate, simulate
     from legato.cli.reports import report_app
+    from legato.cli.trust import agents_app, review_app
 
     app.add_typer(import_app, name="import")
     app.add_typer(check_app, name="check")
     app.add_typer(report_app, name="report")
+    app.add_typer(review_app, name="review")
+    app.add_typer(agents_app, name="agents")
     app.command()(simulate)
     app.command()(bench)
     app.command()(evaluate)

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, bindparam, select, update
 
 from legato.clock import Clock
 from legato.deliver.channels import ConsoleTransport, FileTransport, Transport
-from legato.deliver.render import CreativeTemplate, RenderError
+from legato.deliver.render import CreativeTemplate, RenderError, variant_hash
 from legato.guard.content import ContentChecker, Message, verdict
 from legato.playbook.models import Creative, Offer, Playbook
 from legato.store.schema import customers, decisions, outbox
@@ -63,6 +63,8 @@ def dispatch_due(
             decisions.c.creative_id,
             decisions.c.offer_id,
             decisions.c.content_override,
+            decisions.c.content_hash,
+            decisions.c.approved_by,
             customers.c.id.label("customer_id"),
             customers.c.email,
             customers.c.phone,
@@ -74,6 +76,9 @@ def dispatch_due(
         .order_by(outbox.c.send_at, outbox.c.id)
         .limit(CHUNK)
     )
+    if engine.dialect.name == "postgresql":
+        # Two dispatchers, or a reviewer withdrawing an approval, never work on the same row.
+        query = query.with_for_update(skip_locked=True, of=outbox)
     while True:
         with engine.begin() as connection:
             rows = connection.execute(query).all()
@@ -128,6 +133,9 @@ def _message(
     creative = templates[row.creative_id]
     if row.content_override:  # a reviewer's edit, approved as it stands: send it, not the creative
         creative = CreativeTemplate(edited_creative(creative.creative, row.content_override))
+    elif row.approved_by and row.content_hash != variant_hash(creative.creative, row.offer_id):
+        # A person approved other content than the playbook holds now: approval is bound to content.
+        raise RenderError(f"the creative '{row.creative_id}' changed after {row.approved_by} approved it; review it again")
     offer = offers.get(row.offer_id) if row.offer_id else None
     token = message_token(row.id, row.customer_id)
     customer = {"id": row.customer_id, "email": row.email, "phone": row.phone, **(row.attributes or {})}

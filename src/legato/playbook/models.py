@@ -239,6 +239,13 @@ class EscalationRule(Strict):
     priority: int = Field(50, ge=0, le=100)
 
 
+class RiskLimits(Strict):
+    """What a stage-1 (Assisted) agent may do alone, beyond combinations a person approved."""
+
+    max_offer_value: float | None = Field(None, ge=0)
+    max_customer_value: float | None = Field(None, ge=0, description="Lifetime spend above which a person decides.")
+
+
 class Agent(Strict):
     id: Identifier
     objective: Identifier
@@ -256,6 +263,8 @@ class Agent(Strict):
     active: bool = True
     stop_loss: list[StopLoss] = Field(default_factory=list)
     escalation: list[EscalationRule] = Field(default_factory=list)
+    risk_limits: RiskLimits = Field(default_factory=RiskLimits)
+    audit_sample: Fraction = Field(0.05, description="Stage 2: share of executed actions queued for an after-the-fact audit.")
 
 
 # --- guardrails ------------------------------------------------------------------------
@@ -292,6 +301,13 @@ class QuietHours(Strict):
     )
 
 
+class ReviewSettings(Strict):
+    sla_hours: dict[Identifier, float] = Field(
+        default_factory=dict, description="Hours before an item of this reason expires unsent (default 48)."
+    )
+    allow_self_approval: bool = Field(False, description="May a reviewer approve their own edit?")
+
+
 class Guardrails(Strict):
     consent: list[ConsentRule] = Field(default_factory=list)
     frequency_caps: list[FrequencyCap] = Field(default_factory=list)
@@ -320,6 +336,7 @@ class Playbook(Strict):
     creatives: list[Creative] = Field(min_length=1)
     agents: list[Agent] = Field(min_length=1)
     guardrails: Guardrails = Field(default_factory=Guardrails)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
 
     @field_validator("segments")
     @classmethod

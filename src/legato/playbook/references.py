@@ -21,15 +21,7 @@ from legato.deliver.render import check_template
 from legato.playbook.loader import Problem
 from legato.playbook.models import Playbook
 from legato.playbook.positions import Path
-
-# Fields an escalation rule may use besides the customer's: facts of the decision itself.
-DECISION_FIELDS: dict[str, FieldType] = {
-    "offer_value": FieldType.NUMBER,
-    "offer_cost": FieldType.NUMBER,
-    "expected_value": FieldType.NUMBER,
-    "propensity": FieldType.NUMBER,
-}
-
+from legato.trust.escalation import DECISION_FIELDS
 
 def check_references(playbook: Playbook) -> list[Problem]:
     return [

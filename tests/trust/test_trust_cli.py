@@ -1,0 +1,137 @@
+"""`legato review` and `legato agents` as a user types them: names required, --json, exit codes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Engine
+from typer.testing import CliRunner
+
+from legato.cli.trust import agents_app, review_app
+from legato.store.schema import agents, audit_log, outbox
+
+
+def _review_tests() -> Any:
+    spec = importlib.util.spec_from_file_location("legato_tests_review_cli_helpers", Path(__file__).with_name("test_review.py"))
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+review = _review_tests()
+runner = CliRunner()
+AT = "2024-03-04T08:30"
+
+
+def run(app: Any, *args: str) -> Any:
+    return runner.invoke(app, list(args))
+
+
+def queue(engine: Engine, tmp_path: Path) -> Path:
+    review.stage0_queue(engine, tmp_path)
+    path = tmp_path / "playbook.yaml"
+    path.write_text(review.stage0_playbook_text(), encoding="utf-8")
+    return path
+
+
+def test_review_list_show_approve(engine: Engine, database_url: str, tmp_path: Path) -> None:
+    playbook = queue(engine, tmp_path)
+    listed = run(review_app, "list", "-d", database_url, "--limit", "5", "--json")
+    assert listed.exit_code == 0, listed.output
+    items = json.loads(listed.stdout)["items"]
+    assert len(items) == 5 and items[0]["priority"] == 50 and items[0]["status"] == "open"
+    item = items[0]["id"]
+
+    shown = run(review_app, "show", str(item), "-d", database_url, "--playbook", str(playbook), "--json")
+    assert shown.exit_code == 0, shown.output
+    detail = json.loads(shown.stdout)
+    assert detail["content"]["subject"] == "Hi gold" and detail["content_hash"] == items[0]["content_hash"]
+    human = run(review_app, "show", str(item), "-d", database_url, "--playbook", str(playbook))
+    assert human.exit_code == 0 and f"--hash {detail['content_hash']}" in human.stdout
+
+    missing = run(review_app, "approve", str(item), "-d", database_url)
+    assert missing.exit_code == 2 and "--reviewer" in missing.output
+    stale = run(review_app, "approve", str(item), "-d", database_url, "--reviewer", "ana", "--hash", "abc", "--at", AT)
+    assert stale.exit_code == 2 and "content changed since you looked; review again" in stale.output
+
+    ok = run(review_app, "approve", str(item), "-d", database_url, "--by", "ana", "--hash", detail["content_hash"], "--at", AT, "--json")
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["status"] == "approved"
+    again = run(review_app, "approve", str(item), "-d", database_url, "--reviewer", "bob", "--at", AT)
+    assert again.exit_code == 2 and "already approved by ana" in again.output
+    with engine.connect() as c:
+        assert c.execute(sa.select(sa.func.count()).select_from(outbox)).scalar_one() == 1
+
+    unknown = run(review_app, "show", "99999", "-d", database_url)
+    assert unknown.exit_code == 2 and "there is no review item 99999" in unknown.output
+
+
+def test_review_edit_reject_escalate_withdraw(engine: Engine, database_url: str, tmp_path: Path) -> None:
+    playbook = queue(engine, tmp_path)
+    ids = [i["id"] for i in json.loads(run(review_app, "list", "-d", database_url, "--json").stdout)["items"]]
+
+    blocked = run(review_app, "edit", str(ids[0]), "-d", database_url, "--playbook", str(playbook), "--reviewer", "bob",
+                  "--body", "Only 2 left! {{ unsubscribe_url }} 1 Main St", "--at", AT)
+    assert blocked.exit_code == 2 and "compliance.false_scarcity" in blocked.output
+    body = tmp_path / "body.txt"
+    body.write_text("Dear {{ customer.id }}, new arrivals. Unsubscribe: {{ unsubscribe_url }} 1 Main St", encoding="utf-8")
+    edited = run(review_app, "edit", str(ids[0]), "-d", database_url, "--playbook", str(playbook), "--reviewer", "bob",
+                 "--body-file", str(body), "--at", AT, "--json")
+    assert edited.exit_code == 0, edited.output
+    assert json.loads(edited.stdout)["edited"] is True
+    own = run(review_app, "approve", str(ids[0]), "-d", database_url, "--reviewer", "bob", "--no-self-approval", "--at", AT)
+    assert own.exit_code == 2 and "cannot also approve it" in own.output
+
+    bad = run(review_app, "reject", str(ids[1]), "-d", database_url, "--reviewer", "ana", "--reason", "meh", "--at", AT)
+    assert bad.exit_code == 2 and "off_brand" in bad.output
+    rejected = run(review_app, "reject", str(ids[1]), "-d", database_url, "--reviewer", "ana", "--reason", "timing", "--at", AT)
+    assert rejected.exit_code == 0 and "rejected review item" in rejected.stdout
+
+    escalated = run(review_app, "escalate", str(ids[2]), "-d", database_url, "--reviewer", "ana", "--to-role", "legal",
+                    "--note", "claim?", "--at", AT, "--json")
+    assert escalated.exit_code == 0 and json.loads(escalated.stdout)["priority"] == 75
+    legal = json.loads(run(review_app, "list", "-d", database_url, "--role", "legal", "--json").stdout)["items"]
+    assert [i["id"] for i in legal] == [ids[2]]
+
+    assert run(review_app, "approve", str(ids[3]), "-d", database_url, "--reviewer", "ana", "--at", AT).exit_code == 0
+    withdrawn = run(review_app, "withdraw", str(ids[3]), "-d", database_url, "--reviewer", "ana", "--at", AT)
+    assert withdrawn.exit_code == 0, withdrawn.output
+    with engine.connect() as c:
+        assert c.execute(sa.select(outbox.c.status)).scalars().all() == ["cancelled"]
+        actions = c.execute(sa.select(audit_log.c.action).where(audit_log.c.entity == "review_item")).scalars().all()
+    assert sorted(actions) == sorted(["review_edited", "review_rejected", "review_escalated", "review_approved", "review_withdrawn"])
+
+
+def test_agents_list_show_promote_demote_pause_resume(engine: Engine, database_url: str, tmp_path: Path) -> None:
+    queue(engine, tmp_path)
+    listed = run(agents_app, "list", "-d", database_url, "--json")
+    assert listed.exit_code == 0 and json.loads(listed.stdout)["agents"][0]["trust_stage"] == 0
+    shown = run(agents_app, "show", "mailer", "-d", database_url, "--at", AT, "--json")
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["promotion"]["qualifies"] is False
+    assert run(agents_app, "show", "mailer", "-d", database_url, "--at", AT).exit_code == 0
+
+    refused = run(agents_app, "promote", "mailer", "--to", "1", "--by", "ana", "-d", database_url, "--at", AT)
+    assert refused.exit_code == 2 and "does not qualify for stage 1" in refused.output and "--override" in refused.output
+    nobody = run(agents_app, "promote", "mailer", "--to", "1", "-d", database_url)
+    assert nobody.exit_code == 2
+    forced = run(agents_app, "promote", "mailer", "--to", "1", "--by", "ana", "--override", "pilot", "-d", database_url, "--at", AT, "--json")
+    assert forced.exit_code == 0, forced.output
+    assert json.loads(forced.stdout)["override_reason"] == "pilot"
+    demoted = run(agents_app, "demote", "mailer", "--to", "0", "--by", "ana", "--reason", "complaints", "-d", database_url, "--at", AT)
+    assert demoted.exit_code == 0 and "demoted mailer from stage 1 to 0" in demoted.stdout
+    assert run(agents_app, "pause", "mailer", "--by", "ana", "--reason", "freeze", "-d", database_url, "--at", AT).exit_code == 0
+    again = run(agents_app, "pause", "mailer", "--by", "ana", "--reason", "freeze", "-d", database_url, "--at", AT)
+    assert again.exit_code == 2 and "already paused" in again.output
+    resumed = run(agents_app, "resume", "mailer", "--reviewer", "bob", "-d", database_url, "--at", AT, "--json")
+    assert resumed.exit_code == 0 and json.loads(resumed.stdout)["status"] == "active"
+    with engine.connect() as c:
+        assert c.execute(sa.select(agents.c.trust_stage, agents.c.status)).one() == (0, "active")
+        actions = c.execute(sa.select(audit_log.c.action).where(audit_log.c.entity == "agent").order_by(audit_log.c.id)).scalars().all()
+    assert actions[-4:] == ["trust_promoted", "trust_demoted", "agent_paused", "agent_resumed"]
