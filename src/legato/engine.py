@@ -525,8 +525,8 @@ def _decide_page(
     report.delayed += int((allowed & verdict.delayed).sum())
     report.suppressed.update(reasons[suppressed].tolist())
 
-    _write_page(connection, agent, cycle_id, now, ids, chosen, propensity, expected, holdout, reasons, route_column, status, send_at, table, features)
-    _queue_reviews(connection, playbook.review.sla_hours, agent, cycle_id, now, ids, review_reason, review_priority, routes)
+    written_after = _write_page(connection, agent, cycle_id, now, ids, chosen, propensity, expected, holdout, reasons, route_column, status, send_at, table, features)
+    _queue_reviews(connection, playbook.review.sla_hours, agent, cycle_id, written_after, now, ids, review_reason, review_priority, routes)
 
 
 def _queue_reviews(
@@ -534,6 +534,7 @@ def _queue_reviews(
     sla_hours: dict[str, float],
     agent: Agent,
     cycle_id: int,
+    written_after: int,
     now: datetime,
     ids: npt.NDArray[np.str_],
     reason: npt.NDArray[np.object_],
@@ -550,9 +551,12 @@ def _queue_reviews(
     }
     rows = connection.execute(
         sa.select(decisions.c.id, decisions.c.customer_id, decisions.c.content_hash).where(
-            decisions.c.cycle_id == cycle_id, decisions.c.agent_id == agent.id, decisions.c.customer_id.in_(list(by_customer))
+            decisions.c.cycle_id == cycle_id,
+            decisions.c.agent_id == agent.id,
+            decisions.c.id > written_after,
+            decisions.c.route.in_((REVIEW, EXECUTE)),
         )
-    ).all() if len(by_customer) <= 5_000 else _page_decisions(connection, agent, cycle_id, set(by_customer))
+    ).all()
     items = [
         (decision_id, agent.id, by_customer[customer][0], by_customer[customer][1], by_customer[customer][2], now, content_hash)
         for decision_id, customer, content_hash in rows
@@ -560,15 +564,6 @@ def _queue_reviews(
     ]
     insert_many(connection, review_items, ["decision_id", "agent_id", "reason", "priority", "status", "created_at", "content_hash"], items)
     assign_due_dates(connection, sla_hours)
-
-
-def _page_decisions(connection: Connection, agent: Agent, cycle_id: int, customers_wanted: set[str]) -> list[Any]:
-    rows = connection.execute(
-        sa.select(decisions.c.id, decisions.c.customer_id, decisions.c.content_hash).where(
-            decisions.c.cycle_id == cycle_id, decisions.c.agent_id == agent.id, decisions.c.route.in_((REVIEW, EXECUTE))
-        )
-    ).all()
-    return [row for row in rows if row.customer_id in customers_wanted]
 
 
 def _over_budget(
@@ -612,8 +607,9 @@ def _write_page(
     send_at: npt.NDArray[np.datetime64],
     table: _ActionTable,
     features: npt.NDArray[np.float64],
-) -> None:
-    """Decisions, then outbox rows and review items derived from them in SQL, in one transaction."""
+) -> int:
+    """Decisions, then the outbox rows derived from them in SQL; returns the largest decision id
+    before this page, so later steps of the same transaction can find the page's rows."""
     before = connection.execute(sa.select(sa.func.coalesce(sa.func.max(decisions.c.id), 0))).scalar_one()
     acting = chosen >= 0
     index = np.where(acting, chosen, 0)
@@ -658,6 +654,7 @@ def _write_page(
     )
     counts = Counter(status.tolist())
     _audit(connection, now, f"agent:{agent.id}", "decided", "cycle", str(cycle_id), {"decisions": len(ids), **counts})
+    return int(before)
 
 
 def _aware(values: npt.NDArray[np.datetime64]) -> list[datetime | None]:
