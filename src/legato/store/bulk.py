@@ -28,7 +28,9 @@ def insert_many(connection: Connection, table: Table, columns: Sequence[str], ro
     if connection.dialect.name == "sqlite":
         times = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, UTCDateTime)]
         if times:
-            rows = [_sqlite_times(row, times) for row in rows]
+            # A page's timestamps repeat (one decision time, a few send times): format each once.
+            text: dict[datetime, str] = {}
+            rows = [_sqlite_times(row, times, text) for row in rows]
         cursor = driver.cursor()  # type: ignore[union-attr]
         cursor.executemany(f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))})", rows)
         cursor.close()
@@ -38,10 +40,13 @@ def insert_many(connection: Connection, table: Table, columns: Sequence[str], ro
             copy.write_row(row)
 
 
-def _sqlite_times(row: Sequence[Any], positions: list[int]) -> list[Any]:
+def _sqlite_times(row: Sequence[Any], positions: list[int], text: dict[datetime, str]) -> list[Any]:
     values = list(row)
     for i in positions:
         value: datetime | None = values[i]
         if value is not None:
-            values[i] = value.astimezone(timezone.utc).strftime(SQLITE_TIME)
+            formatted = text.get(value)
+            if formatted is None:
+                formatted = text[value] = value.astimezone(timezone.utc).strftime(SQLITE_TIME)
+            values[i] = formatted
     return values
