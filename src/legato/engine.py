@@ -137,12 +137,18 @@ def run_cycle(
         ).scalar_one()
         stages = _sync_agents(connection, playbook, now)
     reports: dict[str, AgentReport] = {}
-    for agent in playbook.agents:
-        stage, status = stages[agent.id]
-        if not agent.active or status != "active":
-            continue
-        reports[agent.id] = _run_agent(engine, playbook, agent, stage, cycle_id, now, progress)
-    dispatched = dispatch_due(engine, playbook, clock, transports)
+    try:
+        for agent in playbook.agents:
+            stage, status = stages[agent.id]
+            if not agent.active or status != "active":
+                continue
+            reports[agent.id] = _run_agent(engine, playbook, agent, stage, cycle_id, now, progress)
+        dispatched = dispatch_due(engine, playbook, clock, transports)
+    except Exception:
+        # Pages already written stay (each was one transaction); the cycle says it did not finish.
+        with engine.begin() as connection:
+            connection.execute(sa.update(cycles).where(cycles.c.id == cycle_id).values(finished_at=clock.now(), status="failed"))
+        raise
     for agent_id, count in dispatched.sent.items():
         if agent_id in reports:
             reports[agent_id].sent = count
@@ -191,7 +197,7 @@ def _audit(connection: Connection, at: datetime, actor: str, action: str, entity
     )
 
 
-def _load_policy(connection: Connection, agent: Agent, n_actions: int, now: datetime) -> tuple[Policy, int]:
+def _load_policy(connection: Connection, agent: Agent, action_keys: list[str], now: datetime) -> tuple[Policy, int]:
     """The agent's latest saved policy, or a fresh one when there is none or it does not fit.
 
     A saved state that cannot be restored (corrupted, another policy, another action space)
@@ -206,14 +212,15 @@ def _load_policy(connection: Connection, agent: Agent, n_actions: int, now: date
     if latest is not None and latest.policy == agent.policy.name:
         try:
             policy = restore_policy(latest.policy, latest.state)
-            if int(latest.state.get("n_actions", -1)) == n_actions and _same_params(policy, agent):
+            same_space = latest.state.get("action_keys") == action_keys and latest.state.get("features") == agent.features
+            if same_space and _same_params(policy, agent):
                 return policy, latest.version
-            reason = "the action space or the policy parameters changed"
+            reason = "the action space, the features or the policy parameters changed"
         except (ValueError, KeyError, TypeError) as exc:
             reason = f"the saved state could not be restored: {exc}"
         _audit(connection, now, "engine", "policy_reset", "agent", agent.id, {"version": latest.version, "reason": reason})
-    policy = build_policy(agent.policy.name, agent.policy.params, n_actions)
-    version = _save_policy(connection, agent, policy, now)
+    policy = build_policy(agent.policy.name, agent.policy.params, len(action_keys))
+    version = _save_policy(connection, agent, policy, action_keys, now)
     return policy, version
 
 
@@ -222,34 +229,47 @@ def _same_params(policy: Policy, agent: Agent) -> bool:
     return params is None or params == type(params).model_validate(agent.policy.params)
 
 
-def _save_policy(connection: Connection, agent: Agent, policy: Policy, now: datetime) -> int:
+def _save_policy(connection: Connection, agent: Agent, policy: Policy, action_keys: list[str], now: datetime) -> int:
+    """A new version of the agent's policy state; the action keys say which index is which action."""
     latest = connection.execute(
         sa.select(sa.func.max(policy_states.c.version)).where(policy_states.c.agent_id == agent.id)
     ).scalar_one()
     version = (latest or 0) + 1
     connection.execute(
-        sa.insert(policy_states).values(agent_id=agent.id, version=version, policy=agent.policy.name, state=policy.state(), created_at=now)
+        sa.insert(policy_states).values(
+            agent_id=agent.id,
+            version=version,
+            policy=agent.policy.name,
+            state={**policy.state(), "action_keys": action_keys, "features": agent.features},
+            created_at=now,
+        )
     )
     return version
 
 
-def _learn(connection: Connection, playbook: Playbook, agent: Agent, policy: Policy, n_features: int, now: datetime, report: AgentReport) -> None:
+def _learn(connection: Connection, playbook: Playbook, agent: Agent, policy: Policy, action_keys: list[str], now: datetime, report: AgentReport) -> None:
     """Settle the decisions whose attribution window closed and update the policy from them."""
     settled = settle(connection, agent.id, playbook.objective(agent.objective), {o.id: o.cost for o in playbook.offers}, now)
     report.settled = len(settled)
-    usable = settled.executed & (settled.action_index >= 0) & np.array([c is not None for c in settled.contexts], dtype=bool)
+    # Decisions made with other features (before the playbook changed them) cannot teach this policy.
+    # Actions are matched by key, so decisions made before the action space changed still
+    # teach the actions that remain.
+    width = 4 * (len(agent.features) + 1)
+    position = {key: i for i, key in enumerate(action_keys)}
+    action_index = np.array([position.get(key, -1) for key in settled.actions], dtype=np.int64)
+    usable = settled.executed & (action_index >= 0) & np.array([c is not None and len(c) == width for c in settled.contexts], dtype=bool)
     if not usable.any():
         return
     try:
-        contexts = decode_context([c for c, keep in zip(settled.contexts, usable, strict=True) if keep], n_features)
-        policy.update(contexts, settled.action_index[usable], settled.reward[usable], settled.propensity[usable])
+        contexts = decode_context([c for c, keep in zip(settled.contexts, usable, strict=True) if keep], len(agent.features) + 1)
+        policy.update(contexts, action_index[usable], settled.reward[usable], settled.propensity[usable])
     except ValueError as exc:
         # Keep deciding with the last good state; the reason is audited and reported.
         report.learning_error = str(exc)
         _audit(connection, now, "engine", "policy_update_failed", "agent", agent.id, {"reason": str(exc)})
         return
     report.learned_from = int(usable.sum())
-    report.policy_version = _save_policy(connection, agent, policy, now)
+    report.policy_version = _save_policy(connection, agent, policy, action_keys, now)
 
 
 @dataclass
@@ -296,8 +316,9 @@ def _run_agent(
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(f"{agent.id}|{now.isoformat()}".encode()).digest()[:8], "little"))
     last_id: str | None = None
     with engine.begin() as connection:
-        policy, report.policy_version = _load_policy(connection, agent, len(actions), now)
-        _learn(connection, playbook, agent, policy, len(agent.features) + 1, now, report)
+        action_keys = [a.key for a in actions]
+        policy, report.policy_version = _load_policy(connection, agent, action_keys, now)
+        _learn(connection, playbook, agent, policy, action_keys, now, report)
         stage, report.stop_loss = check_stop_loss(connection, agent, stage, now)
         report.stage = stage
         budget = _budget(connection, playbook, agent, now)
@@ -320,15 +341,19 @@ def _run_agent(
             progress(agent.id, len(rows))
 
 
-def _approved_variants(connection: Connection, agent: Agent) -> set[tuple[str | None, str | None]]:
-    """(creative, offer) pairs of this agent that a person has approved before."""
+def _approved_variants(connection: Connection, agent: Agent) -> set[str]:
+    """Content hashes of this agent's variants a person approved as they stand (not edited).
+
+    Approval is bound to content: a creative changed in the playbook since has another hash
+    and needs approval again.
+    """
     rows = connection.execute(
-        sa.select(decisions.c.creative_id, decisions.c.offer_id)
+        sa.select(decisions.c.content_hash)
         .join(review_items, review_items.c.decision_id == decisions.c.id)
-        .where(review_items.c.agent_id == agent.id, review_items.c.status == "approved")
+        .where(review_items.c.agent_id == agent.id, review_items.c.status == "approved", decisions.c.content_override.is_(None))
         .distinct()
-    ).all()
-    return {(creative, offer) for creative, offer in rows}
+    ).scalars()
+    return {h for h in rows if h}
 
 
 @dataclass
@@ -337,7 +362,7 @@ class _Trust:
 
     stage: int
     escalations: Escalations
-    approved: set[tuple[str | None, str | None]]
+    approved: set[str]
     table: _ActionTable
     playbook: Playbook
 
@@ -360,7 +385,7 @@ class _Trust:
             reasons[allowed] = "trust_stage_0"
             priority[allowed] = 50
         elif self.stage == Stage.ASSISTED:
-            known = np.array([(c, o) in self.approved for c, o in zip(self.table.creative, self.table.offer, strict=True)])
+            known = np.array([h in self.approved for h in self.table.content_hash])
             risky = np.zeros(n, dtype=bool)
             limits = agent.risk_limits
             if limits.max_offer_value is not None:
@@ -471,7 +496,7 @@ def _decide_page(
     n = len(ids)
     report.audience += n
     holdout = in_holdout(ids, agent.id, agent.holdout)
-    features = feature_matrix([columns[f"f_{i}"] for i in range(len(agent.features))])
+    features = feature_matrix([columns[f"f_{i}"] for i in range(len(agent.features))], n)
     chosen = np.full(n, -1, dtype=np.int64)
     propensity = np.ones(n)
     expected = np.zeros(n)
@@ -581,9 +606,10 @@ def _over_budget(
         return over
     # Highest expected value first; a random key breaks ties so no id order is favoured.
     order = candidates[np.lexsort((rng.random(len(candidates)), -expected[candidates]))]
-    within = np.arange(1, len(order) + 1) <= budget.sends_left
-    cost = np.cumsum(table.offer_cost[chosen[order]])
-    within &= cost <= budget.cost_left
+    costs = table.offer_cost[chosen[order]]
+    # Offer cost is spent in that order; sends without an offer cost nothing and stay eligible.
+    within = (costs == 0) | (np.cumsum(costs) <= budget.cost_left)
+    within &= np.cumsum(within) <= budget.sends_left
     over[order[~within]] = True
     kept = order[within]
     budget.sends_left -= len(kept)

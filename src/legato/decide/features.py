@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-def feature_matrix(columns: list[npt.NDArray[np.object_]]) -> npt.NDArray[np.float64]:
-    n = len(columns[0]) if columns else 0
+def feature_matrix(columns: list[npt.NDArray[np.object_]], n: int) -> npt.NDArray[np.float64]:
     matrix = np.ones((n, len(columns) + 1), dtype=np.float64)
     for index, column in enumerate(columns, start=1):
         values = np.asarray(column, dtype=object)

@@ -15,14 +15,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import Engine, bindparam, select, update
 
 from legato.clock import Clock
 from legato.deliver.channels import ConsoleTransport, FileTransport, Transport
 from legato.deliver.render import CreativeTemplate, RenderError, variant_hash
 from legato.guard.content import ContentChecker, Message, verdict
+from legato.guard.quiet_hours import candidate_zones, quiet_between
 from legato.playbook.models import Creative, Offer, Playbook
-from legato.store.schema import customers, decisions, outbox
+from legato.store.schema import consents, customers, decisions, outbox
 
 CHUNK = 5_000
 
@@ -54,6 +56,7 @@ def dispatch_due(
     templates = {c.id: CreativeTemplate(c) for c in playbook.creatives}
     offers = {o.id: o for o in playbook.offers}
     checker = ContentChecker(playbook.brand, offers=offers)
+    consent = consents.alias("consent")
     query = (
         select(
             outbox.c.id,
@@ -69,9 +72,19 @@ def dispatch_due(
             customers.c.email,
             customers.c.phone,
             customers.c.attributes,
+            customers.c.time_zone,
+            customers.c.country,
+            customers.c.region,
+            consent.c.status.label("consent_status"),
+            consent.c.kind.label("consent_kind"),
+            consent.c.expires_at.label("consent_expires_at"),
         )
         .join(decisions, decisions.c.id == outbox.c.decision_id)
         .join(customers, customers.c.id == outbox.c.customer_id)
+        .outerjoin(
+            consent,
+            sa.and_(consent.c.customer_id == outbox.c.customer_id, consent.c.channel == outbox.c.channel, consent.c.purpose == "marketing"),
+        )
         .where(outbox.c.status == "pending", outbox.c.send_at <= now)
         .order_by(outbox.c.send_at, outbox.c.id)
         .limit(CHUNK)
@@ -87,24 +100,64 @@ def dispatch_due(
             by_channel: dict[str, list[dict[str, Any]]] = defaultdict(list)
             sent: list[dict[str, Any]] = []
             failed: list[dict[str, Any]] = []
+            later: list[dict[str, Any]] = []
             for row in rows:
                 try:
+                    resume = quiet_until(playbook, row, now)
+                    if resume is not None:  # dispatched late into the night: wait for the morning
+                        later.append({"o_id": row.id, "resume": resume})
+                        continue
+                    check_contact_now(playbook, row, now)
+                    if row.channel not in channel_transports:
+                        raise RenderError(f"no transport for channel '{row.channel}' in the playbook")
                     message = _message(row, playbook, templates, offers, checker, now)
-                except RenderError as exc:
-                    failed.append({"o_id": row.id, "d_id": row.decision_id, "error": str(exc)})
+                except (RenderError, KeyError) as exc:
+                    reason = f"creative '{exc.args[0]}' is no longer in the playbook" if isinstance(exc, KeyError) else str(exc)
+                    failed.append({"o_id": row.id, "d_id": row.decision_id, "error": reason})
                     report.failed[row.agent_id] += 1
-                    report.errors.append(f"message {row.id} (decision {row.decision_id}): {exc}")
+                    report.errors.append(f"message {row.id} (decision {row.decision_id}): {reason}")
                     continue
                 by_channel[row.channel].append(message)
                 sent.append({"o_id": row.id, "d_id": row.decision_id, "error": None})
                 report.sent[row.agent_id] += 1
             _mark(connection, sent, "sent", now)
             _mark(connection, failed, "failed", now)
+            if later:
+                connection.execute(update(outbox).where(outbox.c.id == bindparam("o_id")).values(send_at=bindparam("resume")), later)
             # Transports are written last, inside the transaction: if one fails the marks roll
             # back and the messages stay pending; if the process dies after writing, the file
             # transport recognises the message ids it already holds.
             for channel, messages in by_channel.items():
                 channel_transports[channel].send(messages)
+
+
+def check_contact_now(playbook: Playbook, row: Any, now: datetime) -> None:
+    """Consent and contact point as they are at send time, not as they were at decision time."""
+    if row.consent_status == "revoked":
+        raise RenderError("the customer revoked consent after the decision; not sent")
+    rule = next((r for r in playbook.guardrails.consent if r.channel.value == row.channel and r.purpose.value == "marketing"), None)
+    if rule is not None:
+        expired = row.consent_expires_at is not None and row.consent_expires_at <= now
+        wrong_kind = rule.require == "express" and row.consent_kind != "express"
+        if row.consent_status != "granted" or expired or wrong_kind:
+            raise RenderError("no valid consent at send time; not sent")
+    point = {"email": row.email, "sms": row.phone, "whatsapp": row.phone}.get(row.channel, True)
+    if not point:
+        raise RenderError(f"the customer has no {row.channel} contact point at send time; not sent")
+
+
+def quiet_until(playbook: Playbook, row: Any, now: datetime) -> datetime | None:
+    """When a message due now falls in quiet hours (the dispatcher ran late), the instant it may go."""
+    zones = candidate_zones(row.time_zone, row.phone, row.country)
+    region = f"{row.country}-{row.region}" if row.country and row.region else (row.country or "")
+    resume: datetime | None = None
+    for rule in playbook.guardrails.quiet_hours:
+        if rule.channel.value != row.channel or (rule.region and not region.startswith(rule.region)):
+            continue
+        is_quiet, until = quiet_between(rule.start, rule.end, zones, now)
+        if is_quiet:
+            resume = until if resume is None else max(resume, until)
+    return resume
 
 
 def message_context(playbook: Playbook, customer: dict[str, Any], offer: Offer | None, token: str) -> dict[str, Any]:

@@ -18,12 +18,12 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select, union_all
 from sqlalchemy.sql import FromClause
 
 from legato.guard.quiet_hours import apply_quiet_hours, candidate_zones
 from legato.playbook.models import FrequencyCap, Guardrails
-from legato.store.schema import consents, customers, outbox
+from legato.store.schema import consents, customers, decisions, outbox, review_items
 
 CONTACT_POINT = {"email": customers.c.email, "sms": customers.c.phone, "whatsapp": customers.c.phone}
 
@@ -37,6 +37,7 @@ class ContactFacts:
     revoked: dict[str, npt.NDArray[np.bool_]]
     cap_counts: list[npt.NDArray[np.int64]]
     cap_oldest: list[npt.NDArray[np.datetime64]]
+    cap_latest: list[npt.NDArray[np.datetime64]] | None = None
     zones: list[tuple[str, ...]] | None = None  # candidate local zones per customer
     regions: npt.NDArray[np.str_] | None = None  # "US-FL", or "US" when the region is unknown
 
@@ -83,22 +84,31 @@ def contact_columns(
         query = query.outerjoin(counted, counted.c.customer_id == customers.c.id).add_columns(
             func.coalesce(counted.c.sent, 0).label(f"cap_count_{index}"),
             counted.c.oldest.label(f"cap_oldest_{index}"),
+            counted.c.latest.label(f"cap_latest_{index}"),
         )
     return query
 
 
 def _cap_counts(cap: FrequencyCap, now: datetime) -> Select[tuple[object, ...]]:
-    conditions: list[ColumnElement[bool]] = [
-        outbox.c.send_at > now - timedelta(days=cap.days),
-        outbox.c.status.in_(("pending", "sent")),
-    ]
-    if cap.channel != "any":
-        conditions.append(outbox.c.channel == cap.channel.value)
-    return (
-        select(outbox.c.customer_id, func.count().label("sent"), func.min(outbox.c.send_at).label("oldest"))
-        .where(*conditions)
-        .group_by(outbox.c.customer_id)
+    """Messages in the cap's window per customer: sent or pending in the outbox, and those
+    waiting for a person's approval (approving them must not break the cap)."""
+    since = now - timedelta(days=cap.days)
+    outgoing = select(outbox.c.customer_id, outbox.c.send_at).where(outbox.c.send_at > since, outbox.c.status.in_(("pending", "sent")))
+    waiting = (
+        select(decisions.c.customer_id, decisions.c.send_at)
+        .join(review_items, review_items.c.decision_id == decisions.c.id)
+        .where(review_items.c.status == "open", decisions.c.send_at > since)
     )
+    if cap.channel != "any":
+        outgoing = outgoing.where(outbox.c.channel == cap.channel.value)
+        waiting = waiting.where(decisions.c.channel == cap.channel.value)
+    contacts = union_all(outgoing, waiting).subquery()
+    return select(
+        contacts.c.customer_id,
+        func.count().label("sent"),
+        func.min(contacts.c.send_at).label("oldest"),
+        func.max(contacts.c.send_at).label("latest"),
+    ).group_by(contacts.c.customer_id)
 
 
 def facts_from_columns(
@@ -123,9 +133,8 @@ def facts_from_columns(
         consented={c: columns[f"consented_{c}"].astype(bool) for c in channels},
         revoked={c: columns[f"revoked_{c}"].astype(bool) for c in channels},
         cap_counts=[columns[f"cap_count_{i}"].astype(np.int64) for i in range(len(guardrails.frequency_caps))],
-        cap_oldest=[
-            _to_datetime64(columns[f"cap_oldest_{i}"]) for i in range(len(guardrails.frequency_caps))
-        ],
+        cap_oldest=[_to_datetime64(columns[f"cap_oldest_{i}"]) for i in range(len(guardrails.frequency_caps))],
+        cap_latest=[_to_datetime64(columns[f"cap_latest_{i}"]) for i in range(len(guardrails.frequency_caps))],
     )
 
 
@@ -169,6 +178,11 @@ def check_contacts(
         if cap.on_block == "delay" and cap.max > 0:
             until = facts.cap_oldest[index] + np.timedelta64(int(cap.days * 86_400_000_000), "us")
             later = over & ~np.isnat(until)
+            if facts.cap_latest is not None:
+                # One message already waits at or after this send time: a second would only
+                # pile up behind it, so this one is dropped rather than delayed.
+                latest = facts.cap_latest[index]
+                later &= np.isnat(latest) | (latest < send_at)
             send_at[later] = np.maximum(send_at[later], until[later])
             delayed |= later
             reasons[later] = f"delayed:frequency_cap:{index}"

@@ -65,14 +65,14 @@ def apply_quiet_hours(
         groups.setdefault((zones[i], send_at[i]), []).append(i)
     for (candidates, when), members in groups.items():
         instant = when.astype("datetime64[us]").astype(datetime).replace(tzinfo=timezone.utc)
-        is_quiet, resume = _quiet(rule.start, rule.end, candidates, instant)
+        is_quiet, resume = quiet_between(rule.start, rule.end, candidates, instant)
         if is_quiet:
             quiet[members] = True
             allowed_at[members] = np.datetime64(resume.replace(tzinfo=None), "us")
     return quiet, allowed_at
 
 
-def _quiet(start: time, end: time, candidates: tuple[str, ...], instant: datetime) -> tuple[bool, datetime]:
+def quiet_between(start: time, end: time, candidates: tuple[str, ...], instant: datetime) -> tuple[bool, datetime]:
     """Whether ``instant`` is quiet in any candidate zone, and the first instant allowed in all."""
     quiet_anywhere = False
     resume = instant
@@ -84,7 +84,7 @@ def _quiet(start: time, end: time, candidates: tuple[str, ...], instant: datetim
             resume = max(resume, _next_end(local, start, end).astimezone(timezone.utc))
     if quiet_anywhere and resume != instant:
         # Moving to one zone's end may land in another's quiet hours (a long span of zones).
-        again, later = _quiet(start, end, candidates, resume)
+        again, later = quiet_between(start, end, candidates, resume)
         if again:
             return True, later
     return quiet_anywhere, resume

@@ -1,10 +1,12 @@
 """Outcome attribution: which decision gets credit for what a customer did.
 
 A decision's window opens when it is made and closes ``attribution_days`` later, or earlier
-when the same agent sends the same customer another message (that message takes the credit
-from then on: last touch). Windows open at the decision, not at the send, for every decision
-alike (sent, "do nothing", suppressed, holdout), so that the treated and the held-out
-customers are measured over the same windows and the lift against the holdout is unbiased.
+when the same agent decides for the same customer again (the later decision takes the credit
+from then on: last touch). Windows open and close the same way for every decision alike
+(sent, "do nothing", suppressed, holdout), so that treated and held-out customers are
+measured over the same windows, no outcome is counted twice for one agent, and the lift
+against the holdout is unbiased. An agent that decides daily therefore measures each
+decision over the day that follows it, whatever ``attribution_days`` says.
 Decisions are *settled* once their window has closed: their outcome and reward are written
 and they are handed to the learner exactly once.
 """
@@ -32,7 +34,7 @@ class Settled:
     """Decisions whose attribution window closed in this step, as arrays."""
 
     ids: npt.NDArray[np.int64]
-    action_index: npt.NDArray[np.int64]
+    actions: list[str]  # action keys; the learner maps them to its current action indices
     propensity: npt.NDArray[np.float64]
     reward: npt.NDArray[np.float64]
     executed: npt.NDArray[np.bool_]  # sent or "do nothing": usable for learning
@@ -58,7 +60,7 @@ def settle(
             decisions.c.decided_at,
             decisions.c.send_at,
             decisions.c.status,
-            decisions.c.action_index,
+            decisions.c.action,
             decisions.c.propensity,
             decisions.c.holdout,
             decisions.c.context,
@@ -138,9 +140,7 @@ def settle(
     )
     return Settled(
         ids=np.array([row.id for row in pending], dtype=np.int64),
-        action_index=np.array(
-            [-1 if row.action_index is None else row.action_index for row in pending], dtype=np.int64
-        ),
+        actions=[row.action for row in pending],
         propensity=np.array([row.propensity for row in pending]),
         reward=reward,
         executed=np.array([row.status in EXECUTED and not row.holdout for row in pending]),
@@ -202,6 +202,4 @@ def _events(
 def _empty() -> Settled:
     none_f = np.zeros(0)
     none_b = np.zeros(0, bool)
-    return Settled(
-        np.zeros(0, np.int64), np.zeros(0, np.int64), none_f, none_f, none_b, none_b, [], none_b, none_b, none_f
-    )
+    return Settled(np.zeros(0, np.int64), [], none_f, none_f, none_b, none_b, [], none_b, none_b, none_f)

@@ -49,17 +49,20 @@ def logged_decisions(engine: Engine, playbook: Playbook, agent_id: str) -> Logge
         raise LegatoError(f"no agent named '{agent_id}' in the playbook", hint=f"agents: {', '.join(a.id for a in playbook.agents)}")
     with engine.connect() as connection:
         rows = connection.execute(
-            sa.select(decisions.c.context, decisions.c.action_index, decisions.c.reward, decisions.c.propensity)
+            sa.select(decisions.c.context, decisions.c.action, decisions.c.reward, decisions.c.propensity)
             .where(
                 decisions.c.agent_id == agent_id,
                 decisions.c.settled_at.is_not(None),
                 decisions.c.holdout.is_(False),
                 decisions.c.status.in_(("sent", "nothing")),
                 decisions.c.context.is_not(None),
-                decisions.c.action_index.is_not(None),
             )
             .order_by(decisions.c.decided_at, decisions.c.id)
         ).all()
+    # Match actions by key, and keep only decisions made with the agent's current features.
+    position = {action.key: i for i, action in enumerate(action_space(playbook, agent))}
+    width = 4 * (len(agent.features) + 1)
+    rows = [r for r in rows if r.action in position and len(r.context) == width]
     if len(rows) < MIN_DECISIONS:
         raise LegatoError(
             f"agent '{agent_id}' has {len(rows)} settled decisions; off-policy evaluation needs at least {MIN_DECISIONS}",
@@ -67,7 +70,7 @@ def logged_decisions(engine: Engine, playbook: Playbook, agent_id: str) -> Logge
         )
     return Logged(
         contexts=decode_context([r.context for r in rows], len(agent.features) + 1),
-        actions=np.array([r.action_index for r in rows], dtype=np.int64),
+        actions=np.array([position[r.action] for r in rows], dtype=np.int64),
         rewards=np.array([r.reward for r in rows], dtype=np.float64),
         propensities=np.array([r.propensity for r in rows], dtype=np.float64),
     )

@@ -1,6 +1,6 @@
 """Stop-loss: when a guardrail KPI of an agent's recent sends crosses its limit, demote at once.
 
-Measured on the sends of the last ``LOOKBACK_DAYS`` whose attribution window has closed,
+Measured on the sends settled (attribution window closed) in the last ``LOOKBACK_DAYS``,
 and only once at least ``min_sends`` of them exist, so a handful of early unsubscribes does
 not demote an agent on noise. A breach demotes the agent to the rule's stage (default 0,
 Manual) and writes a ``stop_loss_breach`` audit row, which promotion checks read.
@@ -49,8 +49,7 @@ def check_stop_loss(connection: Connection, agent: Agent, stage: int, now: datet
         ).where(
             decisions.c.agent_id == agent.id,
             decisions.c.status == "sent",
-            decisions.c.settled_at.is_not(None),
-            decisions.c.decided_at >= now - timedelta(days=LOOKBACK_DAYS),
+            decisions.c.settled_at >= now - timedelta(days=LOOKBACK_DAYS),
         )
     ).one()
     sends = int(row.sends or 0)
