@@ -147,3 +147,14 @@ def test_policy_state_follows_the_action_space(engine: Engine, tmp_path: Path) -
     # Day 0's decisions (same features, action "hello" still there) then teach the new policy.
     assert got[3:] == [(["hello/no_offer/09:00-17:00", "bye/no_offer/09:00-17:00"], 3)]
     assert resets == 2
+
+
+def test_running_twice_does_not_queue_the_same_customer_twice(engine: Engine, tmp_path: Path) -> None:
+    load_customers(engine, n=8)
+    text = PLAYBOOK.replace("STAGE", "0").replace("HOLDOUT", "0").replace("BUDGET", "{}")
+    no_caps = parse_playbook(text.replace("    - {channel: email, max: 1, days: 3, on_block: drop}\n", "    - {channel: email, max: 10, days: 1, on_block: drop}\n"))
+    first = run_cycle(engine, no_caps, FixedClock(AT), transports(no_caps, tmp_path))
+    again = run_cycle(engine, no_caps, FixedClock(AT), transports(no_caps, tmp_path))
+    assert first.agents["mailer"].queued == len(expected_eligible(8))
+    assert again.agents["mailer"].queued == 0
+    assert again.agents["mailer"].suppressed["awaiting_review"] == len(expected_eligible(8))

@@ -10,6 +10,7 @@ playbook, and runs the example agents day by day on a simulated clock.
 from __future__ import annotations
 
 import gzip
+import sys
 import shutil
 from datetime import datetime, timedelta, timezone
 from importlib.resources import files
@@ -171,31 +172,40 @@ def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
             }
         )
         return
-    learning = Table(title="Learning: reward per decision against the holdout, by the day decided", title_justify="left")
-    for column in ("day", "agent", "decisions", "agent reward", "holdout reward", "lift", "95% interval"):
-        text = column in ("day", "agent")
-        learning.add_column(column, justify="left" if text else "right", no_wrap=not text, overflow="fold")
+    sent = {agent.id: sum(d.sent[agent.id] for d in history) for agent in playbook.agents}
+    senders = [agent_id for agent_id, count in sent.items() if count]
+    learning = Table(title="Learning: reward per decision, agent vs holdout, by day decided", title_justify="left")
+    for column in ("day", "agent", "agent", "holdout", "lift", "95% interval"):
+        text = column == "day" or (column == "agent" and not learning.columns[1:])
+        learning.add_column(column, justify="left" if text else "right", no_wrap=True)
     for number, agent_id, metrics in by_day:
         reward = metrics.get("reward_per_decision")
-        if reward is None:
+        if reward is None or agent_id not in senders:
             continue
         learning.add_row(
-            str(number), agent_id, f"{reward.n_treated + reward.n_control:,}", f"{reward.treated:.4f}", f"{reward.control:.4f}",
+            str(number), agent_id, f"{reward.treated:.4f}", f"{reward.control:.4f}",
             f"{reward.difference:+.4f}", _interval(reward),
         )
     say(learning)
-    kpis = Table(title=f"KPIs after {days} days (decisions whose attribution window has closed)", title_justify="left")
-    for column in ("agent", "metric", "treated", "holdout", "lift", "95% interval"):
-        text = column in ("agent", "metric")
-        kpis.add_column(column, justify="left" if text else "right", no_wrap=not text, overflow="fold")
+    kpis = Table(title=f"KPIs after {days} days (attribution windows closed)", title_justify="left")
+    for column in ("agent", "metric", "agent", "holdout", "lift", "95% interval"):
+        text = column == "metric" or (column == "agent" and not kpis.columns)
+        kpis.add_column(column, justify="left" if text else "right", no_wrap=True)
     for agent_id, lifts in final.items():
+        if agent_id not in senders:
+            continue
         for item in lifts:
             if item.metric == "reward_per_decision":
                 continue
             percent = item.metric.endswith("rate")
-            fmt = (lambda v: f"{v:.2%}") if percent else (lambda v: f"{v:.3f}")
-            kpis.add_row(agent_id, item.metric.replace("_", " "), fmt(item.treated), fmt(item.control), fmt(item.difference), _interval(item, percent))
+            label = {"visit_rate": "visits", "conversion_rate": "conversions", "revenue_per_customer": "revenue ($)"}[item.metric]
+            value = (lambda v: f"{v:.2%}") if percent else (lambda v: f"{v:.3f}")
+            lift_text = f"{item.difference * 100:+.2f} pp" if percent else f"{item.difference:+.3f}"
+            kpis.add_row(agent_id, label, value(item.treated), value(item.control), lift_text, _interval(item, percent))
     say(kpis)
+    for agent in playbook.agents:
+        if agent.id not in senders:
+            say(f"  {agent.id} (trust stage {agent.trust_stage}) sent nothing: its proposals wait for a person in the review queue.")
     queue = Table(title="Review queue: what the agents handed to people", title_justify="left")
     for column in ("agent", "stage", "reason", "status", "items"):
         queue.add_column(column, justify="right" if column == "items" else "left", no_wrap=True)
@@ -203,14 +213,21 @@ def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
     for agent_id, reason, status, count in queue_summary(engine):
         queue.add_row(agent_id, str(stages.get(agent_id, "")), reason, status, f"{count:,}")
     say(queue)
-    say(
-        "\n[bold]What to look at next[/]\n"
-        f"  • the review queue: `legato review list --database {url}`, then `legato review show ID --playbook {playbook_path} --database {url}`\n"
-        f"  • the messages that went out: {folder}/outbox/email.jsonl\n"
-        f"  • the strategy the agents followed: {playbook_path} (check it with `legato validate {playbook_path}`)\n"
-        f"  • a segment: `legato segment {playbook_path} big_spenders --database {url}`\n"
-        f"  • one more cycle by hand: `legato run {playbook_path} --database {url} --at {START + timedelta(days=days):%Y-%m-%dT%H:%M}`"
-    )
+    program = Path(sys.argv[0]).name if sys.argv and Path(sys.argv[0]).name == "legato" else "legato"
+    program = sys.argv[0] if program == "legato" and "/" in (sys.argv[0] if sys.argv else "") else program
+    last = START + timedelta(days=days - 1, hours=12)
+    at = f"--at {last:%Y-%m-%dT%H:%M}"  # the demo's clock, not today's
+    say("\n[bold]What to look at next[/] (the demo runs on a simulated clock, hence --at)")
+    for line in (
+        f"the review queue:      {program} review list --database {url} {at}",
+        f"one item, to approve:  {program} review show ID --playbook {playbook_path} --database {url} {at}",
+        f"an agent's record:     {program} agents show welcome_email --database {url} {at}",
+        f"what guardrails did:   {program} report guardrails --database {url}",
+        f"the messages sent:     {folder}/outbox/email.jsonl",
+        f"the strategy:          {playbook_path}   (check it: {program} validate {playbook_path})",
+        f"one more cycle:        {program} run {playbook_path} --database {url} --at {START + timedelta(days=days):%Y-%m-%dT%H:%M}",
+    ):
+        say(f"  • {line}", soft_wrap=True, highlight=False)
 
 
 def queue_summary(engine: Engine) -> list[tuple[str, str, str, int]]:
@@ -227,4 +244,6 @@ def queue_summary(engine: Engine) -> list[tuple[str, str, str, int]]:
 def _interval(item: Lift, percent: bool = False) -> str:
     if item.low is None or item.high is None:
         return "too few"
-    return f"[{item.low:+.2%}, {item.high:+.2%}]" if percent else f"[{item.low:+.4f}, {item.high:+.4f}]"
+    if percent:
+        return f"[{item.low * 100:+.2f}, {item.high * 100:+.2f}] pp"
+    return f"[{item.low:+.3f}, {item.high:+.3f}]"

@@ -311,6 +311,17 @@ def _run_agent(
     base = sa.select(customers.c.id, customers.c.time_zone, *(_feature(resolver, text, dialect).label(f"f_{i}") for i, text in enumerate(agent.features)))
     base = base.select_from(audience_from()).where(compile_expression(agent.audience, resolver, dialect_name=dialect))
     base = contact_columns(base, playbook.guardrails, channels, now)
+    # A customer whose last proposal from this agent still waits for a person gets no second one.
+    waiting = (
+        sa.select(decisions.c.customer_id)
+        .join(review_items, review_items.c.decision_id == decisions.c.id)
+        .where(review_items.c.agent_id == agent.id, review_items.c.status == "open")
+        .distinct()
+        .subquery("awaiting")
+    )
+    base = base.outerjoin(waiting, waiting.c.customer_id == customers.c.id).add_columns(
+        sa.case((waiting.c.customer_id.is_not(None), 1), else_=0).label("awaiting_review")
+    )
     escalations = Escalations(agent, resolver, dialect)
     base = base.add_columns(*escalations.columns, _feature(resolver, "lifetime_spend", dialect).label("customer_value"))
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(f"{agent.id}|{now.isoformat()}".encode()).digest()[:8], "little"))
@@ -522,7 +533,9 @@ def _decide_page(
     index = np.where(chosen >= 0, chosen, 0)
     off_content = sends & verdict.allowed & table.content_block[index]
     reasons[off_content] = np.char.add("content:", table.content_rule[index][off_content].astype(str)).astype(object)
-    blocked = sends & ~(verdict.allowed & ~off_content)
+    awaiting = sends & verdict.allowed & ~off_content & columns["awaiting_review"].astype(bool)
+    reasons[awaiting] = "awaiting_review"
+    blocked = sends & ~(verdict.allowed & ~off_content & ~awaiting)
     over_budget = _over_budget(sends & ~blocked, chosen, expected, table, budget, rng)
     reasons[over_budget] = "budget"
     allowed = sends & ~blocked & ~over_budget

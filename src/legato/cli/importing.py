@@ -69,6 +69,10 @@ def customers(
             help="Convert an attribute column to number, string, boolean or timestamp (repeatable).",
         ),
     ] = None,
+    playbook: Annotated[
+        Optional[Path],
+        typer.Option("--playbook", help="Take attribute types from this playbook's `attributes` section."),
+    ] = None,
     database: DatabaseOption = None,
     errors_file: ErrorsOption = None,
     as_json: JsonOption = False,
@@ -83,12 +87,23 @@ def customers(
     Row numbers in messages are spreadsheet rows for CSV (the header is row 1, so the
     first customer is row 2) and line numbers for JSONL.
 
-    Example: `legato import customers crm.csv --map cust_no=id --errors rejected.csv`
+    Declared attribute types (from `--playbook` or `--attribute-type`) are checked per row:
+    `history=abc` for a number is a row error, and 1/0/yes/no become booleans.
+
+    Example: `legato import customers crm.csv --playbook playbook.yaml --map cust_no=id --errors rejected.csv`
     """
     from legato.store.ingest import import_customers
 
     mapping = _pairs(map, "--map")
-    types = _pairs(attribute_type, "--attribute-type")
+    types: dict[str, str] = {}
+    if playbook is not None:
+        from legato.playbook.loader import load_playbook
+
+        try:
+            types = {name: kind.value for name, kind in load_playbook(playbook).attributes.items()}
+        except LegatoError as error:
+            fail(error)
+    types.update(_pairs(attribute_type, "--attribute-type"))
     for name, kind in types.items():
         if kind not in ATTRIBUTE_TYPES:
             raise typer.BadParameter(

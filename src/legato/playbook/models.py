@@ -205,7 +205,7 @@ class SendWindow(Strict):
 class ActionSpace(Strict):
     offers: list[Identifier] = Field(default_factory=list, description="Offer ids; none means no offer.")
     creatives: list[Identifier] = Field(min_length=1)
-    send_windows: list[SendWindow] = Field(default_factory=lambda: [SendWindow.model_validate("09:00-17:00")])
+    send_windows: list[SendWindow] = Field(default_factory=lambda: [SendWindow.model_validate("09:00-17:00")], min_length=1)
     do_nothing: bool = Field(True, description="'Do nothing' is an explicit action the policy can choose.")
 
 
