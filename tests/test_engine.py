@@ -236,3 +236,18 @@ def test_dispatch_blocks_personal_data_that_personalization_brings_in(engine: En
     assert "content guardrails blocked" in report.errors[0] and "personal_data" in report.errors[0]
     sent = [json.loads(line)["customer_id"] for line in (tmp_path / "out/email.jsonl").read_text().splitlines()]
     assert "c001" not in sent and len(sent) == report.sent["mailer"]
+
+
+def test_pages_cover_the_audience_exactly_once(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import legato.engine
+
+    monkeypatch.setattr(legato.engine, "PAGE", 7)
+    load_customers(engine, n=100)
+    pb = playbook(stage=2)
+    report = run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
+    with engine.connect() as c:
+        decided = c.execute(sa.select(decisions.c.customer_id)).scalars().all()
+    audience = {f"c{i:03d}" for i in range(100) if i % 4 != 3}
+    assert len(decided) == len(set(decided)) == report.agents["mailer"].audience == len(audience)
+    assert set(decided) == audience
+    assert report.agents["mailer"].scheduled == len(expected_eligible(100))

@@ -309,13 +309,18 @@ def _run_agent(
     channels = sorted({a.channel for a in actions if a.channel})
     resolver = StoreResolver(playbook, now, dialect)
     base = sa.select(customers.c.id, customers.c.time_zone, *(_feature(resolver, text, dialect).label(f"f_{i}") for i, text in enumerate(agent.features)))
-    base = base.select_from(audience_from()).where(compile_expression(agent.audience, resolver, dialect_name=dialect))
-    base = contact_columns(base, playbook.guardrails, channels, now)
+    audience = compile_expression(agent.audience, resolver, dialect_name=dialect)
+    base = base.select_from(audience_from()).where(audience)
+    # Pages are id ranges: every per-customer subquery below is bounded to the page's range.
+    low, high = sa.bindparam("page_low", type_=sa.String()), sa.bindparam("page_high", type_=sa.String())
+    base = base.where(customers.c.id > low, customers.c.id <= high)
+    base = contact_columns(base, playbook.guardrails, channels, now, page=(low, high))
     # A customer whose last proposal from this agent still waits for a person gets no second one.
     waiting = (
         sa.select(decisions.c.customer_id)
         .join(review_items, review_items.c.decision_id == decisions.c.id)
         .where(review_items.c.agent_id == agent.id, review_items.c.status == "open")
+        .where(decisions.c.customer_id > low, decisions.c.customer_id <= high)
         .distinct()
         .subquery("awaiting")
     )
@@ -335,12 +340,14 @@ def _run_agent(
         budget = _budget(connection, playbook, agent, now)
         approved = _approved_variants(connection, agent) if stage == Stage.ASSISTED else set()
     trust = _Trust(stage, escalations, approved, table, playbook)
+    ids = sa.select(customers.c.id).select_from(audience_from()).where(audience, customers.c.id > low).order_by(customers.c.id)
     while True:
-        page = base.order_by(customers.c.id).limit(PAGE)
-        if last_id is not None:
-            page = page.where(customers.c.id > last_id)
         with engine.begin() as connection:
-            result = connection.execute(page)
+            bounds = {"page_low": last_id or ""}
+            high_id = connection.execute(ids.offset(PAGE - 1).limit(1), bounds).scalar()
+            if high_id is None:  # the last, shorter page
+                high_id = connection.execute(sa.select(sa.func.max(customers.c.id))).scalar() or ""
+            result = connection.execute(base.order_by(customers.c.id), {**bounds, "page_high": high_id})
             keys = list(result.keys())
             rows = result.all()
             if not rows:

@@ -51,9 +51,17 @@ class ContactVerdict:
 
 
 def contact_columns(
-    query: Select[tuple[object, ...]], guardrails: Guardrails, channels: list[str], now: datetime
+    query: Select[tuple[object, ...]],
+    guardrails: Guardrails,
+    channels: list[str],
+    now: datetime,
+    page: tuple[ColumnElement[str], ColumnElement[str]] | None = None,
 ) -> Select[tuple[object, ...]]:
-    """Add to an audience query (over ``customers``) the columns :func:`facts_from_columns` reads."""
+    """Add to an audience query (over ``customers``) the columns :func:`facts_from_columns` reads.
+
+    ``page`` bounds (exclusive low, inclusive high customer id) keep the per-customer counts
+    to the page being read, so each page's query does not aggregate every recent send again.
+    """
     query = query.add_columns(
         customers.c.time_zone.label("contact_zone"),
         customers.c.phone.label("contact_phone"),
@@ -80,7 +88,7 @@ def contact_columns(
             case((alias.c.status == "revoked", 1), else_=0).label(f"revoked_{channel}"),
         )
     for index, cap in enumerate(guardrails.frequency_caps):
-        counted = _cap_counts(cap, now).alias(f"cap_{index}")
+        counted = _cap_counts(cap, now, page).alias(f"cap_{index}")
         query = query.outerjoin(counted, counted.c.customer_id == customers.c.id).add_columns(
             func.coalesce(counted.c.sent, 0).label(f"cap_count_{index}"),
             counted.c.oldest.label(f"cap_oldest_{index}"),
@@ -89,7 +97,9 @@ def contact_columns(
     return query
 
 
-def _cap_counts(cap: FrequencyCap, now: datetime) -> Select[tuple[object, ...]]:
+def _cap_counts(
+    cap: FrequencyCap, now: datetime, page: tuple[ColumnElement[str], ColumnElement[str]] | None
+) -> Select[tuple[object, ...]]:
     """Messages in the cap's window per customer: sent or pending in the outbox, and those
     waiting for a person's approval (approving them must not break the cap)."""
     since = now - timedelta(days=cap.days)
@@ -102,6 +112,10 @@ def _cap_counts(cap: FrequencyCap, now: datetime) -> Select[tuple[object, ...]]:
     if cap.channel != "any":
         outgoing = outgoing.where(outbox.c.channel == cap.channel.value)
         waiting = waiting.where(decisions.c.channel == cap.channel.value)
+    if page is not None:
+        low, high = page
+        outgoing = outgoing.where(outbox.c.customer_id > low, outbox.c.customer_id <= high)
+        waiting = waiting.where(decisions.c.customer_id > low, decisions.c.customer_id <= high)
     contacts = union_all(outgoing, waiting).subquery()
     return select(
         contacts.c.customer_id,
