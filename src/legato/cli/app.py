@@ -240,7 +240,7 @@ def _progress(quiet: bool) -> Progress:
 @app.command()
 def demo(
     folder: Annotated[Path, typer.Option(help="Folder for the demo's database, playbook and outbox.")] = Path("legato-demo"),
-    days: Annotated[int, typer.Option(min=1, max=60, help="Simulated days to run.")] = 8,
+    days: Annotated[int, typer.Option(min=1, max=60, help="Simulated days to run.")] = 6,
     as_json: JsonOption = False,
 ) -> None:
     """Load 64,000 real customers (the Hillstrom e-mail experiment) and run the example agents

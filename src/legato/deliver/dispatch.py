@@ -1,7 +1,8 @@
 """The dispatcher: send what is due from the outbox, exactly once per message.
 
-A message is rendered when it is sent (so personal data is read fresh), checked by the content
-guardrails with the recipient's own address allowed, written to its channel's transport, and
+A message is rendered when it is sent (so personal data is read fresh), checked for personal
+data with the recipient's own address allowed (the variant itself was checked whole when the
+agent chose it), written to its channel's transport, and
 marked sent in the same transaction that read it. Messages that cannot be rendered, or whose
 rendered text a content guardrail blocks, are marked failed with the reason and never sent.
 """
@@ -193,11 +194,12 @@ def _message(
     token = message_token(row.id, row.customer_id)
     customer = {"id": row.customer_id, "email": row.email, "phone": row.phone, **(row.attributes or {})}
     rendered = creative.render(message_context(playbook, customer, offer, token))
-    findings = checker.check(
-        Message(channel=row.channel, body=rendered.body, subject=rendered.subject, title=rendered.title),
-        offer_id=row.offer_id,
-        allowed_personal=[value for value in (row.email, row.phone) if value],
-    )
+    message = Message(channel=row.channel, body=rendered.body, subject=rendered.subject, title=rendered.title)
+    allowed = [value for value in (row.email, row.phone) if value]
+    if row.content_override:  # a reviewer's edit was checked whole when saved, but check it whole again
+        findings = checker.check(message, offer_id=row.offer_id, allowed_personal=allowed)
+    else:  # the variant was checked whole when the agent chose it
+        findings = checker.check_personalized(message, allowed_personal=allowed)
     if verdict(findings) == "block":
         rules = ", ".join(sorted({f.rule for f in findings if f.severity == "block"}))
         raise RenderError(f"content guardrails blocked the rendered message ({rules})")

@@ -370,6 +370,15 @@ class ContentChecker:
             self._cache.popitem(last=False)
         return findings
 
+    def check_personalized(self, message: Message, *, allowed_personal: Sequence[str] = ()) -> list[Finding]:
+        """The checks a personalized copy of an already checked variant still needs.
+
+        The engine checks each variant whole, once, when an agent chooses it; what filling in
+        one customer's details can add is personal data (someone else's address or number, a
+        card number in an attribute), so each sent copy is checked for that alone.
+        """
+        return self._personal_findings(_layout(message).text, allowed_personal)
+
     # --- voice --------------------------------------------------------------------------
 
     def _voice_findings(self, message: Message, layout: _Layout) -> list[Finding]:
