@@ -18,7 +18,7 @@ from legato.errors import NothingToDoError
 from legato.playbook.loader import parse_playbook
 from legato.playbook.models import Playbook
 from legato.store.ingest import import_customers, import_events
-from legato.store.schema import audit_log, decisions, outbox, review_items
+from legato.store.schema import agents, audit_log, decisions, outbox, review_items
 
 AT = datetime(2024, 3, 4, 8, 0, tzinfo=timezone.utc)
 
@@ -234,6 +234,12 @@ def test_dispatch_blocks_personal_data_that_personalization_brings_in(engine: En
     report = dispatch_due(engine, pb, clock, sinks)
     assert report.failed["mailer"] == 1
     assert "content guardrails blocked" in report.errors[0] and "personal_data" in report.errors[0]
+    # A blocking finding reached dispatch: the agent is demoted to Manual at once, and why is recorded.
+    assert report.demoted == ["mailer"]
+    with engine.connect() as c:
+        assert c.execute(sa.select(agents.c.trust_stage)).scalar_one() == 0
+        (detail,) = c.execute(sa.select(audit_log.c.detail).where(audit_log.c.action == "compliance_breach")).scalars()
+    assert detail["from"] == 2 and detail["rules"] == ["personal_data.email_address"]
     sent = [json.loads(line)["customer_id"] for line in (tmp_path / "out/email.jsonl").read_text().splitlines()]
     assert "c001" not in sent and len(sent) == report.sent["mailer"]
 

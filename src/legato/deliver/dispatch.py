@@ -25,7 +25,7 @@ from legato.deliver.render import CreativeTemplate, RenderError, variant_hash
 from legato.guard.content import ContentChecker, Message, verdict
 from legato.guard.quiet_hours import candidate_zones, quiet_between
 from legato.playbook.models import Creative, Offer, Playbook
-from legato.store.schema import consents, customers, decisions, outbox
+from legato.store.schema import agents, audit_log, consents, customers, decisions, outbox
 
 CHUNK = 5_000
 
@@ -35,6 +35,7 @@ class DispatchReport:
     sent: Counter[str] = field(default_factory=Counter)  # by agent
     failed: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    demoted: list[str] = field(default_factory=list)  # agents a blocking compliance finding demoted
 
 
 def transports(playbook: Playbook, base_dir: Path) -> dict[str, Transport]:
@@ -102,6 +103,7 @@ def dispatch_due(
             sent: list[dict[str, Any]] = []
             failed: list[dict[str, Any]] = []
             later: list[dict[str, Any]] = []
+            breaches: dict[str, dict[str, Any]] = {}
             for row in rows:
                 try:
                     resume = quiet_until(playbook, row, now)
@@ -114,6 +116,8 @@ def dispatch_due(
                     message = _message(row, playbook, templates, offers, checker, now)
                 except (RenderError, KeyError) as exc:
                     reason = f"creative '{exc.args[0]}' is no longer in the playbook" if isinstance(exc, KeyError) else str(exc)
+                    if isinstance(exc, BlockedContent):
+                        breaches.setdefault(row.agent_id, {"message": row.id, "decision": row.decision_id, "rules": exc.rules})
                     failed.append({"o_id": row.id, "d_id": row.decision_id, "error": reason})
                     report.failed[row.agent_id] += 1
                     report.errors.append(f"message {row.id} (decision {row.decision_id}): {reason}")
@@ -123,6 +127,9 @@ def dispatch_due(
                 report.sent[row.agent_id] += 1
             _mark(connection, sent, "sent", now)
             _mark(connection, failed, "failed", now)
+            for agent_id, detail in breaches.items():
+                _demote_for_compliance(connection, agent_id, detail, now)
+                report.demoted.append(agent_id)
             if later:
                 connection.execute(update(outbox).where(outbox.c.id == bindparam("o_id")).values(send_at=bindparam("resume")), later)
             # Transports are written last, inside the transaction: if one fails the marks roll
@@ -130,6 +137,29 @@ def dispatch_due(
             # transport recognises the message ids it already holds.
             for channel, messages in by_channel.items():
                 channel_transports[channel].send(messages)
+
+
+class BlockedContent(RenderError):
+    """A blocking content finding that reached dispatch: the message stays unsent and the
+    agent that chose it loses its autonomy."""
+
+    def __init__(self, rules: list[str]) -> None:
+        super().__init__(f"content guardrails blocked the rendered message ({', '.join(rules)})")
+        self.rules = rules
+
+
+def _demote_for_compliance(connection: Any, agent_id: str, detail: dict[str, Any], now: datetime) -> None:
+    """Back to stage 0 (Manual) at once, recorded; a person decides when it earns trust again."""
+    stage = connection.execute(select(agents.c.trust_stage).where(agents.c.id == agent_id)).scalar()
+    if stage is None or stage == 0:
+        return
+    connection.execute(update(agents).where(agents.c.id == agent_id).values(trust_stage=0, updated_at=now))
+    connection.execute(
+        sa.insert(audit_log).values(
+            at=now, actor="dispatcher", action="compliance_breach", entity="agent", entity_id=agent_id,
+            detail={**detail, "from": int(stage), "to": 0},
+        )
+    )
 
 
 def check_contact_now(playbook: Playbook, row: Any, now: datetime) -> None:
@@ -201,8 +231,7 @@ def _message(
     else:  # the variant was checked whole when the agent chose it
         findings = checker.check_personalized(message, allowed_personal=allowed)
     if verdict(findings) == "block":
-        rules = ", ".join(sorted({f.rule for f in findings if f.severity == "block"}))
-        raise RenderError(f"content guardrails blocked the rendered message ({rules})")
+        raise BlockedContent(sorted({f.rule for f in findings if f.severity == "block"}))
     return {
         "message_id": row.id,
         "decision_id": row.decision_id,
