@@ -257,3 +257,21 @@ def test_pages_cover_the_audience_exactly_once(engine: Engine, tmp_path: Path, m
     assert len(decided) == len(set(decided)) == report.agents["mailer"].audience == len(audience)
     assert set(decided) == audience
     assert report.agents["mailer"].scheduled == len(expected_eligible(100))
+
+
+def test_existing_customer_exception_is_a_soft_opt_in(engine: Engine, tmp_path: Path) -> None:
+    load_customers(engine, n=20)  # c005 and c015 have no consent statement at all; c015 is bronze
+    import_events(engine, pa.table({"id": ["p5"], "customer_id": ["c005"], "type": ["purchase"], "occurred_at": ["2024-02-01T00:00:00Z"], "revenue": [30.0]}), clock=FixedClock(AT))
+    strict = playbook(stage=2)
+    soft = parse_playbook(
+        PLAYBOOK.replace("STAGE", "2").replace("HOLDOUT", "0").replace("BUDGET", "{}").replace(
+            "    - {channel: email, purpose: marketing}", "    - {channel: email, purpose: marketing, existing_customer_exception: true}"
+        )
+    )
+    assert run_cycle(engine, strict, FixedClock(AT), transports(strict, tmp_path)).agents["mailer"].suppressed["no_consent:email"] == 1
+    with engine.begin() as c:
+        for table in (review_items, outbox, decisions):
+            c.execute(sa.delete(table))
+    report = run_cycle(engine, soft, FixedClock(AT), transports(soft, tmp_path))
+    assert "no_consent:email" not in report.agents["mailer"].suppressed  # c005 bought before
+    assert report.agents["mailer"].suppressed["consent_revoked:email"] == 2  # an objection still wins

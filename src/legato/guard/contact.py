@@ -23,7 +23,7 @@ from sqlalchemy.sql import FromClause
 
 from legato.guard.quiet_hours import apply_quiet_hours, candidate_zones
 from legato.playbook.models import FrequencyCap, Guardrails
-from legato.store.schema import consents, customers, decisions, outbox, review_items
+from legato.store.schema import consents, customers, decisions, outbox, review_items, traits
 
 CONTACT_POINT = {"email": customers.c.email, "sms": customers.c.phone, "whatsapp": customers.c.phone}
 
@@ -79,6 +79,9 @@ def contact_columns(
         if rule is not None and rule.require == "express":
             valid = and_(valid, alias.c.kind == "express")
         needs_consent = rule is not None
+        if rule is not None and rule.existing_customer_exception:
+            # Soft opt-in: no statement on file and a past purchase count as consent.
+            valid = or_(valid, and_(alias.c.status.is_(None), func.coalesce(traits.c.purchase_count, 0) > 0))
         consented = case((valid, 1), else_=0) if needs_consent else literal(1)
         point = CONTACT_POINT.get(channel)
         reachable = case((point.is_not(None), 1), else_=0) if point is not None else literal(1)

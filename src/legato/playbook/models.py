@@ -279,6 +279,11 @@ class ConsentRule(Strict):
     channel: ChannelKind
     purpose: Purpose = Purpose.marketing
     require: Literal["express", "express_or_implied"] = "express_or_implied"
+    existing_customer_exception: bool = Field(
+        False,
+        description="Customers who bought before may receive marketing of similar products without a "
+        "consent on file (ePrivacy Art. 13(2) 'soft opt-in'); an objection still always wins.",
+    )
 
 
 class FrequencyCap(Strict):
