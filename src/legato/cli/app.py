@@ -7,7 +7,6 @@ printed with its place and fix and exits non-zero (2 for bad input).
 from __future__ import annotations
 
 import json
-import shutil
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Optional

@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select, union_all
-from sqlalchemy.sql import FromClause
 
 from legato.guard.quiet_hours import apply_quiet_hours, candidate_zones
 from legato.playbook.models import FrequencyCap, Guardrails
