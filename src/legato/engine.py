@@ -43,7 +43,18 @@ from legato.playbook.models import Agent, Playbook
 from legato.store import traits as trait_store
 from legato.store.bulk import insert_many
 from legato.store.db import is_empty
-from legato.store.schema import agents, audit_log, customers, cycles, decisions, outbox, policy_states, review_items, settings
+from legato.store.schema import (
+    agents,
+    audit_log,
+    customers,
+    cycles,
+    decisions,
+    inbound_messages,
+    outbox,
+    policy_states,
+    review_items,
+    settings,
+)
 from legato.trust.escalation import Escalations
 from legato.trust.ladder import EXECUTE, REVIEW, Stage, route
 from legato.trust.review import assign_due_dates, expire_overdue
@@ -315,15 +326,17 @@ def _run_agent(
     low, high = sa.bindparam("page_low", type_=sa.String()), sa.bindparam("page_high", type_=sa.String())
     base = base.where(customers.c.id > low, customers.c.id <= high)
     base = contact_columns(base, playbook.guardrails, channels, now, page=(low, high))
-    # A customer whose last proposal from this agent still waits for a person gets no second one.
-    waiting = (
+    # A customer whose last proposal from this agent still waits for a person gets no second
+    # one, and nobody is contacted while a message they wrote waits for a person.
+    waiting = sa.union(
         sa.select(decisions.c.customer_id)
         .join(review_items, review_items.c.decision_id == decisions.c.id)
         .where(review_items.c.agent_id == agent.id, review_items.c.status == "open")
-        .where(decisions.c.customer_id > low, decisions.c.customer_id <= high)
-        .distinct()
-        .subquery("awaiting")
-    )
+        .where(decisions.c.customer_id > low, decisions.c.customer_id <= high),
+        sa.select(inbound_messages.c.customer_id).where(
+            inbound_messages.c.status == "open", inbound_messages.c.customer_id > low, inbound_messages.c.customer_id <= high
+        ),
+    ).subquery("awaiting")
     base = base.outerjoin(waiting, waiting.c.customer_id == customers.c.id).add_columns(
         sa.case((waiting.c.customer_id.is_not(None), 1), else_=0).label("awaiting_review")
     )
@@ -418,6 +431,7 @@ class _Trust:
             "offer_cost": self.table.offer_cost[index],
             "expected_value": expected,
             "propensity": propensity,
+            "uncertainty": 1.0 - propensity,
         }
         rule_reasons, rule_priority = self.escalations.match(columns, facts, n)
         escalate = allowed & (rule_reasons != None)  # noqa: E711 - elementwise on objects

@@ -154,3 +154,12 @@ def test_approval_is_bound_to_the_content_a_person_saw(engine: Engine, tmp_path:
     report = dispatch_due(engine, changed, clock, transports(changed, tmp_path))
     assert report.failed["mailer"] == 1 and "changed after rita approved it" in report.errors[0]
     assert len((tmp_path / "out/email.jsonl").read_text().splitlines()) == 2
+
+
+def test_low_confidence_decisions_escalate(engine: Engine, tmp_path: Path) -> None:
+    """uniform_random over 2 actions chooses with propensity 0.5: uncertainty 0.5 crosses 0.4."""
+    load_customers(engine, n=40)
+    pb = playbook(3, creatives="[hello, promo]", base=TWO_CREATIVES, extra="    escalation:\n      - {when: 'uncertainty > 0.4', reason: low_confidence}\n")
+    report = run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
+    assert report.agents["mailer"].queued == len(expected_eligible()) and report.agents["mailer"].scheduled == 0
+    assert set(review_reasons(engine).values()) == {"low_confidence"}

@@ -37,6 +37,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object 
 def _register_sub_apps() -> None:
     from legato.cli.check import check_app
     from legato.cli.importing import import_app
+    from legato.cli.inbound import inbound_app
     from legato.cli.learning import bench, evaluate, simulate
     from legato.cli.reports import report_app
     from legato.cli.trust import agents_app, review_app
@@ -46,6 +47,7 @@ def _register_sub_apps() -> None:
     app.add_typer(report_app, name="report")
     app.add_typer(review_app, name="review")
     app.add_typer(agents_app, name="agents")
+    app.add_typer(inbound_app, name="inbound")
     app.command()(simulate)
     app.command()(bench)
     app.command()(evaluate)

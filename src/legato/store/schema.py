@@ -189,6 +189,30 @@ outbox = Table(
     Index("ix_outbox_status_send", "status", "send_at"),
 )
 
+# What customers write back (replies or unprompted): classified, acted on at once where the
+# law says so (STOP, HELP), and waiting for a person where it needs one (``status`` open).
+inbound_messages = Table(
+    "inbound_messages",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("customer_id", ID, ForeignKey("customers.id", ondelete="CASCADE"), nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("sentiment", Float, nullable=False),
+    Column("intents", JSON, nullable=False),
+    Column("action", String(32), nullable=False),  # opted_out | helped | escalated | recorded
+    Column("reason", String(64)),
+    Column("priority", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # open | resolved | closed (handled automatically)
+    Column("due_at", UTCDateTime),
+    Column("handled_by", String(128)),
+    Column("handled_at", UTCDateTime),
+    Column("note", Text),
+    Index("ix_inbound_messages_queue", "status", "priority", "received_at"),
+    Index("ix_inbound_messages_customer", "customer_id", "received_at"),
+)
+
 review_items = Table(
     "review_items",
     metadata,

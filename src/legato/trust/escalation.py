@@ -28,6 +28,8 @@ DECISION_FIELDS: dict[str, FieldType] = {
     "offer_cost": FieldType.NUMBER,
     "expected_value": FieldType.NUMBER,
     "propensity": FieldType.NUMBER,
+    # How unsure the policy was: the probability that it would have chosen something else.
+    "uncertainty": FieldType.NUMBER,
 }
 
 

@@ -1,0 +1,86 @@
+"""Customers' replies: STOP and HELP handled at once, an angry reply routed to a person."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import Engine
+from typer.testing import CliRunner
+
+from legato.cli.app import app
+from legato.clock import FixedClock
+from legato.deliver.dispatch import transports
+from legato.engine import run_cycle
+from legato.playbook.loader import parse_playbook
+from legato.store.schema import audit_log, consents, outbox
+from legato.trust.inbound import classify, open_messages, receive, resolve
+
+from tests.test_engine import AT, PLAYBOOK, expected_eligible, load_customers
+
+
+def playbook():  # type: ignore[no-untyped-def]
+    return parse_playbook(PLAYBOOK.replace("STAGE", "2").replace("HOLDOUT", "0").replace("BUDGET", "{}"))
+
+
+def test_classification() -> None:
+    assert classify("stop").intents == ["opt_out"]
+    assert classify(" Unsubscribe! ").intents == ["opt_out"]
+    assert classify("please stop sending me these, it's getting old").intents[0] == "opt_out"  # any reasonable means
+    assert "opt_out" not in classify("can I cancel my order?").intents
+    assert classify("HELP").intents == ["help"]
+    angry = classify("This is the worst service ever, I want a refund and I will call my lawyer")
+    assert {"legal_threat", "complaint", "negative_sentiment"} <= set(angry.intents)
+    assert classify("Thanks, love the new collection").intents == []
+
+
+def test_angry_reply_is_routed_to_a_person_with_its_reason(engine: Engine, tmp_path: Path) -> None:
+    load_customers(engine, n=8)
+    pb = playbook()
+    run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
+    handled = receive(engine, pb, "c001", "email", "Disgusting. Third time my order never arrived, I want to speak to a manager", AT + timedelta(minutes=5))
+    assert handled.action == "escalated" and handled.reason == "human_request" and handled.reply is None
+    (waiting,) = open_messages(engine)
+    assert waiting["customer_id"] == "c001" and waiting["reason"] == "human_request" and waiting["priority"] == 80
+    assert "complaint" in waiting["intents"]["intents"]
+    with engine.connect() as c:  # the pending message to the customer is held
+        held = c.execute(sa.select(outbox.c.status).where(outbox.c.customer_id == "c001")).scalar_one()
+    assert held == "cancelled"
+    # While it waits, agents leave the customer alone.
+    later = run_cycle(engine, pb, FixedClock(AT + timedelta(days=4)), transports(pb, tmp_path))
+    assert later.agents["mailer"].suppressed["awaiting_review"] == 1
+    resolve(engine, waiting["id"], "ana", "called back, reshipped", AT + timedelta(hours=2))
+    assert open_messages(engine) == []
+
+
+def test_stop_revokes_at_once_and_help_answers(engine: Engine, tmp_path: Path) -> None:
+    load_customers(engine, n=8)
+    pb = playbook()
+    run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
+    stopped = receive(engine, pb, "c002", "email", "STOP", AT + timedelta(minutes=1))
+    assert stopped.action == "opted_out" and "no more marketing" in stopped.reply
+    with engine.connect() as c:
+        assert c.execute(sa.select(consents.c.status).where(consents.c.customer_id == "c002")).scalar_one() == "revoked"
+        assert c.execute(sa.select(outbox.c.status).where(outbox.c.customer_id == "c002")).scalar_one() == "cancelled"
+        assert c.execute(sa.select(sa.func.count()).select_from(audit_log).where(audit_log.c.action == "inbound_opted_out")).scalar_one() == 1
+    again = run_cycle(engine, pb, FixedClock(AT + timedelta(days=4)), transports(pb, tmp_path))
+    assert again.agents["mailer"].suppressed["consent_revoked:email"] == 2  # c000 from the import, c002 now
+    helped = receive(engine, pb, "c004", "sms", "help", AT)
+    for part in ("Test Co", "Msg & data rates may apply", "help@test.example", "Reply STOP"):
+        assert part in helped.reply
+
+
+def test_inbound_cli(engine: Engine, tmp_path: Path, database_url: str) -> None:
+    load_customers(engine, n=8)
+    path = tmp_path / "pb.yaml"
+    path.write_text(PLAYBOOK.replace("STAGE", "2").replace("HOLDOUT", "0").replace("BUDGET", "{}"))
+    runner = CliRunner()
+    got = runner.invoke(app, ["inbound", "receive", str(path), "--customer", "c001", "--text", "I'll sue you", "-d", database_url, "--json"])
+    assert got.exit_code == 0, got.output
+    assert json.loads(got.stdout)["reason"] == "legal_threat"
+    listed = json.loads(runner.invoke(app, ["inbound", "list", "-d", database_url, "--json"]).stdout)
+    assert [m["reason"] for m in listed["messages"]] == ["legal_threat"]
+    unknown = runner.invoke(app, ["inbound", "receive", str(path), "--customer", "nobody", "--text", "hi", "-d", database_url])
+    assert unknown.exit_code == 2 and "unknown customer 'nobody'" in unknown.output
