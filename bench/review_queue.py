@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from legato.store.db import connect
-from legato.store.schema import cycles, metadata, review_items
+from legato.store.schema import cycles, metadata
 from legato.trust import review
 from legato.trust.review import list_items
 
@@ -86,13 +86,7 @@ def fill(engine: sa.Engine, items: int) -> float:
 
 
 def plan(engine: sa.Engine) -> str:
-    query = (
-        sa.select(*review._ITEM_COLUMNS)
-        .select_from(review._FROM)
-        .where(review_items.c.status == "open")
-        .order_by(review_items.c.priority.desc(), review_items.c.created_at, review_items.c.id)
-        .limit(100)
-    )
+    query = review.queue_query(status="open", limit=100)
     sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
     prefix = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN "
     with engine.connect() as connection:

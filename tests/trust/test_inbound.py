@@ -18,7 +18,7 @@ from legato.playbook.loader import parse_playbook
 from legato.store.schema import audit_log, consents, outbox
 from legato.trust.inbound import classify, open_messages, receive, resolve
 
-from tests.test_engine import AT, PLAYBOOK, expected_eligible, load_customers
+from tests.test_engine import AT, PLAYBOOK, load_customers
 
 
 def playbook():  # type: ignore[no-untyped-def]

@@ -345,13 +345,7 @@ def test_the_queue_is_read_off_its_index(tmp_path: Path) -> None:
 
     engine = connect(f"sqlite:///{tmp_path / 'plan.db'}")
 
-    query = (
-        sa.select(*review._ITEM_COLUMNS)
-        .select_from(review._FROM)
-        .where(review_items.c.status == "open")
-        .order_by(review_items.c.priority.desc(), review_items.c.created_at, review_items.c.id)
-        .limit(100)
-    )
+    query = review.queue_query(status="open", limit=100)
     sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
     with engine.connect() as c:
         plan = " | ".join(str(row[-1]) for row in c.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))

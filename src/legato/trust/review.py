@@ -177,18 +177,8 @@ _DECISION_FIELDS = ("id", "action", "decided_at", "propensity", "expected_value"
 _FROM = review_items.join(decisions, decisions.c.id == review_items.c.decision_id)
 
 
-def list_items(
-    engine: Engine, *, status: str = OPEN, limit: int = 100, agent: str | None = None, role: str | None = None
-) -> list[QueueItem]:
-    """The queue, highest priority first, then oldest first (``status="all"`` for every item).
-
-    The order is the index ``ix_review_items_queue`` (status, priority DESC, created_at, id),
-    so the first page is read straight off it however long the queue is.
-    """
-    if status != "all" and status not in STATUSES:
-        raise ReviewError(f"unknown review status '{status}'", hint=f"use one of {', '.join(STATUSES)} or all")
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ReviewError(f"limit {limit} is out of range", hint=f"ask for 1 to {MAX_LIMIT} items at a time")
+def queue_query(*, status: str = OPEN, limit: int = 100, agent: str | None = None, role: str | None = None) -> sa.Select[Any]:
+    """The query behind :func:`list_items`: its order is the queue index's, so a page is read off it."""
     query = (
         sa.select(*_ITEM_COLUMNS)
         .select_from(_FROM)
@@ -201,6 +191,22 @@ def list_items(
         query = query.where(review_items.c.agent_id == agent)
     if role is not None:
         query = query.where(review_items.c.assigned_role == role)
+    return query
+
+
+def list_items(
+    engine: Engine, *, status: str = OPEN, limit: int = 100, agent: str | None = None, role: str | None = None
+) -> list[QueueItem]:
+    """The queue, highest priority first, then oldest first (``status="all"`` for every item).
+
+    The order is the index ``ix_review_items_queue`` (status, priority DESC, created_at, id),
+    so the first page is read straight off it however long the queue is.
+    """
+    if status != "all" and status not in STATUSES:
+        raise ReviewError(f"unknown review status '{status}'", hint=f"use one of {', '.join(STATUSES)} or all")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ReviewError(f"limit {limit} is out of range", hint=f"ask for 1 to {MAX_LIMIT} items at a time")
+    query = queue_query(status=status, limit=limit, agent=agent, role=role)
     with engine.connect() as connection:
         return [_item(row) for row in connection.execute(query)]
 
