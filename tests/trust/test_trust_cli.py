@@ -86,6 +86,9 @@ def test_review_edit_reject_escalate_withdraw(engine: Engine, database_url: str,
     assert json.loads(edited.stdout)["edited"] is True
     own = run(review_app, "approve", str(ids[0]), "-d", database_url, "--reviewer", "bob", "--no-self-approval", "--at", AT)
     assert own.exit_code == 2 and "cannot also approve it" in own.output
+    # The playbook's review.allow_self_approval (false unless it says otherwise) decides when no flag is given.
+    by_playbook = run(review_app, "approve", str(ids[0]), "-d", database_url, "--reviewer", "bob", "--playbook", str(playbook), "--at", AT)
+    assert by_playbook.exit_code == 2 and "cannot also approve it" in by_playbook.output
 
     bad = run(review_app, "reject", str(ids[1]), "-d", database_url, "--reviewer", "ana", "--reason", "meh", "--at", AT)
     assert bad.exit_code == 2 and "off_brand" in bad.output

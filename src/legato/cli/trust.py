@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
@@ -161,19 +161,27 @@ def approve_command(
     reviewer: ReviewerOption,
     content_hash: Annotated[str | None, typer.Option("--hash", help="The content hash you reviewed (from `show`).")] = None,
     self_approval: Annotated[
-        bool, typer.Option("--self-approval/--no-self-approval", help="May the person who edited the content approve it?")
-    ] = True,
+        Optional[bool],
+        typer.Option(
+            "--self-approval/--no-self-approval",
+            help="May the person who edited the content approve it? Default: the playbook's review.allow_self_approval with --playbook, else allowed.",
+        ),
+    ] = None,
+    playbook: Annotated[Optional[Path], typer.Option("--playbook", help="Take review settings from this playbook.")] = None,
     at: AtOption = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Approve an item: its message is scheduled at the decision's send time (or now).
 
-    Example: `legato review approve 42 --hash 3f1c... --reviewer ana`
+    Example: `legato review approve 42 --hash 3f1c... --reviewer ana --playbook playbook.yaml`
     """
+    from legato.playbook.loader import load_playbook
     from legato.trust.review import approve
 
     try:
+        if self_approval is None:
+            self_approval = load_playbook(playbook).review.allow_self_approval if playbook is not None else True
         done = approve(_engine(database), item, reviewer, content_hash=content_hash, now=_now(at), allow_self_approval=self_approval)
     except LegatoError as error:
         fail(error)
