@@ -469,7 +469,7 @@ class _ActionTable:
             [variant_hash(playbook.creative(a.creative_id), a.offer_id) if a.creative_id else None for a in actions], dtype=object
         )
         self.nothing_index = next((i for i, a in enumerate(actions) if a.is_nothing), None)
-        checker = ContentChecker(playbook.brand, offers={o.id: o for o in playbook.offers})
+        checker = ContentChecker.for_playbook(playbook)
         checks = [_check_variant(playbook, a, checker) for a in actions]
         self.content_block = np.array([c == "block" for c, _ in checks])
         self.content_escalate = np.array([c == "escalate" for c, _ in checks])

@@ -124,3 +124,14 @@ def test_an_invalid_playbook_is_reported(tmp_path: Path) -> None:
     code, output = run("--channel", "sms", "--text", "hi", "--playbook", str(broken))
     assert code == 2
     assert "the playbook was not used" in output
+
+
+def test_playbook_ai_disclosure_is_enforced(tmp_path: Path) -> None:
+    text = files("legato.playbook").joinpath("example/playbook.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "pb.yaml"
+    path.write_text(text.replace('    unsubscribe_url: "https://hillside.example.com/unsubscribe"', '    unsubscribe_url: "https://hillside.example.com/unsubscribe"\n  ai_disclosure: true'))
+    message = "Hillside Outfitters: new boots are in. Reply STOP to opt out."
+    plain = CliRunner().invoke(check_app, ["message", "--channel", "sms", "--text", message, "--playbook", str(path), "--json"])
+    assert "compliance.ai_disclosure_missing" in {f["rule"] for f in json.loads(plain.stdout)["findings"]}
+    disclosed = CliRunner().invoke(check_app, ["message", "--channel", "sms", "--text", message + " Written with AI.", "--playbook", str(path), "--json"])
+    assert "compliance.ai_disclosure_missing" not in {f["rule"] for f in json.loads(disclosed.stdout)["findings"]}

@@ -18,7 +18,6 @@ from rich.text import Text
 from legato.cli.output import console, emit_json, fail
 from legato.errors import LegatoError
 from legato.guard.content import ContentChecker, Finding, Message, checked_text, verdict
-from legato.playbook.models import Brand, Offer
 
 check_app = typer.Typer(
     name="check",
@@ -64,14 +63,13 @@ def message(
     """
     try:
         raw = _read(text, file)
-        brand, offers = _load(playbook)
-        if offer is not None and offer not in offers:
-            known = ", ".join(sorted(offers)) or "none"
+        checker = _load(playbook)
+        if offer is not None and offer not in checker.offers:
+            known = ", ".join(sorted(checker.offers)) or "none"
             raise LegatoError(f"offer '{offer}' is not in the playbook", hint=f"offers: {known}")
         checked = parse_message(channel.value, raw)
     except LegatoError as error:
         fail(error)
-    checker = ContentChecker(brand, offers=offers)
     findings = checker.check(checked, offer_id=offer, first_sms=first_sms)
     result = verdict(findings)
     if as_json:
@@ -122,13 +120,13 @@ def _read(text: str | None, file: Path | None) -> str:
         raise LegatoError(f"{file}: cannot be read as UTF-8 text ({exc})") from None
 
 
-def _load(playbook: Path | None) -> tuple[Brand | None, dict[str, Offer]]:
+def _load(playbook: Path | None) -> ContentChecker:
+    """The playbook's checker, or the built-in compliance defaults without one."""
     if playbook is None:
-        return None, {}
+        return ContentChecker()
     from legato.playbook.loader import load_playbook
 
-    loaded = load_playbook(playbook)
-    return loaded.brand, {o.id: o for o in loaded.offers}
+    return ContentChecker.for_playbook(load_playbook(playbook))
 
 
 def _as_dict(finding: Finding) -> dict[str, object]:

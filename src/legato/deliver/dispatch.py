@@ -57,7 +57,7 @@ def dispatch_due(
     report = DispatchReport()
     templates = {c.id: CreativeTemplate(c) for c in playbook.creatives}
     offers = {o.id: o for o in playbook.offers}
-    checker = ContentChecker(playbook.brand, offers=offers)
+    checker = ContentChecker.for_playbook(playbook)
     consent = consents.alias("consent")
     query = (
         select(

@@ -41,7 +41,7 @@ from jinja2.exceptions import SecurityError
 
 from legato.guard import rules
 from legato.guard.sms import count_segments
-from legato.playbook.models import Brand, EmojiPolicy, Offer, Voice
+from legato.playbook.models import Brand, EmojiPolicy, Offer, Playbook, Voice
 
 FAMILIES = ("voice", "compliance", "personal_data", "template")
 SEVERITIES = ("warn", "escalate", "block")
@@ -333,6 +333,11 @@ class ContentChecker:
             host = re.match(r"https?://([^/:?#]+)", legal.unsubscribe_url, re.IGNORECASE)
             if host:
                 self._allowed_domains.add(host.group(1).lower())
+
+    @classmethod
+    def for_playbook(cls, playbook: Playbook) -> ContentChecker:
+        """The checker for a playbook's brand, offers and disclosure rule (one place builds it)."""
+        return cls(playbook.brand, offers={o.id: o for o in playbook.offers}, require_ai_disclosure=playbook.brand.ai_disclosure)
 
     # --- the entry point --------------------------------------------------------------
 

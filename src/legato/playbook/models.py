@@ -58,6 +58,9 @@ class Brand(Strict):
     name: str = Field(min_length=1)
     voice: Voice = Field(default_factory=Voice)
     legal: LegalIdentity
+    ai_disclosure: bool = Field(
+        False, description="Every message must say it was written with AI (EU AI Act Art. 50 transparency)."
+    )
 
 
 # --- objectives, lifecycle, segments ---------------------------------------------------

@@ -582,7 +582,7 @@ def _render_and_check(playbook: Playbook, creative: Creative, row: Row[Any], cus
     person = {"id": customer.id, "email": customer.email, "phone": customer.phone, **(customer.attributes or {})}
     rendered = CreativeTemplate(creative).render(message_context(playbook, person, offers.get(row.offer_id or ""), token))
     channel = creative.channel.value
-    findings = ContentChecker(playbook.brand, offers=offers).check(
+    findings = ContentChecker.for_playbook(playbook).check(
         Message(channel=channel, body=rendered.body, subject=rendered.subject, title=rendered.title),
         offer_id=row.offer_id,
         # As the engine checks variants: fit to be the first SMS to a number (the strictest rules).
