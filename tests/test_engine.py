@@ -275,3 +275,19 @@ def test_existing_customer_exception_is_a_soft_opt_in(engine: Engine, tmp_path: 
     report = run_cycle(engine, soft, FixedClock(AT), transports(soft, tmp_path))
     assert "no_consent:email" not in report.agents["mailer"].suppressed  # c005 bought before
     assert report.agents["mailer"].suppressed["consent_revoked:email"] == 2  # an objection still wins
+
+
+def test_transactional_messages_skip_marketing_rules_but_need_a_contact_point(engine: Engine, tmp_path: Path) -> None:
+    load_customers(engine, n=20)  # c000/c010 revoked, c005 no consent
+    text = PLAYBOOK.replace("STAGE", "2").replace("HOLDOUT", "0").replace("BUDGET", "{}").replace(
+        "  - {id: hello, channel: email,", "  - {id: hello, channel: email, purpose: transactional,"
+    )
+    text = text.replace("  frequency_caps:", '  quiet_hours:\n    - {channel: email, start: "00:00", end: "23:59"}\n  frequency_caps:')
+    pb = parse_playbook(text.replace('body: "Hello {{ customer.id }}. Unsubscribe: {{ unsubscribe_url }} {{ brand.postal_address }}"', 'body: "Your order {{ customer.id }} has shipped."'))
+    clock = FixedClock(AT)
+    sinks = transports(pb, tmp_path)
+    first = run_cycle(engine, pb, clock, sinks).agents["mailer"]
+    audience = sum(1 for i in range(20) if i % 4 != 3)
+    assert first.scheduled == audience and not first.suppressed  # no consent, cap or quiet-hour blocks
+    clock.set(AT + timedelta(hours=2))
+    assert dispatch_due(engine, pb, clock, sinks).sent["mailer"] == audience

@@ -455,6 +455,7 @@ class _ActionTable:
         self.actions = actions
         self.keys = np.array([a.key for a in actions], dtype=object)
         self.channel = np.array([a.channel for a in actions], dtype=object)
+        self.marketing = np.array([a.is_nothing or playbook.creative(a.creative_id).purpose == "marketing" for a in actions])
         self.creative = np.array([a.creative_id for a in actions], dtype=object)
         self.offer = np.array([a.offer_id for a in actions], dtype=object)
         costs = {o.id: o.cost for o in playbook.offers}
@@ -498,7 +499,7 @@ def _check_variant(playbook: Playbook, action: Action, checker: ContentChecker) 
     except RenderError:
         return "block", "template.render_error"
     findings = checker.check(
-        Message(channel=creative.channel.value, body=rendered.body, subject=rendered.subject, title=rendered.title),
+        Message(channel=creative.channel.value, body=rendered.body, subject=rendered.subject, title=rendered.title, purpose=creative.purpose),
         offer_id=action.offer_id,
         # The first SMS to a number has the strictest rules; a variant must be fit to be one.
         first_sms=creative.channel.value in ("sms", "whatsapp"),
@@ -548,10 +549,10 @@ def _decide_page(
 
     # Guardrails first, so that only sends that may go out use up the budget.
     facts = facts_from_columns(columns, playbook.guardrails, channels)
-    verdict = check_contacts(channel, send_at, facts, playbook.guardrails)
+    index = np.where(chosen >= 0, chosen, 0)
+    verdict = check_contacts(channel, send_at, facts, playbook.guardrails, marketing=table.marketing[index])
     reasons = verdict.reasons.copy()
     send_at = np.where(sends, verdict.send_at, send_at)
-    index = np.where(chosen >= 0, chosen, 0)
     off_content = sends & verdict.allowed & table.content_block[index]
     reasons[off_content] = np.char.add("content:", table.content_rule[index][off_content].astype(str)).astype(object)
     awaiting = sends & verdict.allowed & ~off_content & columns["awaiting_review"].astype(bool)

@@ -106,11 +106,13 @@ def dispatch_due(
             breaches: dict[str, dict[str, Any]] = {}
             for row in rows:
                 try:
-                    resume = quiet_until(playbook, row, now)
+                    creative = templates.get(row.creative_id)
+                    marketing = creative is None or creative.creative.purpose == "marketing"
+                    resume = quiet_until(playbook, row, now) if marketing else None
                     if resume is not None:  # dispatched late into the night: wait for the morning
                         later.append({"o_id": row.id, "resume": resume})
                         continue
-                    check_contact_now(playbook, row, now)
+                    check_contact_now(playbook, row, now, marketing=marketing)
                     if row.channel not in channel_transports:
                         raise RenderError(f"no transport for channel '{row.channel}' in the playbook")
                     message = _message(row, playbook, templates, offers, checker, now)
@@ -162,8 +164,16 @@ def _demote_for_compliance(connection: Any, agent_id: str, detail: dict[str, Any
     )
 
 
-def check_contact_now(playbook: Playbook, row: Any, now: datetime) -> None:
-    """Consent and contact point as they are at send time, not as they were at decision time."""
+def check_contact_now(playbook: Playbook, row: Any, now: datetime, *, marketing: bool = True) -> None:
+    """Consent (marketing only) and contact point as they are at send time, not at decision time."""
+    if marketing:
+        _check_consent_now(playbook, row, now)
+    point = {"email": row.email, "sms": row.phone, "whatsapp": row.phone}.get(row.channel, True)
+    if not point:
+        raise RenderError(f"the customer has no {row.channel} contact point at send time; not sent")
+
+
+def _check_consent_now(playbook: Playbook, row: Any, now: datetime) -> None:
     if row.consent_status == "revoked":
         raise RenderError("the customer revoked consent after the decision; not sent")
     rule = next((r for r in playbook.guardrails.consent if r.channel.value == row.channel and r.purpose.value == "marketing"), None)
@@ -172,9 +182,6 @@ def check_contact_now(playbook: Playbook, row: Any, now: datetime) -> None:
         wrong_kind = rule.require == "express" and row.consent_kind != "express"
         if row.consent_status != "granted" or expired or wrong_kind:
             raise RenderError("no valid consent at send time; not sent")
-    point = {"email": row.email, "sms": row.phone, "whatsapp": row.phone}.get(row.channel, True)
-    if not point:
-        raise RenderError(f"the customer has no {row.channel} contact point at send time; not sent")
 
 
 def quiet_until(playbook: Playbook, row: Any, now: datetime) -> datetime | None:
@@ -224,7 +231,7 @@ def _message(
     token = message_token(row.id, row.customer_id)
     customer = {"id": row.customer_id, "email": row.email, "phone": row.phone, **(row.attributes or {})}
     rendered = creative.render(message_context(playbook, customer, offer, token))
-    message = Message(channel=row.channel, body=rendered.body, subject=rendered.subject, title=rendered.title)
+    message = Message(channel=row.channel, body=rendered.body, subject=rendered.subject, title=rendered.title, purpose=creative.creative.purpose)
     allowed = [value for value in (row.email, row.phone) if value]
     if row.content_override:  # a reviewer's edit was checked whole when saved, but check it whole again
         findings = checker.check(message, offer_id=row.offer_id, allowed_personal=allowed)

@@ -168,9 +168,15 @@ def check_contacts(
     send_at: npt.NDArray[np.datetime64],
     facts: ContactFacts,
     guardrails: Guardrails,
+    marketing: npt.NDArray[np.bool_] | None = None,
 ) -> ContactVerdict:
-    """Apply the contact rules to proposed sends; rows whose channel is None are not sends."""
+    """Apply the contact rules to proposed sends; rows whose channel is None are not sends.
+
+    Marketing consent, caps and quiet hours apply to marketing messages only (``marketing``,
+    default all); a transactional message (an order update) still needs a contact point.
+    """
     n = len(channels)
+    promotional = np.ones(n, dtype=bool) if marketing is None else marketing
     reasons = np.full(n, None, dtype=object)
     allowed = np.ones(n, dtype=bool)
     delayed = np.zeros(n, dtype=bool)
@@ -185,11 +191,11 @@ def check_contacts(
     for channel in facts.reachable:
         on_channel = channels == channel
         block(on_channel & ~facts.reachable[channel], f"no_contact_point:{channel}")
-        block(on_channel & facts.revoked[channel], f"consent_revoked:{channel}")
-        block(on_channel & ~facts.consented[channel], f"no_consent:{channel}")
+        block(on_channel & promotional & facts.revoked[channel], f"consent_revoked:{channel}")
+        block(on_channel & promotional & ~facts.consented[channel], f"no_consent:{channel}")
     for index, cap in enumerate(guardrails.frequency_caps):
         applies = sends if cap.channel == "any" else channels == cap.channel.value
-        applies = applies & _in_region(facts, cap.region, n)
+        applies = applies & promotional & _in_region(facts, cap.region, n)
         over = applies & (facts.cap_counts[index] >= cap.max) & allowed
         if cap.on_block == "delay" and cap.max > 0:
             until = facts.cap_oldest[index] + np.timedelta64(int(cap.days * 86_400_000_000), "us")
@@ -205,7 +211,7 @@ def check_contacts(
             over = over & ~later
         block(over, f"frequency_cap:{index}")
     for index, rule in enumerate(guardrails.quiet_hours):
-        applies = allowed & (channels == rule.channel.value) & _in_region(facts, rule.region, n)
+        applies = allowed & promotional & (channels == rule.channel.value) & _in_region(facts, rule.region, n)
         if not applies.any() or facts.zones is None:
             continue
         quiet, resume = apply_quiet_hours(rule, applies, send_at, facts.zones)

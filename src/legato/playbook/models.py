@@ -167,6 +167,9 @@ class Transport(Strict):
 class Creative(Strict):
     id: Identifier
     channel: ChannelKind
+    purpose: Literal["marketing", "transactional"] = Field(
+        "marketing", description="Transactional messages (order and account updates) skip marketing consent, caps and quiet hours."
+    )
     subject: str | None = None
     title: str | None = None
     body: str = Field(min_length=1)
