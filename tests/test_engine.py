@@ -291,3 +291,20 @@ def test_transactional_messages_skip_marketing_rules_but_need_a_contact_point(en
     assert first.scheduled == audience and not first.suppressed  # no consent, cap or quiet-hour blocks
     clock.set(AT + timedelta(hours=2))
     assert dispatch_due(engine, pb, clock, sinks).sent["mailer"] == audience
+
+
+def test_suppression_list_blocks_marketing_everywhere(engine: Engine, tmp_path: Path) -> None:
+    from legato.guard.contact import add_suppression
+
+    load_customers(engine, n=8)
+    add_suppression(engine, "email", "C001@Test.Example", "asked by phone", AT)  # stored lower-case
+    add_suppression(engine, "customer", "c002", "legal hold", AT)
+    add_suppression(engine, "customer", "c002", "legal hold", AT)  # twice: no change
+    pb = playbook(stage=2)
+    report = run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
+    assert report.agents["mailer"].suppressed["do_not_contact"] == 2
+    # Listed after the decision: the dispatcher still does not send.
+    add_suppression(engine, "email", "c004@test.example", "complaint", AT)
+    clock = FixedClock(AT + timedelta(hours=3))
+    sent = dispatch_due(engine, pb, clock, transports(pb, tmp_path))
+    assert sent.failed["mailer"] == 1 and "do-not-contact" in sent.errors[0]

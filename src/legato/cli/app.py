@@ -39,7 +39,7 @@ def _register_sub_apps() -> None:
     from legato.cli.importing import import_app
     from legato.cli.inbound import inbound_app
     from legato.cli.learning import bench, evaluate, simulate
-    from legato.cli.reports import report_app
+    from legato.cli.reports import report_app, suppress_app
     from legato.cli.trust import agents_app, review_app
 
     app.add_typer(import_app, name="import")
@@ -48,6 +48,7 @@ def _register_sub_apps() -> None:
     app.add_typer(review_app, name="review")
     app.add_typer(agents_app, name="agents")
     app.add_typer(inbound_app, name="inbound")
+    app.add_typer(suppress_app, name="suppress")
     app.command()(simulate)
     app.command()(bench)
     app.command()(evaluate)

@@ -104,3 +104,32 @@ def fairness(
             console.print(f"disparate impact ratio {impact}; breaches: {len(audit.breaches)}")
     if breached:
         raise typer.Exit(1)
+
+
+suppress_app = typer.Typer(help="The global suppression / do-not-contact list (no marketing on any channel).", no_args_is_help=True)
+
+
+@suppress_app.command("add")
+def suppress_add(
+    reason: Annotated[str, typer.Option(help="Why, e.g. 'national do-not-call registry' or 'legal hold'.")],
+    email: Annotated[Optional[str], typer.Option(help="An e-mail address.")] = None,
+    phone: Annotated[Optional[str], typer.Option(help="A phone number as stored on customers.")] = None,
+    customer: Annotated[Optional[str], typer.Option(help="A customer id.")] = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Put an address, number or customer on the list; agents and the dispatcher honour it at once.
+
+    Example: `legato suppress add --email someone@example.com --reason "asked by phone"`
+    """
+    from legato.guard.contact import add_suppression
+    from legato.store.db import connect
+
+    given = [(kind, value) for kind, value in (("email", email), ("phone", phone), ("customer", customer)) if value]
+    try:
+        if len(given) != 1:
+            raise LegatoError("give exactly one of --email, --phone or --customer")
+        engine = connect(database)
+        add_suppression(engine, given[0][0], given[0][1], reason, SystemClock().now())
+    except LegatoError as error:
+        fail(error)
+    console.print(f"suppressed {given[0][0]} {given[0][1]}")

@@ -22,6 +22,7 @@ from sqlalchemy import Engine, bindparam, select, update
 from legato.clock import Clock
 from legato.deliver.channels import ConsoleTransport, FileTransport, Transport
 from legato.deliver.render import CreativeTemplate, RenderError, variant_hash
+from legato.guard.contact import on_suppression_list
 from legato.guard.content import ContentChecker, Message, verdict
 from legato.guard.quiet_hours import candidate_zones, quiet_between
 from legato.playbook.models import Creative, Offer, Playbook
@@ -80,6 +81,7 @@ def dispatch_due(
             consent.c.status.label("consent_status"),
             consent.c.kind.label("consent_kind"),
             consent.c.expires_at.label("consent_expires_at"),
+            on_suppression_list().label("do_not_contact"),
         )
         .join(decisions, decisions.c.id == outbox.c.decision_id)
         .join(customers, customers.c.id == outbox.c.customer_id)
@@ -174,6 +176,8 @@ def check_contact_now(playbook: Playbook, row: Any, now: datetime, *, marketing:
 
 
 def _check_consent_now(playbook: Playbook, row: Any, now: datetime) -> None:
+    if row.do_not_contact:
+        raise RenderError("the customer is on the do-not-contact list; not sent")
     if row.consent_status == "revoked":
         raise RenderError("the customer revoked consent after the decision; not sent")
     rule = next((r for r in playbook.guardrails.consent if r.channel.value == row.channel and r.purpose.value == "marketing"), None)

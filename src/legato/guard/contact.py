@@ -14,15 +14,17 @@ rule needs none, which is the opt-out regime of CAN-SPAM for US e-mail.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from datetime import datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select, union_all
 
+from legato.errors import LegatoError
 from legato.guard.quiet_hours import apply_quiet_hours, candidate_zones
 from legato.playbook.models import FrequencyCap, Guardrails
-from legato.store.schema import consents, customers, decisions, outbox, review_items, traits
+from legato.store.schema import consents, customers, decisions, outbox, review_items, suppressions, traits
 
 CONTACT_POINT = {"email": customers.c.email, "sms": customers.c.phone, "whatsapp": customers.c.phone}
 
@@ -38,6 +40,7 @@ class ContactFacts:
     cap_oldest: list[npt.NDArray[np.datetime64]]
     cap_latest: list[npt.NDArray[np.datetime64]] | None = None
     zones: list[tuple[str, ...]] | None = None  # candidate local zones per customer
+    suppressed: npt.NDArray[np.bool_] | None = None  # on the global suppression / do-not-contact list
     regions: npt.NDArray[np.str_] | None = None  # "US-FL", or "US" when the region is unknown
 
 
@@ -62,6 +65,7 @@ def contact_columns(
     to the page being read, so each page's query does not aggregate every recent send again.
     """
     query = query.add_columns(
+        case((on_suppression_list(), 1), else_=0).label("contact_suppressed"),
         customers.c.time_zone.label("contact_zone"),
         customers.c.phone.label("contact_phone"),
         customers.c.country.label("contact_country"),
@@ -97,6 +101,34 @@ def contact_columns(
             counted.c.latest.label(f"cap_latest_{index}"),
         )
     return query
+
+
+def on_suppression_list() -> ColumnElement[bool]:
+    """True for a customer whose id, e-mail address or phone number is on the suppression list."""
+    return (
+        select(literal(1))
+        .where(
+            or_(
+                and_(suppressions.c.kind == "customer", suppressions.c.value == customers.c.id),
+                and_(suppressions.c.kind == "email", suppressions.c.value == func.lower(customers.c.email)),
+                and_(suppressions.c.kind == "phone", suppressions.c.value == customers.c.phone),
+            )
+        )
+        .exists()
+    )
+
+
+def add_suppression(engine: Any, kind: str, value: str, reason: str, now: datetime) -> None:
+    """Put a customer id, e-mail address or phone number on the list (again: no change)."""
+    if kind not in ("customer", "email", "phone"):
+        raise LegatoError(f"'{kind}' is not a suppression kind", hint="use customer, email or phone")
+    value = value.strip().lower() if kind == "email" else value.strip()
+    if not value or not reason.strip():
+        raise LegatoError("a suppression needs a value and a reason")
+    with engine.begin() as connection:
+        exists = connection.execute(select(suppressions.c.kind).where(suppressions.c.kind == kind, suppressions.c.value == value)).first()
+        if exists is None:
+            connection.execute(suppressions.insert().values(kind=kind, value=value, reason=reason, added_at=now))
 
 
 def _cap_counts(
@@ -143,6 +175,7 @@ def facts_from_columns(
             for zone, phone, country in zip(columns["contact_zone"].tolist(), columns["contact_phone"].tolist(), countries, strict=True)
         ]
     return ContactFacts(
+        suppressed=columns["contact_suppressed"].astype(bool),
         zones=zones,
         regions=regions,
         reachable={c: columns[f"reachable_{c}"].astype(bool) for c in channels},
@@ -188,6 +221,8 @@ def check_contacts(
         reasons[hit] = reason
         allowed[hit] = False
 
+    if facts.suppressed is not None:
+        block(promotional & facts.suppressed, "do_not_contact")
     for channel in facts.reachable:
         on_channel = channels == channel
         block(on_channel & ~facts.reachable[channel], f"no_contact_point:{channel}")

@@ -64,6 +64,17 @@ consents = Table(
     Column("expires_at", UTCDateTime),
 )
 
+# Global suppression and do-not-contact lists: a listed customer id, e-mail address or phone
+# number receives no marketing on any channel, whatever its consents say.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("kind", String(16), primary_key=True),  # customer | email | phone
+    Column("value", String(320), primary_key=True),  # e-mail addresses lower-cased
+    Column("reason", String(256), nullable=False),
+    Column("added_at", UTCDateTime, nullable=False),
+)
+
 events = Table(
     "events",
     metadata,
