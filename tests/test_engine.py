@@ -15,7 +15,7 @@ from legato.clock import FixedClock
 from legato.deliver.dispatch import dispatch_due, transports
 from legato.engine import run_cycle
 from legato.errors import NothingToDoError
-from legato.playbook.loader import parse_playbook
+from legato.playbook.loader import PlaybookError, parse_playbook
 from legato.playbook.models import Playbook
 from legato.store.ingest import import_customers, import_events
 from legato.store.schema import agents, audit_log, decisions, outbox, review_items
@@ -308,3 +308,33 @@ def test_suppression_list_blocks_marketing_everywhere(engine: Engine, tmp_path: 
     clock = FixedClock(AT + timedelta(hours=3))
     sent = dispatch_due(engine, pb, clock, transports(pb, tmp_path))
     assert sent.failed["mailer"] == 1 and "do-not-contact" in sent.errors[0]
+
+
+def test_caps_can_count_one_tag_only(engine: Engine, tmp_path: Path) -> None:
+    load_customers(engine, n=8)
+    text = PLAYBOOK.replace("STAGE", "3").replace("HOLDOUT", "0").replace("BUDGET", "{}")
+    text = text.replace("  - {id: hello, channel: email,", "  - {id: hello, channel: email, tags: [promo],")
+    text = text.replace("    - {channel: email, max: 1, days: 3, on_block: drop}\n", "    - {channel: email, tag: promo, max: 1, days: 3}\n")
+    pb = parse_playbook(text)
+    run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
+    second = run_cycle(engine, pb, FixedClock(AT + timedelta(days=1)), transports(pb, tmp_path)).agents["mailer"]
+    assert second.scheduled == 0 and second.suppressed["frequency_cap:0"] == len(expected_eligible(8))
+    # Two creatives, one tagged promo: the promo cap blocks only the promo creative.
+    both = parse_playbook(
+        text.replace(
+            "creatives:\n  - {id: hello,",
+            'creatives:\n  - {id: bye, channel: email, tags: [news], subject: "News", body: "News. Unsubscribe: {{ unsubscribe_url }} {{ brand.postal_address }}"}\n  - {id: hello,',
+        ).replace("actions: {creatives: [hello],", "actions: {creatives: [hello, bye],")
+    )
+    load_customers(engine, n=60)
+    for day in (10, 11):
+        run_cycle(engine, both, FixedClock(AT + timedelta(days=day)), transports(both, tmp_path))
+    with engine.connect() as c:
+        capped = c.execute(
+            sa.select(decisions.c.creative_id).where(
+                decisions.c.decided_at == AT + timedelta(days=11), sa.cast(decisions.c.findings, sa.Text).like("%frequency_cap:0%")
+            )
+        ).scalars().all()
+    assert capped and set(capped) == {"hello"}
+    with pytest.raises(PlaybookError, match="no creative carries the tag 'promo'"):
+        parse_playbook(text.replace("tags: [promo],", "tags: [news],"))

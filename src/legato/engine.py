@@ -325,7 +325,9 @@ def _run_agent(
     # Pages are id ranges: every per-customer subquery below is bounded to the page's range.
     low, high = sa.bindparam("page_low", type_=sa.String()), sa.bindparam("page_high", type_=sa.String())
     base = base.where(customers.c.id > low, customers.c.id <= high)
-    base = contact_columns(base, playbook.guardrails, channels, now, page=(low, high))
+    all_tags = {tag for creative in playbook.creatives for tag in creative.tags}
+    tagged = {tag: [c.id for c in playbook.creatives if tag in c.tags] for tag in all_tags}
+    base = contact_columns(base, playbook.guardrails, channels, now, page=(low, high), tagged=tagged)
     # A customer whose last proposal from this agent still waits for a person gets no second
     # one, and nobody is contacted while a message they wrote waits for a person.
     waiting = sa.union(
@@ -456,6 +458,7 @@ class _ActionTable:
         self.keys = np.array([a.key for a in actions], dtype=object)
         self.channel = np.array([a.channel for a in actions], dtype=object)
         self.marketing = np.array([a.is_nothing or playbook.creative(a.creative_id).purpose == "marketing" for a in actions])
+        self.tags = [tuple(playbook.creative(a.creative_id).tags) if a.creative_id else () for a in actions]
         self.creative = np.array([a.creative_id for a in actions], dtype=object)
         self.offer = np.array([a.offer_id for a in actions], dtype=object)
         costs = {o.id: o.cost for o in playbook.offers}
@@ -550,7 +553,9 @@ def _decide_page(
     # Guardrails first, so that only sends that may go out use up the budget.
     facts = facts_from_columns(columns, playbook.guardrails, channels)
     index = np.where(chosen >= 0, chosen, 0)
-    verdict = check_contacts(channel, send_at, facts, playbook.guardrails, marketing=table.marketing[index])
+    verdict = check_contacts(
+        channel, send_at, facts, playbook.guardrails, marketing=table.marketing[index], tags=[table.tags[i] for i in index.tolist()]
+    )
     reasons = verdict.reasons.copy()
     send_at = np.where(sends, verdict.send_at, send_at)
     off_content = sends & verdict.allowed & table.content_block[index]

@@ -58,8 +58,11 @@ def contact_columns(
     channels: list[str],
     now: datetime,
     page: tuple[ColumnElement[str], ColumnElement[str]] | None = None,
+    tagged: dict[str, list[str]] | None = None,
 ) -> Select[tuple[object, ...]]:
     """Add to an audience query (over ``customers``) the columns :func:`facts_from_columns` reads.
+
+    ``tagged`` maps a tag to the ids of the creatives that carry it, for caps counted by tag.
 
     ``page`` bounds (exclusive low, inclusive high customer id) keep the per-customer counts
     to the page being read, so each page's query does not aggregate every recent send again.
@@ -94,7 +97,8 @@ def contact_columns(
             case((alias.c.status == "revoked", 1), else_=0).label(f"revoked_{channel}"),
         )
     for index, cap in enumerate(guardrails.frequency_caps):
-        counted = _cap_counts(cap, now, page).alias(f"cap_{index}")
+        creatives = (tagged or {}).get(cap.tag, []) if cap.tag else None
+        counted = _cap_counts(cap, now, page, creatives).alias(f"cap_{index}")
         query = query.outerjoin(counted, counted.c.customer_id == customers.c.id).add_columns(
             func.coalesce(counted.c.sent, 0).label(f"cap_count_{index}"),
             counted.c.oldest.label(f"cap_oldest_{index}"),
@@ -132,7 +136,10 @@ def add_suppression(engine: Any, kind: str, value: str, reason: str, now: dateti
 
 
 def _cap_counts(
-    cap: FrequencyCap, now: datetime, page: tuple[ColumnElement[str], ColumnElement[str]] | None
+    cap: FrequencyCap,
+    now: datetime,
+    page: tuple[ColumnElement[str], ColumnElement[str]] | None,
+    creatives: list[str] | None = None,
 ) -> Select[tuple[object, ...]]:
     """Messages in the cap's window per customer: sent or pending in the outbox, and those
     waiting for a person's approval (approving them must not break the cap)."""
@@ -146,6 +153,9 @@ def _cap_counts(
     if cap.channel != "any":
         outgoing = outgoing.where(outbox.c.channel == cap.channel.value)
         waiting = waiting.where(decisions.c.channel == cap.channel.value)
+    if creatives is not None:  # a tag's cap counts only that tag's creatives
+        outgoing = outgoing.join(decisions, decisions.c.id == outbox.c.decision_id).where(decisions.c.creative_id.in_(creatives))
+        waiting = waiting.where(decisions.c.creative_id.in_(creatives))
     if page is not None:
         low, high = page
         outgoing = outgoing.where(outbox.c.customer_id > low, outbox.c.customer_id <= high)
@@ -202,6 +212,7 @@ def check_contacts(
     facts: ContactFacts,
     guardrails: Guardrails,
     marketing: npt.NDArray[np.bool_] | None = None,
+    tags: list[tuple[str, ...]] | None = None,
 ) -> ContactVerdict:
     """Apply the contact rules to proposed sends; rows whose channel is None are not sends.
 
@@ -231,6 +242,9 @@ def check_contacts(
     for index, cap in enumerate(guardrails.frequency_caps):
         applies = sends if cap.channel == "any" else channels == cap.channel.value
         applies = applies & promotional & _in_region(facts, cap.region, n)
+        if cap.tag is not None:
+            carries = np.array([cap.tag in t for t in tags], dtype=bool) if tags is not None else np.zeros(n, dtype=bool)
+            applies = applies & carries
         over = applies & (facts.cap_counts[index] >= cap.max) & allowed
         if cap.on_block == "delay" and cap.max > 0:
             until = facts.cap_oldest[index] + np.timedelta64(int(cap.days * 86_400_000_000), "us")

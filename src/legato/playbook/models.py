@@ -167,6 +167,7 @@ class Transport(Strict):
 class Creative(Strict):
     id: Identifier
     channel: ChannelKind
+    tags: list[Identifier] = Field(default_factory=list, description="Labels frequency caps can count by, e.g. promo.")
     purpose: Literal["marketing", "transactional"] = Field(
         "marketing", description="Transactional messages (order and account updates) skip marketing consent, caps and quiet hours."
     )
@@ -293,7 +294,10 @@ class ConsentRule(Strict):
 
 
 class FrequencyCap(Strict):
+    """At most ``max`` messages in any rolling ``days``; ``max: 1`` is a minimum gap of ``days``."""
+
     channel: ChannelKind | Literal["any"] = "any"
+    tag: Identifier | None = Field(None, description="Count only messages whose creative carries this tag.")
     max: int = Field(ge=0)
     days: float = Field(gt=0, description="Rolling window length in days.")
     on_block: Literal["drop", "delay"] = "drop"

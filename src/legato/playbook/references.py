@@ -93,6 +93,10 @@ def _links(playbook: Playbook) -> Iterator[Problem]:
                     f"channel '{channel}' is not declared under channels",
                     f"declared: {', '.join(sorted(channels))}",
                 )
+    tags = {tag for creative in playbook.creatives for tag in creative.tags}
+    for i, cap in enumerate(guard.frequency_caps):
+        if cap.tag is not None and cap.tag not in tags:
+            yield Problem(("guardrails", "frequency_caps", i, "tag"), f"no creative carries the tag '{cap.tag}'", f"tags in use: {', '.join(sorted(tags)) or 'none'}")
     for i, name in enumerate(guard.protected_attributes):
         if name not in playbook.attributes:
             yield Problem(
