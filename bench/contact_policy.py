@@ -46,6 +46,7 @@ def main() -> int:
     oldest = np.datetime64("2024-03-01T10:00", "us") + rng.integers(0, 3 * 86_400, N).astype("timedelta64[s]")
     columns = {
         "contact_suppressed": (rng.random(N) < 0.01).astype(np.int64),
+        "contact_whatsapp_window": np.zeros(N, dtype=np.int64),
         "contact_zone": ZONES[rng.integers(0, len(ZONES), N)],
         "contact_phone": np.where(rng.random(N) < 0.5, "+12125550100", None).astype(object),
         "contact_country": np.full(N, "US", dtype=object),

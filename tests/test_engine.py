@@ -338,3 +338,24 @@ def test_caps_can_count_one_tag_only(engine: Engine, tmp_path: Path) -> None:
     assert capped and set(capped) == {"hello"}
     with pytest.raises(PlaybookError, match="no creative carries the tag 'promo'"):
         parse_playbook(text.replace("tags: [promo],", "tags: [news],"))
+
+
+def test_whatsapp_outside_the_service_window_needs_an_approved_template(engine: Engine, tmp_path: Path) -> None:
+    from legato.trust.inbound import receive
+
+    load_customers(engine, n=8)
+    ids = [f"c{i:03d}" for i in range(8)]
+    import_customers(engine, pa.table({"id": ids, "phone": [f"+1212555{i:04d}" for i in range(8)], "consent_whatsapp_marketing": ["express"] * 8}), clock=FixedClock(AT))
+    text = PLAYBOOK.replace("STAGE", "2").replace("HOLDOUT", "0").replace("BUDGET", "{}").replace("  email: {kind: file, path: out/email.jsonl}", "  email: {kind: file, path: out/email.jsonl}\n  whatsapp: {kind: file, path: out/wa.jsonl}")
+    text = text.replace(
+        "creatives:\n  - {id: hello,",
+        'creatives:\n  - {id: chat, channel: whatsapp, body: "Test Co: new arrivals are in. Reply STOP to opt out."}\n  - {id: hello,',
+    ).replace("actions: {creatives: [hello],", "actions: {creatives: [chat],").replace("    - {channel: email, purpose: marketing}", "    - {channel: email, purpose: marketing}\n    - {channel: whatsapp, purpose: marketing}")
+    pb = parse_playbook(text)
+    receive(engine, pb, "c001", "whatsapp", "hi, do you have boots in size 9?", AT - timedelta(hours=2))  # opens c001's window
+    report = run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path)).agents["mailer"]
+    assert report.scheduled == 1  # only c001 wrote within 24 hours
+    assert report.suppressed == {"whatsapp_outside_service_window": report.audience - 1}
+    approved = parse_playbook(text.replace('  - {id: chat, channel: whatsapp,', '  - {id: chat, channel: whatsapp, approved_template: true,'))
+    later = run_cycle(engine, approved, FixedClock(AT + timedelta(days=4)), transports(approved, tmp_path)).agents["mailer"]
+    assert "whatsapp_outside_service_window" not in later.suppressed

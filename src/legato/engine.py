@@ -459,6 +459,7 @@ class _ActionTable:
         self.channel = np.array([a.channel for a in actions], dtype=object)
         self.marketing = np.array([a.is_nothing or playbook.creative(a.creative_id).purpose == "marketing" for a in actions])
         self.tags = [tuple(playbook.creative(a.creative_id).tags) if a.creative_id else () for a in actions]
+        self.approved_template = np.array([bool(a.creative_id) and playbook.creative(a.creative_id).approved_template for a in actions])
         self.creative = np.array([a.creative_id for a in actions], dtype=object)
         self.offer = np.array([a.offer_id for a in actions], dtype=object)
         costs = {o.id: o.cost for o in playbook.offers}
@@ -554,7 +555,13 @@ def _decide_page(
     facts = facts_from_columns(columns, playbook.guardrails, channels)
     index = np.where(chosen >= 0, chosen, 0)
     verdict = check_contacts(
-        channel, send_at, facts, playbook.guardrails, marketing=table.marketing[index], tags=[table.tags[i] for i in index.tolist()]
+        channel,
+        send_at,
+        facts,
+        playbook.guardrails,
+        marketing=table.marketing[index],
+        tags=[table.tags[i] for i in index.tolist()],
+        templates=table.approved_template[index],
     )
     reasons = verdict.reasons.copy()
     send_at = np.where(sends, verdict.send_at, send_at)

@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, se
 from legato.errors import LegatoError
 from legato.guard.quiet_hours import apply_quiet_hours, candidate_zones
 from legato.playbook.models import FrequencyCap, Guardrails
-from legato.store.schema import consents, customers, decisions, outbox, review_items, suppressions, traits
+from legato.store.schema import consents, customers, decisions, inbound_messages, outbox, review_items, suppressions, traits
 
 CONTACT_POINT = {"email": customers.c.email, "sms": customers.c.phone, "whatsapp": customers.c.phone}
 
@@ -41,6 +41,7 @@ class ContactFacts:
     cap_latest: list[npt.NDArray[np.datetime64]] | None = None
     zones: list[tuple[str, ...]] | None = None  # candidate local zones per customer
     suppressed: npt.NDArray[np.bool_] | None = None  # on the global suppression / do-not-contact list
+    whatsapp_window: npt.NDArray[np.bool_] | None = None  # wrote to us on WhatsApp in the last 24 hours
     regions: npt.NDArray[np.str_] | None = None  # "US-FL", or "US" when the region is unknown
 
 
@@ -67,7 +68,18 @@ def contact_columns(
     ``page`` bounds (exclusive low, inclusive high customer id) keep the per-customer counts
     to the page being read, so each page's query does not aggregate every recent send again.
     """
+    # WhatsApp's 24-hour customer service window: opened by the customer's last message.
+    replied = (
+        select(literal(1))
+        .where(
+            inbound_messages.c.customer_id == customers.c.id,
+            inbound_messages.c.channel == "whatsapp",
+            inbound_messages.c.received_at > now - timedelta(hours=24),
+        )
+        .exists()
+    )
     query = query.add_columns(
+        case((replied, 1), else_=0).label("contact_whatsapp_window"),
         case((on_suppression_list(), 1), else_=0).label("contact_suppressed"),
         customers.c.time_zone.label("contact_zone"),
         customers.c.phone.label("contact_phone"),
@@ -186,6 +198,7 @@ def facts_from_columns(
         ]
     return ContactFacts(
         suppressed=columns["contact_suppressed"].astype(bool),
+        whatsapp_window=columns["contact_whatsapp_window"].astype(bool),
         zones=zones,
         regions=regions,
         reachable={c: columns[f"reachable_{c}"].astype(bool) for c in channels},
@@ -213,6 +226,7 @@ def check_contacts(
     guardrails: Guardrails,
     marketing: npt.NDArray[np.bool_] | None = None,
     tags: list[tuple[str, ...]] | None = None,
+    templates: npt.NDArray[np.bool_] | None = None,
 ) -> ContactVerdict:
     """Apply the contact rules to proposed sends; rows whose channel is None are not sends.
 
@@ -234,6 +248,9 @@ def check_contacts(
 
     if facts.suppressed is not None:
         block(promotional & facts.suppressed, "do_not_contact")
+    if facts.whatsapp_window is not None and templates is not None:
+        # Outside the 24-hour window WhatsApp accepts only pre-approved templates (Meta's Business Policy).
+        block((channels == "whatsapp") & ~templates & ~facts.whatsapp_window, "whatsapp_outside_service_window")
     for channel in facts.reachable:
         on_channel = channels == channel
         block(on_channel & ~facts.reachable[channel], f"no_contact_point:{channel}")

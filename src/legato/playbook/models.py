@@ -168,6 +168,9 @@ class Creative(Strict):
     id: Identifier
     channel: ChannelKind
     tags: list[Identifier] = Field(default_factory=list, description="Labels frequency caps can count by, e.g. promo.")
+    approved_template: bool = Field(
+        False, description="WhatsApp: a template Meta approved, the only kind allowed outside the 24-hour service window."
+    )
     purpose: Literal["marketing", "transactional"] = Field(
         "marketing", description="Transactional messages (order and account updates) skip marketing consent, caps and quiet hours."
     )
