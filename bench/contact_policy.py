@@ -59,6 +59,7 @@ def main() -> int:
         columns[f"cap_count_{i}"] = count
         columns[f"cap_oldest_{i}"] = np.where(count > 0, oldest, np.datetime64("NaT", "us"))
         columns[f"cap_latest_{i}"] = np.where(count > 0, oldest, np.datetime64("NaT", "us"))
+        columns[f"cap_times_{i}"] = np.full(N, None, dtype=object)  # rolling caps only here
     channels = np.full(N, "sms", dtype=object)
     send_at = np.datetime64("2024-03-04T01:30", "us") + rng.integers(0, 24, N).astype("timedelta64[h]")
     times, verdict = [], None

@@ -359,3 +359,34 @@ def test_whatsapp_outside_the_service_window_needs_an_approved_template(engine: 
     approved = parse_playbook(text.replace('  - {id: chat, channel: whatsapp,', '  - {id: chat, channel: whatsapp, approved_template: true,'))
     later = run_cycle(engine, approved, FixedClock(AT + timedelta(days=4)), transports(approved, tmp_path)).agents["mailer"]
     assert "whatsapp_outside_service_window" not in later.suppressed
+
+
+def test_calendar_day_cap_resets_at_local_midnight(engine: Engine, tmp_path: Path) -> None:
+    load_customers(engine, n=8)
+    text = PLAYBOOK.replace("STAGE", "3").replace("HOLDOUT", "0").replace("BUDGET", "{}").replace('send_windows: ["09:00-17:00"]', 'send_windows: ["09:00-23:00"]')
+    for on_block in ("drop", "delay"):
+        pb = parse_playbook(text.replace("    - {channel: email, max: 1, days: 3, on_block: drop}\n", f"    - {{channel: email, max: 1, calendar: day, on_block: {on_block}}}\n"))
+        with engine.begin() as c:
+            for table in (review_items, outbox, decisions):
+                c.execute(sa.delete(table))
+        run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))  # sends at 09:00 UTC
+        same_day = run_cycle(engine, pb, FixedClock(AT + timedelta(hours=10)), transports(pb, tmp_path)).agents["mailer"]
+        next_day = run_cycle(engine, pb, FixedClock(AT + timedelta(hours=23)), transports(pb, tmp_path)).agents["mailer"]
+        eligible = len(expected_eligible(8))
+        if on_block == "drop":
+            assert same_day.scheduled == 0 and same_day.suppressed["frequency_cap:0"] == eligible
+        else:  # moved to the next local day
+            assert same_day.scheduled == eligible and same_day.delayed == eligible
+            with engine.connect() as c:
+                moved = set(
+                    c.execute(
+                        sa.select(decisions.c.send_at).where(decisions.c.decided_at == AT + timedelta(hours=10), decisions.c.route == "execute")
+                    ).scalars()
+                )
+            assert moved == {AT + timedelta(hours=16)}  # midnight UTC after 2024-03-04
+        # 23 hours after the first send: a rolling day would still block; a new calendar day does not.
+        assert next_day.scheduled + next_day.suppressed.get("frequency_cap:0", 0) == eligible
+        if on_block == "drop":
+            assert next_day.scheduled == eligible
+    with pytest.raises(PlaybookError, match="give either days"):
+        parse_playbook(text.replace("max: 1, days: 3, on_block: drop}", "max: 1, days: 3, calendar: day}"))

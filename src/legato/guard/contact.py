@@ -15,14 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select, union_all
+from sqlalchemy import ColumnElement, Select, String, and_, case, func, literal, or_, select, union_all
+from sqlalchemy import cast as sa_cast
 
 from legato.errors import LegatoError
-from legato.guard.quiet_hours import apply_quiet_hours, candidate_zones
+from legato.guard.quiet_hours import apply_quiet_hours, candidate_zones, zone_named
 from legato.playbook.models import FrequencyCap, Guardrails
 from legato.store.schema import consents, customers, decisions, inbound_messages, outbox, review_items, suppressions, traits
 
@@ -39,6 +40,7 @@ class ContactFacts:
     cap_counts: list[npt.NDArray[np.int64]]
     cap_oldest: list[npt.NDArray[np.datetime64]]
     cap_latest: list[npt.NDArray[np.datetime64]] | None = None
+    cap_times: list[npt.NDArray[np.object_]] | None = None  # comma-joined send instants, for calendar caps
     zones: list[tuple[str, ...]] | None = None  # candidate local zones per customer
     suppressed: npt.NDArray[np.bool_] | None = None  # on the global suppression / do-not-contact list
     whatsapp_window: npt.NDArray[np.bool_] | None = None  # wrote to us on WhatsApp in the last 24 hours
@@ -115,6 +117,7 @@ def contact_columns(
             func.coalesce(counted.c.sent, 0).label(f"cap_count_{index}"),
             counted.c.oldest.label(f"cap_oldest_{index}"),
             counted.c.latest.label(f"cap_latest_{index}"),
+            counted.c.times.label(f"cap_times_{index}"),
         )
     return query
 
@@ -155,7 +158,7 @@ def _cap_counts(
 ) -> Select[tuple[object, ...]]:
     """Messages in the cap's window per customer: sent or pending in the outbox, and those
     waiting for a person's approval (approving them must not break the cap)."""
-    since = now - timedelta(days=cap.days)
+    since = now - timedelta(days=cap.lookback_days)
     outgoing = select(outbox.c.customer_id, outbox.c.send_at).where(outbox.c.send_at > since, outbox.c.status.in_(("pending", "sent")))
     waiting = (
         select(decisions.c.customer_id, decisions.c.send_at)
@@ -178,6 +181,8 @@ def _cap_counts(
         func.count().label("sent"),
         func.min(contacts.c.send_at).label("oldest"),
         func.max(contacts.c.send_at).label("latest"),
+        # Calendar caps need the instants themselves: which fall in the customer's local day or week.
+        func.aggregate_strings(sa_cast(contacts.c.send_at, String), ",").label("times"),
     ).group_by(contacts.c.customer_id)
 
 
@@ -191,7 +196,7 @@ def facts_from_columns(
         dtype=str,
     )
     zones = None
-    if guardrails.quiet_hours:
+    if guardrails.quiet_hours or any(cap.calendar for cap in guardrails.frequency_caps):
         zones = [
             candidate_zones(zone, phone, country)
             for zone, phone, country in zip(columns["contact_zone"].tolist(), columns["contact_phone"].tolist(), countries, strict=True)
@@ -207,6 +212,7 @@ def facts_from_columns(
         cap_counts=[columns[f"cap_count_{i}"].astype(np.int64) for i in range(len(guardrails.frequency_caps))],
         cap_oldest=[_to_datetime64(columns[f"cap_oldest_{i}"]) for i in range(len(guardrails.frequency_caps))],
         cap_latest=[_to_datetime64(columns[f"cap_latest_{i}"]) for i in range(len(guardrails.frequency_caps))],
+        cap_times=[columns[f"cap_times_{i}"] for i in range(len(guardrails.frequency_caps))],
     )
 
 
@@ -262,6 +268,14 @@ def check_contacts(
         if cap.tag is not None:
             carries = np.array([cap.tag in t for t in tags], dtype=bool) if tags is not None else np.zeros(n, dtype=bool)
             applies = applies & carries
+        if cap.calendar is not None:
+            over, until = _calendar_over(cap, applies & allowed, send_at, facts, index)
+            later = over & (cap.on_block == "delay")
+            send_at[later] = until[later]
+            delayed |= later
+            reasons[later] = f"delayed:frequency_cap:{index}"
+            block(over & ~later, f"frequency_cap:{index}")
+            continue
         over = applies & (facts.cap_counts[index] >= cap.max) & allowed
         if cap.on_block == "delay" and cap.max > 0:
             until = facts.cap_oldest[index] + np.timedelta64(int(cap.days * 86_400_000_000), "us")
@@ -288,6 +302,36 @@ def check_contacts(
         else:
             block(quiet, f"quiet_hours:{index}")
     return ContactVerdict(allowed=allowed, send_at=send_at, reasons=reasons, delayed=delayed)
+
+
+def _calendar_over(
+    cap: FrequencyCap, rows: npt.NDArray[np.bool_], send_at: npt.NDArray[np.datetime64], facts: ContactFacts, index: int
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.datetime64]]:
+    """Rows whose local calendar day/week of the proposed send already holds ``max`` messages,
+    and when the next such window starts. Only customers with recent messages are looked at."""
+    over = np.zeros(len(rows), dtype=bool)
+    until = send_at.copy()
+    assert facts.cap_times is not None and facts.zones is not None
+    times = facts.cap_times[index]
+    for i in np.flatnonzero(rows & (facts.cap_counts[index] >= cap.max)).tolist():
+        if not times[i]:
+            continue
+        zone = zone_named(facts.zones[i][0])
+        proposed = send_at[i].astype("datetime64[us]").astype(datetime).replace(tzinfo=timezone.utc).astimezone(zone)
+        start = proposed.replace(hour=0, minute=0, second=0, microsecond=0)
+        if cap.calendar == "week":
+            start = start - timedelta(days=start.weekday())
+        end = start + timedelta(days=7 if cap.calendar == "week" else 1)  # aware arithmetic: wall clock kept
+        sent = [_instant(text) for text in str(times[i]).split(",")]
+        if sum(start <= t < end for t in sent) >= cap.max:
+            over[i] = True
+            until[i] = np.datetime64(end.astimezone(timezone.utc).replace(tzinfo=None), "us")
+    return over, until
+
+
+def _instant(text: str) -> datetime:
+    value = datetime.fromisoformat(text.strip())
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
 def _in_region(facts: ContactFacts, region: str | None, n: int) -> npt.NDArray[np.bool_]:

@@ -77,7 +77,7 @@ def quiet_between(start: time, end: time, candidates: tuple[str, ...], instant: 
     quiet_anywhere = False
     resume = instant
     for name in candidates:
-        zone = _zone(name)
+        zone = zone_named(name)
         local = instant.astimezone(zone)
         if _in_quiet(local.time(), start, end):
             quiet_anywhere = True
@@ -104,7 +104,7 @@ def _next_end(local: datetime, start: time, end: time) -> datetime:
 
 
 @lru_cache(maxsize=1024)
-def _zone(name: str) -> ZoneInfo:
+def zone_named(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

@@ -302,11 +302,25 @@ class FrequencyCap(Strict):
     channel: ChannelKind | Literal["any"] = "any"
     tag: Identifier | None = Field(None, description="Count only messages whose creative carries this tag.")
     max: int = Field(ge=0)
-    days: float = Field(gt=0, description="Rolling window length in days.")
+    days: float | None = Field(None, gt=0, description="Rolling window length in days.")
+    calendar: Literal["day", "week"] | None = Field(
+        None, description="Instead of a rolling window: the customer's local calendar day or week (from Monday)."
+    )
     on_block: Literal["drop", "delay"] = "drop"
     region: str | None = Field(
         None, pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$", description="Only customers in this country or region, e.g. US-FL."
     )
+
+    @model_validator(mode="after")
+    def _one_window(self) -> Any:
+        if (self.days is None) == (self.calendar is None):
+            raise ValueError("give either days (a rolling window) or calendar: day | week")
+        return self
+
+    @property
+    def lookback_days(self) -> float:
+        """How far back sends can matter: the rolling window, or a calendar week and a day of zones."""
+        return self.days if self.days is not None else 8.0
 
 
 class QuietHours(Strict):

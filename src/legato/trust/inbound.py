@@ -141,7 +141,12 @@ def receive(engine: Engine, playbook: Playbook, customer_id: str, channel: str, 
 def help_reply(playbook: Playbook) -> str:
     """The CTIA HELP answer: who, how often, what it costs, whom to ask, how to stop."""
     caps = [c for c in playbook.guardrails.frequency_caps if c.channel in ("sms", "any")]
-    frequency = f"Up to {caps[0].max} msgs every {caps[0].days:g} days" if caps else "Recurring msgs"
+    if not caps:
+        frequency = "Recurring msgs"
+    elif caps[0].calendar:
+        frequency = f"Up to {caps[0].max} msgs per {caps[0].calendar}"
+    else:
+        frequency = f"Up to {caps[0].max} msgs every {caps[0].days:g} days"
     return (
         f"{playbook.brand.name}: {frequency}. Msg & data rates may apply. "
         f"Help: {playbook.brand.legal.support_contact}. Reply STOP to opt out."
