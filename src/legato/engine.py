@@ -34,10 +34,11 @@ from legato.decide.timing import next_send_times
 from legato.deliver.channels import Transport
 from legato.deliver.dispatch import DispatchReport, dispatch_due
 from legato.deliver.dispatch import message_context
-from legato.deliver.render import CreativeTemplate, RenderError, variant_hash
+from legato.deliver.render import CreativeTemplate, RenderError, SampleCustomer, variant_hash
 from legato.guard.content import ContentChecker, Message, verdict
 from legato.errors import NothingToDoError
 from legato.guard.contact import check_contacts, contact_columns, facts_from_columns
+from legato.guard.defaults import guardrails_in_force
 from legato.learn.attribution import settle
 from legato.playbook.models import Agent, Playbook
 from legato.store import traits as trait_store
@@ -327,7 +328,7 @@ def _run_agent(
     base = base.where(customers.c.id > low, customers.c.id <= high)
     all_tags = {tag for creative in playbook.creatives for tag in creative.tags}
     tagged = {tag: [c.id for c in playbook.creatives if tag in c.tags] for tag in all_tags}
-    base = contact_columns(base, playbook.guardrails, channels, now, page=(low, high), tagged=tagged)
+    base = contact_columns(base, guardrails_in_force(playbook), channels, now, page=(low, high), tagged=tagged)
     # A customer whose last proposal from this agent still waits for a person gets no second
     # one, and nobody is contacted while a message they wrote waits for a person.
     waiting = sa.union(
@@ -481,13 +482,6 @@ class _ActionTable:
         self.content_rule = np.array([rule for _, rule in checks], dtype=object)
 
 
-class _SampleCustomer(dict[str, str]):
-    """Stands in for a customer when a variant is checked before anyone is chosen."""
-
-    def __missing__(self, key: str) -> str:
-        return f"[{key}]"
-
-
 def _check_variant(playbook: Playbook, action: Action, checker: ContentChecker) -> tuple[str, str | None]:
     """The content verdict of an action's creative and offer, rendered once for everybody.
 
@@ -499,7 +493,7 @@ def _check_variant(playbook: Playbook, action: Action, checker: ContentChecker) 
     creative = playbook.creative(action.creative_id)  # type: ignore[arg-type]
     offer = playbook.offer(action.offer_id) if action.offer_id else None
     try:
-        rendered = CreativeTemplate(creative).render(message_context(playbook, _SampleCustomer(id="[id]"), offer, "sample"))
+        rendered = CreativeTemplate(creative).render(message_context(playbook, SampleCustomer(id="[id]"), offer, "sample"))
     except RenderError:
         return "block", "template.render_error"
     findings = checker.check(
@@ -552,13 +546,14 @@ def _decide_page(
     send_at[sends] = next_send_times(now, columns["time_zone"][sends], table.unique_windows, window[sends])
 
     # Guardrails first, so that only sends that may go out use up the budget.
-    facts = facts_from_columns(columns, playbook.guardrails, channels)
+    guardrails = guardrails_in_force(playbook)
+    facts = facts_from_columns(columns, guardrails, channels)
     index = np.where(chosen >= 0, chosen, 0)
     verdict = check_contacts(
         channel,
         send_at,
         facts,
-        playbook.guardrails,
+        guardrails,
         marketing=table.marketing[index],
         tags=[table.tags[i] for i in index.tolist()],
         templates=table.approved_template[index],

@@ -71,3 +71,18 @@ def test_florida_rule_only_for_florida() -> None:
     )
     assert verdict.allowed.tolist() == [False, True]
     assert verdict.reasons.tolist() == ["quiet_hours:1", None]
+
+
+def test_sms_without_quiet_hours_gets_the_legal_floor() -> None:
+    from importlib.resources import files
+
+    from legato.guard.defaults import FLORIDA_CAP, TCPA, guardrails_in_force
+    from legato.playbook.loader import parse_playbook
+
+    text = files("legato.playbook").joinpath("example/playbook.yaml").read_text(encoding="utf-8")
+    with_sms = text.replace("  email: {kind: file, path: outbox/email.jsonl}", "  email: {kind: file, path: outbox/email.jsonl}\n  sms: {kind: file, path: outbox/sms.jsonl}")
+    rules = guardrails_in_force(parse_playbook(with_sms))
+    assert TCPA in rules.quiet_hours and FLORIDA_CAP in rules.frequency_caps
+    own = with_sms.replace('    - {channel: email, start: "21:00", end: "08:00", on_block: delay}', '    - {channel: email, start: "21:00", end: "08:00", on_block: delay}\n    - {channel: sms, start: "20:00", end: "09:00"}')
+    assert TCPA not in guardrails_in_force(parse_playbook(own)).quiet_hours  # the playbook's own SMS hours stand
+    assert guardrails_in_force(parse_playbook(text)).quiet_hours == parse_playbook(text).guardrails.quiet_hours  # no SMS: nothing added

@@ -118,3 +118,9 @@ def test_feature_expressions_are_checked() -> None:
     found = problems(text)
     assert any("agents[0].features[4]: unknown field or segment 'histroy'" in p for p in found)
     assert any("agents[0].features[5]: feature 'purchase_channel' is a string" in p for p in found)
+
+
+def test_forbidden_attribute_access_in_a_template_fails_validation() -> None:
+    text = EXAMPLE.replace("The spring men's collection has arrived at {{ brand.name }}.", "The spring collection {{ customer.__class__ }}.", 1)
+    (only,) = problems(text)
+    assert "creatives[0]" in only and "sandbox forbids" in only

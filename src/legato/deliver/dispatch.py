@@ -23,6 +23,7 @@ from legato.clock import Clock
 from legato.deliver.channels import ConsoleTransport, FileTransport, Transport
 from legato.deliver.render import CreativeTemplate, RenderError, variant_hash
 from legato.guard.contact import on_suppression_list
+from legato.guard.defaults import guardrails_in_force
 from legato.guard.content import ContentChecker, Message, verdict
 from legato.guard.quiet_hours import candidate_zones, quiet_between
 from legato.playbook.models import Creative, Offer, Playbook
@@ -193,7 +194,7 @@ def quiet_until(playbook: Playbook, row: Any, now: datetime) -> datetime | None:
     zones = candidate_zones(row.time_zone, row.phone, row.country)
     region = f"{row.country}-{row.region}" if row.country and row.region else (row.country or "")
     resume: datetime | None = None
-    for rule in playbook.guardrails.quiet_hours:
+    for rule in guardrails_in_force(playbook).quiet_hours:
         if rule.channel.value != row.channel or (rule.region and not region.startswith(rule.region)):
             continue
         is_quiet, until = quiet_between(rule.start, rule.end, zones, now)

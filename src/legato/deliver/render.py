@@ -63,3 +63,29 @@ def variant_hash(creative: Creative, offer_id: str | None) -> str:
     for part in (creative.id, creative.channel.value, creative.subject or "", creative.title or "", creative.body, offer_id or ""):
         digest.update(part.encode("utf-8") + b"\x00")
     return digest.hexdigest()
+
+
+class SampleCustomer(dict[str, str]):
+    """Stands in for a customer when content is rendered before anyone is chosen."""
+
+    def __missing__(self, key: str) -> str:
+        return f"[{key}]"
+
+
+def check_template_access(playbook: Any, creative: Creative) -> str | None:
+    """What the sandbox refuses when the creative is rendered (``{{ customer.__class__ }}``).
+
+    The creative is rendered once with a stand-in customer whose every attribute exists, so
+    only forbidden access (not a missing attribute) is reported here.
+    """
+    from jinja2.exceptions import SecurityError
+
+    from legato.deliver.dispatch import message_context
+
+    offer = playbook.offers[0] if playbook.offers else None
+    try:
+        CreativeTemplate(creative).render(message_context(playbook, SampleCustomer(id="[id]"), offer, "check"))
+    except RenderError as exc:
+        if isinstance(exc.__cause__, SecurityError):
+            return f"creative '{creative.id}' reaches for something the sandbox forbids: {exc.__cause__}"
+    return None

@@ -17,7 +17,7 @@ from legato.audience.expr import ExpressionError, identifiers, parse
 from legato.audience.fields import LIFECYCLE_STAGE, field_types, known_fields
 from legato.audience.sql import FieldType, check_expression, check_value
 from legato.decide.registry import check_policy
-from legato.deliver.render import check_template
+from legato.deliver.render import check_template, check_template_access
 from legato.playbook.loader import Problem
 from legato.playbook.models import Playbook
 from legato.playbook.positions import Path
@@ -198,9 +198,9 @@ def _policies(playbook: Playbook) -> Iterator[Problem]:
 
 def _templates(playbook: Playbook) -> Iterator[Problem]:
     for i, creative in enumerate(playbook.creatives):
-        error = check_template(creative)
+        error = check_template(creative) or check_template_access(playbook, creative)
         if error:
-            yield Problem(("creatives", i), error, "Jinja2 syntax: {{ customer.name }}, {% if offer %}...{% endif %}")
+            yield Problem(("creatives", i), error, "Jinja2 syntax: {{ customer.name }}, {% if offer %}...{% endif %}; no _private attributes")
 
 
 __all__ = ["DECISION_FIELDS", "LIFECYCLE_STAGE", "check_references"]
