@@ -113,6 +113,8 @@ def test_autonomous_cycle_schedules_then_dispatches_exactly_once(engine: Engine,
     assert {m["customer_id"] for m in lines} == expected_eligible()
     assert lines[0]["subject"] == "Hi gold"
     assert lines[0]["body"].startswith(f"Hello {lines[0]['customer_id']}. Unsubscribe: https://test.example/u?t=")
+    link = lines[0]["body"].split("Unsubscribe: ")[1].split(" ")[0]
+    assert lines[0]["headers"] == {"List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
     with engine.connect() as c:
         sent = c.execute(sa.select(sa.func.count()).select_from(outbox).where(outbox.c.status == "sent")).scalar_one()
         orphan = c.execute(

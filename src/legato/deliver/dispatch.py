@@ -209,7 +209,7 @@ def message_context(playbook: Playbook, customer: dict[str, Any], offer: Offer |
         "customer": customer,
         "offer": offer.model_dump(mode="json") if offer else None,
         "brand": {"name": playbook.brand.name, **playbook.brand.legal.model_dump()},
-        "unsubscribe_url": f"{playbook.brand.legal.unsubscribe_url}?t={token}",
+        "unsubscribe_url": unsubscribe_link(playbook, token),
     }
 
 
@@ -254,8 +254,22 @@ def _message(
         "subject": rendered.subject,
         "title": rendered.title,
         "body": rendered.body,
+        "headers": _headers(playbook, row, creative.creative.purpose, token),
         "sent_at": now.isoformat(),
     }
+
+
+def _headers(playbook: Playbook, row: Any, purpose: str, token: str) -> dict[str, str]:
+    """Marketing e-mail carries one-click unsubscribe headers (RFC 8058; Gmail and Yahoo
+    require them of bulk senders): the same link as in the body, and the POST marker."""
+    if row.channel != "email" or purpose != "marketing":
+        return {}
+    return {"List-Unsubscribe": f"<{unsubscribe_link(playbook, token)}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
+def unsubscribe_link(playbook: Playbook, token: str) -> str:
+    """The one-click opt-out link of one message."""
+    return f"{playbook.brand.legal.unsubscribe_url}?t={token}"
 
 
 def _mark(connection: Any, rows: list[dict[str, Any]], status: str, now: datetime) -> None:
