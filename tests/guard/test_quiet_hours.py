@@ -86,3 +86,14 @@ def test_sms_without_quiet_hours_gets_the_legal_floor() -> None:
     own = with_sms.replace('    - {channel: email, start: "21:00", end: "08:00", on_block: delay}', '    - {channel: email, start: "21:00", end: "08:00", on_block: delay}\n    - {channel: sms, start: "20:00", end: "09:00"}')
     assert TCPA not in guardrails_in_force(parse_playbook(own)).quiet_hours  # the playbook's own SMS hours stand
     assert guardrails_in_force(parse_playbook(text)).quiet_hours == parse_playbook(text).guardrails.quiet_hours  # no SMS: nothing added
+
+
+def test_region_codes_match_the_same_way_per_row_and_per_batch() -> None:
+    from legato.guard.contact import _in_region, in_region, region_code
+
+    codes = [region_code("US", "FL"), region_code("US", None), region_code(None, None), region_code("USX", None), region_code("CA", "ON")]
+    assert codes == ["US-FL", "US", "", "USX", "CA-ON"]
+    batch = facts([("UTC",)] * len(codes), codes)
+    for rule in ("US", "US-FL", "CA"):
+        assert _in_region(batch, rule, len(codes)).tolist() == [in_region(code, rule) for code in codes]
+    assert [in_region(c, "US") for c in codes] == [True, True, False, False, False]

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, bindparam, select, update
 from legato.clock import Clock
 from legato.deliver.channels import ConsoleTransport, FileTransport, Transport
 from legato.deliver.render import CreativeTemplate, RenderError, variant_hash
-from legato.guard.contact import on_suppression_list
+from legato.guard.contact import in_region, on_suppression_list, region_code
 from legato.guard.defaults import guardrails_in_force
 from legato.guard.content import ContentChecker, Message, verdict
 from legato.guard.quiet_hours import candidate_zones, quiet_between
@@ -192,15 +192,20 @@ def _check_consent_now(playbook: Playbook, row: Any, now: datetime) -> None:
 def quiet_until(playbook: Playbook, row: Any, now: datetime) -> datetime | None:
     """When a message due now falls in quiet hours (the dispatcher ran late), the instant it may go."""
     zones = candidate_zones(row.time_zone, row.phone, row.country)
-    region = f"{row.country}-{row.region}" if row.country and row.region else (row.country or "")
+    region = region_code(row.country, row.region)
     resume: datetime | None = None
     for rule in guardrails_in_force(playbook).quiet_hours:
-        if rule.channel.value != row.channel or (rule.region and not region.startswith(rule.region)):
+        if rule.channel.value != row.channel or (rule.region and not in_region(region, rule.region)):
             continue
         is_quiet, until = quiet_between(rule.start, rule.end, zones, now)
         if is_quiet:
             resume = until if resume is None else max(resume, until)
     return resume
+
+
+def customer_context(customer_id: str, email: str | None, phone: str | None, attributes: dict[str, Any] | None) -> dict[str, Any]:
+    """What ``{{ customer.* }}`` holds in a template: contact points and every attribute."""
+    return {"id": customer_id, "email": email, "phone": phone, **(attributes or {})}
 
 
 def message_context(playbook: Playbook, customer: dict[str, Any], offer: Offer | None, token: str) -> dict[str, Any]:
@@ -234,7 +239,7 @@ def _message(
         raise RenderError(f"the creative '{row.creative_id}' changed after {row.approved_by} approved it; review it again")
     offer = offers.get(row.offer_id) if row.offer_id else None
     token = message_token(row.id, row.customer_id)
-    customer = {"id": row.customer_id, "email": row.email, "phone": row.phone, **(row.attributes or {})}
+    customer = customer_context(row.customer_id, row.email, row.phone, row.attributes)
     rendered = creative.render(message_context(playbook, customer, offer, token))
     message = Message(channel=row.channel, body=rendered.body, subject=rendered.subject, title=rendered.title, purpose=creative.creative.purpose)
     allowed = [value for value in (row.email, row.phone) if value]

@@ -192,7 +192,7 @@ def facts_from_columns(
     """Read the columns added by :func:`contact_columns` out of a fetched batch."""
     countries = [c or "" for c in columns["contact_country"].tolist()]
     regions = np.array(
-        [f"{country}-{region}" if region else country for country, region in zip(countries, columns["contact_region"].tolist(), strict=True)],
+        [region_code(country, region) for country, region in zip(countries, columns["contact_region"].tolist(), strict=True)],
         dtype=str,
     )
     zones = None
@@ -334,10 +334,21 @@ def _instant(text: str) -> datetime:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
+def region_code(country: str | None, region: str | None) -> str:
+    """A customer's place as rules name it: "US-FL", or "US" when the region is unknown."""
+    return f"{country or ''}-{region}" if region else (country or "")
+
+
+def in_region(code: str, rule_region: str) -> bool:
+    """Whether a customer's region code is inside a rule's ("US" holds "US-FL"; "US-FL" only itself)."""
+    return code == rule_region if "-" in rule_region else code.split("-")[0] == rule_region
+
+
 def _in_region(facts: ContactFacts, region: str | None, n: int) -> npt.NDArray[np.bool_]:
     if region is None:
         return np.ones(n, dtype=bool)
     assert facts.regions is not None
+    # in_region over the whole batch at once
     if "-" in region:
         return facts.regions == region
-    return np.char.startswith(facts.regions, region)
+    return (facts.regions == region) | np.char.startswith(facts.regions, region + "-")

@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, Row
 
-from legato.deliver.dispatch import edited_creative, message_context, message_token
+from legato.deliver.dispatch import customer_context, edited_creative, message_context, message_token
 from legato.deliver.render import CreativeTemplate, RenderError, variant_hash
 from legato.errors import LegatoError
 from legato.guard.content import ContentChecker, Finding, Message, verdict
@@ -579,7 +579,7 @@ def _render_and_check(playbook: Playbook, creative: Creative, row: Row[Any], cus
     offers = {o.id: o for o in playbook.offers}
     if row.offer_id is not None and row.offer_id not in offers:
         raise ReviewError(f"review item {row.id}: the playbook has no offer '{row.offer_id}'", hint="use the playbook the agent ran on")
-    person = {"id": customer.id, "email": customer.email, "phone": customer.phone, **(customer.attributes or {})}
+    person = customer_context(customer.id, customer.email, customer.phone, customer.attributes)
     rendered = CreativeTemplate(creative).render(message_context(playbook, person, offers.get(row.offer_id or ""), token))
     channel = creative.channel.value
     findings = ContentChecker.for_playbook(playbook).check(
