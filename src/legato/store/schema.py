@@ -101,6 +101,10 @@ traits = Table(
     Column("revenue_30d", Float, nullable=False, default=0.0),
     Column("purchases_90d", Integer, nullable=False, default=0),
     Column("revenue_90d", Float, nullable=False, default=0.0),
+    # Model scores (legato.learn.scoring): probability of a purchase / a visit in the next
+    # horizon, written by the latest fitted model; NULL until a model has scored the customer.
+    Column("purchase_propensity", Float),
+    Column("visit_propensity", Float),
     Index("ix_traits_last_purchase", "last_purchase_at"),
 )
 
@@ -121,6 +125,19 @@ agents = Table(
     Column("trust_stage", Integer, nullable=False),
     Column("status", String(16), nullable=False),  # active | paused
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Fitted customer-score models (purchase and visit propensity), one row per fit.
+score_models = Table(
+    "score_models",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("trained_at", UTCDateTime, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("state", JSON, nullable=False),
+    Index("ix_score_models_name_trained", "name", "trained_at"),
 )
 
 policy_states = Table(
@@ -228,8 +245,13 @@ review_items = Table(
     "review_items",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("decision_id", Integer, ForeignKey("decisions.id"), nullable=False, unique=True),
-    Column("agent_id", ID, nullable=False),
+    # What a person reviews: a proposed decision, an inbound conversation, or (with neither)
+    # an agent-level finding such as a fairness audit breach; ``kind`` says which.
+    Column("kind", String(16), nullable=False, server_default="decision"),  # decision | conversation | finding
+    Column("decision_id", Integer, ForeignKey("decisions.id"), unique=True),
+    Column("inbound_message_id", Integer, ForeignKey("inbound_messages.id"), unique=True),
+    Column("agent_id", ID),
+    Column("evidence", JSON),
     Column("reason", String(64), nullable=False),
     Column("priority", Integer, nullable=False),
     Column("status", String(16), nullable=False),  # open | approved | rejected | expired
