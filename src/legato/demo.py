@@ -168,7 +168,7 @@ def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
                     {"day": number, "agent": agent_id, **{m: l.to_dict() for m, l in metrics.items()}} for number, agent_id, metrics in by_day if metrics
                 ],
                 "lift": {agent_id: [l.to_dict() for l in lifts] for agent_id, lifts in final.items()},
-                "review_queue": [{"agent": a, "reason": r, "status": s, "items": n} for a, r, s, n in queue_summary(engine)],
+                "review_queue": [{"kind": k, "agent": a, "reason": r, "status": s, "items": n} for k, a, r, s, n in queue_summary(engine)],
             }
         )
         return
@@ -207,11 +207,11 @@ def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
         if agent.id not in senders:
             say(f"  {agent.id} (trust stage {agent.trust_stage}) sent nothing: its proposals wait for a person in the review queue.")
     queue = Table(title="Review queue: what the agents handed to people", title_justify="left")
-    for column in ("agent", "stage", "reason", "status", "items"):
+    for column in ("agent", "stage", "kind", "reason", "status", "items"):
         queue.add_column(column, justify="right" if column == "items" else "left", no_wrap=True)
     stages = {agent.id: agent.trust_stage for agent in playbook.agents}
-    for agent_id, reason, status, count in queue_summary(engine):
-        queue.add_row(agent_id, str(stages.get(agent_id, "")), reason, status, f"{count:,}")
+    for kind, agent_id, reason, status, count in queue_summary(engine):
+        queue.add_row(agent_id or "", str(stages.get(agent_id or "", "")), kind, reason, status, f"{count:,}")
     say(queue)
     program = Path(sys.argv[0]).name if sys.argv and Path(sys.argv[0]).name == "legato" else "legato"
     program = sys.argv[0] if program == "legato" and "/" in (sys.argv[0] if sys.argv else "") else program
@@ -230,15 +230,19 @@ def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
         say(f"  • {line}", soft_wrap=True, highlight=False)
 
 
-def queue_summary(engine: Engine) -> list[tuple[str, str, str, int]]:
-    """Review items by agent, reason and status."""
+def queue_summary(engine: Engine) -> list[tuple[str, str | None, str, str, int]]:
+    """Review items by kind (decision, conversation, finding), agent, reason and status.
+
+    Conversations and findings may have no agent (a reply from someone no agent wrote to).
+    """
+    agent = sa.func.coalesce(review_items.c.agent_id, "")
     query = (
-        sa.select(review_items.c.agent_id, review_items.c.reason, review_items.c.status, sa.func.count())
-        .group_by(review_items.c.agent_id, review_items.c.reason, review_items.c.status)
-        .order_by(review_items.c.agent_id, sa.func.count().desc())
+        sa.select(review_items.c.kind, review_items.c.agent_id, review_items.c.reason, review_items.c.status, sa.func.count())
+        .group_by(review_items.c.kind, review_items.c.agent_id, review_items.c.reason, review_items.c.status)
+        .order_by(agent, review_items.c.kind, sa.func.count().desc())
     )
     with engine.connect() as connection:
-        return [(a, r, s, int(n)) for a, r, s, n in connection.execute(query)]
+        return [(k, a, r, s, int(n)) for k, a, r, s, n in connection.execute(query)]
 
 
 def _interval(item: Lift, percent: bool = False) -> str:

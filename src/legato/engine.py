@@ -27,7 +27,9 @@ from legato.audience.sql import FieldType, compile_expression, compile_value
 from legato.clock import Clock
 from legato.decide.actions import NOTHING, Action, action_space
 from legato.decide.features import decode_context, encode_context, feature_matrix
-from legato.decide.holdout import in_holdout, unit_hash
+from legato.decide.holdout import in_global_control, in_holdout, unit_hash
+from legato.decide.send_time import HourPreference, customer_counts, population_profile
+from legato.decide.uplift_gate import UpliftGate, fit_gate
 from legato.decide.policy import Policy
 from legato.decide.registry import build_policy, restore_policy
 from legato.decide.timing import next_send_times
@@ -37,9 +39,10 @@ from legato.deliver.dispatch import message_context
 from legato.deliver.render import CreativeTemplate, RenderError, SampleCustomer, variant_hash
 from legato.guard.content import ContentChecker, Message, verdict
 from legato.errors import NothingToDoError
-from legato.guard.contact import check_contacts, contact_columns, facts_from_columns
+from legato.guard.contact import ContactFacts, check_contacts, contact_columns, facts_from_columns, unreachable_reasons
 from legato.guard.defaults import guardrails_in_force
 from legato.learn.attribution import settle
+from legato.learn.scoring import ScoreReport, refresh_if_due
 from legato.playbook.models import Agent, Playbook
 from legato.store import traits as trait_store
 from legato.store.bulk import insert_many
@@ -56,9 +59,10 @@ from legato.store.schema import (
     review_items,
     settings,
 )
-from legato.trust.escalation import Escalations
+from legato.trust.escalation import Escalations, evidence_for_reason
 from legato.trust.ladder import EXECUTE, REVIEW, Stage, route
 from legato.trust.review import assign_due_dates, expire_overdue
+from legato.monitor.fairness import audit_daily
 from legato.monitor.stop_loss import check_stop_loss
 
 PAGE = 50_000
@@ -84,6 +88,9 @@ class AgentReport:
     learned_from: int = 0
     policy_version: int = 0
     learning_error: str | None = None
+    global_control: int = 0
+    uplift_gate: dict[str, Any] | None = None
+    own_send_time: int = 0  # sends timed by the customer's own engagement hours
 
     @property
     def suppressed_total(self) -> int:
@@ -107,6 +114,9 @@ class AgentReport:
             "policy_version": self.policy_version,
             "learning_error": self.learning_error,
             "stop_loss_breaches": [b.to_dict() for b in self.stop_loss],
+            "global_control": self.global_control,
+            "uplift_gate": self.uplift_gate,
+            "sends_timed_by_own_history": self.own_send_time,
         }
 
 
@@ -116,11 +126,13 @@ class CycleReport:
     at: datetime
     agents: dict[str, AgentReport]
     dispatch: DispatchReport
+    scores: list[ScoreReport] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "cycle": self.cycle_id,
             "at": self.at.isoformat(),
+            "scores": [s.to_dict() for s in self.scores],
             "agents": [a.to_dict() for a in self.agents.values()],
             "dispatch_errors": self.dispatch.errors,
         }
@@ -148,6 +160,7 @@ def run_cycle(
             sa.insert(cycles).values(at=now, started_at=now, status="running").returning(cycles.c.id)
         ).scalar_one()
         stages = _sync_agents(connection, playbook, now)
+    scores = refresh_if_due(engine, playbook, now)
     reports: dict[str, AgentReport] = {}
     try:
         for agent in playbook.agents:
@@ -155,6 +168,7 @@ def run_cycle(
             if not agent.active or status != "active":
                 continue
             reports[agent.id] = _run_agent(engine, playbook, agent, stage, cycle_id, now, progress)
+        audit_daily(engine, playbook, now)
         dispatched = dispatch_due(engine, playbook, clock, transports)
     except Exception:
         # Pages already written stay (each was one transaction); the cycle says it did not finish.
@@ -171,7 +185,7 @@ def run_cycle(
         connection.execute(
             sa.update(cycles).where(cycles.c.id == cycle_id).values(finished_at=clock.now(), status="finished")
         )
-    return CycleReport(cycle_id=cycle_id, at=now, agents=reports, dispatch=dispatched)
+    return CycleReport(cycle_id=cycle_id, at=now, agents=reports, dispatch=dispatched, scores=scores)
 
 
 def _sync_agents(connection: Connection, playbook: Playbook, now: datetime) -> dict[str, tuple[int, str]]:
@@ -336,9 +350,10 @@ def _run_agent(
         .join(review_items, review_items.c.decision_id == decisions.c.id)
         .where(review_items.c.agent_id == agent.id, review_items.c.status == "open")
         .where(decisions.c.customer_id > low, decisions.c.customer_id <= high),
-        sa.select(inbound_messages.c.customer_id).where(
-            inbound_messages.c.status == "open", inbound_messages.c.customer_id > low, inbound_messages.c.customer_id <= high
-        ),
+        sa.select(inbound_messages.c.customer_id)
+        .join(review_items, review_items.c.inbound_message_id == inbound_messages.c.id)
+        .where(review_items.c.kind == "conversation", review_items.c.status == "open")
+        .where(inbound_messages.c.customer_id > low, inbound_messages.c.customer_id <= high),
     ).subquery("awaiting")
     base = base.outerjoin(waiting, waiting.c.customer_id == customers.c.id).add_columns(
         sa.case((waiting.c.customer_id.is_not(None), 1), else_=0).label("awaiting_review")
@@ -355,6 +370,7 @@ def _run_agent(
         report.stage = stage
         budget = _budget(connection, playbook, agent, now)
         approved = _approved_variants(connection, agent) if stage == Stage.ASSISTED else set()
+        targeting = _Targeting.prepare(connection, playbook, agent, now, report)
     trust = _Trust(stage, escalations, approved, table, playbook)
     ids = sa.select(customers.c.id).select_from(audience_from()).where(audience, customers.c.id > low).order_by(customers.c.id)
     while True:
@@ -370,7 +386,7 @@ def _run_agent(
                 return report
             columns = {key: np.array(values, dtype=object) for key, values in zip(keys, zip(*rows, strict=True), strict=True)}
             last_id = rows[-1][0]
-            _decide_page(connection, playbook, agent, trust, cycle_id, now, policy, table, channels, columns, budget, rng, report)
+            _decide_page(connection, playbook, agent, trust, targeting, cycle_id, now, policy, table, channels, columns, budget, rng, report)
         if progress:
             progress(agent.id, len(rows))
 
@@ -388,6 +404,23 @@ def _approved_variants(connection: Connection, agent: Agent) -> set[str]:
         .distinct()
     ).scalars()
     return {h for h in rows if h}
+
+
+@dataclass
+class _Targeting:
+    """Per agent and cycle: the uplift gate, and the population's engagement hours for send times."""
+
+    gate: UpliftGate | None
+    population_hours: npt.NDArray[np.float64] | None
+
+    @classmethod
+    def prepare(cls, connection: Connection, playbook: Playbook, agent: Agent, now: datetime, report: AgentReport) -> _Targeting:
+        gate = None
+        if agent.uplift_gate is not None:
+            gate = fit_gate(connection, agent, playbook.objective(agent.objective), now, agent.uplift_gate)
+            report.uplift_gate = {"open": gate.is_open, "reason": gate.reason, "treated": gate.treated, "holdout": gate.control, "gated": 0}
+        population = population_profile(connection, now, agent.send_time) if agent.send_time.mode == "learned" else None
+        return cls(gate, population)
 
 
 @dataclass
@@ -475,11 +508,39 @@ class _ActionTable:
             [variant_hash(playbook.creative(a.creative_id), a.offer_id) if a.creative_id else None for a in actions], dtype=object
         )
         self.nothing_index = next((i for i, a in enumerate(actions) if a.is_nothing), None)
+        self.send_actions = np.array([not a.is_nothing for a in actions])
+        self.marketing_any = bool((self.marketing & self.send_actions).any())
         checker = ContentChecker.for_playbook(playbook)
         checks = [_check_variant(playbook, a, checker) for a in actions]
         self.content_block = np.array([c == "block" for c, _ in checks])
         self.content_escalate = np.array([c == "escalate" for c, _ in checks])
         self.content_rule = np.array([rule for _, rule in checks], dtype=object)
+
+
+    def _standing(self, facts: ContactFacts, n: int) -> dict[tuple[str, bool], npt.NDArray[np.object_]]:
+        """Why each customer cannot receive each (channel, marketing?) pair of the action space."""
+        pairs = {(c, bool(m)) for c, m, send in zip(self.channel.tolist(), self.marketing.tolist(), self.send_actions.tolist(), strict=True) if send}
+        return {pair: unreachable_reasons(facts, pair[0], np.full(n, pair[1])) for pair in pairs}
+
+    def reachable(self, facts: ContactFacts, n: int) -> npt.NDArray[np.bool_]:
+        """customers × actions: may the customer receive the action's channel at all? "Do nothing" always."""
+        standing = self._standing(facts, n)
+        reach = np.ones((n, len(self.actions)), dtype=bool)
+        for k in np.flatnonzero(self.send_actions).tolist():
+            reach[:, k] = standing[(self.channel[k], bool(self.marketing[k]))] == None  # noqa: E711
+        return reach
+
+    def unreachable_reasons(self, facts: ContactFacts, n: int) -> npt.NDArray[np.object_]:
+        """For customers who can receive none of the channels: every distinct reason, joined with '+'."""
+        standing = [reasons for _, reasons in sorted(self._standing(facts, n).items())]
+        joined = standing[0].copy() if standing else np.full(n, None, dtype=object)
+        for reasons in standing[1:]:
+            new = (reasons != None) & (joined != reasons)  # noqa: E711 - elementwise on objects
+            first = new & (joined == None)  # noqa: E711
+            more = new & ~first
+            joined[first] = reasons[first]
+            joined[more] = np.char.add(np.char.add(joined[more].astype(str), "+"), reasons[more].astype(str)).astype(object)
+        return joined
 
 
 def _check_variant(playbook: Playbook, action: Action, checker: ContentChecker) -> tuple[str, str | None]:
@@ -513,6 +574,7 @@ def _decide_page(
     playbook: Playbook,
     agent: Agent,
     trust: _Trust,
+    targeting: _Targeting,
     cycle_id: int,
     now: datetime,
     policy: Policy,
@@ -526,13 +588,27 @@ def _decide_page(
     ids = columns["id"].astype(str)
     n = len(ids)
     report.audience += n
-    holdout = in_holdout(ids, agent.id, agent.holdout)
+    # The program-wide control group gets no marketing from any agent; it is not the agent's holdout.
+    control = in_global_control(ids, playbook.global_control) if table.marketing_any else np.zeros(n, dtype=bool)
+    holdout = in_holdout(ids, agent.id, agent.holdout) & ~control
     features = feature_matrix([columns[f"f_{i}"] for i in range(len(agent.features))], n)
+    guardrails = guardrails_in_force(playbook)
+    facts = facts_from_columns(columns, guardrails, channels)
     chosen = np.full(n, -1, dtype=np.int64)
     propensity = np.ones(n)
     expected = np.zeros(n)
-    active = ~holdout
-    batch = policy.decide(features[active], rng)
+    active = ~holdout & ~control
+    gated = np.zeros(n, dtype=bool)
+    if targeting.gate is not None and not targeting.gate.is_open:
+        passes, _ = targeting.gate.passes(features[active])
+        gated[active] = ~passes
+        active &= ~gated
+    # The policy chooses only among the channels each customer can receive (consent, contact
+    # point, suppression list); a customer who can receive none gets no decision from it.
+    reach = table.reachable(facts, n)
+    unreachable = active & ~reach[:, table.send_actions].any(axis=1)
+    active &= ~unreachable
+    batch = policy.decide(features[active], rng, allowed=None if reach[active].all() else reach[active])
     chosen[active] = batch.actions
     propensity[active] = batch.propensities
     expected[active] = batch.expected_values
@@ -543,11 +619,15 @@ def _decide_page(
     send_at = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
     window = np.zeros(n, dtype=np.int64)
     window[sends] = table.window_index[chosen[sends]]
-    send_at[sends] = next_send_times(now, columns["time_zone"][sends], table.unique_windows, window[sends])
+    hours = None
+    if targeting.population_hours is not None and sends.any():
+        counts = customer_counts(connection, ids[sends], now, agent.send_time)
+        preference = HourPreference.estimate(counts, targeting.population_hours, agent.send_time.min_events)
+        hours = preference.best_hours(table.unique_windows, window[sends])
+        report.own_send_time += int(preference.own_history.sum())
+    send_at[sends] = next_send_times(now, columns["time_zone"][sends], table.unique_windows, window[sends], hours)
 
     # Guardrails first, so that only sends that may go out use up the budget.
-    guardrails = guardrails_in_force(playbook)
-    facts = facts_from_columns(columns, guardrails, channels)
     index = np.where(chosen >= 0, chosen, 0)
     verdict = check_contacts(
         channel,
@@ -559,6 +639,7 @@ def _decide_page(
         templates=table.approved_template[index],
     )
     reasons = verdict.reasons.copy()
+    reasons[unreachable] = table.unreachable_reasons(facts, n)[unreachable]
     send_at = np.where(sends, verdict.send_at, send_at)
     off_content = sends & verdict.allowed & table.content_block[index]
     reasons[off_content] = np.char.add("content:", table.content_rule[index][off_content].astype(str)).astype(object)
@@ -580,25 +661,30 @@ def _decide_page(
     status = np.full(n, "nothing", dtype=object)
     route_column = np.full(n, "none", dtype=object)
     status[holdout], route_column[holdout] = "holdout", "holdout"
-    suppressed = over_budget | blocked
+    status[control], route_column[control] = "control", "control"
+    reasons[gated] = "uplift_gate"
+    suppressed = over_budget | blocked | unreachable
     status[suppressed], route_column[suppressed] = "suppressed", "suppress"
     status[routes == REVIEW], route_column[routes == REVIEW] = "queued", REVIEW
     status[routes == EXECUTE], route_column[routes == EXECUTE] = "scheduled", EXECUTE
 
     report.holdout += int(holdout.sum())
-    report.nothing += int((active & ~sends).sum())
+    report.global_control += int(control.sum())
+    report.nothing += int((active & ~sends).sum()) + int(gated.sum())
+    if report.uplift_gate is not None:
+        report.uplift_gate["gated"] += int(gated.sum())
     report.scheduled += int((routes == EXECUTE).sum())
     report.queued += int((routes == REVIEW).sum())
     report.delayed += int((allowed & verdict.delayed).sum())
     report.suppressed.update(reasons[suppressed].tolist())
 
     written_after = _write_page(connection, agent, cycle_id, now, ids, chosen, propensity, expected, holdout, reasons, route_column, status, send_at, table, features)
-    _queue_reviews(connection, playbook.review.sla_hours, agent, cycle_id, written_after, now, ids, review_reason, review_priority, routes)
+    _queue_reviews(connection, playbook, agent, cycle_id, written_after, now, ids, review_reason, review_priority, routes)
 
 
 def _queue_reviews(
     connection: Connection,
-    sla_hours: dict[str, float],
+    playbook: Playbook,
     agent: Agent,
     cycle_id: int,
     written_after: int,
@@ -624,13 +710,15 @@ def _queue_reviews(
             decisions.c.route.in_((REVIEW, EXECUTE)),
         )
     ).all()
+    # What the reviewer reads besides the decision, e.g. the statement of a company value it conflicts with.
+    evidence = {r: json.dumps(e) if (e := evidence_for_reason(playbook, r)) is not None else None for r in set(reason[wanted].tolist())}
     items = [
-        (decision_id, agent.id, by_customer[customer][0], by_customer[customer][1], by_customer[customer][2], now, content_hash)
+        (decision_id, agent.id, by_customer[customer][0], by_customer[customer][1], by_customer[customer][2], now, content_hash, evidence[by_customer[customer][0]])
         for decision_id, customer, content_hash in rows
         if customer in by_customer
     ]
-    insert_many(connection, review_items, ["decision_id", "agent_id", "reason", "priority", "status", "created_at", "content_hash"], items)
-    assign_due_dates(connection, sla_hours)
+    insert_many(connection, review_items, ["decision_id", "agent_id", "reason", "priority", "status", "created_at", "content_hash", "evidence"], items)
+    assign_due_dates(connection, playbook.review.sla_hours)
 
 
 def _over_budget(

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from legato.decide.policies import LEARNING_POLICIES, BetaThompson, LinTS, LinUCB, _DisjointRidge, _SharedRidge
+from legato.decide.policies import (
+    LEARNING_POLICIES,
+    BetaThompson,
+    LinTS,
+    LinUCB,
+    _DisjointRidge,
+    _NoisePrior,
+    _SharedRidge,
+)
 
 CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("beta_thompson", {}),
@@ -235,7 +243,8 @@ def test_posterior_samples_have_the_ridge_covariance(model: str) -> None:
     n, d = 300, 3
     x = features(n, rng, d)
     actions = rng.integers(0, 2, size=n)
-    ridge = _DisjointRidge(2, d, 1.0) if model == "disjoint" else _SharedRidge(np.eye(2), d, 1.0)
+    known = _NoisePrior(6.0, 6.0, known=1.0)
+    ridge = _DisjointRidge(2, d, 1.0, known) if model == "disjoint" else _SharedRidge(np.eye(2), d, 1.0, known)
     ridge.update(x, actions, rng.normal(size=n))
     draws = ridge.sample_weights(rng, 40_000, 2.0)  # (size, d, K)
     for action in range(2):
@@ -244,9 +253,65 @@ def test_posterior_samples_have_the_ridge_covariance(model: str) -> None:
         np.testing.assert_allclose(draws[:, :, action].mean(axis=0), ridge.mean_weights()[:, action], atol=5e-3)
 
 
+@pytest.mark.parametrize("model", ["disjoint", "shared"])
+def test_learned_noise_variance_scales_the_posterior(model: str) -> None:
+    """Normal-inverse-gamma: the weights' covariance is E[σ²]·A⁻¹ = b_n/(a_n − 1)·A⁻¹, with
+    b_n = b₀ + RSS/2 and a_n = a₀ + n/2, so Bernoulli-like rewards (σ² ≈ 0.16) give a
+    posterior much narrower than the unit-variance one."""
+    rng = np.random.default_rng(8)
+    n, d = 3000, 3
+    x = features(n, rng, d)
+    actions = rng.integers(0, 2, size=n)
+    rewards = (rng.random(n) < 0.2).astype(float)
+    ridge = _DisjointRidge(2, d, 1.0) if model == "disjoint" else _SharedRidge(np.eye(2), d, 1.0)
+    ridge.update(x, actions, rewards)
+    draws = ridge.sample_weights(rng, 40_000, 1.0)
+    for action in range(2):
+        rows = actions == action if model == "disjoint" else np.ones(n, dtype=bool)
+        design = np.column_stack([x[rows]])
+        if model == "disjoint":
+            a_matrix = np.eye(d) + design.T @ design
+            fitted = np.linalg.solve(a_matrix, design.T @ rewards[rows])
+            rss = rewards[rows] @ rewards[rows] - fitted @ a_matrix @ fitted
+            count = rows.sum()
+        else:
+            mean, _, explained = ridge._factors()
+            rss, count = rewards @ rewards - explained, n
+        variance = (6.0 + rss / 2) / (6.0 + count / 2 - 1)
+        assert 0.12 < variance < 0.2  # about p(1 − p) = 0.16
+        empirical = np.cov(draws[:, :, action].T)
+        np.testing.assert_allclose(empirical, variance * ridge.score_covariances()[action], rtol=0.05, atol=2e-5)
+
+
 def test_lin_ucb_epsilon_propensities() -> None:
     rng = np.random.default_rng(9)
     policy = LinUCB(K, LinUCB.Params(epsilon=0.2))
     train(policy, rng)
     decision = policy.decide(features(2000, rng), rng)
     assert set(np.round(np.unique(decision.propensities), 12)) <= {round(0.8 + 0.2 / K, 12), round(0.2 / K, 12)}
+
+
+def test_state_saved_before_noise_estimates_still_loads() -> None:
+    """A LinTS state without Σr² and n (saved by an earlier version) loads; the noise
+    estimate starts from the prior and learns from the next rewards."""
+    rng = np.random.default_rng(11)
+    policy = LinTS(K)
+    train(policy, rng)
+    state = json.loads(json.dumps(policy.state()))
+    del state["model"]["yy"], state["model"]["n"]
+    restored = LinTS.from_state(state)
+    assert np.all(restored.model.n == 0)
+    np.testing.assert_allclose(restored.model.mean_weights(), policy.model.mean_weights())
+    train(restored, rng)
+    assert np.all(restored.model.n > 0)
+    decision = restored.decide(features(100, rng), rng)
+    assert np.all((decision.propensities > 0) & (decision.propensities <= 1))
+
+
+def test_known_noise_variance_is_a_parameter() -> None:
+    policy = LinTS(K, LinTS.Params(noise_variance=1.0))
+    train(policy, np.random.default_rng(12))
+    restored = LinTS.from_state(json.loads(json.dumps(policy.state())))
+    assert restored.params.noise_variance == 1.0
+    with pytest.raises(ValidationError):
+        LinTS.Params(noise_variance=0.0)

@@ -101,3 +101,37 @@ def test_unlearnable_rewards_keep_the_last_good_state(engine: Engine, tmp_path: 
     agent = report.agents["mailer"]
     assert agent.learning_error is not None and "rewards in [0, 1]" in agent.learning_error
     assert agent.scheduled + agent.suppressed_total + agent.nothing == agent.audience  # the cycle still decided
+
+
+def test_outcomes_that_name_their_decision_are_checked_and_credited_to_it(engine: Engine, tmp_path: Path) -> None:
+    load_customers(engine, n=20)
+    pb = playbook()
+    clock = FixedClock(AT)
+    sinks = transports(pb, tmp_path)
+    run_cycle(engine, pb, clock, sinks)
+    clock.set(AT + timedelta(hours=10))
+    dispatch_due(engine, pb, clock, sinks)
+    with engine.connect() as c:
+        rows = c.execute(sa.select(decisions.c.id, decisions.c.customer_id, decisions.c.status)).all()
+    sent = next(r for r in rows if r.status == "sent")
+    other = next(r for r in rows if r.customer_id != sent.customer_id)
+    events = pa.table(
+        {
+            "id": ["ok", "unknown", "someone_else"],
+            "customer_id": [sent.customer_id, sent.customer_id, sent.customer_id],
+            "type": ["purchase", "purchase", "purchase"],
+            "occurred_at": [(AT + timedelta(hours=11)).isoformat()] * 3,
+            "revenue": [20.0, 30.0, 40.0],
+            "decision_id": [sent.id, 999_999, other.id],
+        }
+    )
+    report = import_events(engine, events, clock=clock)
+    assert report.inserted == 1 and report.rejected == 2
+    errors = {e.row: e for e in report.errors}
+    assert set(errors) == {2, 3} and {e.column for e in report.errors} == {"decision_id"}
+    assert "decision_id '999999' is not a decision Legato made for customer" in errors[2].reason
+    assert f"decision_id '{other.id}'" in errors[3].reason
+    run_cycle(engine, pb, FixedClock(AT + timedelta(days=2)), sinks)
+    with engine.connect() as c:
+        credited = c.execute(sa.select(decisions.c.purchased, decisions.c.revenue).where(decisions.c.id == sent.id)).one()
+    assert credited.purchased and credited.revenue == 20.0

@@ -15,8 +15,9 @@ from legato.clock import FixedClock
 from legato.deliver.dispatch import transports
 from legato.engine import run_cycle
 from legato.playbook.loader import parse_playbook
-from legato.store.schema import audit_log, consents, outbox
-from legato.trust.inbound import classify, open_messages, receive, resolve
+from legato.store.schema import audit_log, consents, inbound_messages, outbox
+from legato.trust.inbound import classify, receive
+from legato.trust.review import list_items, resolve
 
 from tests.test_engine import AT, PLAYBOOK, load_customers
 
@@ -42,17 +43,23 @@ def test_angry_reply_is_routed_to_a_person_with_its_reason(engine: Engine, tmp_p
     run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
     handled = receive(engine, pb, "c001", "email", "Disgusting. Third time my order never arrived, I want to speak to a manager", AT + timedelta(minutes=5))
     assert handled.action == "escalated" and handled.reason == "human_request" and handled.reply is None
-    (waiting,) = open_messages(engine)
-    assert waiting["customer_id"] == "c001" and waiting["reason"] == "human_request" and waiting["priority"] == 80
-    assert "complaint" in waiting["intents"]["intents"]
+    (waiting,) = list_items(engine, kind="conversation")
+    assert waiting.id == handled.review_item_id and waiting.inbound_message_id == handled.message_id
+    assert waiting.customer_id == "c001" and waiting.reason == "human_request" and waiting.priority == 80
+    assert waiting.decision_id is None and waiting.agent_id is None  # nothing was sent to c001 yet
+    assert "complaint" in waiting.evidence["intents"] and waiting.evidence["matched"]["rule"] == "built-in: human_request"
+    assert waiting.due_at == AT + timedelta(minutes=5, hours=24)
     with engine.connect() as c:  # the pending message to the customer is held
         held = c.execute(sa.select(outbox.c.status).where(outbox.c.customer_id == "c001")).scalar_one()
     assert held == "cancelled"
-    # While it waits, agents leave the customer alone.
-    later = run_cycle(engine, pb, FixedClock(AT + timedelta(days=4)), transports(pb, tmp_path))
+    # While it waits (a day, the default SLA of a conversation), agents leave the customer alone.
+    later = run_cycle(engine, pb, FixedClock(AT + timedelta(hours=20)), transports(pb, tmp_path))
     assert later.agents["mailer"].suppressed["awaiting_review"] == 1
-    resolve(engine, waiting["id"], "ana", "called back, reshipped", AT + timedelta(hours=2))
-    assert open_messages(engine) == []
+    resolve(engine, waiting.id, "ana", note="called back, reshipped", now=AT + timedelta(hours=2))
+    assert list_items(engine, kind="conversation") == []
+    with engine.connect() as c:  # the message itself records how it was handled
+        message = c.execute(sa.select(inbound_messages).where(inbound_messages.c.id == handled.message_id)).one()
+    assert (message.status, message.handled_by, message.note) == ("resolved", "ana", "called back, reshipped")
 
 
 def test_stop_revokes_at_once_and_help_answers(engine: Engine, tmp_path: Path) -> None:
@@ -81,6 +88,7 @@ def test_inbound_cli(engine: Engine, tmp_path: Path, database_url: str) -> None:
     assert got.exit_code == 0, got.output
     assert json.loads(got.stdout)["reason"] == "legal_threat"
     listed = json.loads(runner.invoke(app, ["inbound", "list", "-d", database_url, "--json"]).stdout)
-    assert [m["reason"] for m in listed["messages"]] == ["legal_threat"]
+    assert [m["reason"] for m in listed["items"]] == ["legal_threat"]
+    assert listed["items"][0]["kind"] == "conversation" and listed["items"][0]["evidence"]["excerpt"] == "I'll sue you"
     unknown = runner.invoke(app, ["inbound", "receive", str(path), "--customer", "nobody", "--text", "hi", "-d", database_url])
     assert unknown.exit_code == 2 and "unknown customer 'nobody'" in unknown.output

@@ -380,3 +380,145 @@ def test_after_the_fact_audit_samples_can_be_approved_or_rejected(engine: Engine
     assert audits(engine, "review_rejected")[0].detail["stopped_message"] is True
     clock.set(AT + timedelta(hours=2))
     assert dispatch_due(engine, pb, clock, sinks).sent == {"mailer": 1}
+
+
+# --- conversations and findings share the queue ----------------------------------------------
+
+
+def conversation(engine: Engine, tmp_path: Path, *, caps: bool = True) -> tuple[Playbook, Any]:
+    """A stage-2 mailer sends to everyone eligible; then c001 answers angrily."""
+    from legato.trust.inbound import receive
+
+    load_customers(engine, 40)
+    text = helpers.PLAYBOOK.replace("STAGE", "2").replace("HOLDOUT", "0").replace("BUDGET", "{}")
+    if not caps:
+        text = text.replace("  frequency_caps:\n    - {channel: email, max: 1, days: 3, on_block: drop}\n", "  frequency_caps: []\n")
+    pb = parse_playbook(text)
+    clock, sinks = FixedClock(AT), transports(pb, tmp_path)
+    run_cycle(engine, pb, clock, sinks)
+    clock.set(AT + timedelta(hours=2))
+    dispatch_due(engine, pb, clock, sinks)
+    handled = receive(engine, pb, "c001", "email", "This is unacceptable, I want a refund!", AT + timedelta(hours=3))
+    assert handled.action == "escalated" and handled.reason == "complaint"
+    return pb, handled
+
+
+def with_messages(engine: Engine) -> dict[str, Any]:
+    from legato.store.schema import inbound_messages
+
+    with engine.connect() as c:
+        return snapshot(engine) | {"messages": c.execute(sa.select(inbound_messages).order_by(inbound_messages.c.id)).all()}
+
+
+def test_a_conversation_waits_in_the_same_queue_and_is_resolved_not_approved(engine: Engine, tmp_path: Path) -> None:
+    from legato.store.schema import inbound_messages
+    from legato.trust.review import resolve
+
+    pb, handled = conversation(engine, tmp_path)
+    (item,) = list_items(engine)  # the stage-2 sends were not queued: the reply is the whole queue
+    assert (item.kind, item.decision_id, item.inbound_message_id) == ("conversation", None, handled.message_id)
+    assert (item.agent_id, item.customer_id, item.channel) == ("mailer", "c001", "email")  # the agent whose message c001 got
+    assert item.evidence["excerpt"] == "This is unacceptable, I want a refund!" and "complaint" in item.evidence["intents"]
+    detail = show_item(engine, item.id, playbook=pb)
+    assert detail.decision is None and detail.message["text"] == "This is unacceptable, I want a refund!"
+    assert detail.to_dict()["message"]["received_at"] == (AT + timedelta(hours=3)).isoformat()
+
+    before = with_messages(engine)
+    for act, verb in (
+        (lambda: approve(engine, item.id, "ana", now=AT), "approve"),
+        (lambda: reject(engine, item.id, "ana", "other", now=AT), "reject"),
+        (lambda: edit(engine, item.id, "ana", playbook=pb, body="x", now=AT), "edit"),
+        (lambda: withdraw(engine, item.id, "ana", AT), "withdraw"),
+    ):
+        with pytest.raises(ReviewError, match=f"cannot {verb} review item {item.id}: it is a customer's reply, not a proposed message"):
+            act()
+    with pytest.raises(ReviewError, match="resolving needs a note"):
+        resolve(engine, item.id, "ana", note="  ", now=AT + timedelta(hours=4))
+    with pytest.raises(ReviewError, match="there is no review item 99999"):
+        resolve(engine, 99999, "ana", note="x", now=AT + timedelta(hours=4))
+    assert with_messages(engine) == before
+
+    escalated = escalate(engine, item.id, "ana", to_role="customer_care", note="wants money back", now=AT + timedelta(hours=4))
+    assert (escalated.assigned_role, escalated.priority) == ("customer_care", 100)
+    done = resolve(engine, item.id, "bo", note="refunded, apologised", now=AT + timedelta(hours=5))
+    assert (done.status, done.decided_by) == ("resolved", "bo")
+    with engine.connect() as c:
+        message = c.execute(sa.select(inbound_messages).where(inbound_messages.c.id == handled.message_id)).one()
+    assert (message.status, message.handled_by, message.note) == ("resolved", "bo", "refunded, apologised")
+    [row] = audits(engine, "review_resolved")
+    assert row.detail == {"kind": "conversation", "about_agent": "mailer", "inbound_message": handled.message_id, "note": "refunded, apologised"}
+    before = with_messages(engine)
+    with pytest.raises(ReviewError, match=f"cannot resolve review item {item.id}: it is already resolved by bo"):
+        resolve(engine, item.id, "ana", note="again", now=AT + timedelta(hours=6))
+    assert with_messages(engine) == before
+    # A reply does not count in the agent's track record, and a proposed message is not resolved.
+    from legato.trust.track_record import track_record
+
+    assert track_record(engine, "mailer", now=AT + timedelta(days=1)).escalations == 0
+
+
+def test_a_decision_is_approved_or_rejected_not_resolved(engine: Engine, tmp_path: Path) -> None:
+    from legato.trust.review import resolve
+
+    stage0_queue(engine, tmp_path)
+    item = list_items(engine)[0]
+    before = snapshot(engine)
+    with pytest.raises(ReviewError, match=f"review item {item.id} is a proposed message: approve or reject it"):
+        resolve(engine, item.id, "ana", note="done", now=AT)
+    assert snapshot(engine) == before
+
+
+def test_an_unanswered_conversation_expires_on_its_sla_and_that_is_recorded(engine: Engine, tmp_path: Path) -> None:
+    from legato.store.schema import inbound_messages
+    from legato.trust.review import resolve
+
+    pb, handled = conversation(engine, tmp_path)
+    (item,) = list_items(engine)
+    assert item.due_at == AT + timedelta(hours=3 + 24)
+    late = AT + timedelta(hours=28)
+    before = with_messages(engine)
+    with pytest.raises(ReviewError, match="it expired unhandled at 2024-03-05 11:00 UTC"):
+        resolve(engine, item.id, "ana", note="too late", now=late)
+    assert with_messages(engine) == before
+    assert expire_overdue(engine, late) == 1
+    assert list_items(engine, status="expired")[0].id == item.id
+    with engine.connect() as c:
+        assert c.execute(sa.select(inbound_messages.c.status).where(inbound_messages.c.id == handled.message_id)).scalar_one() == "expired"
+    [row] = audits(engine, "review_expired")
+    assert row.detail["kind"] == "conversation" and row.detail["inbound_message"] == handled.message_id
+    with pytest.raises(ReviewError, match="already expired by sla"):
+        resolve(engine, item.id, "ana", note="too late", now=late)
+
+
+def test_agents_leave_a_customer_alone_only_while_the_conversation_is_open(engine: Engine, tmp_path: Path) -> None:
+    from legato.trust.review import resolve
+
+    pb, handled = conversation(engine, tmp_path, caps=False)
+    sinks = transports(pb, tmp_path)
+    waiting = run_cycle(engine, pb, FixedClock(AT + timedelta(hours=4)), sinks)
+    assert waiting.agents["mailer"].suppressed["awaiting_review"] == 1  # c001 alone
+    resolve(engine, handled.review_item_id, "ana", note="called back", now=AT + timedelta(hours=5))
+    freed = run_cycle(engine, pb, FixedClock(AT + timedelta(hours=6)), sinks)
+    assert "awaiting_review" not in freed.agents["mailer"].suppressed
+
+
+def test_the_queue_of_one_kind_is_read_off_its_index_too(tmp_path: Path) -> None:
+    from legato.store.db import connect
+    from legato.trust import review
+
+    engine = connect(f"sqlite:///{tmp_path / 'plan.db'}")
+    for query in (review.queue_query(kind="conversation"), review.queue_query(kind="finding", role="legal")):
+        sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+        with engine.connect() as c:
+            plan = " | ".join(str(row[-1]) for row in c.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+        assert "USING INDEX ix_review_items_queue" in plan and "TEMP B-TREE" not in plan, plan
+        assert "LEFT-JOIN" in plan  # decisions and messages are looked up per item, not driving the scan
+    with pytest.raises(ReviewError, match="unknown kind of review item 'reply'"):
+        list_items(engine, kind="reply")
+
+
+def test_a_qualified_reason_takes_its_familys_sla() -> None:
+    created = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    assert due_at_for("value:honesty", created, {"value": 6}) == created + timedelta(hours=6)
+    assert due_at_for("value:honesty", created, {"value": 6, "value:honesty": 2}) == created + timedelta(hours=2)
+    assert due_at_for("value:honesty", created, {}) == created + timedelta(hours=48)

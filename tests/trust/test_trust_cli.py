@@ -137,3 +137,70 @@ def test_agents_list_show_promote_demote_pause_resume(engine: Engine, database_u
         assert c.execute(sa.select(agents.c.trust_stage, agents.c.status)).one() == (0, "active")
         actions = c.execute(sa.select(audit_log.c.action).where(audit_log.c.entity == "agent").order_by(audit_log.c.id)).scalars().all()
     assert actions[-4:] == ["trust_promoted", "trust_demoted", "agent_paused", "agent_resumed"]
+
+
+def test_a_b2b_renewal_a_high_value_upsell_and_an_angry_reply_wait_in_one_queue(engine: Engine, database_url: str, tmp_path: Path) -> None:
+    """Issue 5's "done when": the three cases reach `legato review list` with their reasons."""
+    import pyarrow as pa
+
+    from legato.cli.app import app
+    from legato.clock import FixedClock
+    from legato.deliver.dispatch import transports
+    from legato.engine import run_cycle
+    from legato.playbook.loader import load_playbook
+    from legato.store.ingest import import_customers, import_events
+
+    helpers = review.helpers
+    helpers.load_customers(engine, n=40)
+    import_customers(
+        engine,
+        pa.table({"id": ["c001", "c002"], "account_type": ["business", "consumer"], "renewal_days": [20.0, None]}),
+        attribute_types={"account_type": "string", "renewal_days": "number"},
+        clock=FixedClock(helpers.AT),
+    )
+    import_events(engine, pa.table({"id": ["big"], "customer_id": ["c002"], "type": ["purchase"], "occurred_at": ["2024-02-01T00:00:00Z"], "revenue": [5000.0]}), clock=FixedClock(helpers.AT))
+    text = helpers.PLAYBOOK.replace("STAGE", "3").replace("HOLDOUT", "0").replace("BUDGET", "{}")
+    text = text.replace("attributes: {tier: string}", "attributes: {tier: string, account_type: string, renewal_days: number}")
+    text = text.replace("channels:\n", "offers:\n  - {id: vip, kind: amount_off, value: 200, cost: 200}\nchannels:\n")
+    text = text.replace("actions: {creatives: [hello],", "actions: {creatives: [hello], offers: [vip],")
+    rules = (
+        "    escalation:\n"
+        '      - {when: \'account_type = "business" and renewal_days <= 30\', reason: b2b_renewal, priority: 90}\n'
+        "      - {when: 'offer_value >= 100 and lifetime_spend >= 1000', reason: high_value_upsell, priority: 80}\n"
+    )
+    path = tmp_path / "playbook.yaml"
+    path.write_text(text.replace("    trust_stage:", rules + "    trust_stage:", 1), encoding="utf-8")
+    pb = load_playbook(path)
+    run_cycle(engine, pb, FixedClock(helpers.AT), transports(pb, tmp_path))  # stage 3: only escalations reach people
+
+    angry = runner.invoke(app, ["inbound", "receive", str(path), "--customer", "c004", "--text", "This is a disgrace, I want a refund NOW!",
+                                "-d", database_url, "--at", AT, "--json"])
+    assert angry.exit_code == 0, angry.output
+    reply = json.loads(angry.stdout)
+    assert reply["action"] == "escalated" and reply["reason"] == "complaint"
+
+    listed = run(review_app, "list", "-d", database_url, "--json")
+    assert listed.exit_code == 0, listed.output
+    items = json.loads(listed.stdout)["items"]
+    assert [(i["kind"], i["customer_id"], i["reason"], i["priority"]) for i in items] == [
+        ("decision", "c001", "b2b_renewal", 90),
+        ("decision", "c002", "high_value_upsell", 80),
+        ("conversation", "c004", "complaint", 75),
+    ]
+    human = run(review_app, "list", "-d", database_url)
+    assert human.exit_code == 0 and all(reason in human.stdout for reason in ("b2b_renewal", "high_value_upsell", "complaint"))
+    conversations = json.loads(run(review_app, "list", "-d", database_url, "--kind", "conversation", "--json").stdout)["items"]
+    assert [i["id"] for i in conversations] == [reply["review_item_id"]]
+
+    item = str(reply["review_item_id"])
+    shown = run(review_app, "show", item, "-d", database_url)
+    assert shown.exit_code == 0 and "I want a refund NOW!" in shown.stdout and f"legato review resolve {item}" in shown.stdout
+    refused = run(review_app, "approve", item, "-d", database_url, "--reviewer", "ana", "--at", AT)
+    assert refused.exit_code == 2 and "it is a customer's reply, not a proposed message" in refused.output
+    done = run(review_app, "resolve", item, "-d", database_url, "--reviewer", "ana", "--note", "refund issued", "--at", AT, "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["status"] == "resolved"
+    again = run(review_app, "resolve", item, "-d", database_url, "--reviewer", "ana", "--note", "again", "--at", AT)
+    assert again.exit_code == 2 and "already resolved by ana" in again.output
+    remaining = json.loads(run(review_app, "list", "-d", database_url, "--json").stdout)["items"]
+    assert [i["reason"] for i in remaining] == ["b2b_renewal", "high_value_upsell"]

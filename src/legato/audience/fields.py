@@ -41,6 +41,9 @@ TRAIT_FIELDS: dict[str, FieldType] = {
     "first_purchase_at": FieldType.TIMESTAMP,
     "last_purchase_at": FieldType.TIMESTAMP,
     "last_event_at": FieldType.TIMESTAMP,
+    # Model scores (legato.learn.scoring); NULL until a model has scored the customer.
+    "purchase_propensity": FieldType.NUMBER,
+    "visit_propensity": FieldType.NUMBER,
 }
 
 # Derived traits, defined in the expression language over the traits above.

@@ -38,7 +38,7 @@ def _register_sub_apps() -> None:
     from legato.cli.check import check_app
     from legato.cli.importing import import_app
     from legato.cli.inbound import inbound_app
-    from legato.cli.learning import bench, evaluate, simulate
+    from legato.cli.learning import bench, evaluate, score, simulate
     from legato.cli.reports import report_app, suppress_app
     from legato.cli.trust import agents_app, review_app
 
@@ -52,6 +52,7 @@ def _register_sub_apps() -> None:
     app.command()(simulate)
     app.command()(bench)
     app.command()(evaluate)
+    app.command()(score)
 
 
 @app.command()
@@ -200,6 +201,16 @@ def run(
         emit_json(report.to_dict())
         return
     console.print(cycle_table(f"cycle {report.cycle_id} at {report.at:%Y-%m-%d %H:%M} UTC", report))
+    for score in report.scores:
+        quality = "" if score.auc is None else f", held-out AUC {score.auc:.3f}"
+        console.print(f"{score.name}: " + (f"not fitted ({score.skipped})" if score.skipped else f"{score.scored:,} customers scored{quality}"))
+    for agent in report.agents.values():
+        if agent.global_control:
+            console.print(f"{agent.agent_id}: {agent.global_control:,} customers in the global control group left alone")
+        gate = agent.uplift_gate
+        if gate is not None:
+            state = f"open ({gate['reason']})" if gate["open"] else f"{gate['gated']:,} customers not worth contacting"
+            console.print(f"{agent.agent_id}: uplift gate {state}")
     for problem in report.dispatch.errors[:10]:
         console.print(f"[yellow]not sent:[/] {problem}")
 

@@ -1,4 +1,4 @@
-"""`legato inbound`: what customers write back — receive, list the escalated ones, resolve them."""
+"""`legato inbound`: what customers write back — receive one, list those waiting in the review queue."""
 
 from __future__ import annotations
 
@@ -47,6 +47,8 @@ def receive_command(
         emit_json(handled.to_dict())
         return
     console.print(f"message {handled.message_id}: {handled.action}" + (f" ({handled.reason})" if handled.reason else ""))
+    if handled.review_item_id is not None:
+        console.print(f"waiting for a person as review item {handled.review_item_id} (legato review show {handled.review_item_id})", highlight=False)
     if handled.reply:
         console.print(f"reply to send: {handled.reply}", highlight=False)
 
@@ -57,43 +59,29 @@ def list_command(
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Escalated messages waiting for a person, highest priority first.
+    """Replies waiting for a person: the review queue's conversations, highest priority first.
 
+    They are review items like any other (`legato review list` shows them with the rest);
+    answer the customer, then `legato review resolve ITEM --note "..." --reviewer NAME`.
     Example: `legato inbound list --json`
     """
     from legato.store.db import connect
-    from legato.trust.inbound import open_messages
+    from legato.trust.review import CONVERSATION, list_items
 
     try:
-        rows = open_messages(connect(database), limit=limit)
+        items = list_items(connect(database), kind=CONVERSATION, limit=limit)
     except LegatoError as error:
         fail(error)
     if as_json:
-        emit_json({"messages": rows})
+        emit_json({"items": [item.to_dict() for item in items]})
         return
-    table = Table("id", "customer", "reason", "priority", "received", "text", title="Messages waiting for a person", title_justify="left")
-    for row in rows:
-        table.add_row(str(row["id"]), row["customer_id"], row["reason"] or "", str(row["priority"]), f"{row['received_at']:%Y-%m-%d %H:%M}", row["text"][:60])
+    table = Table("item", "customer", "reason", "priority", "role", "due", "excerpt", title="Replies waiting for a person", title_justify="left")
+    for item in items:
+        excerpt = str((item.evidence or {}).get("excerpt", ""))
+        table.add_row(
+            str(item.id), item.customer_id or "", item.reason, str(item.priority), item.assigned_role or "",
+            f"{item.due_at:%Y-%m-%d %H:%M}" if item.due_at else "", excerpt[:60],
+        )
     console.print(table)
-
-
-@inbound_app.command("resolve")
-def resolve_command(
-    message: Annotated[int, typer.Argument(help="The inbound message id.")],
-    by: Annotated[str, typer.Option("--by", help="Who dealt with it.")],
-    note: Annotated[str, typer.Option(help="How the customer was answered.")],
-    database: DatabaseOption = None,
-    at: AtOption = None,
-) -> None:
-    """Close a message a person has dealt with.
-
-    Example: `legato inbound resolve 7 --by ana --note "called back, refund issued"`
-    """
-    from legato.store.db import connect
-    from legato.trust.inbound import resolve
-
-    try:
-        resolve(connect(database), message, by, note, _now(at))
-    except LegatoError as error:
-        fail(error)
-    console.print(f"resolved inbound message {message}")
+    if items:
+        console.print("resolve one with: legato review resolve ITEM --note \"how it was answered\" --reviewer NAME", highlight=False)

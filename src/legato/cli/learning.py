@@ -154,3 +154,40 @@ def evaluate(
             f"[yellow]mean importance weight {weight:.2f} (1 is ideal):[/] guardrails or budgets filtered many logged "
             "decisions, so IPS is biased; read SNIPS"
         )
+
+
+def score(
+    playbook: Annotated[Path, typer.Argument(help="The playbook (its `scoring` section sets the horizon).")],
+    database: Annotated[Optional[str], typer.Option("--database", "-d", help="Database URL.")] = None,
+    at: Annotated[Optional[str], typer.Option(help="Score as of this instant (ISO-8601); default now.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Fit the purchase and visit propensity models on the store's history and score every customer.
+
+    The scores become the fields `purchase_propensity` and `visit_propensity`, usable in segments,
+    escalation rules and agent features. A cycle refreshes them by itself when the playbook uses
+    them and the model is older than `scoring.refit_days`.
+
+    Example: `legato score playbook.yaml --json`
+    """
+    from legato.clock import SystemClock, parse_instant
+    from legato.learn.scoring import refresh_scores
+    from legato.playbook.loader import load_playbook
+    from legato.store.db import connect
+
+    try:
+        loaded = load_playbook(playbook)
+        now = parse_instant(at) if at else SystemClock().now()
+        reports = refresh_scores(connect(database), now, loaded.scoring)
+    except LegatoError as error:
+        fail(error)
+    if as_json:
+        emit_json({"at": now.isoformat(), "scores": [r.to_dict() for r in reports]})
+        return
+    table = Table("score", "customers scored", "trained on", "with outcome", "AUC (held out)", "Brier", title=f"scores as of {now:%Y-%m-%d %H:%M} UTC, horizon {loaded.scoring.horizon_days} days", title_justify="left")
+    for r in reports:
+        table.add_row(r.name, f"{r.scored:,}", f"{r.training_rows:,}", f"{r.positives:,}", "-" if r.auc is None else f"{r.auc:.3f}", "-" if r.brier is None else f"{r.brier:.4f}")
+    console.print(table)
+    for r in reports:
+        if r.skipped:
+            console.print(f"[yellow]{r.name} not fitted:[/] {r.skipped}")

@@ -15,7 +15,7 @@ from legato.cli.output import console, emit_json, fail
 from legato.clock import SystemClock
 from legato.errors import LegatoError
 
-report_app = typer.Typer(help="Reports: guardrail outcomes and fairness audits.", no_args_is_help=True)
+report_app = typer.Typer(help="Reports: guardrail outcomes, lift and fairness audits.", no_args_is_help=True)
 DatabaseOption = Annotated[Optional[str], typer.Option("--database", "-d", help="Database URL.")]
 
 
@@ -66,20 +66,67 @@ def _outcome(reason: str) -> str:
         return "delayed"
     if reason.startswith("escalate:"):
         return "escalated"
+    if reason == "uplift_gate":
+        return "not worth contacting"
     return "blocked"
+
+
+@report_app.command("lift")
+def lift_report(
+    database: DatabaseOption = None,
+    agent: Annotated[Optional[str], typer.Option(help="Only this agent.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """What each agent adds: every KPI against its holdout and against the global control group,
+    with 95% intervals (intent-to-treat, settled decisions only).
+
+    Example: `legato report lift --database sqlite:///legato-demo/legato.db`
+    """
+    from legato.monitor.lift import lift
+    from legato.store.db import connect
+    from legato.store.schema import agents
+
+    try:
+        engine = connect(database)
+    except LegatoError as error:
+        fail(error)
+    rows = []
+    with engine.connect() as connection:
+        agent_ids = [agent] if agent else list(connection.execute(sa.select(agents.c.id).order_by(agents.c.id)).scalars())
+        for agent_id in agent_ids:
+            for against in ("holdout", "global_control"):
+                # Without a global control group (or before its decisions settle) there is nothing to compare.
+                rows += [
+                    {"agent": agent_id, "against": against, **item.to_dict()}
+                    for item in lift(connection, agent_id, against=against)
+                    if item.n_control > 0 and item.n_treated > 0
+                ]
+    if as_json:
+        emit_json({"lift": rows})
+        return
+    table = Table("agent", "against", "metric", "treated", "control", "difference", "95% interval", "n treated", "n control", title="Lift (intent-to-treat)", title_justify="left")
+    for row in rows:
+        interval = "too few to say" if row["low"] is None else f"[{row['low']:+.4f}, {row['high']:+.4f}]"
+        table.add_row(row["agent"], row["against"], row["metric"], f"{row['treated']:.4f}", f"{row['control']:.4f}", f"{row['difference']:+.4f}", interval, f"{row['n_treated']:,}", f"{row['n_control']:,}")
+    console.print(table)
+    if not rows:
+        console.print("no settled decisions yet: outcomes are attributed once each objective's window has closed")
 
 
 @report_app.command("fairness")
 def fairness(
     playbook: Annotated[Path, typer.Argument(help="The playbook that declares the protected attributes.")],
     database: DatabaseOption = None,
+    at: Annotated[Optional[str], typer.Option("--at", help="Audit at this time (ISO-8601), default now.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Selection rates per protected group for each agent, with the four-fifths rule and Fisher's test.
 
-    Exits 1 when a breach was found (and recorded in the audit log as an escalation).
+    Exits 1 when a breach was found. Each breach is recorded in the audit log and goes to the
+    review queue as a finding (one per agent, attribute and day; re-running adds none).
     Example: `legato report fairness playbook.yaml --json`
     """
+    from legato.clock import parse_instant
     from legato.monitor.fairness import audit_fairness
     from legato.playbook.loader import load_playbook
     from legato.store.db import connect
@@ -88,7 +135,7 @@ def fairness(
         loaded = load_playbook(playbook)
         if not loaded.guardrails.protected_attributes:
             raise LegatoError("the playbook declares no protected attributes to audit", hint="list them under guardrails.protected_attributes")
-        audits = audit_fairness(connect(database), loaded, SystemClock().now())
+        audits = audit_fairness(connect(database), loaded, parse_instant(at) if at else SystemClock().now())
     except LegatoError as error:
         fail(error)
     breached = any(a.breaches for a in audits)
@@ -101,7 +148,8 @@ def fairness(
                 table.add_row(g.group, f"{g.customers:,}", f"{g.selected:,}", f"{g.rate:.1%}")
             console.print(table)
             impact = "n/a" if audit.disparate_impact is None else f"{audit.disparate_impact:.2f}"
-            console.print(f"disparate impact ratio {impact}; breaches: {len(audit.breaches)}")
+            queued = f" → review item {audit.review_item_id}" if audit.review_item_id is not None else ""
+            console.print(f"disparate impact ratio {impact}; breaches: {len(audit.breaches)}{queued}")
     if breached:
         raise typer.Exit(1)
 

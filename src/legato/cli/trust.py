@@ -21,7 +21,7 @@ from legato.errors import LegatoError
 
 review_app = typer.Typer(
     name="review",
-    help="The review queue: approve, edit, reject, escalate or withdraw what agents propose.",
+    help="The review queue: approve, edit, reject, escalate or withdraw what agents propose; resolve customers' replies and findings.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -35,7 +35,7 @@ agents_app = typer.Typer(
 
 @review_app.callback()
 def _review() -> None:
-    """The review queue: approve, edit, reject, escalate or withdraw what agents propose."""
+    """The review queue: approve, edit, reject, escalate or withdraw what agents propose; resolve customers' replies and findings."""
 
 
 @agents_app.callback()
@@ -77,37 +77,55 @@ def _playbook(path: Path | None) -> Any:
 
 @review_app.command("list")
 def list_command(
-    status: Annotated[str, typer.Option(help="open, approved, rejected, expired or all.")] = "open",
+    status: Annotated[str, typer.Option(help="open, audit, approved, rejected, expired, resolved or all.")] = "open",
     agent: Annotated[str | None, typer.Option(help="Only this agent's items.")] = None,
     role: Annotated[str | None, typer.Option(help="Only items escalated to this role.")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only decision, conversation (customers' replies) or finding items.")] = None,
     limit: Annotated[int, typer.Option(help="How many items (1 to 1000).")] = 100,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List review items, highest priority first, then oldest first.
 
+    One queue: proposed messages (kind decision), customers' replies that need a person
+    (conversation) and findings about agents such as fairness breaches (finding).
     Example: `legato review list --agent winback --limit 20`
     """
     from legato.trust.review import list_items
 
     try:
-        items = list_items(_engine(database), status=status, limit=limit, agent=agent, role=role)
+        items = list_items(_engine(database), status=status, limit=limit, agent=agent, role=role, kind=kind)
     except LegatoError as error:
         fail(error)
     if as_json:
         emit_json({"items": [item.to_dict() for item in items]})
         return
     table = Table(title=f"{len(items)} {status} review item(s)", title_justify="left")
-    for column in ("item", "priority", "agent", "customer", "channel", "creative", "reason", "created", "due", "role", "status"):
-        table.add_column(column, justify="right" if column in ("item", "priority") else "left")
+    # The reason is what a reviewer sorts by in their head: it never shrinks; "what" does.
+    widest = max((len(item.reason) for item in items), default=6)
+    for column in ("item", "priority", "kind", "agent", "customer", "what", "reason", "due", "role", "status"):
+        table.add_column(
+            column,
+            justify="right" if column in ("item", "priority") else "left",
+            no_wrap=column == "reason",
+            min_width=widest if column == "reason" else None,
+        )
     for item in items:
         table.add_row(
-            str(item.id), str(item.priority), item.agent_id, item.customer_id, item.channel or "",
-            (item.creative_id or "") + (" (edited)" if item.edited else ""), item.reason,
-            f"{item.created_at:%Y-%m-%d %H:%M}", f"{item.due_at:%Y-%m-%d %H:%M}" if item.due_at else "",
-            item.assigned_role or "", item.status,
+            str(item.id), str(item.priority), item.kind, item.agent_id or "", item.customer_id or "", _what(item), item.reason,
+            f"{item.due_at:%Y-%m-%d %H:%M}" if item.due_at else "", item.assigned_role or "", item.status,
         )
     console.print(table)
+
+
+def _what(item: Any) -> str:
+    """One line on what the item is about: the message proposed, the reply, the finding."""
+    evidence = item.evidence or {}
+    if item.kind == "conversation":
+        return f"{item.channel or ''}: {evidence.get('excerpt', '')}"[:48]
+    if item.kind == "finding":
+        return f"{evidence.get('attribute', '')} {evidence.get('period', '')}".strip()
+    return f"{item.channel or ''}:{item.creative_id or ''}" + (" (edited)" if item.edited else "")
 
 
 @review_app.command("show")
@@ -131,10 +149,15 @@ def show_command(
         emit_json(detail.to_dict())
         return
     it = detail.item
-    console.print(f"[bold]review item {it.id}[/] ({it.status}, priority {it.priority}, {it.reason})")
-    console.print(f"agent {it.agent_id} → customer {it.customer_id} on {it.channel}, action {detail.decision['action']}")
+    console.print(f"[bold]review item {it.id}[/] ({it.kind}, {it.status}, priority {it.priority}, {it.reason})")
     if it.due_at:
         console.print(f"due {it.due_at:%Y-%m-%d %H:%M} UTC" + (f", assigned to {it.assigned_role}" if it.assigned_role else ""))
+    if detail.decision is None:
+        _show_case(detail)
+        return
+    console.print(f"agent {it.agent_id} → customer {it.customer_id} on {it.channel}, action {detail.decision['action']}")
+    if detail.evidence:
+        console.print(f"evidence: {detail.evidence}", markup=False, highlight=False)
     if detail.override:
         console.print(f"[yellow]edited by {detail.override.get('edited_by')} at {detail.override.get('edited_at')}[/]")
     if detail.matches_playbook is False:
@@ -153,6 +176,25 @@ def show_command(
     # Not wrapped, so the command can be copied whole.
     console.print(f"content hash: {detail.content_hash}", soft_wrap=True)
     console.print(f"approve with: legato review approve {it.id} --hash {detail.content_hash} --reviewer NAME", soft_wrap=True)
+
+
+def _show_case(detail: Any) -> None:
+    """A conversation or a finding: what happened, the evidence, how to close it."""
+    it = detail.item
+    if detail.message is not None:
+        m = detail.message
+        about = f", last message from agent {it.agent_id}" if it.agent_id else ""
+        console.print(f"customer {it.customer_id} wrote on {m['channel']} at {m['received_at']:%Y-%m-%d %H:%M} UTC{about}:")
+        console.print(f"  {m['text']}", markup=False, highlight=False)
+    else:
+        console.print(f"finding about agent {it.agent_id}")
+    for key, value in (detail.evidence or {}).items():
+        if key != "excerpt":
+            console.print(f"  {key}: {value}", markup=False, highlight=False)
+    for entry in detail.history:
+        console.print(f"  {entry['at']:%Y-%m-%d %H:%M} {entry['actor']}: {entry['action']}", markup=False, highlight=False)
+    if it.status == "open":
+        console.print(f"when dealt with: legato review resolve {it.id} --note \"how\" --reviewer NAME", soft_wrap=True, highlight=False)
 
 
 @review_app.command("approve")
@@ -269,6 +311,29 @@ def escalate_command(
     except LegatoError as error:
         fail(error)
     _done(done, f"escalated review item {done.id} to {to_role} (priority {done.priority})", as_json)
+
+
+@review_app.command("resolve")
+def resolve_command(
+    item: ItemArgument,
+    reviewer: ReviewerOption,
+    note: Annotated[str, typer.Option(help="How it was handled, e.g. how the customer was answered.")],
+    at: AtOption = None,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Close a customer's reply (conversation) or a finding once a person has dealt with it.
+
+    Proposed messages are approved or rejected instead.
+    Example: `legato review resolve 42 --note "called back, refund issued" --reviewer ana`
+    """
+    from legato.trust.review import resolve
+
+    try:
+        done = resolve(_engine(database), item, reviewer, note=note, now=_now(at))
+    except LegatoError as error:
+        fail(error)
+    _done(done, f"resolved review item {done.id} ({done.kind}, {done.reason})", as_json)
 
 
 @review_app.command("withdraw")

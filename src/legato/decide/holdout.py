@@ -41,6 +41,13 @@ def in_holdout(ids: npt.NDArray[np.str_] | list[str], agent_id: str, fraction: f
     return unit_hash(ids, f"holdout:{agent_id}") < fraction
 
 
+def in_global_control(ids: npt.NDArray[np.str_] | list[str], fraction: float) -> npt.NDArray[np.bool_]:
+    """The program-wide control group: customers no agent sends marketing to, whatever the agent."""
+    if fraction <= 0.0:
+        return np.zeros(len(ids), dtype=bool)
+    return unit_hash(ids, "global_control") < fraction
+
+
 def _finalize(state: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     state = state ^ (state >> np.uint64(33))
     state = state * np.uint64(0xFF51AFD7ED558CCD)

@@ -25,6 +25,11 @@ follows one member picked uniformly at random:
   needs (a Monte Carlo estimate computed from separate draws could be 0 for the action that
   was actually chosen, and IPS would divide by it).
 
+Masks (``allowed``, see :mod:`legato.decide.policy`) are applied inside each member: a
+member's choice for a customer is its argmax over that customer's allowed actions, so the
+propensity is still the exact share of members that chose the action, now under the mask.
+LinUCB takes its argmax (and breaks ties, and explores with ε) among the allowed actions only.
+
 Rewards, propensities and learning
 ----------------------------------
 ``update`` accepts the logged propensities because the protocol carries them for every
@@ -43,7 +48,7 @@ import numpy.typing as npt
 from pydantic import ConfigDict, Field, field_validator, model_validator
 from threadpoolctl import threadpool_limits
 
-from legato.decide.policy import BatchDecision, PolicyParams
+from legato.decide.policy import BatchDecision, BoolArray, PolicyParams, check_allowed, uniform_allowed
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -110,6 +115,26 @@ def _ensemble_choice(winners: IntArray, rng: np.random.Generator) -> tuple[IntAr
     chosen = winners[np.arange(m), member]
     propensity = np.count_nonzero(winners == chosen[:, None], axis=1) / size
     return chosen.astype(np.int64), propensity
+
+
+def _mask_penalty(mask: BoolArray | None, rows: slice) -> npt.NDArray[np.float32] | None:
+    """0 where allowed, −inf where not (float32, rows × K): added to scores, the argmax skips them."""
+    if mask is None:
+        return None
+    return np.where(mask[rows], np.float32(0.0), np.float32(-np.inf))
+
+
+def _mask_keys(mask: BoolArray) -> IntArray:
+    """One integer per row, equal for rows with the same mask (any number of actions)."""
+    packed = np.packbits(mask, axis=1)
+    keys = np.ascontiguousarray(packed).view(np.dtype((np.void, packed.shape[1]))).ravel()
+    inverse = np.unique(keys, return_inverse=True)[1]
+    return inverse.reshape(-1).astype(np.int64)
+
+
+# Beyond this many distinct masks in a segment, Beta Thompson scores every customer against
+# the ensemble directly (rows × draws × actions) rather than once per distinct mask.
+_MAX_MASK_GROUPS = 256
 
 
 def _groups(keys: IntArray) -> Iterator[tuple[int, IntArray]]:
@@ -188,10 +213,13 @@ class BetaThompson:
             )
         return segments
 
-    def decide(self, features: npt.NDArray[np.float64], rng: np.random.Generator) -> BatchDecision:
+    def decide(
+        self, features: npt.NDArray[np.float64], rng: np.random.Generator, allowed: BoolArray | None = None
+    ) -> BatchDecision:
         x = _features(features, None)
         segments = self._segments(x)
         n = x.shape[0]
+        mask = check_allowed(allowed, n, self.n_actions)
         actions = np.zeros(n, dtype=np.int64)
         propensities = np.ones(n)
         # One ensemble per segment present.
@@ -199,15 +227,43 @@ class BetaThompson:
             draws = rng.beta(
                 self.alpha[segment], self.beta[segment], size=(self.params.propensity_samples, self.n_actions)
             )
-            # Context-free: every customer of the segment faces the same ensemble, so the
-            # share of draws each action wins is computed once, not per customer.
-            winners = draws.argmax(axis=1)
-            wins = np.bincount(winners, minlength=self.n_actions)
-            chosen = winners[rng.integers(0, winners.size, size=rows.size)]
-            actions[rows] = chosen
-            propensities[rows] = wins[chosen] / winners.size
+            if mask is None:
+                self._choose(draws, None, rows, rng, actions, propensities)
+                continue
+            keys = _mask_keys(mask[rows])
+            if keys.max(initial=0) < _MAX_MASK_GROUPS:
+                for _, group in _groups(keys):
+                    self._choose(draws, mask[rows[group[0]]], rows[group], rng, actions, propensities)
+            else:
+                # Many distinct masks: each customer against every member, in bounded chunks
+                # (rows × draws × actions work; float32 keeps it cache-sized, and the draws'
+                # float32 ties are as improbable as float64's matter).
+                compact = draws.astype(np.float32)
+                chunk = max(1, (1 << 21) // draws.size)
+                for start in range(0, rows.size, chunk):
+                    block = rows[start : start + chunk]
+                    penalty = np.where(mask[block], np.float32(0.0), np.float32(-np.inf))
+                    masked = compact[None] + penalty[:, None, :]
+                    actions[block], propensities[block] = _ensemble_choice(masked.argmax(axis=2), rng)
         means = self.alpha / (self.alpha + self.beta)
         return BatchDecision(actions=actions, propensities=propensities, expected_values=means[segments, actions])
+
+    def _choose(
+        self,
+        draws: FloatArray,
+        allowed_row: BoolArray | None,
+        rows: IntArray,
+        rng: np.random.Generator,
+        actions: IntArray,
+        propensities: FloatArray,
+    ) -> None:
+        """Customers ``rows`` share one ensemble and one mask: the share of members each action
+        wins is computed once, not per customer."""
+        winners = (draws if allowed_row is None else np.where(allowed_row, draws, -np.inf)).argmax(axis=1)
+        wins = np.bincount(winners, minlength=self.n_actions)
+        chosen = winners[rng.integers(0, winners.size, size=rows.size)]
+        actions[rows] = chosen
+        propensities[rows] = wins[chosen] / winners.size
 
     def update(
         self,
@@ -253,41 +309,88 @@ class BetaThompson:
 # ---------------------------------------------------------------- ridge-regression posteriors
 
 
+class _NoisePrior:
+    """The noise variance σ² of the rewards: known, or learned with its conjugate prior.
+
+    The ridge posterior N(μ, σ² A⁻¹) is the Bayesian posterior of linear weights only for
+    the right noise variance σ². Taking σ² = 1 (the textbook N(μ, v² A⁻¹) with v = 1) is
+    right for unit-variance Gaussian rewards, but a visit or a purchase is Bernoulli with
+    variance p(1−p) ≈ 0.1: a posterior ~10 times too wide in variance, so Thompson sampling
+    explores far too long. The conjugate Normal-inverse-gamma model learns σ² from the
+    residuals instead (Bayesian linear regression with unknown variance, e.g. Bishop 2006,
+    §3.3 and exercise 3.12; used for Thompson sampling as "LinFullPost" by Riquelme, Tucker &
+    Snoek, 2018, "Deep Bayesian Bandits Showdown", ICLR, whose prior a₀ = b₀ = 6 is the
+    default here): θ | σ² ~ N(μ, σ² A⁻¹), σ² ~ InvGamma(a₀ + n/2, b₀ + (Σr² − bᵀA⁻¹b)/2),
+    the prior being θ | σ² ~ N(0, σ²/λ · I). The mean μ = A⁻¹b does not change.
+    """
+
+    def __init__(self, shape: float, scale: float, known: float | None) -> None:
+        self.shape, self.scale, self.known = shape, scale, known
+
+    def draw(self, rng: np.random.Generator, size: tuple[int, ...], n: FloatArray, rss: FloatArray) -> FloatArray:
+        """Standard deviations σ, one per draw and action (or the one shared model): ``size``."""
+        if self.known is not None:
+            return np.full(size, np.sqrt(self.known))
+        shape = self.shape + n / 2.0
+        rate = self.scale + np.maximum(rss, 0.0) / 2.0
+        precision = rng.gamma(shape, 1.0 / rate, size=size)  # 1/σ² ~ Gamma(a, rate b)
+        return np.asarray(1.0 / np.sqrt(precision))
+
+
+def _residual_state(state: dict[str, Any], explained: FloatArray, shape: tuple[int, ...]) -> tuple[FloatArray, FloatArray]:
+    """(Σr², n) from a state; states saved before they were kept start the noise estimate afresh
+    (Σr² = bᵀA⁻¹b: zero residual, n = 0), so the prior alone sets σ² until new rewards arrive."""
+    if "yy" not in state:
+        return np.array(explained, dtype=np.float64).reshape(shape), np.zeros(shape)
+    yy, n = np.asarray(state["yy"], dtype=np.float64), np.asarray(state["n"], dtype=np.float64)
+    if yy.shape != shape or n.shape != shape:
+        raise ValueError(f"state arrays yy and n have shapes {yy.shape}, {n.shape}; expected {shape}")
+    return yy, n
+
+
 class _DisjointRidge:
     """One Bayesian ridge regression per action on the customer features x.
 
-    Posterior of action k: N(A_k⁻¹ b_k, A_k⁻¹) with A_k = λI + Σ x xᵀ, b_k = Σ r x; the
-    exploration scale multiplies the covariance's square root.
+    Posterior of action k: N(A_k⁻¹ b_k, σ_k² A_k⁻¹) with A_k = λI + Σ x xᵀ, b_k = Σ r x and
+    σ_k² drawn from its own posterior (see :class:`_NoisePrior`); the exploration scale
+    multiplies the covariance's square root.
     """
 
-    def __init__(self, n_actions: int, n_features: int, ridge: float) -> None:
+    def __init__(self, n_actions: int, n_features: int, ridge: float, noise: _NoisePrior | None = None) -> None:
         self.n_features = n_features
+        self.noise = noise or _NoisePrior(6.0, 6.0, None)
         self.A: FloatArray = np.broadcast_to(ridge * np.eye(n_features), (n_actions, n_features, n_features)).copy()
         self.b: FloatArray = np.zeros((n_actions, n_features))
-        self._cache: tuple[FloatArray, FloatArray] | None = None
+        self.yy: FloatArray = np.zeros(n_actions)  # Σ r² per action
+        self.n: FloatArray = np.zeros(n_actions)  # rewards per action
+        self._cache: tuple[FloatArray, FloatArray, FloatArray] | None = None
 
     def update(self, x: FloatArray, a: IntArray, r: FloatArray) -> None:
         for action, rows in _groups(a):
             block = x[rows]
             self.A[action] += block.T @ block
             self.b[action] += block.T @ r[rows]
+            self.yy[action] += r[rows] @ r[rows]
+            self.n[action] += rows.size
         self._cache = None
 
-    def _factors(self) -> tuple[FloatArray, FloatArray]:
-        """(mean per action (K, d), L⁻¹ per action (K, d, d)) with A = L Lᵀ."""
+    def _factors(self) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(mean per action (K, d), L⁻¹ per action (K, d, d) with A = L Lᵀ, bᵀA⁻¹b per action (K,))."""
         if self._cache is None:
             inverse_cholesky = np.linalg.inv(np.linalg.cholesky(self.A))
-            mean = np.einsum("kji,kj->ki", inverse_cholesky, np.einsum("kij,kj->ki", inverse_cholesky, self.b))
-            self._cache = (mean, inverse_cholesky)
+            whitened = np.einsum("kij,kj->ki", inverse_cholesky, self.b)  # L⁻¹b
+            mean = np.einsum("kji,kj->ki", inverse_cholesky, whitened)
+            self._cache = (mean, inverse_cholesky, np.einsum("ki,ki->k", whitened, whitened))
         return self._cache
 
     def mean_weights(self) -> FloatArray:
         return self._factors()[0].T.copy()
 
     def sample_weights(self, rng: np.random.Generator, size: int, scale: float) -> FloatArray:
-        mean, inverse_cholesky = self._factors()
-        z = rng.standard_normal((size, *mean.shape))
-        # θ = μ + scale · L⁻ᵀ z has covariance scale² A⁻¹.
+        mean, inverse_cholesky, explained = self._factors()
+        sigma = self.noise.draw(rng, (size, mean.shape[0]), self.n, self.yy - explained)
+        z = rng.standard_normal((size, *mean.shape)) * sigma[:, :, None]
+        # θ = μ + scale · σ · L⁻ᵀ z has covariance scale² σ² A⁻¹.
         theta: FloatArray = mean[None] + scale * np.einsum("kji,skj->ski", inverse_cholesky, z)
         return theta.transpose(0, 2, 1)  # (size, d, K)
 
@@ -297,13 +400,14 @@ class _DisjointRidge:
         return covariances
 
     def state(self) -> dict[str, Any]:
-        return {"A": self.A.tolist(), "b": self.b.tolist()}
+        return {"A": self.A.tolist(), "b": self.b.tolist(), "yy": self.yy.tolist(), "n": self.n.tolist()}
 
     def load(self, state: dict[str, Any]) -> None:
         A, b = np.asarray(state["A"], dtype=np.float64), np.asarray(state["b"], dtype=np.float64)
         if A.shape != self.A.shape or b.shape != self.b.shape:
             raise ValueError(f"state arrays have shapes {A.shape}, {b.shape}; expected {self.A.shape}, {self.b.shape}")
         self.A, self.b, self._cache = A, b, None
+        self.yy, self.n = _residual_state(state, self._factors()[2], self.yy.shape)
 
 
 class _SharedRidge:
@@ -314,13 +418,16 @@ class _SharedRidge:
     new creative whose features resemble known ones starts from what they learned.
     """
 
-    def __init__(self, action_features: FloatArray, n_features: int, ridge: float) -> None:
+    def __init__(self, action_features: FloatArray, n_features: int, ridge: float, noise: _NoisePrior | None = None) -> None:
         self.phi = action_features  # (K, m)
         self.n_features = n_features
+        self.noise = noise or _NoisePrior(6.0, 6.0, None)
         dim = n_features * action_features.shape[1]
         self.A: FloatArray = ridge * np.eye(dim)
         self.b: FloatArray = np.zeros(dim)
-        self._cache: tuple[FloatArray, FloatArray] | None = None
+        self.yy: FloatArray = np.zeros(())  # Σ r², one noise variance for the one model
+        self.n: FloatArray = np.zeros(())
+        self._cache: tuple[FloatArray, FloatArray, FloatArray] | None = None
 
     def update(self, x: FloatArray, a: IntArray, r: FloatArray) -> None:
         d, (n_actions, m) = self.n_features, self.phi.shape
@@ -333,13 +440,16 @@ class _SharedRidge:
         # Σ_k (X_kᵀX_k) ⊗ (φ_k φ_kᵀ) and Σ_k (X_kᵀ r_k) ⊗ φ_k, since z zᵀ = (x xᵀ) ⊗ (φ φᵀ).
         self.A += np.einsum("kac,kb,ke->abce", grams, self.phi, self.phi).reshape(d * m, d * m)
         self.b += np.einsum("ka,kb->ab", moments, self.phi).reshape(d * m)
+        self.yy = self.yy + r @ r
+        self.n = self.n + r.size
         self._cache = None
 
-    def _factors(self) -> tuple[FloatArray, FloatArray]:
+    def _factors(self) -> tuple[FloatArray, FloatArray, FloatArray]:
         if self._cache is None:
             inverse_cholesky = np.linalg.inv(np.linalg.cholesky(self.A))
-            mean = inverse_cholesky.T @ (inverse_cholesky @ self.b)
-            self._cache = (mean, inverse_cholesky)
+            whitened = inverse_cholesky @ self.b
+            mean = inverse_cholesky.T @ whitened
+            self._cache = (mean, inverse_cholesky, np.asarray(whitened @ whitened))
         return self._cache
 
     def mean_weights(self) -> FloatArray:
@@ -347,9 +457,10 @@ class _SharedRidge:
         return mean.reshape(self.n_features, -1) @ self.phi.T  # (d, K)
 
     def sample_weights(self, rng: np.random.Generator, size: int, scale: float) -> FloatArray:
-        mean, inverse_cholesky = self._factors()
-        z = rng.standard_normal((size, mean.shape[0]))
-        theta = mean[None] + scale * (z @ inverse_cholesky)  # rows of L⁻ᵀ z
+        mean, inverse_cholesky, explained = self._factors()
+        sigma = self.noise.draw(rng, (size,), self.n, self.yy - explained)
+        z = rng.standard_normal((size, mean.shape[0])) * sigma[:, None]
+        theta = mean[None] + scale * (z @ inverse_cholesky)  # rows of σ L⁻ᵀ z
         return theta.reshape(size, self.n_features, -1) @ self.phi.T  # (size, d, K)
 
     def score_covariances(self) -> FloatArray:
@@ -361,13 +472,14 @@ class _SharedRidge:
         return covariances
 
     def state(self) -> dict[str, Any]:
-        return {"A": self.A.tolist(), "b": self.b.tolist()}
+        return {"A": self.A.tolist(), "b": self.b.tolist(), "yy": self.yy.tolist(), "n": self.n.tolist()}
 
     def load(self, state: dict[str, Any]) -> None:
         A, b = np.asarray(state["A"], dtype=np.float64), np.asarray(state["b"], dtype=np.float64)
         if A.shape != self.A.shape or b.shape != self.b.shape:
             raise ValueError(f"state arrays have shapes {A.shape}, {b.shape}; expected {self.A.shape}, {self.b.shape}")
         self.A, self.b, self._cache = A, b, None
+        self.yy, self.n = _residual_state(state, self._factors()[2], self.yy.shape)
 
 
 class _LinearParams(_LearningParams):
@@ -378,6 +490,13 @@ class _LinearParams(_LearningParams):
     )
     action_identity: bool = Field(default=False, description="append a one-hot action id to the action features")
     chunk_size: int = Field(default=8192, ge=1, le=10_000_000, description="customers scored per matrix product")
+    noise_variance: float | None = Field(
+        default=None,
+        gt=0,
+        description="reward noise variance σ² of LinTS's posterior N(μ, σ²A⁻¹); None = learned (Normal-inverse-gamma)",
+    )
+    noise_prior_shape: float = Field(default=6.0, gt=0, description="a₀ of the inverse-gamma prior on σ²")
+    noise_prior_scale: float = Field(default=6.0, gt=0, description="b₀ of the inverse-gamma prior on σ²")
 
     @field_validator("action_features")
     @classmethod
@@ -424,10 +543,13 @@ class _LinearPolicy:
 
     def _model(self, n_features: int) -> _DisjointRidge | _SharedRidge:
         if self.model is None:
+            noise = _NoisePrior(
+                self.params.noise_prior_shape, self.params.noise_prior_scale, self.params.noise_variance
+            )
             if self._phi is None:
-                self.model = _DisjointRidge(self.n_actions, n_features, self.params.ridge)
+                self.model = _DisjointRidge(self.n_actions, n_features, self.params.ridge, noise)
             else:
-                self.model = _SharedRidge(self._phi, n_features, self.params.ridge)
+                self.model = _SharedRidge(self._phi, n_features, self.params.ridge, noise)
         return self.model
 
     def _batch(self, features: Any) -> tuple[FloatArray, _DisjointRidge | _SharedRidge]:
@@ -473,8 +595,23 @@ class LinTS(_LinearPolicy):
 
     Implements Agrawal & Goyal (2013), "Thompson Sampling for Contextual Bandits with Linear
     Payoffs" (ICML): the reward of action k for customer x is modelled as linear, the
-    posterior of the weights is N(μ, v² A⁻¹) of a ridge regression (v = ``alpha``,
+    posterior of the weights is N(μ, v² σ² A⁻¹) of a ridge regression (v = ``alpha``,
     λ = ``ridge``), and the action with the highest sampled score is chosen.
+
+    Noise variance. Agrawal & Goyal's v absorbs the reward noise's scale R; with v = 1 and
+    σ² = 1 the posterior is exact only for unit-variance Gaussian rewards. Legato's rewards
+    are mostly Bernoulli (a visit, a purchase) with variance p(1−p) ≈ 0.1, so a fixed σ² = 1
+    makes the posterior ~10× too wide in variance and Thompson sampling keeps exploring long
+    after the data have settled the question (Chapelle & Li, 2011, "An Empirical Evaluation
+    of Thompson Sampling", NeurIPS, §4 show that a posterior wider than the true one costs
+    regret). By default σ² is therefore *learned* with its conjugate inverse-gamma prior
+    (Normal-inverse-gamma Bayesian linear regression, as "LinFullPost" in Riquelme, Tucker &
+    Snoek, 2018, "Deep Bayesian Bandits Showdown", ICLR, with their prior a₀ = b₀ = 6,
+    ``noise_prior_shape``/``noise_prior_scale``): each draw first samples σ² per action
+    from InvGamma(a₀ + n/2, b₀ + RSS/2), then the weights from N(μ, v² σ² A⁻¹). v = 1 is
+    then plain Thompson sampling from the posterior. ``noise_variance`` fixes σ² instead
+    (1.0 gives the unit-variance posterior of earlier versions). :class:`LinUCB` keeps Li et
+    al.'s width α·sqrt(xᵀA⁻¹x), derived there for rewards in [0, 1].
 
     Model. Without ``action_features`` each action has its own (disjoint) regression on x.
     With them (one row per action, K × m) one regression is shared by all actions on the
@@ -487,7 +624,9 @@ class LinTS(_LinearPolicy):
     are drawn and the chunk is scored with one float32 product ``X @ Θ``; each customer
     follows one uniformly picked draw (the standard batched approximation of per-customer
     sampling; see the module docstring). The propensity is the share of draws that agree,
-    so it is a multiple of 1/``propensity_samples`` and never 0 for the chosen action. The
+    so it is a multiple of 1/``propensity_samples`` and never 0 for the chosen action. With
+    ``allowed``, each draw's argmax is taken over the customer's allowed actions, and the
+    propensity is the share of draws whose masked argmax is the chosen action. The
     expected value is the posterior-mean score of the chosen action.
     """
 
@@ -500,9 +639,12 @@ class LinTS(_LinearPolicy):
 
     params: Params
 
-    def decide(self, features: npt.NDArray[np.float64], rng: np.random.Generator) -> BatchDecision:
+    def decide(
+        self, features: npt.NDArray[np.float64], rng: np.random.Generator, allowed: BoolArray | None = None
+    ) -> BatchDecision:
         x, model = self._batch(features)
         n, d = x.shape
+        mask = check_allowed(allowed, n, self.n_actions)
         samples, chunk = self.params.propensity_samples, self.params.chunk_size
         mean = model.mean_weights().astype(np.float32)
         actions = np.empty(n, dtype=np.int64)
@@ -515,7 +657,11 @@ class LinTS(_LinearPolicy):
                 # (samples, d, K) → (d, samples·K): one product scores every draw at once.
                 weights = model.sample_weights(rng, samples, self.params.alpha)
                 weights = weights.transpose(1, 0, 2).reshape(d, samples * self.n_actions).astype(np.float32)
-                winners = (block @ weights).reshape(m, samples, self.n_actions).argmax(axis=2)
+                scores = (block @ weights).reshape(m, samples, self.n_actions)
+                penalty = _mask_penalty(mask, slice(start, start + m))
+                if penalty is not None:
+                    scores += penalty[:, None, :]  # each member's argmax among the allowed actions
+                winners = scores.argmax(axis=2)
                 chosen, propensity = _ensemble_choice(winners, rng)
                 actions[start : start + m] = chosen
                 propensities[start : start + m] = propensity
@@ -536,7 +682,9 @@ class LinUCB(_LinearPolicy):
     tie (then the tie is broken uniformly at random and the propensity is 1/ties) or
     ``epsilon`` > 0, in which case a uniformly random action replaces the greedy one with
     probability ε and the propensity is (1-ε)+ε/K for the greedy action and ε/K for any
-    other. A deterministic rule gives a whole batch of identical customers the same action,
+    other. With ``allowed``, the argmax, the ties and the ε-exploration all range over the
+    customer's allowed actions only: ε/K becomes ε/(number of allowed actions). A
+    deterministic rule gives a whole batch of identical customers the same action,
     so for large batches :class:`LinTS` explores better.
     """
 
@@ -547,9 +695,12 @@ class LinUCB(_LinearPolicy):
 
     params: Params
 
-    def decide(self, features: npt.NDArray[np.float64], rng: np.random.Generator) -> BatchDecision:
+    def decide(
+        self, features: npt.NDArray[np.float64], rng: np.random.Generator, allowed: BoolArray | None = None
+    ) -> BatchDecision:
         x, model = self._batch(features)
         n, d = x.shape
+        mask = check_allowed(allowed, n, self.n_actions)
         k, chunk, epsilon = self.n_actions, self.params.chunk_size, self.params.epsilon
         mean = model.mean_weights().astype(np.float32)
         # xᵀΣ_k x for every k as one product of the flattened outer products x xᵀ (m, d²)
@@ -565,6 +716,9 @@ class LinUCB(_LinearPolicy):
                 means = block @ mean
                 spread = (block[:, :, None] * block[:, None, :]).reshape(m, d * d) @ covariances
                 scores = means + self.params.alpha * np.sqrt(np.maximum(spread, 0.0))
+                penalty = _mask_penalty(mask, slice(start, start + m))
+                if penalty is not None:
+                    scores += penalty  # disallowed actions can neither win nor tie
                 best = scores.max(axis=1, keepdims=True)
                 # float32 noise must not decide a tie (an untrained model scores all actions alike).
                 tied = scores >= best - 1e-6 * np.maximum(np.abs(best), 1.0)
@@ -575,12 +729,18 @@ class LinUCB(_LinearPolicy):
                     noise = np.where(tied[rows], rng.random((rows.size, k)), -1.0)
                     greedy[rows] = noise.argmax(axis=1)
                 chosen = greedy
+                n_allowed: IntArray | int = k
                 if epsilon > 0:
                     explore = rng.random(m) < epsilon
-                    chosen = np.where(explore, rng.integers(0, k, size=m), greedy)
+                    if mask is None:
+                        uniform = rng.integers(0, k, size=m)
+                    else:
+                        uniform, _ = uniform_allowed(mask[start : start + m], rng)
+                        n_allowed = mask[start : start + m].sum(axis=1)
+                    chosen = np.where(explore, uniform, greedy)
                 in_greedy_set = tied[np.arange(m), chosen]
                 actions[start : start + m] = chosen
-                propensities[start : start + m] = (1.0 - epsilon) * in_greedy_set / n_tied + epsilon / k
+                propensities[start : start + m] = (1.0 - epsilon) * in_greedy_set / n_tied + epsilon / n_allowed
                 expected[start : start + m] = means[np.arange(m), chosen]
         return BatchDecision(actions=actions, propensities=propensities, expected_values=expected)
 

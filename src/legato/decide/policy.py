@@ -5,6 +5,19 @@ Pydantic model, so a playbook's typo is caught by ``legato validate``), ``decide
 on a whole batch of customers at once, ``update`` learns from a batch of outcomes, and
 ``state``/``from_state`` round-trip through the store as JSON so a restart continues where
 the agent was.
+
+Per-customer action masks
+-------------------------
+``decide(features, rng, allowed=None)`` takes an optional boolean matrix ``allowed`` of shape
+customers × actions. ``allowed[i, k]`` False means action ``k`` must never be chosen for
+customer ``i`` (typically: the customer did not consent to that action's channel). Every
+policy then randomizes over the allowed actions only, and the propensity it returns is the
+exact probability it gave the chosen action *under that customer's mask*, so inverse
+propensity scoring of the logs stays unbiased. ``None`` (or an all-True matrix) means every
+action is allowed and costs nothing. A row with no allowed action, a matrix of the wrong
+shape or values other than booleans (or 0/1) raise ``ValueError``: the engine removes such
+customers before it asks (an action space of size zero after consent filtering is its
+error to report, with the customer, not the policy's to guess).
 """
 
 from __future__ import annotations
@@ -30,11 +43,62 @@ class PolicyParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+BoolArray = npt.NDArray[np.bool_]
+
+
+def check_allowed(allowed: Any, n: int, n_actions: int) -> BoolArray | None:
+    """The validated mask as a C-contiguous boolean matrix, or None when every action is allowed.
+
+    Raises ValueError for a wrong shape, values other than booleans or 0/1, or a customer
+    with no allowed action (the message names the first such row and how many there are).
+    """
+    if allowed is None:
+        return None
+    mask = np.asarray(allowed)
+    if mask.shape != (n, n_actions):
+        raise ValueError(
+            f"allowed must be a customers × actions matrix of shape ({n}, {n_actions}), got shape {mask.shape}"
+        )
+    if mask.dtype != np.bool_:
+        if mask.size and not (np.issubdtype(mask.dtype, np.number) and np.all((mask == 0) | (mask == 1))):
+            raise ValueError("allowed must hold booleans (or 0/1): True where the action may be chosen")
+        mask = mask.astype(np.bool_)
+    if mask.all():
+        return None  # the unmasked fast path, same decisions
+    none_allowed = ~mask.any(axis=1)
+    if none_allowed.any():
+        rows = np.flatnonzero(none_allowed)
+        raise ValueError(
+            f"allowed has no allowed action for {rows.size} customer(s) (first: row {int(rows[0])}); "
+            "remove customers who can receive no action before deciding"
+        )
+    return np.ascontiguousarray(mask)
+
+
+def uniform_allowed(mask: BoolArray, rng: np.random.Generator) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """One action per row drawn uniformly among its allowed ones, and its probability 1/count."""
+    counts = mask.sum(axis=1)
+    rank = rng.integers(0, counts)  # the rank-th allowed action of the row, 0-based
+    # The first column whose running count of allowed actions exceeds rank.
+    chosen = (np.cumsum(mask, axis=1) > rank[:, None]).argmax(axis=1)
+    return chosen.astype(np.int64), 1.0 / counts
+
+
 class Policy(Protocol):
+    """What every policy does (see the module docstring for the mask's contract).
+
+    ``decide(features, rng, allowed=None)``: for each row of ``features`` (customers ×
+    features) one action index, the probability the policy gave it (given ``allowed``, if
+    any) and the policy's expected reward for it. An action that ``allowed`` marks False for
+    a customer is never chosen for that customer.
+    """
+
     name: ClassVar[str]
     Params: ClassVar[type[PolicyParams]]
 
-    def decide(self, features: npt.NDArray[np.float64], rng: np.random.Generator) -> BatchDecision: ...
+    def decide(
+        self, features: npt.NDArray[np.float64], rng: np.random.Generator, allowed: BoolArray | None = None
+    ) -> BatchDecision: ...
 
     def update(
         self,
@@ -66,8 +130,15 @@ class UniformRandom:
         self.n_actions = n_actions
         self.params = params or self.Params()
 
-    def decide(self, features: npt.NDArray[np.float64], rng: np.random.Generator) -> BatchDecision:
+    def decide(
+        self, features: npt.NDArray[np.float64], rng: np.random.Generator, allowed: BoolArray | None = None
+    ) -> BatchDecision:
+        """Uniform over all actions, or over each customer's allowed ones (propensity 1/count)."""
         n = features.shape[0]
+        mask = check_allowed(allowed, n, self.n_actions)
+        if mask is not None:
+            actions, propensities = uniform_allowed(mask, rng)
+            return BatchDecision(actions=actions, propensities=propensities, expected_values=np.zeros(n))
         return BatchDecision(
             actions=rng.integers(0, self.n_actions, size=n, dtype=np.int64),
             propensities=np.full(n, 1.0 / self.n_actions),
@@ -86,7 +157,14 @@ class UniformRandom:
 
 
 class FixedAction:
-    """Always the same action (a business rule, or a single-arm baseline to compare against)."""
+    """Always the same action (a business rule, or a single-arm baseline to compare against).
+
+    With a mask, a customer for whom the action is not allowed gets the *lowest-indexed*
+    allowed action instead (index 0 is "do nothing" whenever the agent's action space has
+    it, so a customer who cannot receive the rule's message is left alone). The rule stays
+    deterministic, so every propensity is 1. Raising instead would let one customer without
+    consent stop the whole batch, and the engine's guardrails would drop that send anyway.
+    """
 
     name: ClassVar[str] = "fixed"
 
@@ -99,10 +177,17 @@ class FixedAction:
         if not 0 <= self.params.action < n_actions:
             raise ValueError(f"action {self.params.action} is outside the action space 0..{n_actions - 1}")
 
-    def decide(self, features: npt.NDArray[np.float64], rng: np.random.Generator) -> BatchDecision:
+    def decide(
+        self, features: npt.NDArray[np.float64], rng: np.random.Generator, allowed: BoolArray | None = None
+    ) -> BatchDecision:
         n = features.shape[0]
+        mask = check_allowed(allowed, n, self.n_actions)
+        actions = np.full(n, self.params.action, dtype=np.int64)
+        if mask is not None:
+            blocked = ~mask[:, self.params.action]
+            actions[blocked] = mask[blocked].argmax(axis=1)  # the first allowed action
         return BatchDecision(
-            actions=np.full(n, self.params.action, dtype=np.int64),
+            actions=actions,
             propensities=np.ones(n),
             expected_values=np.zeros(n),
         )

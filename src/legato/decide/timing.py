@@ -7,7 +7,7 @@ whether an unknown zone needs the strictest candidate instead.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -19,21 +19,39 @@ UTC_NAME = "UTC"
 
 
 def next_send_times(
-    now: datetime, zones: npt.NDArray[np.object_], windows: list[SendWindow], window_index: npt.NDArray[np.int64]
+    now: datetime,
+    zones: npt.NDArray[np.object_],
+    windows: list[SendWindow],
+    window_index: npt.NDArray[np.int64],
+    hours: npt.NDArray[np.int64] | None = None,
 ) -> npt.NDArray[np.datetime64]:
     """For each row, the first instant at or after ``now`` inside ``windows[window_index]``,
-    in the row's local zone, returned as naive UTC ``datetime64[us]``."""
+    in the row's local zone, returned as naive UTC ``datetime64[us]``. With ``hours`` (a
+    local hour per row, inside its window), only that hour of the window is used."""
     result = np.full(len(zones), np.datetime64("NaT"), dtype="datetime64[us]")
     zone_names = np.where(zones == None, UTC_NAME, zones)  # noqa: E711 - elementwise on objects
     for zone_name in np.unique(zone_names.astype(str)):
-        zone = _zone(zone_name)
+        zone = zone_or_utc(zone_name)
         local_now = now.astimezone(zone)
         in_zone = zone_names == zone_name
         for index, window in enumerate(windows):
             rows = in_zone & (window_index == index)
-            if rows.any():
+            if not rows.any():
+                continue
+            if hours is None:
                 result[rows] = np.datetime64(_next_start(local_now, window).replace(tzinfo=None), "us")
+                continue
+            for hour in np.unique(hours[rows]).tolist():
+                part = within_hour(window, hour)
+                result[rows & (hours == hour)] = np.datetime64(_next_start(local_now, part).replace(tzinfo=None), "us")
     return result
+
+
+def within_hour(window: SendWindow, hour: int) -> SendWindow:
+    """The part of ``window`` that lies in the local ``hour`` (the whole window if they do not overlap)."""
+    start = max(window.start, time(hour, 0))
+    end = min(window.end, time(hour + 1, 0) if hour < 23 else time(23, 59))
+    return SendWindow(start=start, end=end) if start < end else window
 
 
 def _next_start(local_now: datetime, window: SendWindow) -> datetime:
@@ -49,7 +67,10 @@ def _next_start(local_now: datetime, window: SendWindow) -> datetime:
     return chosen.astimezone(ZoneInfo(UTC_NAME))
 
 
-def _zone(name: str) -> ZoneInfo:
+def zone_or_utc(name: str | None) -> ZoneInfo:
+    """The named zone; UTC when the name is missing or unknown."""
+    if not name:
+        return ZoneInfo(UTC_NAME)
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

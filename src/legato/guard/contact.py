@@ -225,6 +225,28 @@ def _to_datetime64(values: npt.NDArray[np.generic]) -> npt.NDArray[np.datetime64
     )
 
 
+def unreachable_reasons(facts: ContactFacts, channel: str, promotional: npt.NDArray[np.bool_]) -> npt.NDArray[np.object_]:
+    """Why each customer cannot be sent ``channel`` at all (None where they can).
+
+    These are the standing facts no send time or cap changes: the suppression list, a
+    contact point, consent. The engine uses them to offer a policy only the channels a
+    customer can receive; :func:`check_contacts` applies them to the channel chosen.
+    """
+    n = len(promotional)
+    reasons = np.full(n, None, dtype=object)
+
+    def mark(mask: npt.NDArray[np.bool_], reason: str) -> None:
+        reasons[mask & (reasons == None)] = reason  # noqa: E711 - elementwise on objects
+
+    if facts.suppressed is not None:
+        mark(promotional & facts.suppressed, "do_not_contact")
+    if channel in facts.reachable:
+        mark(~facts.reachable[channel], f"no_contact_point:{channel}")
+        mark(promotional & facts.revoked[channel], f"consent_revoked:{channel}")
+        mark(promotional & ~facts.consented[channel], f"no_consent:{channel}")
+    return reasons
+
+
 def check_contacts(
     channels: npt.NDArray[np.object_],
     send_at: npt.NDArray[np.datetime64],
@@ -247,21 +269,18 @@ def check_contacts(
     send_at = send_at.copy()
     sends = channels != None  # noqa: E711 - elementwise comparison on an object array
 
-    def block(mask: npt.NDArray[np.bool_], reason: str) -> None:
+    def block(mask: npt.NDArray[np.bool_], reason: str | npt.NDArray[np.object_]) -> None:
         hit = mask & allowed & sends
-        reasons[hit] = reason
+        reasons[hit] = reason if isinstance(reason, str) else reason[hit]
         allowed[hit] = False
 
-    if facts.suppressed is not None:
-        block(promotional & facts.suppressed, "do_not_contact")
+    for channel in {c for c in channels[sends].tolist()}:
+        on_channel = channels == channel
+        standing = unreachable_reasons(facts, channel, promotional)
+        block(on_channel & (standing != None), standing)  # noqa: E711 - elementwise on objects
     if facts.whatsapp_window is not None and templates is not None:
         # Outside the 24-hour window WhatsApp accepts only pre-approved templates (Meta's Business Policy).
         block((channels == "whatsapp") & ~templates & ~facts.whatsapp_window, "whatsapp_outside_service_window")
-    for channel in facts.reachable:
-        on_channel = channels == channel
-        block(on_channel & ~facts.reachable[channel], f"no_contact_point:{channel}")
-        block(on_channel & promotional & facts.revoked[channel], f"consent_revoked:{channel}")
-        block(on_channel & promotional & ~facts.consented[channel], f"no_consent:{channel}")
     for index, cap in enumerate(guardrails.frequency_caps):
         applies = sends if cap.channel == "any" else channels == cap.channel.value
         applies = applies & promotional & _in_region(facts, cap.region, n)

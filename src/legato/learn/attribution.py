@@ -85,9 +85,9 @@ def settle(
     for customer_id, at in later:
         touches[customer_id].append(at)
     outcome_rows = _events(connection, customers, start, now)
-    by_customer: dict[str, list[tuple[datetime, str, float]]] = defaultdict(list)
-    for customer_id, kind, at, revenue in outcome_rows:
-        by_customer[customer_id].append((at, kind, revenue or 0.0))
+    by_customer: dict[str, list[tuple[datetime, str, float, str | None]]] = defaultdict(list)
+    for customer_id, kind, at, revenue, reference in outcome_rows:
+        by_customer[customer_id].append((at, kind, revenue or 0.0, None if reference is None else str(reference)))
 
     n = len(pending)
     visited = np.zeros(n, bool)
@@ -101,8 +101,9 @@ def settle(
         following = [t for t in touches.get(row.customer_id, ()) if t > opened]
         if following:
             closes = min(closes, min(following))
-        for at, kind, amount in by_customer.get(row.customer_id, ()):
-            if opened < at <= closes:
+        for at, kind, amount, reference in by_customer.get(row.customer_id, ()):
+            # An outcome that names its decision counts for that decision only.
+            if opened < at <= closes and (reference is None or reference == str(row.id)):
                 visited[i] |= kind in ("visit", "purchase")
                 purchased[i] |= kind == "purchase"
                 unsubscribed[i] |= kind == "unsubscribe"
@@ -182,13 +183,19 @@ def objective_reward(
 
 def _events(
     connection: Connection, customers: list[str], start: datetime, now: datetime
-) -> list[tuple[str, str, datetime, float | None]]:
-    rows: list[tuple[str, str, datetime, float | None]] = []
+) -> list[tuple[str, str, datetime, float | None, str | None]]:
+    rows: list[tuple[str, str, datetime, float | None, str | None]] = []
     for offset in range(0, len(customers), 10_000):
         chunk = customers[offset : offset + 10_000]
         rows.extend(
             connection.execute(
-                sa.select(events.c.customer_id, events.c.type, events.c.occurred_at, events.c.revenue).where(
+                sa.select(
+                    events.c.customer_id,
+                    events.c.type,
+                    events.c.occurred_at,
+                    events.c.revenue,
+                    events.c.properties["decision_id"].as_string(),
+                ).where(
                     events.c.customer_id.in_(chunk),
                     events.c.type.in_(OUTCOME_TYPES),
                     events.c.occurred_at > start,

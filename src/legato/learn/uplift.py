@@ -147,9 +147,18 @@ class ClassTransformationUplift(_BoostedUplift):
     (ICML Workshop on Clinical Data Analysis). The identity needs P(t=1) = 1/2; rows are
     therefore weighted by 1/(2·P(t)) so that treated and control weigh the same, which makes
     it hold for any treated share of a randomized experiment (t independent of x).
+    ``balanced=False`` fits unweighted, as scikit-uplift's ``ClassTransformation`` does (it
+    only warns when the arms are unbalanced).
     """
 
     kind = "class_transformation_uplift"
+
+    def __init__(self, *, balanced: bool = True, **params: Any) -> None:
+        super().__init__(**params)
+        self.balanced = balanced
+
+    def get_params(self) -> dict[str, Any]:
+        return {**super().get_params(), "balanced": self.balanced}
 
     def fit(self, X: Any, treatment: Any, y: Any) -> Self:
         matrix = _as_matrix(X)
@@ -159,7 +168,7 @@ class ClassTransformationUplift(_BoostedUplift):
         if share in (0.0, 1.0):
             raise ValueError("treatment holds a single arm; uplift needs treated and control rows")
         z = labels * treated + (1 - labels) * (1 - treated)
-        weights = np.where(treated == 1, 0.5 / share, 0.5 / (1.0 - share))
+        weights = np.where(treated == 1, 0.5 / share, 0.5 / (1.0 - share)) if self.balanced else None
         self.models_ = [self._booster().fit(matrix, z, sample_weight=weights)]
         return self
 

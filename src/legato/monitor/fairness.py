@@ -7,26 +7,37 @@ counts against it, which a rate among decisions would hide), the disparate impac
 highest) and the demographic parity difference (highest minus lowest). The four-fifths rule
 (EEOC Uniform Guidelines, 29 CFR § 1607.4(D)) flags a group whose rate is below 80% of the
 highest group's; because small groups make that ratio noisy, a flag counts as a *breach* only
-when Fisher's exact test (two-sided) finds the two rates different at the 5% level. A breach
-is written to the audit log as an escalation for a person to look at.
+when Fisher's exact test (two-sided) finds the two rates different at the 5% level.
+
+A breach is written to the audit log and becomes a review item of kind "finding" (reason
+``fairness_breach``, the numbers as evidence) for a person to look at: one per agent,
+attribute and period (the UTC day of the audit), and none while an earlier one for the same
+agent and attribute is still open, so re-running the audit adds nothing. The audit runs on
+``legato report fairness`` (over all decisions) and once a day from the cycle
+(:func:`audit_daily`, over the last 30 days).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from scipy.stats import fisher_exact
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from legato.playbook.models import Playbook
-from legato.store.schema import audit_log, customers, decisions
+from legato.store.schema import audit_log, customers, decisions, review_items
+from legato.trust.review import FINDING, OPEN, due_at_for
 
 FOUR_FIFTHS = 0.8
 ALPHA = 0.05
 SELECTED = ("scheduled", "sent", "queued")
+REASON = "fairness_breach"
+PRIORITY = 80  # above the stage-0 backlog: unfair targeting is an ethical matter, not a routine proposal
+DAILY_WINDOW_DAYS = 30.0
+ACTOR = "fairness_audit"
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,7 @@ class FairnessAudit:
     disparate_impact: float | None = None
     parity_difference: float | None = None
     breaches: list[dict[str, Any]] = field(default_factory=list)
+    review_item_id: int | None = None  # the finding raised for the breaches (None if none or already raised)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,10 +69,15 @@ class FairnessAudit:
             "disparate_impact": self.disparate_impact,
             "parity_difference": self.parity_difference,
             "breaches": self.breaches,
+            "review_item": self.review_item_id,
         }
 
 
 def audit_fairness(engine: Engine, playbook: Playbook, now: datetime, *, since: datetime | None = None) -> list[FairnessAudit]:
+    """Audit every agent on every protected attribute over decisions since ``since`` (all if None).
+
+    Breaches go to the audit log and, as findings, to the review queue (see the module doc).
+    """
     audits: list[FairnessAudit] = []
     with engine.begin() as connection:
         for attribute in playbook.guardrails.protected_attributes:
@@ -84,11 +101,83 @@ def audit_fairness(engine: Engine, playbook: Playbook, now: datetime, *, since: 
                 for breach in audit.breaches:
                     connection.execute(
                         sa.insert(audit_log).values(
-                            at=now, actor="fairness_audit", action="fairness_breach", entity="agent", entity_id=agent_id, detail={"attribute": attribute, **breach}
+                            at=now, actor=ACTOR, action="fairness_breach", entity="agent", entity_id=agent_id, detail={"attribute": attribute, **breach}
                         )
                     )
+                if audit.breaches:
+                    audit.review_item_id = _raise_finding(connection, playbook, audit, now, since)
                 audits.append(audit)
+        connection.execute(
+            sa.insert(audit_log).values(
+                at=now, actor=ACTOR, action="fairness_audit_run", entity="fairness_audit", entity_id=_period(now),
+                detail={
+                    "since": since.isoformat() if since else None,
+                    "attributes": list(playbook.guardrails.protected_attributes),
+                    "breaches": sum(len(a.breaches) for a in audits),
+                    "review_items": [a.review_item_id for a in audits if a.review_item_id is not None],
+                },
+            )
+        )
     return audits
+
+
+def audit_daily(engine: Engine, playbook: Playbook, now: datetime, *, window_days: float = DAILY_WINDOW_DAYS) -> list[FairnessAudit]:
+    """The cycle's audit: at most once per UTC day, over the last ``window_days`` of decisions.
+
+    Returns the audits made, or nothing when the playbook protects no attribute or an audit
+    already ran today (from the cycle or ``legato report fairness``).
+    """
+    if not playbook.guardrails.protected_attributes:
+        return []
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    with engine.connect() as connection:
+        done = connection.execute(
+            sa.select(audit_log.c.id)
+            .where(audit_log.c.action == "fairness_audit_run", audit_log.c.at >= day, audit_log.c.at < day + timedelta(days=1))
+            .limit(1)
+        ).first()
+    if done is not None:
+        return []
+    return audit_fairness(engine, playbook, now, since=now - timedelta(days=window_days))
+
+
+def _period(now: datetime) -> str:
+    return f"{now:%Y-%m-%d}"
+
+
+def _raise_finding(connection: Connection, playbook: Playbook, audit: FairnessAudit, now: datetime, since: datetime | None) -> int | None:
+    """One finding per agent, attribute and period; none while one for them is still open."""
+    period = _period(now)
+    earlier = connection.execute(
+        sa.select(review_items.c.status, review_items.c.evidence).where(
+            review_items.c.kind == FINDING, review_items.c.reason == REASON, review_items.c.agent_id == audit.agent_id
+        )
+    ).all()
+    for status, evidence in earlier:
+        same = (evidence or {}).get("attribute") == audit.attribute
+        if same and (status == OPEN or (evidence or {}).get("period") == period):
+            return None
+    evidence = {
+        "attribute": audit.attribute,
+        "period": period,
+        "since": since.isoformat() if since else None,
+        "disparate_impact": audit.disparate_impact,
+        "parity_difference": audit.parity_difference,
+        "four_fifths": FOUR_FIFTHS,
+        "alpha": ALPHA,
+        "breaches": audit.breaches,
+        "groups": [{"group": g.group, "customers": g.customers, "selected": g.selected, "rate": g.rate} for g in audit.groups],
+    }
+    return int(
+        connection.execute(
+            sa.insert(review_items)
+            .values(
+                kind=FINDING, decision_id=None, inbound_message_id=None, agent_id=audit.agent_id, reason=REASON, priority=PRIORITY,
+                status=OPEN, created_at=now, due_at=due_at_for(REASON, now, playbook.review.sla_hours), evidence=evidence,
+            )
+            .returning(review_items.c.id)
+        ).scalar_one()
+    )
 
 
 def _assess(agent_id: str, attribute: str, groups: list[GroupRate]) -> FairnessAudit:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -40,8 +40,20 @@ class Lift:
         return self.__dict__.copy()
 
 
-def lift(connection: Connection, agent_id: str, *, decided_from: datetime | None = None, decided_to: datetime | None = None) -> list[Lift]:
-    """Visit rate, conversion rate, revenue per customer and reward per decision vs the holdout."""
+def lift(
+    connection: Connection,
+    agent_id: str,
+    *,
+    decided_from: datetime | None = None,
+    decided_to: datetime | None = None,
+    against: Literal["holdout", "global_control"] = "holdout",
+) -> list[Lift]:
+    """Visit rate, conversion rate, revenue per customer and reward per decision vs the holdout.
+
+    ``against="global_control"`` compares the same treated decisions with the customers of
+    the program-wide control group instead (no agent sent them marketing), which measures
+    what the whole program adds, not only this agent; the agent's own holdout is left out.
+    """
     measures = {
         "visit_rate": sa.cast(decisions.c.visited, sa.Integer),
         "conversion_rate": sa.cast(decisions.c.purchased, sa.Integer),
@@ -53,16 +65,21 @@ def lift(connection: Connection, agent_id: str, *, decided_from: datetime | None
         for name, value in measures.items()
         for part in (sa.func.sum(value).label(f"{name}_sum"), sa.func.sum(value * value).label(f"{name}_squares"))
     ]
+    in_control = decisions.c.route == "control"
+    if against == "holdout":
+        group, scope = decisions.c.holdout, ~in_control
+    else:
+        group, scope = in_control, ~decisions.c.holdout
     query = (
-        sa.select(decisions.c.holdout, sa.func.count().label("n"), *sums)
-        .where(decisions.c.agent_id == agent_id, decisions.c.settled_at.is_not(None))
-        .group_by(decisions.c.holdout)
+        sa.select(group.label("control"), sa.func.count().label("n"), *sums)
+        .where(decisions.c.agent_id == agent_id, decisions.c.settled_at.is_not(None), scope)
+        .group_by(group)
     )
     if decided_from is not None:
         query = query.where(decisions.c.decided_at >= decided_from)
     if decided_to is not None:
         query = query.where(decisions.c.decided_at < decided_to)
-    groups = {bool(row.holdout): row._mapping for row in connection.execute(query)}
+    groups = {bool(row.control): row._mapping for row in connection.execute(query)}
     if not groups:
         return []
     return [_compare(name, _Moments.of(groups.get(False), name), _Moments.of(groups.get(True), name)) for name in measures]

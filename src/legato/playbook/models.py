@@ -256,6 +256,29 @@ class RiskLimits(Strict):
     max_customer_value: float | None = Field(None, ge=0, description="Lifetime spend above which a person decides.")
 
 
+class UpliftGateSettings(Strict):
+    """Contact only customers whose predicted uplift pays: see legato.decide.uplift_gate."""
+
+    model: Literal["two_model", "class_transformation"] = "two_model"
+    min_uplift: float = Field(
+        0.0, ge=-1.0, le=1.0, description="Predicted change in the primary outcome's probability a contact must exceed."
+    )
+    top_share: Fraction | None = Field(None, description="Of those, contact only this share with the highest uplift.")
+    min_samples: int = Field(500, ge=50, description="Settled sends and holdout decisions each, before the gate closes.")
+    history_days: int = Field(90, ge=1, le=730, description="Learn from the decisions of the last N days.")
+
+
+
+class SendTimeSettings(Strict):
+    """When in the send window a message goes: the window's start, or each customer's best hour."""
+
+    mode: Literal["window_start", "learned"] = "window_start"
+    min_events: int = Field(
+        5, ge=1, description="Engagements a customer needs before their own hours count; fewer: the population's."
+    )
+    history_days: int = Field(90, ge=7, le=730, description="Engagement history to learn from.")
+
+
 class Agent(Strict):
     id: Identifier
     objective: Identifier
@@ -275,6 +298,8 @@ class Agent(Strict):
     escalation: list[EscalationRule] = Field(default_factory=list)
     risk_limits: RiskLimits = Field(default_factory=RiskLimits)
     audit_sample: Fraction = Field(0.05, description="Stage 2: share of executed actions queued for an after-the-fact audit.")
+    uplift_gate: UpliftGateSettings | None = Field(None, description="Contact only customers a message is predicted to move.")
+    send_time: SendTimeSettings = Field(default_factory=SendTimeSettings)
 
 
 # --- guardrails ------------------------------------------------------------------------
@@ -340,6 +365,16 @@ class ReviewSettings(Strict):
     allow_self_approval: bool = Field(False, description="May a reviewer approve their own edit?")
 
 
+class ScoringSettings(Strict):
+    """Customer scores (purchase_propensity, visit_propensity): how they are trained and kept fresh."""
+
+    horizon_days: int = Field(30, ge=1, le=365, description="Predict a purchase (visit) within this many days.")
+    refit_days: float = Field(7.0, gt=0, description="Refit and rescore when the latest model is this old.")
+    min_examples: int = Field(
+        50, ge=10, description="Customers with and without the outcome needed before a model is trusted."
+    )
+
+
 class Guardrails(Strict):
     consent: list[ConsentRule] = Field(default_factory=list)
     frequency_caps: list[FrequencyCap] = Field(default_factory=list)
@@ -347,6 +382,40 @@ class Guardrails(Strict):
     protected_attributes: list[Identifier] = Field(
         default_factory=list, description="Never usable for targeting; only for fairness audits."
     )
+
+
+# --- inbound conversations and company values -------------------------------------------
+
+
+class InboundRule(Strict):
+    """A reason to hand a customer's reply to a person, beyond the built-in ones."""
+
+    when: str = Field(
+        min_length=1,
+        description="Expression over customer fields and the message: sentiment (-1..1), intent (the primary "
+        "intent), intent_complaint, intent_legal_threat, intent_distress, intent_human_request...",
+    )
+    reason: Identifier
+    priority: int = Field(50, ge=0, le=100)
+    role: Identifier | None = Field(None, description="The role that should answer, e.g. support or legal.")
+
+
+class InboundSettings(Strict):
+    escalation: list[InboundRule] = Field(
+        default_factory=list,
+        description="Rules on replies; STOP and HELP are handled first, and legal threats, distress, requests "
+        "for a person, complaints and strongly negative replies always reach a person.",
+    )
+
+
+class CompanyValue(Strict):
+    """A value the company declares; a decision that conflicts with it goes to a person."""
+
+    # 58 so that the review reason "value:<id>" fits its 64 characters.
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=58)]
+    statement: str = Field(min_length=1, description="The value in words, shown to the reviewer.")
+    conflicts_when: str = Field(min_length=1, description="Expression over customer and decision fields, as escalation rules.")
+    priority: int = Field(85, ge=0, le=100)
 
 
 # --- the playbook ----------------------------------------------------------------------
@@ -369,6 +438,14 @@ class Playbook(Strict):
     agents: list[Agent] = Field(min_length=1)
     guardrails: Guardrails = Field(default_factory=Guardrails)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
+    inbound: InboundSettings = Field(default_factory=InboundSettings)
+    values: list[CompanyValue] = Field(default_factory=list, description="Declared company values decisions must not conflict with.")
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    global_control: Fraction = Field(
+        0.0,
+        description="Share of customers no agent contacts with marketing, to measure the whole program's "
+        "lift (stable per customer, independent of each agent's own holdout).",
+    )
 
     @field_validator("segments")
     @classmethod

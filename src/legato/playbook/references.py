@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from difflib import get_close_matches
 
-from legato.audience.expr import ExpressionError, identifiers, parse
+from legato.audience.expr import Comparison, ExpressionError, InList, Literal, Name, Node, identifiers, parse, walk
 from legato.audience.fields import LIFECYCLE_STAGE, field_types, known_fields
 from legato.audience.sql import FieldType, check_expression, check_value
 from legato.decide.registry import check_policy
@@ -21,7 +21,7 @@ from legato.deliver.render import check_template, check_template_access
 from legato.playbook.loader import Problem
 from legato.playbook.models import Playbook
 from legato.playbook.positions import Path
-from legato.trust.escalation import DECISION_FIELDS
+from legato.trust.escalation import DECISION_FIELDS, INBOUND_FIELDS, INTENTS, NO_INTENT
 
 def check_references(playbook: Playbook) -> list[Problem]:
     return [
@@ -39,6 +39,7 @@ def _unique_ids(playbook: Playbook) -> Iterator[Problem]:
         ("creatives", (c.id for c in playbook.creatives), "id"),
         ("agents", (a.id for a in playbook.agents), "id"),
         ("lifecycle", (s.stage for s in playbook.lifecycle), "stage"),
+        ("values", (v.id for v in playbook.values), "id"),
     ]
     for section, ids, key in sections:
         seen: dict[str, int] = {}
@@ -120,6 +121,8 @@ def expression_problems(data: Mapping[str, Any]) -> list[Problem]:
     customer = known_fields(attributes, protected, with_lifecycle=bool(lifecycle))
     staged = known_fields(attributes, protected, with_lifecycle=False)
     decision = {**customer, **DECISION_FIELDS}
+    # Replies: customer fields plus the message's sentiment and intents (legato.trust.escalation).
+    inbound = {**customer, **INBOUND_FIELDS}
     agents = data.get("agents") if isinstance(data.get("agents"), list) else []
     places: list[tuple[Path, Any, dict[str, FieldType]]] = []
     places += [(("segments", name), text, customer) for name, text in segments.items()]
@@ -130,6 +133,11 @@ def expression_problems(data: Mapping[str, Any]) -> list[Problem]:
         places.append((("agents", i, "audience"), agent.get("audience"), customer))
         rules = agent.get("escalation") if isinstance(agent.get("escalation"), list) else []
         places += [(("agents", i, "escalation", j, "when"), r.get("when"), decision) for j, r in enumerate(rules) if isinstance(r, dict)]
+    section = _mapping(data.get("inbound"))
+    inbound_rules = section.get("escalation") if isinstance(section.get("escalation"), list) else []
+    places += [(("inbound", "escalation", j, "when"), r.get("when"), inbound) for j, r in enumerate(inbound_rules) if isinstance(r, dict)]
+    values = data.get("values") if isinstance(data.get("values"), list) else []
+    places += [(("values", j, "conflicts_when"), v.get("conflicts_when"), decision) for j, v in enumerate(values) if isinstance(v, dict)]
     problems: list[Problem] = []
     for path, text, names in places:
         if not isinstance(text, str) or not text.strip():
@@ -141,7 +149,35 @@ def expression_problems(data: Mapping[str, Any]) -> list[Problem]:
         try:
             check_expression(text, names, segments)
         except ExpressionError as exc:
-            problems.append(_expression_problem(path, text, exc))
+            problem = _expression_problem(path, text, exc)
+            if problem.hint is None and names is not customer and names is not staged:
+                facts = INBOUND_FIELDS if names is inbound else DECISION_FIELDS
+                problem = Problem(problem.path, problem.message, f"besides customer fields, this rule can read {', '.join(facts)}", offset=problem.offset)
+            problems.append(problem)
+            continue
+        if names is inbound:
+            problems += _unknown_intents(path, text)
+    return problems
+
+
+def _unknown_intents(path: Path, text: str) -> list[Problem]:
+    """``intent = "complaints"`` type-checks but can never hold: name the labels there are."""
+    labels = (*INTENTS, NO_INTENT)
+    problems: list[Problem] = []
+    for node in walk(parse(text)):
+        literals: list[Node] = []
+        if isinstance(node, Comparison) and node.op in ("=", "!="):
+            if isinstance(node.left, Name) and node.left.name == "intent":
+                literals = [node.right]
+            elif isinstance(node.right, Name) and node.right.name == "intent":
+                literals = [node.left]
+        elif isinstance(node, InList) and isinstance(node.operand, Name) and node.operand.name == "intent":
+            literals = list(node.items)
+        for literal in literals:
+            if isinstance(literal, Literal) and isinstance(literal.value, str) and literal.value not in labels:
+                close = get_close_matches(literal.value, labels, n=1)
+                hint = (f"did you mean '{close[0]}'? " if close else "") + f"intents are {', '.join(labels)}"
+                problems.append(Problem(path, f"'{literal.value}' is not an intent the classifier gives", hint, offset=getattr(literal, "start", None)))
     return problems
 
 

@@ -1282,6 +1282,34 @@ def import_events(
             ),
             "customer_id",
         )
+        # An outcome that names the decision it answers (a tracked click carries the message's
+        # decision_id) must name one Legato made for that customer, or it would credit nothing.
+        def reference(table: str) -> str:
+            if connection.dialect.name == "sqlite":
+                return f"json_extract({table}properties, '$.decision_id')"
+            return f"({table}properties::jsonb ->> 'decision_id')"
+
+        orphaned = connection.execute(
+            text(
+                f"DELETE FROM {stage} AS s WHERE {reference('s.')} IS NOT NULL AND NOT EXISTS "
+                f"(SELECT 1 FROM decisions AS d WHERE CAST(d.id AS TEXT) = CAST({reference('s.')} AS TEXT) "
+                "AND d.customer_id = s.customer_id) "
+                # SQLite's RETURNING does not see the table's alias.
+                f"RETURNING row_no, CAST({reference('')} AS TEXT), customer_id"
+            )
+        ).all()
+        problems.add_rows(
+            (
+                (
+                    int(row),
+                    decision,
+                    f"decision_id {_q(decision)} is not a decision Legato made for customer {_q(customer)}; "
+                    "send the decision_id the message carried, or leave it out to attribute by time window",
+                )
+                for row, decision, customer in orphaned
+            ),
+            "decision_id",
+        )
         inserted = connection.execute(
             text(
                 "INSERT INTO events (id, customer_id, type, occurred_at, revenue, properties) "

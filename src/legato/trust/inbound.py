@@ -10,26 +10,38 @@ then, in one transaction:
 - HELP yields the CTIA help reply: brand, message frequency, "Msg & data rates may apply",
   support contact and how to stop;
 - a complaint, a legal threat, distress, a request for a person or strongly negative
-  sentiment is escalated: the customer's pending messages are held, agents leave the
-  customer alone, and the message waits in the inbound queue (``legato inbound list``) with
-  its reason, priority and evidence until a person resolves it;
+  sentiment is escalated (built in, whatever the playbook says), and so is a message that
+  matches one of the playbook's ``inbound.escalation`` rules (customer fields, ``sentiment``
+  and the intents; see :mod:`legato.trust.escalation`). The customer's pending messages are
+  held, agents leave the customer alone, and the conversation waits in the review queue
+  (``legato review list``, kind "conversation") with its reason, priority, role, due date
+  (the playbook's SLA for the reason, a day by default) and evidence until a person
+  resolves it (``legato review resolve``) or it expires;
 - anything else is recorded.
+
+The highest-priority match names the reason; a playbook rule can therefore take over a
+built-in reason (say ``complaint`` at priority 85 for role ``support``) but not silence it.
+The ``inbound_messages`` row stays the record of the message; its status follows the item.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import Engine
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
+from legato.audience.fields import StoreResolver, audience_from
 from legato.errors import LegatoError
 from legato.playbook.models import Playbook
-from legato.store.schema import audit_log, consents, customers, inbound_messages, outbox
+from legato.store.schema import audit_log, consents, customers, decisions, inbound_messages, outbox, review_items
+from legato.trust.escalation import INBOUND_FIELDS, RuleSet, inbound_facts, inbound_rules
+from legato.trust.review import CONVERSATION, CONVERSATION_SLA_HOURS, OPEN, due_at_for
 
 OPT_OUT = ("STOP", "STOPALL", "QUIT", "END", "REVOKE", "OPT OUT", "OPTOUT", "CANCEL", "UNSUBSCRIBE")
 HELP = ("HELP", "INFO")
@@ -38,7 +50,8 @@ OPT_OUT_PHRASE = re.compile(
     r"\b(unsubscribe|opt ?out|revoke)\b|\b(stop|quit|no more|remove me)\b.{0,30}\b(text|messag|email|mail|send|contact)", re.I
 )
 NEGATIVE = -0.5  # VADER compound at or below which a message reads as strongly negative
-SLA_HOURS = 24.0
+NEGATIVE_PRIORITY = 70
+EXCERPT_CHARS = 280  # enough to judge a reply in the queue; the whole text stays on the message
 # (intent, priority, pattern): the first matching escalation intent names the reason.
 ESCALATIONS: tuple[tuple[str, int, re.Pattern[str]], ...] = (
     ("legal_threat", 95, re.compile(r"\b(lawyer|attorney|lawsuit|sue|suing|court|legal action|report you to)\b", re.I)),
@@ -63,9 +76,18 @@ class Handled:
     intents: list[str]
     reason: str | None
     reply: str | None  # the text to send back, where the rules call for one
+    review_item_id: int | None = None  # where an escalated conversation waits in the queue
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
+
+
+@dataclass(frozen=True)
+class _Match:
+    reason: str
+    priority: int
+    role: str | None
+    rule: str  # "built-in: <intent>" or "inbound.escalation[i]: <expression>"
 
 
 def classify(text: str) -> Classification:
@@ -96,9 +118,10 @@ def receive(engine: Engine, playbook: Playbook, customer_id: str, channel: str, 
     if not text.strip():
         raise LegatoError("an inbound message needs text")
     found = classify(text)
+    rules = RuleSet(inbound_rules(playbook), INBOUND_FIELDS, StoreResolver(playbook, now, engine.dialect.name), engine.dialect.name)
     reply: str | None = None
     reason: str | None = None
-    priority = 0
+    item_id: int | None = None
     with engine.begin() as connection:
         if connection.execute(sa.select(customers.c.id).where(customers.c.id == customer_id)).first() is None:
             raise LegatoError(f"unknown customer '{customer_id}'", hint="import the customer first; nothing was recorded")
@@ -111,31 +134,85 @@ def receive(engine: Engine, playbook: Playbook, customer_id: str, channel: str, 
             reply = help_reply(playbook)
         else:
             action = "recorded"
-        escalation = next(((i, p) for i, p, _ in ESCALATIONS if i in found.intents), None)
-        if escalation is None and "negative_sentiment" in found.intents:
-            escalation = ("negative_sentiment", 70)
-        if escalation is not None and action == "recorded":
-            action = "escalated"
-            reason, priority = escalation
+        # STOP and HELP are answered at once; only a message that asks for nothing the law
+        # settles goes on to the escalation rules.
+        matches = _matches(connection, rules, customer_id, found) if action == "recorded" else []
+        chosen = matches[0] if matches else None
+        due_at = None
+        if chosen is not None:
+            action, reason = "escalated", chosen.reason
+            due_at = due_at_for(reason, now, playbook.review.sla_hours, default=CONVERSATION_SLA_HOURS)
             # Nobody should get a promotion an hour after complaining: hold what is pending.
-            # The agents leave the customer alone while the message is open (see the engine).
+            # The agents leave the customer alone while the conversation is open (see the engine).
             _cancel_pending(connection, customer_id, None)
         message_id = connection.execute(
             sa.insert(inbound_messages)
             .values(
                 customer_id=customer_id, channel=channel, received_at=now, text=text, sentiment=found.sentiment,
-                intents={"intents": found.intents, "evidence": found.evidence}, action=action, reason=reason, priority=priority,
-                status="open" if action == "escalated" else "closed", due_at=now + timedelta(hours=SLA_HOURS) if action == "escalated" else None,
+                intents={"intents": found.intents, "evidence": found.evidence}, action=action, reason=reason,
+                priority=chosen.priority if chosen else 0, status=OPEN if chosen else "closed", due_at=due_at,
             )
             .returning(inbound_messages.c.id)
         ).scalar_one()
+        if chosen is not None:
+            item_id = connection.execute(
+                sa.insert(review_items)
+                .values(
+                    kind=CONVERSATION, inbound_message_id=message_id, decision_id=None, agent_id=_last_sender(connection, customer_id),
+                    reason=chosen.reason, priority=chosen.priority, status=OPEN, created_at=now, due_at=due_at,
+                    assigned_role=chosen.role, evidence=_evidence(text, found, matches),
+                )
+                .returning(review_items.c.id)
+            ).scalar_one()
         connection.execute(
             sa.insert(audit_log).values(
                 at=now, actor=f"customer:{customer_id}", action=f"inbound_{action}", entity="inbound_message", entity_id=str(message_id),
-                detail={"channel": channel, "intents": found.intents, "evidence": found.evidence, "reason": reason},
+                detail={"channel": channel, "intents": found.intents, "evidence": found.evidence, "reason": reason, "review_item": item_id},
             )
         )
-    return Handled(message_id, action, found.intents, reason, reply)
+    return Handled(message_id, action, found.intents, reason, reply, item_id)
+
+
+def _matches(connection: Any, rules: RuleSet, customer_id: str, found: Classification) -> list[_Match]:
+    """Every built-in and playbook reason the message gives, most pressing first (built-ins win ties)."""
+    matches = [_Match(intent, priority, None, f"built-in: {intent}") for intent, priority, _ in ESCALATIONS if intent in found.intents]
+    if "negative_sentiment" in found.intents:
+        matches.append(_Match("negative_sentiment", NEGATIVE_PRIORITY, None, f"built-in: sentiment {found.sentiment:+.2f} <= {NEGATIVE}"))
+    if rules.rules:
+        columns: dict[str, Any] = {}
+        if rules.columns:
+            row = connection.execute(
+                sa.select(*rules.columns).select_from(audience_from()).where(customers.c.id == customer_id)
+            ).mappings().one()
+            columns = {name: np.array([value], dtype=object) for name, value in row.items()}
+        facts = inbound_facts(found.intents, found.sentiment)
+        matches += [_Match(r.reason, r.priority, r.role, f"inbound.escalation[{r.key}]: {r.when}") for r in rules.all_matches(columns, facts)]
+    return sorted(matches, key=lambda m: -m.priority)  # stable: built-ins first among equals
+
+
+def _evidence(text: str, found: Classification, matches: list[_Match]) -> dict[str, Any]:
+    excerpt = text.strip()
+    if len(excerpt) > EXCERPT_CHARS:
+        excerpt = excerpt[: EXCERPT_CHARS - 1].rstrip() + "…"
+    return {
+        "excerpt": excerpt,
+        "sentiment": round(found.sentiment, 4),
+        "intents": found.intents,
+        "phrases": found.evidence,
+        "matched": {"rule": matches[0].rule, "reason": matches[0].reason, "priority": matches[0].priority},
+        "also_matched": [m.rule for m in matches[1:]],
+    }
+
+
+def _last_sender(connection: Any, customer_id: str) -> str | None:
+    """The agent whose message the customer last received: the reply is most likely about it."""
+    return connection.execute(
+        sa.select(decisions.c.agent_id)
+        .join(outbox, outbox.c.decision_id == decisions.c.id)
+        .where(outbox.c.customer_id == customer_id, outbox.c.status == "sent")
+        .order_by(outbox.c.sent_at.desc(), outbox.c.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
 
 
 def help_reply(playbook: Playbook) -> str:
@@ -170,32 +247,3 @@ def _cancel_pending(connection: Any, customer_id: str, channel: str | None) -> i
     if channel is not None:
         where = where & (outbox.c.channel == channel)
     return int(connection.execute(sa.update(outbox).where(where).values(status="cancelled")).rowcount or 0)
-
-
-def open_messages(engine: Engine, *, limit: int = 100) -> list[dict[str, Any]]:
-    """Escalated messages waiting for a person, highest priority first, then oldest."""
-    with engine.connect() as connection:
-        rows = connection.execute(
-            sa.select(inbound_messages)
-            .where(inbound_messages.c.status == "open")
-            .order_by(inbound_messages.c.priority.desc(), inbound_messages.c.received_at, inbound_messages.c.id)
-            .limit(limit)
-        ).mappings()
-        return [dict(row) for row in rows]
-
-
-def resolve(engine: Engine, message_id: int, by: str, note: str, now: datetime) -> None:
-    """A person dealt with the message; the note says how."""
-    if not by.strip() or not note.strip():
-        raise LegatoError("resolving a message needs --by and --note", hint="say who answered and how")
-    with engine.begin() as connection:
-        done = connection.execute(
-            sa.update(inbound_messages)
-            .where(inbound_messages.c.id == message_id, inbound_messages.c.status == "open")
-            .values(status="resolved", handled_by=by, handled_at=now, note=note)
-        ).rowcount
-        if not done:
-            raise LegatoError(f"inbound message {message_id} is not open", hint="see `legato inbound list`")
-        connection.execute(
-            sa.insert(audit_log).values(at=now, actor=by, action="inbound_resolved", entity="inbound_message", entity_id=str(message_id), detail={"note": note})
-        )

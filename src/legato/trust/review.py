@@ -1,4 +1,17 @@
-"""The review queue: what a person approves, edits, rejects, escalates or withdraws.
+"""The review queue: what a person approves, edits, rejects, escalates, withdraws or resolves.
+
+One queue holds three kinds of item (``review_items.kind``):
+
+- ``decision``: a message an agent proposes (or sent, for an after-the-fact audit sample).
+  It is approved, edited, rejected, escalated or withdrawn.
+- ``conversation``: a customer's reply that needs a person (:mod:`legato.trust.inbound`).
+  There is no message of ours to approve: a person answers the customer and *resolves* the
+  item with a note; agents leave the customer alone while it is open.
+- ``finding``: something about an agent a person must look at, such as a fairness audit
+  breach (:mod:`legato.monitor.fairness`). It is resolved with a note too.
+
+All kinds share priority, due dates (the SLA per reason; an item not handled in time
+expires and that is recorded), assignment by role and escalation.
 
 Each function is one transaction over an :class:`~sqlalchemy.Engine` and writes one
 append-only ``audit_log`` row (entity ``review_item``) whose ``before_hash``/``after_hash``
@@ -31,14 +44,20 @@ from legato.deliver.render import CreativeTemplate, RenderError, variant_hash
 from legato.errors import LegatoError
 from legato.guard.content import ContentChecker, Finding, Message, verdict
 from legato.playbook.models import Creative, Playbook
-from legato.store.schema import audit_log, customers, decisions, outbox, review_items
+from legato.store.schema import audit_log, customers, decisions, inbound_messages, outbox, review_items
+from legato.trust.escalation import evidence_for_reason
 
-OPEN, AUDIT, APPROVED, REJECTED, EXPIRED = "open", "audit", "approved", "rejected", "expired"
+OPEN, AUDIT, APPROVED, REJECTED, EXPIRED, RESOLVED = "open", "audit", "approved", "rejected", "expired", "resolved"
 # "audit": a stage-2 sample shown to a person after the fact; its message was scheduled anyway.
-STATUSES = (OPEN, AUDIT, APPROVED, REJECTED, EXPIRED)
+# "resolved": a conversation or finding a person dealt with (there is nothing to approve).
+STATUSES = (OPEN, AUDIT, APPROVED, REJECTED, EXPIRED, RESOLVED)
+DECISION, CONVERSATION, FINDING = "decision", "conversation", "finding"
+KINDS = (DECISION, CONVERSATION, FINDING)
 UNDECIDED = (OPEN, AUDIT)
 REASON_CODES = ("off_brand", "wrong_audience", "wrong_offer", "compliance", "timing", "other")
 DEFAULT_SLA_HOURS = 48.0
+# A customer who wrote in waits for an answer: a day unless the playbook says otherwise.
+CONVERSATION_SLA_HOURS = 24.0
 # An escalated item moves above the stage-0 backlog (priority 50) and content escalations (70).
 ESCALATION_STEP = 25
 MAX_PRIORITY = 100
@@ -54,12 +73,21 @@ class ReviewError(LegatoError):
 
 @dataclass(frozen=True)
 class QueueItem:
-    """One review item with the decision facts a reviewer scans a list by."""
+    """One review item with the facts a reviewer scans a list by.
+
+    ``decision_id`` is set for decisions, ``inbound_message_id`` for conversations; a finding
+    has neither (and no customer). ``agent_id`` is the proposing agent, for a conversation
+    the agent whose message the customer last received (if any), for a finding the agent it
+    is about. ``evidence`` is what made the item: the reply's excerpt, sentiment, intents and
+    matched rule; a finding's numbers.
+    """
 
     id: int
-    decision_id: int
-    agent_id: str
-    customer_id: str
+    kind: str
+    decision_id: int | None
+    inbound_message_id: int | None
+    agent_id: str | None
+    customer_id: str | None
     channel: str | None
     creative_id: str | None
     offer_id: str | None
@@ -74,6 +102,7 @@ class QueueItem:
     decided_at: datetime | None
     content_hash: str | None
     edited: bool
+    evidence: dict[str, Any] | None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()}
@@ -87,11 +116,13 @@ class ItemDetail:
     (same context; the unsubscribe token is a preview until the item is approved) and
     ``findings`` are the content checks on it. ``matches_playbook`` is False when the
     playbook's creative is no longer the one the decision was made with: what is rendered
-    then is not what the hash stands for.
+    then is not what the hash stands for. A conversation has ``message`` (what the customer
+    wrote) and no decision; a finding has neither. ``evidence`` is the item's own, or for a
+    decision escalated by a company value, the value's statement from the playbook.
     """
 
     item: QueueItem
-    decision: dict[str, Any]
+    decision: dict[str, Any] | None
     content_hash: str | None
     override: dict[str, Any] | None
     content: dict[str, str | None] | None
@@ -100,11 +131,15 @@ class ItemDetail:
     matches_playbook: bool | None
     outbox: dict[str, Any] | None
     history: list[dict[str, Any]]
+    message: dict[str, Any] | None = None
+    evidence: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "item": self.item.to_dict(),
-            "decision": _jsonable(self.decision),
+            "decision": _jsonable(self.decision) if self.decision is not None else None,
+            "message": _jsonable(self.message) if self.message is not None else None,
+            "evidence": self.evidence,
             "content_hash": self.content_hash,
             "override": self.override,
             "content": self.content,
@@ -119,9 +154,14 @@ class ItemDetail:
 # --- due dates ---------------------------------------------------------------------------
 
 
-def due_at_for(reason: str, created_at: datetime, sla_hours: Mapping[str, float]) -> datetime:
-    """When an item raised for ``reason`` expires unsent: its SLA in hours, 48 by default."""
-    return created_at + timedelta(hours=float(sla_hours.get(reason, DEFAULT_SLA_HOURS)))
+def due_at_for(reason: str, created_at: datetime, sla_hours: Mapping[str, float], default: float = DEFAULT_SLA_HOURS) -> datetime:
+    """When an item raised for ``reason`` expires unsent: its SLA in hours, 48 by default.
+
+    A reason with a qualifier (``value:honesty``) takes its own SLA if there is one, else
+    that of its family (``value``), since SLA keys are plain identifiers.
+    """
+    family = reason.split(":", 1)[0]
+    return created_at + timedelta(hours=float(sla_hours.get(reason, sla_hours.get(family, default))))
 
 
 def assign_due_dates(connection: Connection, sla_hours: Mapping[str, float] | None = None) -> int:
@@ -155,10 +195,12 @@ def assign_due_dates(connection: Connection, sla_hours: Mapping[str, float] | No
 
 _ITEM_COLUMNS = (
     review_items.c.id,
+    review_items.c.kind,
     review_items.c.decision_id,
+    review_items.c.inbound_message_id,
     review_items.c.agent_id,
-    decisions.c.customer_id,
-    decisions.c.channel,
+    sa.func.coalesce(decisions.c.customer_id, inbound_messages.c.customer_id).label("customer_id"),
+    sa.func.coalesce(decisions.c.channel, inbound_messages.c.channel).label("channel"),
     decisions.c.creative_id,
     decisions.c.offer_id,
     decisions.c.send_at,
@@ -172,12 +214,20 @@ _ITEM_COLUMNS = (
     review_items.c.decided_at,
     review_items.c.content_hash,
     decisions.c.content_override.is_not(None).label("edited"),
+    review_items.c.evidence,
 )
 _DECISION_FIELDS = ("id", "action", "decided_at", "propensity", "expected_value", "holdout", "findings", "route", "status", "approved_by")
-_FROM = review_items.join(decisions, decisions.c.id == review_items.c.decision_id)
+_MESSAGE_FIELDS = ("id", "channel", "received_at", "text", "sentiment", "intents", "action", "status", "handled_by", "handled_at", "note")
+# LEFT OUTER: an item has a decision, a message or neither. SQLite keeps the left table of an
+# outer join as the outer loop, so the queue is still read off review_items' own index.
+_FROM = review_items.outerjoin(decisions, decisions.c.id == review_items.c.decision_id).outerjoin(
+    inbound_messages, inbound_messages.c.id == review_items.c.inbound_message_id
+)
 
 
-def queue_query(*, status: str = OPEN, limit: int = 100, agent: str | None = None, role: str | None = None) -> sa.Select[Any]:
+def queue_query(
+    *, status: str = OPEN, limit: int = 100, agent: str | None = None, role: str | None = None, kind: str | None = None
+) -> sa.Select[Any]:
     """The query behind :func:`list_items`: its order is the queue index's, so a page is read off it."""
     query = (
         sa.select(*_ITEM_COLUMNS)
@@ -191,11 +241,13 @@ def queue_query(*, status: str = OPEN, limit: int = 100, agent: str | None = Non
         query = query.where(review_items.c.agent_id == agent)
     if role is not None:
         query = query.where(review_items.c.assigned_role == role)
+    if kind is not None:
+        query = query.where(review_items.c.kind == kind)
     return query
 
 
 def list_items(
-    engine: Engine, *, status: str = OPEN, limit: int = 100, agent: str | None = None, role: str | None = None
+    engine: Engine, *, status: str = OPEN, limit: int = 100, agent: str | None = None, role: str | None = None, kind: str | None = None
 ) -> list[QueueItem]:
     """The queue, highest priority first, then oldest first (``status="all"`` for every item).
 
@@ -204,25 +256,31 @@ def list_items(
     """
     if status != "all" and status not in STATUSES:
         raise ReviewError(f"unknown review status '{status}'", hint=f"use one of {', '.join(STATUSES)} or all")
+    if kind is not None and kind not in KINDS:
+        raise ReviewError(f"unknown kind of review item '{kind}'", hint=f"use one of {', '.join(KINDS)}")
     if not 1 <= limit <= MAX_LIMIT:
         raise ReviewError(f"limit {limit} is out of range", hint=f"ask for 1 to {MAX_LIMIT} items at a time")
-    query = queue_query(status=status, limit=limit, agent=agent, role=role)
+    query = queue_query(status=status, limit=limit, agent=agent, role=role, kind=kind)
     with engine.connect() as connection:
         return [_item(row) for row in connection.execute(query)]
 
 
 def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None) -> ItemDetail:
-    """One item with its decision, its history and, given the playbook, the rendered message."""
+    """One item with its decision (or the customer's message), its history and evidence.
+
+    Given the playbook, a decision's message is rendered as it would be sent, and a decision
+    escalated by a company value shows the value's statement.
+    """
     with engine.connect() as connection:
         row = _load(connection, item_id)
         customer = connection.execute(
             sa.select(customers.c.id, customers.c.email, customers.c.phone, customers.c.attributes).where(
                 customers.c.id == row.customer_id
             )
-        ).first()
+        ).first() if row.customer_id is not None else None
         sent = connection.execute(
             sa.select(outbox.c.id, outbox.c.status, outbox.c.send_at, outbox.c.sent_at).where(outbox.c.decision_id == row.decision_id)
-        ).first()
+        ).first() if row.decision_id is not None else None
         history = connection.execute(
             sa.select(audit_log.c.at, audit_log.c.actor, audit_log.c.action, audit_log.c.detail, audit_log.c.before_hash, audit_log.c.after_hash)
             .where(audit_log.c.entity == "review_item", audit_log.c.entity_id == str(item_id))
@@ -239,8 +297,14 @@ def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None)
             findings = [_finding(f) for f in found]
         except (RenderError, ReviewError) as exc:
             render_error = str(exc.message if isinstance(exc, ReviewError) else exc)
-    decision = {name: getattr(row, f"d_{name}") for name in _DECISION_FIELDS}
-    decision |= {name: getattr(row, name) for name in ("agent_id", "customer_id", "offer_id", "creative_id", "channel", "send_at")}
+    decision: dict[str, Any] | None = None
+    if row.decision_id is not None:
+        decision = {name: getattr(row, f"d_{name}") for name in _DECISION_FIELDS}
+        decision |= {name: getattr(row, name) for name in ("agent_id", "customer_id", "offer_id", "creative_id", "channel", "send_at")}
+    message = {name: getattr(row, f"m_{name}") for name in _MESSAGE_FIELDS} if row.inbound_message_id is not None else None
+    evidence = row.evidence
+    if evidence is None and playbook is not None:
+        evidence = evidence_for_reason(playbook, row.reason)
     return ItemDetail(
         item=_item(row),
         decision=decision,
@@ -252,6 +316,8 @@ def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None)
         matches_playbook=matches,
         outbox=dict(sent._mapping) if sent else None,
         history=[dict(h._mapping) for h in history],
+        message=message,
+        evidence=evidence,
     )
 
 
@@ -276,6 +342,7 @@ def approve(
     reviewer = _name(reviewer, "reviewer")
     with engine.begin() as connection:
         row = _load(connection, item_id, lock=True)
+        _require_decision(row, "approve")
         _require_actionable(row, now, "approve", allow=UNDECIDED)
         if content_hash is not None and content_hash != row.content_hash:
             raise ReviewError(
@@ -341,6 +408,7 @@ def edit(
         raise ReviewError(f"review item {item_id}: the body cannot be empty", hint="give the full text of the message")
     with engine.begin() as connection:
         row = _load(connection, item_id, lock=True)
+        _require_decision(row, "edit")
         _require_actionable(row, now, "edit", allow={OPEN, APPROVED})
         sent = _outbox_status(connection, row)
         if sent in ("sent", "failed"):
@@ -406,6 +474,7 @@ def reject(engine: Engine, item_id: int, reviewer: str, reason_code: str, *, not
         raise ReviewError(f"'{reason_code}' is not a rejection reason", hint=f"use one of {', '.join(REASON_CODES)}")
     with engine.begin() as connection:
         row = _load(connection, item_id, lock=True)
+        _require_decision(row, "reject")
         _require_actionable(row, now, "reject", allow=UNDECIDED)
         _transition(connection, row, UNDECIDED, status=REJECTED, decided_by=reviewer, decided_at=now)
         stopped = connection.execute(
@@ -437,11 +506,41 @@ def escalate(engine: Engine, item_id: int, reviewer: str, *, to_role: str, note:
         return _item(_load(connection, item_id))
 
 
+def resolve(engine: Engine, item_id: int, reviewer: str, *, note: str, now: datetime) -> QueueItem:
+    """Close a conversation or finding a person dealt with; the note says how.
+
+    A conversation's inbound message is marked resolved with the same note, and from then
+    on agents may contact the customer again.
+    """
+    reviewer = _name(reviewer, "reviewer")
+    if not note or not note.strip():
+        raise ReviewError(f"review item {item_id}: resolving needs a note", hint="say how it was handled: --note \"called back, refund issued\"")
+    note = note.strip()
+    with engine.begin() as connection:
+        row = _load(connection, item_id, lock=True)
+        if row.kind == DECISION:
+            raise ReviewError(
+                f"review item {item_id} is a proposed message: approve or reject it, there is nothing to resolve",
+                hint=f"`legato review approve {item_id} --reviewer NAME` or `legato review reject {item_id} --reason CODE --reviewer NAME`",
+            )
+        _require_actionable(row, now, "resolve")
+        _transition(connection, row, {OPEN}, status=RESOLVED, decided_by=reviewer, decided_at=now)
+        if row.inbound_message_id is not None:
+            connection.execute(
+                sa.update(inbound_messages)
+                .where(inbound_messages.c.id == row.inbound_message_id)
+                .values(status=RESOLVED, handled_by=reviewer, handled_at=now, note=note)
+            )
+        _audit(connection, now, reviewer, "review_resolved", row, {"note": note}, row.content_hash, row.content_hash)
+        return _item(_load(connection, item_id))
+
+
 def withdraw(engine: Engine, item_id: int, reviewer: str, now: datetime) -> QueueItem:
     """Take back an approval before the message is sent: it is cancelled and the item is open again."""
     reviewer = _name(reviewer, "reviewer")
     with engine.begin() as connection:
         row = _load(connection, item_id, lock=True)
+        _require_decision(row, "withdraw")
         if row.status != APPROVED:
             raise ReviewError(f"review item {item_id} is {row.status}, not approved; there is nothing to withdraw", hint=_LIST_HINT)
         cancelled = connection.execute(
@@ -464,7 +563,9 @@ def expire_overdue(engine: Engine, now: datetime, *, sla_hours: Mapping[str, flo
 
     Items without a due date get one first (:func:`assign_due_dates`, with ``sla_hours``).
     Their decisions become "expired", any pending outbox row is cancelled, and each item
-    gets an audit row. Meant to run once per cycle.
+    gets an audit row. A conversation's inbound message is marked expired too: nobody
+    answered in time, which the log records, and agents may contact the customer again.
+    Meant to run once per cycle.
     """
     with engine.begin() as connection:
         assign_due_dates(connection, sla_hours)
@@ -472,26 +573,36 @@ def expire_overdue(engine: Engine, now: datetime, *, sla_hours: Mapping[str, flo
             sa.update(review_items)
             .where(review_items.c.status == OPEN, review_items.c.due_at <= now)
             .values(status=EXPIRED, decided_by=SLA_ACTOR, decided_at=now)
-            .returning(review_items.c.id, review_items.c.decision_id, review_items.c.agent_id, review_items.c.due_at, review_items.c.content_hash)
+            .returning(
+                review_items.c.id, review_items.c.kind, review_items.c.decision_id, review_items.c.inbound_message_id,
+                review_items.c.agent_id, review_items.c.due_at, review_items.c.content_hash,
+            )
         ).all()
         if not expired:
             return 0
-        ids = [{"d": row.decision_id} for row in expired]
-        connection.execute(
-            sa.update(outbox).where(outbox.c.decision_id == sa.bindparam("d"), outbox.c.status == "pending").values(status="cancelled"), ids
-        )
-        connection.execute(
-            sa.update(decisions)
-            .where(decisions.c.id == sa.bindparam("d"), decisions.c.status != "sent", decisions.c.status != "failed")
-            .values(status="expired"),
-            ids,
-        )
+        ids = [{"d": row.decision_id} for row in expired if row.decision_id is not None]
+        if ids:
+            connection.execute(
+                sa.update(outbox).where(outbox.c.decision_id == sa.bindparam("d"), outbox.c.status == "pending").values(status="cancelled"), ids
+            )
+            connection.execute(
+                sa.update(decisions)
+                .where(decisions.c.id == sa.bindparam("d"), decisions.c.status != "sent", decisions.c.status != "failed")
+                .values(status="expired"),
+                ids,
+            )
+        messages = [{"m": row.inbound_message_id} for row in expired if row.inbound_message_id is not None]
+        if messages:
+            connection.execute(
+                sa.update(inbound_messages).where(inbound_messages.c.id == sa.bindparam("m"), inbound_messages.c.status == OPEN).values(status=EXPIRED),
+                messages,
+            )
         connection.execute(
             sa.insert(audit_log),
             [
                 {
                     "at": now, "actor": SLA_ACTOR, "action": "review_expired", "entity": "review_item", "entity_id": str(row.id),
-                    "detail": {"agent": row.agent_id, "decision": row.decision_id, "due_at": row.due_at.isoformat()},
+                    "detail": {**_subject(row), "due_at": row.due_at.isoformat()},
                     "before_hash": row.content_hash, "after_hash": row.content_hash,
                 }
                 for row in expired
@@ -508,6 +619,7 @@ def _load(connection: Connection, item_id: int, *, lock: bool = False) -> Row[An
         *_ITEM_COLUMNS,
         decisions.c.content_override,
         *(decisions.c[name].label(f"d_{name}") for name in _DECISION_FIELDS),
+        *(inbound_messages.c[name].label(f"m_{name}") for name in _MESSAGE_FIELDS),
     ).select_from(_FROM).where(review_items.c.id == item_id)
     if lock:  # PostgreSQL: a second reviewer waits here, then sees the first one's outcome
         query = query.with_for_update(of=review_items)
@@ -515,6 +627,18 @@ def _load(connection: Connection, item_id: int, *, lock: bool = False) -> Row[An
     if row is None:
         raise ReviewError(f"there is no review item {item_id}", hint=_LIST_HINT)
     return row
+
+
+def _require_decision(row: Row[Any], verb: str) -> None:
+    """Approve, edit, reject and withdraw act on a proposed message; other kinds have none."""
+    if row.kind == DECISION:
+        return
+    what = "a customer's reply" if row.kind == CONVERSATION else "a finding about an agent"
+    raise ReviewError(
+        f"cannot {verb} review item {row.id}: it is {what}, not a proposed message",
+        hint=f"once it is dealt with: `legato review resolve {row.id} --note \"how\" --reviewer NAME`; "
+        f"or hand it on: `legato review escalate {row.id} --to-role ROLE --note ... --reviewer NAME`",
+    )
 
 
 def _require_actionable(row: Row[Any], now: datetime, verb: str, allow: Collection[str] = (OPEN,)) -> None:
@@ -528,6 +652,11 @@ def _require_actionable(row: Row[Any], now: datetime, verb: str, allow: Collecti
         when = f" at {row.decided_at:%Y-%m-%d %H:%M} UTC" if row.decided_at else ""
         raise ReviewError(f"cannot {verb} review item {row.id}: it is already {row.status}{by}{when}", hint=_LIST_HINT)
     if row.status == OPEN and row.due_at is not None and row.due_at <= now:
+        if row.kind != DECISION:
+            raise ReviewError(
+                f"cannot {verb} review item {row.id}: it expired unhandled at {row.due_at:%Y-%m-%d %H:%M} UTC",
+                hint="the expiry is recorded in the audit log; a customer who writes again, or a breach that persists, is queued again",
+            )
         raise ReviewError(
             f"cannot {verb} review item {row.id}: it expired at {row.due_at:%Y-%m-%d %H:%M} UTC and will not be sent",
             hint="expired items stay unsent; the agent proposes again in a later cycle",
@@ -598,9 +727,17 @@ def _audit(
     connection.execute(
         sa.insert(audit_log).values(
             at=at, actor=actor, action=action, entity="review_item", entity_id=str(row.id),
-            detail={"agent": row.agent_id, "decision": row.decision_id, **detail}, before_hash=before, after_hash=after,
+            detail={**_subject(row), **detail}, before_hash=before, after_hash=after,
         )
     )
+
+
+def _subject(row: Any) -> dict[str, Any]:
+    """What an audit row of the item names. Only decisions count in their agent's track record
+    (read by ``detail.agent``), so a conversation or finding names its agent otherwise."""
+    if row.kind == DECISION:
+        return {"agent": row.agent_id, "decision": row.decision_id}
+    return {"kind": row.kind, "about_agent": row.agent_id, "inbound_message": row.inbound_message_id}
 
 
 def _item(row: Row[Any]) -> QueueItem:

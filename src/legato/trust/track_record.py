@@ -175,7 +175,10 @@ def record_of(connection: Connection, agent_id: str, *, since: datetime, until: 
     ).all()
     by_status = {status: (int(n), int(e or 0)) for status, n, e in outcomes}
     open_now = connection.execute(
-        sa.select(sa.func.count()).select_from(review_items).where(review_items.c.agent_id == agent_id, review_items.c.status == "open")
+        # Its own proposals only: customers' replies and findings about it are not its record.
+        sa.select(sa.func.count())
+        .select_from(review_items)
+        .where(review_items.c.agent_id == agent_id, review_items.c.status == "open", review_items.c.kind == "decision")
     ).scalar_one()
     approved, approved_edited = by_status.get("approved", (0, 0))
     rejected, rejected_edited = by_status.get("rejected", (0, 0))

@@ -1,0 +1,113 @@
+"""Customer scores: trained from the store's own history, written to traits, used by segments and cycles."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from legato.audience.segments import segment_sample
+from legato.clock import FixedClock
+from legato.engine import run_cycle
+from legato.learn.scoring import FEATURES, refresh_scores, scores_in_use, snapshot
+from legato.playbook.loader import parse_playbook
+from legato.playbook.models import ScoringSettings
+from legato.store.ingest import import_customers, import_events
+from legato.store.schema import score_models, traits
+from tests.test_engine import AT, PLAYBOOK
+
+N = 1_200
+
+
+def store_with_habits(engine: Engine) -> np.ndarray:
+    """Customers whose chance to buy in any 30 days grows with how often they bought before.
+
+    Returns the per-customer habit (purchases per 30 days) the events were drawn from.
+    """
+    rng = np.random.default_rng(3)
+    ids = [f"k{i:04d}" for i in range(N)]
+    start = AT - timedelta(days=240)
+    import_customers(
+        engine,
+        pa.table({"id": ids, "email": [f"{c}@test.example" for c in ids], "time_zone": ["UTC"] * N, "tier": ["gold"] * N}),
+        attribute_types={"tier": "string"},
+        clock=FixedClock(start),
+    )
+    habit = rng.choice([0.02, 0.1, 0.6], size=N)
+    rows: dict[str, list] = {"id": [], "customer_id": [], "type": [], "occurred_at": [], "revenue": []}
+    for i, rate in enumerate(habit):
+        count = rng.poisson(rate * 8)  # 240 days = 8 periods of 30 days
+        for j, day in enumerate(np.sort(rng.uniform(0, 240, size=count))):
+            rows["id"].append(f"e{i}-{j}")
+            rows["customer_id"].append(ids[i])
+            rows["type"].append("purchase")
+            rows["occurred_at"].append((start + timedelta(days=float(day))).isoformat())
+            rows["revenue"].append(float(rng.uniform(10, 90)))
+    import_events(engine, pa.table(rows), clock=FixedClock(AT))
+    return habit
+
+
+def test_snapshot_sees_only_events_before_its_instant(engine: Engine) -> None:
+    store_with_habits(engine)
+    with engine.connect() as c:
+        ids_now, now_x = snapshot(c, AT)
+        ids_then, then_x = snapshot(c, AT - timedelta(days=100))
+    assert now_x.shape == (N, len(FEATURES)) and list(ids_now) == list(ids_then)
+    purchases = FEATURES.index("purchases")
+    assert (now_x[:, purchases] >= then_x[:, purchases]).all()
+    assert now_x[:, purchases].sum() > then_x[:, purchases].sum()
+    never = now_x[:, purchases] == 0
+    assert np.isnan(now_x[never, FEATURES.index("days_since_last_purchase")]).all()
+
+
+def test_purchase_propensity_ranks_frequent_buyers_first_and_is_a_field(engine: Engine) -> None:
+    habit = store_with_habits(engine)
+    [report] = refresh_scores(engine, AT, ScoringSettings(horizon_days=30), {"purchase_propensity"})
+    assert report.skipped is None and report.scored == N
+    assert report.auc is not None and report.auc > 0.65
+    with engine.connect() as c:
+        stored = dict(c.execute(sa.select(traits.c.customer_id, traits.c.purchase_propensity)).all())
+        model = c.execute(sa.select(score_models)).one()
+    scores = np.array([stored[f"k{i:04d}"] for i in range(N)])
+    assert ((scores >= 0) & (scores <= 1)).all()
+    # The true 30-day purchase chance is 1 - exp(-rate): frequent buyers must score far higher.
+    assert scores[habit == 0.6].mean() > 2 * scores[habit == 0.02].mean()
+    assert model.name == "purchase_propensity" and model.metrics["auc"] == report.auc
+
+    pb = parse_playbook(PLAYBOOK.replace("STAGE", "3").replace("HOLDOUT", "0").replace("BUDGET", "{}").replace(
+        "objectives:", 'segments: {likely_buyers: "purchase_propensity > 0.3"}\nobjectives:'
+    ))
+    assert segment_sample(engine, pb, "likely_buyers", AT).size == int((scores > 0.3).sum()) > 0
+
+
+def test_too_little_history_is_reported_and_nothing_is_written(engine: Engine) -> None:
+    ids = [f"k{i}" for i in range(30)]
+    import_customers(engine, pa.table({"id": ids, "tier": ["gold"] * 30}), attribute_types={"tier": "string"}, clock=FixedClock(AT - timedelta(days=90)))
+    [report] = refresh_scores(engine, AT, ScoringSettings(), {"visit_propensity"})
+    assert report.scored == 0 and "at least 50 of each are needed" in (report.skipped or "")
+    with engine.connect() as c:
+        assert c.execute(sa.select(sa.func.count()).select_from(score_models)).scalar_one() == 0
+        assert c.execute(sa.select(sa.func.count()).where(traits.c.visit_propensity.is_not(None))).scalar_one() == 0
+
+
+def test_a_cycle_refits_only_scores_the_playbook_uses_and_only_when_stale(engine: Engine, tmp_path: Path) -> None:
+    store_with_habits(engine)
+    plain = parse_playbook(PLAYBOOK.replace("STAGE", "3").replace("HOLDOUT", "0").replace("BUDGET", "{}"))
+    assert scores_in_use(plain) == set()
+    using = parse_playbook(
+        PLAYBOOK.replace("STAGE", "3").replace("HOLDOUT", "0").replace("BUDGET", "{}")
+        .replace("'tier = \"gold\"', ", "'tier = \"gold\"', \"purchase_propensity\", ")
+    )
+    assert scores_in_use(using) == {"purchase_propensity"}
+    first = run_cycle(engine, using, FixedClock(AT), {})
+    assert [s.name for s in first.scores] == ["purchase_propensity"]
+    again = run_cycle(engine, using, FixedClock(AT + timedelta(days=1)), {})
+    assert again.scores == []  # the model is a day old; the playbook refits weekly
+    later = run_cycle(engine, using, FixedClock(AT + timedelta(days=8)), {})
+    assert [s.name for s in later.scores] == ["purchase_propensity"]
+    with engine.connect() as c:
+        assert c.execute(sa.select(sa.func.count()).select_from(score_models)).scalar_one() == 2

@@ -1,0 +1,215 @@
+"""Whom and when, in a cycle: channels among those consented to, the global control group,
+the uplift gate and learned send times (engine level, both databases)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from legato.clock import FixedClock
+from legato.deliver.dispatch import dispatch_due, transports
+from legato.engine import run_cycle
+from legato.monitor.lift import lift
+from legato.playbook.loader import parse_playbook
+from legato.playbook.models import Playbook
+from legato.store.ingest import import_customers, import_events
+from legato.store.schema import decisions
+from tests.test_engine import AT, PLAYBOOK
+
+
+def base(**replacements: str) -> str:
+    text = PLAYBOOK.replace("STAGE", "3").replace("HOLDOUT", "0").replace("BUDGET", "{}")
+    for old, new in replacements.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+def two_channel_playbook() -> Playbook:
+    return parse_playbook(
+        base(
+            **{
+                "  email: {kind: file, path: out/email.jsonl}": "  email: {kind: file, path: out/email.jsonl}\n  sms: {kind: file, path: out/sms.jsonl}",
+                "creatives:\n  - {id: hello,": 'creatives:\n  - {id: text, channel: sms, body: "Test Co: new arrivals are in. Reply STOP to opt out."}\n  - {id: hello,',
+                "actions: {creatives: [hello],": "actions: {creatives: [hello, text],",
+                "    - {channel: email, purpose: marketing}": "    - {channel: email, purpose: marketing}\n    - {channel: sms, purpose: marketing}",
+                "policy: {name: uniform_random}": "policy: {name: lin_ts}",
+            }
+        )
+    )
+
+
+def test_the_policy_chooses_only_among_channels_the_customer_consented_to(engine: Engine, tmp_path: Path) -> None:
+    n = 200
+    ids = [f"c{i:03d}" for i in range(n)]
+    kind = np.array(["email", "sms", "both", "none"])[np.arange(n) % 4]
+    import_customers(
+        engine,
+        pa.table(
+            {
+                "id": ids,
+                "email": [f"{c}@test.example" for c in ids],
+                "phone": [f"+1212555{i:04d}" for i in range(n)],
+                "time_zone": ["UTC"] * n,
+                "tier": ["gold"] * n,
+                "consent_email_marketing": np.where(np.isin(kind, ["email", "both"]), "express", "").tolist(),
+                "consent_sms_marketing": np.where(np.isin(kind, ["sms", "both"]), "express", "").tolist(),
+            }
+        ),
+        attribute_types={"tier": "string"},
+        clock=FixedClock(AT),
+    )
+    pb = two_channel_playbook()
+    report = run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path)).agents["mailer"]
+    with engine.connect() as c:
+        rows = c.execute(sa.select(decisions.c.customer_id, decisions.c.channel, decisions.c.status, decisions.c.propensity, decisions.c.findings)).all()
+    by_kind = {k: [r for r in rows if kind[int(r.customer_id[1:])] == k] for k in ("email", "sms", "both", "none")}
+    assert {r.channel for r in by_kind["email"]} == {"email"} and {r.status for r in by_kind["email"]} == {"scheduled"}
+    assert {r.channel for r in by_kind["sms"]} == {"sms"} and {r.status for r in by_kind["sms"]} == {"scheduled"}
+    # With only one channel open the choice was certain; with both, each had a chance.
+    assert {r.propensity for r in by_kind["email"] + by_kind["sms"]} == {1.0}
+    assert {r.channel for r in by_kind["both"]} == {"email", "sms"}
+    assert all(r.status == "suppressed" and r.channel is None for r in by_kind["none"])
+    assert report.suppressed == {"no_consent:email+no_consent:sms": 50}
+    assert report.scheduled == 150
+
+
+def test_global_control_gets_no_marketing_from_any_agent_and_measures_the_program(engine: Engine, tmp_path: Path) -> None:
+    n = 400
+    ids = [f"g{i:03d}" for i in range(n)]
+    import_customers(
+        engine,
+        pa.table({"id": ids, "email": [f"{c}@test.example" for c in ids], "time_zone": ["UTC"] * n, "tier": ["gold"] * n, "consent_email_marketing": ["express"] * n}),
+        attribute_types={"tier": "string"},
+        clock=FixedClock(AT),
+    )
+    text = base(**{"agents:\n": "global_control: 0.2\nagents:\n"}).replace("HOLDOUT", "0.1")
+    text = text.replace("holdout: 0\n", "holdout: 0.1\n")
+    pb = parse_playbook(text)
+    sinks = transports(pb, tmp_path)
+    first = run_cycle(engine, pb, FixedClock(AT), sinks).agents["mailer"]
+    assert 50 < first.global_control < 110 and first.holdout > 0
+    with engine.connect() as c:
+        control = set(c.execute(sa.select(decisions.c.customer_id).where(decisions.c.status == "control")).scalars())
+    assert len(control) == first.global_control
+    dispatch_due(engine, pb, FixedClock(AT + timedelta(hours=3)), sinks)
+    sent = {line.split('"customer_id": "')[1].split('"')[0] for line in (tmp_path / "out/email.jsonl").read_text().splitlines()}
+    assert sent and not (sent & control)
+    # Membership is stable: the same customers are in control four days later.
+    run_cycle(engine, pb, FixedClock(AT + timedelta(days=4)), sinks)
+    with engine.connect() as c:
+        later = set(c.execute(sa.select(decisions.c.customer_id).where(decisions.c.status == "control", decisions.c.decided_at > AT)).scalars())
+    assert later == control
+
+    # Everybody who got a message visits; the control group does not.
+    visits = sorted(sent)
+    import_events(engine, pa.table({"id": [f"v{c}" for c in visits], "customer_id": visits, "type": ["visit"] * len(visits), "occurred_at": [(AT + timedelta(days=1)).isoformat()] * len(visits)}), clock=FixedClock(AT))
+    run_cycle(engine, pb, FixedClock(AT + timedelta(days=12)), sinks)  # settles the first two cycles (7-day window)
+    with engine.connect() as c:
+        program = {m.metric: m for m in lift(c, "mailer", against="global_control")}
+        own = {m.metric: m for m in lift(c, "mailer")}
+    assert program["visit_rate"].control == 0.0 and program["visit_rate"].treated > 0.3
+    assert program["visit_rate"].n_control == 2 * len(control)
+    assert own["visit_rate"].n_control + own["visit_rate"].n_treated + program["visit_rate"].n_control == 2 * n
+
+
+def uplift_store(engine: Engine, n: int = 600) -> list[str]:
+    ids = [f"u{i:03d}" for i in range(n)]
+    import_customers(
+        engine,
+        pa.table(
+            {
+                "id": ids,
+                "email": [f"{c}@test.example" for c in ids],
+                "time_zone": ["UTC"] * n,
+                "tier": ["gold" if i % 2 else "silver" for i in range(n)],
+                "consent_email_marketing": ["express"] * n,
+            }
+        ),
+        attribute_types={"tier": "string"},
+        clock=FixedClock(AT),
+    )
+    return ids
+
+
+def test_the_uplift_gate_stays_open_until_it_has_learned_then_skips_customers_a_message_does_not_move(engine: Engine, tmp_path: Path) -> None:
+    ids = uplift_store(engine)
+    text = base(**{"audience: 'tier in (\"gold\", \"silver\")'": "audience: 'tier in (\"gold\", \"silver\")'\n    uplift_gate: {min_uplift: 0.1, min_samples: 50}"})
+    text = text.replace("holdout: 0\n", "holdout: 0.3\n").replace("kpis: [{metric: visit_rate, target: 0.1}]}", "kpis: [{metric: visit_rate, target: 0.1}], attribution_days: 2}")
+    pb = parse_playbook(text)
+    sinks = transports(pb, tmp_path)
+    first = run_cycle(engine, pb, FixedClock(AT), sinks).agents["mailer"]
+    assert first.uplift_gate is not None and first.uplift_gate["open"] and "needed" in first.uplift_gate["reason"]
+    dispatch_due(engine, pb, FixedClock(AT + timedelta(hours=3)), sinks)
+    with engine.connect() as c:
+        rows = c.execute(sa.select(decisions.c.customer_id, decisions.c.status)).all()
+    # A message makes gold customers visit (60% vs 10%); silver ones visit 10% either way.
+    rng = np.random.default_rng(0)
+    tier = {c: ("gold" if int(c[1:]) % 2 else "silver") for c in ids}
+    chance = {(True, "gold"): 0.6, (False, "gold"): 0.1, (True, "silver"): 0.1, (False, "silver"): 0.1}
+    visitors = [r.customer_id for r in rows if rng.random() < chance[(r.status == "sent", tier[r.customer_id])]]
+    import_events(engine, pa.table({"id": [f"v{c}" for c in visitors], "customer_id": visitors, "type": ["visit"] * len(visitors), "occurred_at": [(AT + timedelta(days=1)).isoformat()] * len(visitors)}), clock=FixedClock(AT))
+
+    second = run_cycle(engine, pb, FixedClock(AT + timedelta(days=4)), sinks).agents["mailer"]
+    assert second.uplift_gate is not None and not second.uplift_gate["open"], second.uplift_gate
+    with engine.connect() as c:
+        later = c.execute(sa.select(decisions.c.customer_id, decisions.c.status, decisions.c.findings).where(decisions.c.decided_at > AT)).all()
+    gated = [r for r in later if "uplift_gate" in r.findings]
+    scheduled = [r for r in later if r.status == "scheduled"]
+    assert second.uplift_gate["gated"] == len(gated) > 0
+    # The gate keeps (nearly) every gold customer and skips (nearly) every silver one.
+    assert sum(tier[r.customer_id] == "silver" for r in gated) >= 0.9 * len(gated)
+    assert sum(tier[r.customer_id] == "gold" for r in scheduled) >= 0.9 * len(scheduled)
+
+
+def test_learned_send_time_uses_each_customers_hours_or_the_populations(engine: Engine, tmp_path: Path) -> None:
+    n = 30
+    ids = [f"s{i:02d}" for i in range(n)]
+    import_customers(
+        engine,
+        pa.table({"id": ids, "email": [f"{c}@test.example" for c in ids], "time_zone": ["America/New_York"] * n, "tier": ["gold"] * n, "consent_email_marketing": ["express"] * n}),
+        attribute_types={"tier": "string"},
+        clock=FixedClock(AT - timedelta(days=60)),
+    )
+    # s00-s09 open at 10:xx New York time, s10-s24 at 15:xx; s25-s29 have one open only (thin history).
+    rows: dict[str, list[str]] = {"id": [], "customer_id": [], "type": [], "occurred_at": []}
+    for i, customer in enumerate(ids):
+        local_hour = 10 if i < 10 else 15
+        for day in range(6 if i < 25 else 1):
+            # 10:20 / 15:20 in New York in February = 15:20 / 20:20 UTC
+            at = AT - timedelta(days=day + 2)
+            rows["id"].append(f"o{i}-{day}")
+            rows["customer_id"].append(customer)
+            rows["type"].append("open")
+            rows["occurred_at"].append(at.replace(hour=local_hour + 5, minute=20).isoformat())
+    import_events(engine, pa.table(rows), clock=FixedClock(AT))
+    pb = parse_playbook(base(**{"audience: 'tier in (\"gold\", \"silver\")'": "audience: 'tier in (\"gold\", \"silver\")'\n    send_time: {mode: learned, min_events: 5}"}))
+    report = run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path)).agents["mailer"]
+    assert report.own_send_time == 25
+    with engine.connect() as c:
+        send_at = dict(c.execute(sa.select(decisions.c.customer_id, decisions.c.send_at)).all())
+    hours = {c: (t - timedelta(hours=5)).hour for c, t in send_at.items()}  # New York is UTC-5 in March before DST
+    assert {hours[c] for c in ids[:10]} == {10}
+    assert {hours[c] for c in ids[10:25]} == {15}
+    assert {hours[c] for c in ids[25:]} == {15}  # the population's favourite hour
+
+
+def test_report_lift_shows_both_comparisons(engine: Engine, tmp_path: Path, database_url: str) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from legato.cli.app import app
+
+    test_global_control_gets_no_marketing_from_any_agent_and_measures_the_program(engine, tmp_path)
+    result = CliRunner().invoke(app, ["report", "lift", "--database", database_url, "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["lift"]
+    visit = {r["against"]: r for r in rows if r["metric"] == "visit_rate"}
+    assert set(visit) == {"holdout", "global_control"}
+    assert visit["global_control"]["control"] == 0.0 and visit["global_control"]["low"] > 0.3
