@@ -30,6 +30,25 @@ def base(**replacements: str) -> str:
     return text
 
 
+def import_consented(engine: Engine, ids: list[str], *, zone: str = "UTC", tiers: list[str] | None = None, since: timedelta = timedelta(0)) -> None:
+    """Customers with an e-mail address and express e-mail consent."""
+    n = len(ids)
+    import_customers(
+        engine,
+        pa.table(
+            {
+                "id": ids,
+                "email": [f"{c}@test.example" for c in ids],
+                "time_zone": [zone] * n,
+                "tier": tiers or ["gold"] * n,
+                "consent_email_marketing": ["express"] * n,
+            }
+        ),
+        attribute_types={"tier": "string"},
+        clock=FixedClock(AT - since),
+    )
+
+
 def two_channel_playbook() -> Playbook:
     return parse_playbook(
         base(
@@ -81,13 +100,7 @@ def test_the_policy_chooses_only_among_channels_the_customer_consented_to(engine
 
 def test_global_control_gets_no_marketing_from_any_agent_and_measures_the_program(engine: Engine, tmp_path: Path) -> None:
     n = 400
-    ids = [f"g{i:03d}" for i in range(n)]
-    import_customers(
-        engine,
-        pa.table({"id": ids, "email": [f"{c}@test.example" for c in ids], "time_zone": ["UTC"] * n, "tier": ["gold"] * n, "consent_email_marketing": ["express"] * n}),
-        attribute_types={"tier": "string"},
-        clock=FixedClock(AT),
-    )
+    import_consented(engine, [f"g{i:03d}" for i in range(n)])
     text = base(**{"agents:\n": "global_control: 0.2\nagents:\n"}).replace("HOLDOUT", "0.1")
     text = text.replace("holdout: 0\n", "holdout: 0.1\n")
     pb = parse_playbook(text)
@@ -120,20 +133,7 @@ def test_global_control_gets_no_marketing_from_any_agent_and_measures_the_progra
 
 def uplift_store(engine: Engine, n: int = 600) -> list[str]:
     ids = [f"u{i:03d}" for i in range(n)]
-    import_customers(
-        engine,
-        pa.table(
-            {
-                "id": ids,
-                "email": [f"{c}@test.example" for c in ids],
-                "time_zone": ["UTC"] * n,
-                "tier": ["gold" if i % 2 else "silver" for i in range(n)],
-                "consent_email_marketing": ["express"] * n,
-            }
-        ),
-        attribute_types={"tier": "string"},
-        clock=FixedClock(AT),
-    )
+    import_consented(engine, ids, tiers=["gold" if i % 2 else "silver" for i in range(n)])
     return ids
 
 
@@ -168,14 +168,8 @@ def test_the_uplift_gate_stays_open_until_it_has_learned_then_skips_customers_a_
 
 
 def test_learned_send_time_uses_each_customers_hours_or_the_populations(engine: Engine, tmp_path: Path) -> None:
-    n = 30
-    ids = [f"s{i:02d}" for i in range(n)]
-    import_customers(
-        engine,
-        pa.table({"id": ids, "email": [f"{c}@test.example" for c in ids], "time_zone": ["America/New_York"] * n, "tier": ["gold"] * n, "consent_email_marketing": ["express"] * n}),
-        attribute_types={"tier": "string"},
-        clock=FixedClock(AT - timedelta(days=60)),
-    )
+    ids = [f"s{i:02d}" for i in range(30)]
+    import_consented(engine, ids, zone="America/New_York", since=timedelta(days=60))
     # s00-s09 open at 10:xx New York time, s10-s24 at 15:xx; s25-s29 have one open only (thin history).
     rows: dict[str, list[str]] = {"id": [], "customer_id": [], "type": [], "occurred_at": []}
     for i, customer in enumerate(ids):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy import Engine
@@ -31,7 +32,8 @@ def playbook(policy: str = "{name: beta_thompson}"):  # type: ignore[no-untyped-
     return parse_playbook(text)
 
 
-def test_outcomes_are_attributed_rewarded_and_learned(engine: Engine, tmp_path: Path) -> None:
+def first_day(engine: Engine, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """20 customers, one cycle at AT and its messages sent by AT + 10 h."""
     load_customers(engine, n=20)
     pb = playbook()
     clock = FixedClock(AT)
@@ -39,6 +41,11 @@ def test_outcomes_are_attributed_rewarded_and_learned(engine: Engine, tmp_path: 
     run_cycle(engine, pb, clock, sinks)
     clock.set(AT + timedelta(hours=10))
     dispatch_due(engine, pb, clock, sinks)
+    return pb, clock, sinks
+
+
+def test_outcomes_are_attributed_rewarded_and_learned(engine: Engine, tmp_path: Path) -> None:
+    pb, clock, sinks = first_day(engine, tmp_path)
     with engine.connect() as c:
         first = dict(c.execute(sa.select(decisions.c.customer_id, decisions.c.status)).all())
     buyer = next(cid for cid, status in first.items() if status == "sent")
@@ -104,13 +111,7 @@ def test_unlearnable_rewards_keep_the_last_good_state(engine: Engine, tmp_path: 
 
 
 def test_outcomes_that_name_their_decision_are_checked_and_credited_to_it(engine: Engine, tmp_path: Path) -> None:
-    load_customers(engine, n=20)
-    pb = playbook()
-    clock = FixedClock(AT)
-    sinks = transports(pb, tmp_path)
-    run_cycle(engine, pb, clock, sinks)
-    clock.set(AT + timedelta(hours=10))
-    dispatch_due(engine, pb, clock, sinks)
+    pb, clock, sinks = first_day(engine, tmp_path)
     with engine.connect() as c:
         rows = c.execute(sa.select(decisions.c.id, decisions.c.customer_id, decisions.c.status)).all()
     sent = next(r for r in rows if r.status == "sent")
@@ -135,3 +136,35 @@ def test_outcomes_that_name_their_decision_are_checked_and_credited_to_it(engine
     with engine.connect() as c:
         credited = c.execute(sa.select(decisions.c.purchased, decisions.c.revenue).where(decisions.c.id == sent.id)).one()
     assert credited.purchased and credited.revenue == 20.0
+
+
+def test_a_reviewers_rejection_teaches_the_agent(engine: Engine, tmp_path: Path) -> None:
+    from legato.trust.review import approve, list_items, reject
+
+    load_customers(engine, n=20)
+    text = PLAYBOOK.replace("STAGE", "0").replace("HOLDOUT", "0").replace("BUDGET", "{}")
+    text = text.replace("    policy: {name: uniform_random}", "    policy: {name: beta_thompson}")
+    text = text.replace(
+        "kpis: [{metric: visit_rate, target: 0.1}]}",
+        "kpis: [{metric: visit_rate, target: 0.1}], attribution_days: 1, reward: {rejection_penalty: 0.5}}",
+    )
+    pb = parse_playbook(text)
+    clock = FixedClock(AT)
+    sinks = transports(pb, tmp_path)
+    run_cycle(engine, pb, clock, sinks)
+    first, second, *_ = list_items(engine)
+    reject(engine, first.id, "ana", "off_brand", note="too pushy", now=AT + timedelta(hours=1))
+    approve(engine, second.id, "ana", now=AT + timedelta(hours=1))
+    clock.set(AT + timedelta(hours=10))
+    dispatch_due(engine, pb, clock, sinks)
+    report = run_cycle(engine, pb, FixedClock(AT + timedelta(days=4)), sinks).agents["mailer"]
+    with engine.connect() as c:
+        rewards = dict(c.execute(sa.select(decisions.c.id, decisions.c.reward).where(decisions.c.settled_at.is_not(None))).all())
+    assert rewards[first.decision_id] == -0.5  # rejected, never sent: the penalty alone
+    assert rewards[second.decision_id] == 0.0  # approved and sent, no visit
+    assert report.learned_from == 2  # the expired proposals teach nothing
+    with engine.connect() as c:
+        states = c.execute(sa.select(policy_states.c.state).order_by(policy_states.c.version)).scalars().all()
+    before, after = (np.asarray(states[i]["beta"]).sum() for i in (0, -1))
+    assert after - before == 2.0  # two failures: the rejection and the approved send nobody answered
+    assert np.asarray(states[-1]["alpha"]).sum() == np.asarray(states[0]["alpha"]).sum()

@@ -75,7 +75,16 @@ def test_supervised_agent_audit_sample_has_the_configured_size(engine: Engine, t
     assert still_sent == audited  # the audit does not hold the send back
 
 
-def test_escalation_rules_route_b2b_renewals_and_high_value_upsells(engine: Engine, tmp_path: Path) -> None:
+B2B_AND_UPSELL_RULES = (
+    "    escalation:\n"
+    '      - {when: \'account_type = "business" and renewal_days <= 30\', reason: b2b_renewal, priority: 90}\n'
+    "      - {when: 'offer_value >= 100 and lifetime_spend >= 1000', reason: high_value_upsell, priority: 80}\n"
+)
+
+
+def b2b_and_upsell_store(engine: Engine) -> str:
+    """40 customers, c001 a business account due for renewal and c002 a big spender; returns the
+    playbook text (still with STAGE, HOLDOUT and BUDGET placeholders) offering a $200 offer."""
     load_customers(engine, n=40)
     import_customers(
         engine,
@@ -86,13 +95,11 @@ def test_escalation_rules_route_b2b_renewals_and_high_value_upsells(engine: Engi
     import_events(engine, pa.table({"id": ["big"], "customer_id": ["c002"], "type": ["purchase"], "occurred_at": ["2024-02-01T00:00:00Z"], "revenue": [5000.0]}), clock=FixedClock(AT))
     text = PLAYBOOK.replace("attributes: {tier: string}", "attributes: {tier: string, account_type: string, renewal_days: number}")
     text = text.replace("channels:\n", "offers:\n  - {id: vip, kind: amount_off, value: 200, cost: 200}\nchannels:\n")
-    text = text.replace("actions: {creatives: [hello],", "actions: {creatives: [hello], offers: [vip],")
-    rules = (
-        "    escalation:\n"
-        '      - {when: \'account_type = "business" and renewal_days <= 30\', reason: b2b_renewal, priority: 90}\n'
-        "      - {when: 'offer_value >= 100 and lifetime_spend >= 1000', reason: high_value_upsell, priority: 80}\n"
-    )
-    pb = playbook(3, extra=rules, base=text)
+    return text.replace("actions: {creatives: [hello],", "actions: {creatives: [hello], offers: [vip],")
+
+
+def test_escalation_rules_route_b2b_renewals_and_high_value_upsells(engine: Engine, tmp_path: Path) -> None:
+    pb = playbook(3, extra=B2B_AND_UPSELL_RULES, base=b2b_and_upsell_store(engine))
     report = run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
     assert review_reasons(engine) == {"c001": "b2b_renewal", "c002": "high_value_upsell"}
     assert report.agents["mailer"].queued == 2

@@ -141,35 +141,18 @@ def test_agents_list_show_promote_demote_pause_resume(engine: Engine, database_u
 
 def test_a_b2b_renewal_a_high_value_upsell_and_an_angry_reply_wait_in_one_queue(engine: Engine, database_url: str, tmp_path: Path) -> None:
     """Issue 5's "done when": the three cases reach `legato review list` with their reasons."""
-    import pyarrow as pa
-
     from legato.cli.app import app
     from legato.clock import FixedClock
     from legato.deliver.dispatch import transports
     from legato.engine import run_cycle
     from legato.playbook.loader import load_playbook
-    from legato.store.ingest import import_customers, import_events
+
+    from tests.trust.test_routing import B2B_AND_UPSELL_RULES, b2b_and_upsell_store
 
     helpers = review.helpers
-    helpers.load_customers(engine, n=40)
-    import_customers(
-        engine,
-        pa.table({"id": ["c001", "c002"], "account_type": ["business", "consumer"], "renewal_days": [20.0, None]}),
-        attribute_types={"account_type": "string", "renewal_days": "number"},
-        clock=FixedClock(helpers.AT),
-    )
-    import_events(engine, pa.table({"id": ["big"], "customer_id": ["c002"], "type": ["purchase"], "occurred_at": ["2024-02-01T00:00:00Z"], "revenue": [5000.0]}), clock=FixedClock(helpers.AT))
-    text = helpers.PLAYBOOK.replace("STAGE", "3").replace("HOLDOUT", "0").replace("BUDGET", "{}")
-    text = text.replace("attributes: {tier: string}", "attributes: {tier: string, account_type: string, renewal_days: number}")
-    text = text.replace("channels:\n", "offers:\n  - {id: vip, kind: amount_off, value: 200, cost: 200}\nchannels:\n")
-    text = text.replace("actions: {creatives: [hello],", "actions: {creatives: [hello], offers: [vip],")
-    rules = (
-        "    escalation:\n"
-        '      - {when: \'account_type = "business" and renewal_days <= 30\', reason: b2b_renewal, priority: 90}\n'
-        "      - {when: 'offer_value >= 100 and lifetime_spend >= 1000', reason: high_value_upsell, priority: 80}\n"
-    )
+    text = b2b_and_upsell_store(engine).replace("STAGE", "3").replace("HOLDOUT", "0").replace("BUDGET", "{}")
     path = tmp_path / "playbook.yaml"
-    path.write_text(text.replace("    trust_stage:", rules + "    trust_stage:", 1), encoding="utf-8")
+    path.write_text(text.replace("    trust_stage:", B2B_AND_UPSELL_RULES + "    trust_stage:", 1), encoding="utf-8")
     pb = load_playbook(path)
     run_cycle(engine, pb, FixedClock(helpers.AT), transports(pb, tmp_path))  # stage 3: only escalations reach people
 

@@ -274,8 +274,14 @@ class BetaThompson:
     ) -> None:
         x = _features(features, None)
         a, r = _feedback(x, actions, rewards, propensities, self.n_actions)
-        if np.any((r < 0) | (r > 1)):
-            raise ValueError("beta_thompson needs rewards in [0, 1] (a click, a visit, a purchase)")
+        if np.any(r > 1):
+            raise ValueError(
+                f"beta_thompson learns rewards in [0, 1] (a click, a visit, a purchase), got {r.max():g}; "
+                "use lin_ts or lin_ucb for revenue"
+            )
+        # A negative reward (contact cost, guardrail penalty, a reviewer's rejection, with no
+        # outcome to outweigh it) is a failure: the Beta posterior counts successes and failures.
+        r = np.maximum(r, 0.0)
         cells = self._segments(x) * self.n_actions + a
         size = self.alpha.size
         self.alpha += np.bincount(cells, weights=r, minlength=size).reshape(self.alpha.shape)

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from legato.playbook.models import Metric, Objective
-from legato.store.schema import decisions, events
+from legato.store.schema import decisions, events, review_items
 
 OUTCOME_TYPES = ("visit", "purchase", "unsubscribe", "complaint", "open", "click")
 EXECUTED = ("sent", "nothing")  # what the customer actually experienced was the chosen action
@@ -37,7 +37,7 @@ class Settled:
     actions: list[str]  # action keys; the learner maps them to its current action indices
     propensity: npt.NDArray[np.float64]
     reward: npt.NDArray[np.float64]
-    executed: npt.NDArray[np.bool_]  # sent or "do nothing": usable for learning
+    executed: npt.NDArray[np.bool_]  # sent, "do nothing", or turned down by a reviewer: usable for learning
     holdout: npt.NDArray[np.bool_]
     contexts: list[bytes | None]
     visited: npt.NDArray[np.bool_]
@@ -113,6 +113,13 @@ def settle(
     sent = np.array([row.status == "sent" for row in pending])
     offer_cost = np.array([offer_costs.get(row.offer_id, 0.0) if row.offer_id else 0.0 for row in pending])
     reward = objective_reward(objective, visited, purchased, revenue, sent, offer_cost, unsubscribed, complained)
+    # A proposal a person rejected is negative feedback: never sent, it earns only the penalty
+    # (what the customer did next was not the message's doing); rejected after it went out
+    # (an audit sample), the penalty comes on top of its outcome.
+    rejected_ids = _rejected(connection, [row.id for row in pending])
+    rejected = np.array([row.id in rejected_ids for row in pending], dtype=bool)
+    penalty = objective.reward.rejection_penalty
+    reward = np.where(rejected & ~sent, -penalty, reward - penalty * rejected)
     connection.execute(
         sa.update(decisions)
         .where(decisions.c.id == sa.bindparam("d_id"))
@@ -144,7 +151,7 @@ def settle(
         actions=[row.action for row in pending],
         propensity=np.array([row.propensity for row in pending]),
         reward=reward,
-        executed=np.array([row.status in EXECUTED and not row.holdout for row in pending]),
+        executed=np.array([(row.status in EXECUTED or row.id in rejected_ids) and not row.holdout for row in pending]),
         holdout=np.array([bool(row.holdout) for row in pending]),
         contexts=[row.context for row in pending],
         visited=visited,
@@ -179,6 +186,19 @@ def objective_reward(
         - spec.unsubscribe_penalty * unsubscribed
         - spec.complaint_penalty * complained
     )
+
+
+def _rejected(connection: Connection, decision_ids: list[int]) -> set[int]:
+    """The decisions among ``decision_ids`` whose review item a person rejected."""
+    found: set[int] = set()
+    for offset in range(0, len(decision_ids), 10_000):
+        chunk = decision_ids[offset : offset + 10_000]
+        found.update(
+            connection.execute(
+                sa.select(review_items.c.decision_id).where(review_items.c.decision_id.in_(chunk), review_items.c.status == "rejected")
+            ).scalars()
+        )
+    return found
 
 
 def _events(

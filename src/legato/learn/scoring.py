@@ -20,7 +20,7 @@ the playbook uses a score.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -73,15 +73,7 @@ class ScoreReport:
     skipped: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "score": self.name,
-            "scored": self.scored,
-            "training_rows": self.training_rows,
-            "positives": self.positives,
-            "auc": self.auc,
-            "brier": self.brier,
-            "skipped": self.skipped,
-        }
+        return asdict(self)
 
 
 def scores_in_use(playbook: Playbook) -> set[str]:

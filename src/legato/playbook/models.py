@@ -109,6 +109,9 @@ class Reward(Strict):
     contact_cost: float = Field(0.0, ge=0, description="Cost of sending one message.")
     unsubscribe_penalty: float = Field(1.0, ge=0)
     complaint_penalty: float = Field(5.0, ge=0)
+    rejection_penalty: float = Field(
+        1.0, ge=0, description="What a reviewer's rejection costs the agent: a proposal a person turned down teaches it."
+    )
 
 
 class Objective(Strict):
