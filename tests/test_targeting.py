@@ -162,6 +162,7 @@ def test_the_uplift_gate_stays_open_until_it_has_learned_then_skips_customers_a_
     gated = [r for r in later if "uplift_gate" in r.findings]
     scheduled = [r for r in later if r.status == "scheduled"]
     assert second.uplift_gate["gated"] == len(gated) > 0
+    assert {r.status for r in gated} == {"gated"}  # not the policy's "do nothing": it never learns from them
     # The gate keeps (nearly) every gold customer and skips (nearly) every silver one.
     assert sum(tier[r.customer_id] == "silver" for r in gated) >= 0.9 * len(gated)
     assert sum(tier[r.customer_id] == "gold" for r in scheduled) >= 0.9 * len(scheduled)
@@ -207,3 +208,22 @@ def test_report_lift_shows_both_comparisons(engine: Engine, tmp_path: Path, data
     visit = {r["against"]: r for r in rows if r["metric"] == "visit_rate"}
     assert set(visit) == {"holdout", "global_control"}
     assert visit["global_control"]["control"] == 0.0 and visit["global_control"]["low"] > 0.3
+
+
+def test_learned_send_time_in_a_half_hour_zone(engine: Engine, tmp_path: Path) -> None:
+    """India is UTC+5:30: opens at 09:40-09:50 UTC are 15:10-15:20 local, not 14:xx."""
+    ids = [f"i{i}" for i in range(3)]
+    import_consented(engine, ids, zone="Asia/Kolkata", since=timedelta(days=30))
+    rows: dict[str, list[str]] = {"id": [], "customer_id": [], "type": [], "occurred_at": []}
+    for i, customer in enumerate(ids):
+        for day in range(6):
+            rows["id"].append(f"o{i}-{day}")
+            rows["customer_id"].append(customer)
+            rows["type"].append("open")
+            rows["occurred_at"].append((AT - timedelta(days=day + 1)).replace(hour=9, minute=40 + day).isoformat())
+    import_events(engine, pa.table(rows), clock=FixedClock(AT))
+    pb = parse_playbook(base(**{"audience: 'tier in (\"gold\", \"silver\")'": "audience: 'tier in (\"gold\", \"silver\")'\n    send_time: {mode: learned}"}))
+    run_cycle(engine, pb, FixedClock(AT - timedelta(hours=6)), transports(pb, tmp_path))  # 07:30 in Kolkata
+    with engine.connect() as c:
+        send_at = c.execute(sa.select(decisions.c.send_at)).scalars().all()
+    assert {(t + timedelta(hours=5, minutes=30)).strftime("%H:%M") for t in send_at} == {"15:00"}

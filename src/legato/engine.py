@@ -160,21 +160,25 @@ def run_cycle(
             sa.insert(cycles).values(at=now, started_at=now, status="running").returning(cycles.c.id)
         ).scalar_one()
         stages = _sync_agents(connection, playbook, now)
-    scores = refresh_if_due(engine, playbook, now)
     reports: dict[str, AgentReport] = {}
     try:
+        scores = refresh_if_due(engine, playbook, now)
         for agent in playbook.agents:
             stage, status = stages[agent.id]
             if not agent.active or status != "active":
                 continue
             reports[agent.id] = _run_agent(engine, playbook, agent, stage, cycle_id, now, progress)
-        audit_daily(engine, playbook, now)
         dispatched = dispatch_due(engine, playbook, clock, transports)
     except Exception:
         # Pages already written stay (each was one transaction); the cycle says it did not finish.
         with engine.begin() as connection:
             connection.execute(sa.update(cycles).where(cycles.c.id == cycle_id).values(finished_at=clock.now(), status="failed"))
         raise
+    try:
+        audit_daily(engine, playbook, now)
+    except Exception as exc:  # noqa: BLE001 - the audit must not undo a cycle whose messages went out
+        with engine.begin() as connection:
+            _audit(connection, now, "engine", "fairness_audit_failed", "cycle", str(cycle_id), {"reason": f"{type(exc).__name__}: {exc}"})
     for agent_id, count in dispatched.sent.items():
         if agent_id in reports:
             reports[agent_id].sent = count
@@ -517,30 +521,23 @@ class _ActionTable:
         self.content_rule = np.array([rule for _, rule in checks], dtype=object)
 
 
-    def _standing(self, facts: ContactFacts, n: int) -> dict[tuple[str, bool], npt.NDArray[np.object_]]:
+    def standing(self, facts: ContactFacts, n: int) -> dict[tuple[str, bool], npt.NDArray[np.object_]]:
         """Why each customer cannot receive each (channel, marketing?) pair of the action space."""
         pairs = {(c, bool(m)) for c, m, send in zip(self.channel.tolist(), self.marketing.tolist(), self.send_actions.tolist(), strict=True) if send}
-        return {pair: unreachable_reasons(facts, pair[0], np.full(n, pair[1])) for pair in pairs}
+        return {pair: unreachable_reasons(facts, pair[0], np.full(n, pair[1])) for pair in sorted(pairs)}
 
-    def reachable(self, facts: ContactFacts, n: int) -> npt.NDArray[np.bool_]:
+    def reachable(self, standing: dict[tuple[str, bool], npt.NDArray[np.object_]], n: int) -> npt.NDArray[np.bool_]:
         """customers × actions: may the customer receive the action's channel at all? "Do nothing" always."""
-        standing = self._standing(facts, n)
         reach = np.ones((n, len(self.actions)), dtype=bool)
         for k in np.flatnonzero(self.send_actions).tolist():
             reach[:, k] = standing[(self.channel[k], bool(self.marketing[k]))] == None  # noqa: E711
         return reach
 
-    def unreachable_reasons(self, facts: ContactFacts, n: int) -> npt.NDArray[np.object_]:
-        """For customers who can receive none of the channels: every distinct reason, joined with '+'."""
-        standing = [reasons for _, reasons in sorted(self._standing(facts, n).items())]
-        joined = standing[0].copy() if standing else np.full(n, None, dtype=object)
-        for reasons in standing[1:]:
-            new = (reasons != None) & (joined != reasons)  # noqa: E711 - elementwise on objects
-            first = new & (joined == None)  # noqa: E711
-            more = new & ~first
-            joined[first] = reasons[first]
-            joined[more] = np.char.add(np.char.add(joined[more].astype(str), "+"), reasons[more].astype(str)).astype(object)
-        return joined
+    @staticmethod
+    def unreachable_reasons(standing: dict[tuple[str, bool], npt.NDArray[np.object_]], rows: npt.NDArray[np.int64]) -> npt.NDArray[np.object_]:
+        """For customers who can receive none of the channels: each distinct reason once, joined with '+'."""
+        columns = [reasons[rows].tolist() for reasons in standing.values()]
+        return np.array(["+".join(dict.fromkeys(r for r in found if r is not None)) for found in zip(*columns, strict=True)] or [], dtype=object)
 
 
 def _check_variant(playbook: Playbook, action: Action, checker: ContentChecker) -> tuple[str, str | None]:
@@ -605,8 +602,9 @@ def _decide_page(
         active &= ~gated
     # The policy chooses only among the channels each customer can receive (consent, contact
     # point, suppression list); a customer who can receive none gets no decision from it.
-    reach = table.reachable(facts, n)
-    unreachable = active & ~reach[:, table.send_actions].any(axis=1)
+    standing = table.standing(facts, n)
+    reach = table.reachable(standing, n)
+    unreachable = active & ~reach[:, table.send_actions].any(axis=1) if table.send_actions.any() else np.zeros(n, dtype=bool)
     active &= ~unreachable
     batch = policy.decide(features[active], rng, allowed=None if reach[active].all() else reach[active])
     chosen[active] = batch.actions
@@ -620,11 +618,12 @@ def _decide_page(
     window = np.zeros(n, dtype=np.int64)
     window[sends] = table.window_index[chosen[sends]]
     hours = None
+    own_history = np.zeros(n, dtype=bool)
     if targeting.population_hours is not None and sends.any():
         counts = customer_counts(connection, ids[sends], now, agent.send_time)
         preference = HourPreference.estimate(counts, targeting.population_hours, agent.send_time.min_events)
         hours = preference.best_hours(table.unique_windows, window[sends])
-        report.own_send_time += int(preference.own_history.sum())
+        own_history[sends] = preference.own_history
     send_at[sends] = next_send_times(now, columns["time_zone"][sends], table.unique_windows, window[sends], hours)
 
     # Guardrails first, so that only sends that may go out use up the budget.
@@ -639,7 +638,7 @@ def _decide_page(
         templates=table.approved_template[index],
     )
     reasons = verdict.reasons.copy()
-    reasons[unreachable] = table.unreachable_reasons(facts, n)[unreachable]
+    reasons[unreachable] = table.unreachable_reasons(standing, np.flatnonzero(unreachable))
     send_at = np.where(sends, verdict.send_at, send_at)
     off_content = sends & verdict.allowed & table.content_block[index]
     reasons[off_content] = np.char.add("content:", table.content_rule[index][off_content].astype(str)).astype(object)
@@ -662,7 +661,8 @@ def _decide_page(
     route_column = np.full(n, "none", dtype=object)
     status[holdout], route_column[holdout] = "holdout", "holdout"
     status[control], route_column[control] = "control", "control"
-    reasons[gated] = "uplift_gate"
+    # Not the policy's choice: kept out of learning and off-policy evaluation.
+    status[gated], route_column[gated], reasons[gated] = "gated", "gate", "uplift_gate"
     suppressed = over_budget | blocked | unreachable
     status[suppressed], route_column[suppressed] = "suppressed", "suppress"
     status[routes == REVIEW], route_column[routes == REVIEW] = "queued", REVIEW
@@ -670,6 +670,7 @@ def _decide_page(
 
     report.holdout += int(holdout.sum())
     report.global_control += int(control.sum())
+    report.own_send_time += int((own_history & allowed).sum())
     report.nothing += int((active & ~sends).sum()) + int(gated.sum())
     if report.uplift_gate is not None:
         report.uplift_gate["gated"] += int(gated.sum())

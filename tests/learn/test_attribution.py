@@ -160,11 +160,57 @@ def test_a_reviewers_rejection_teaches_the_agent(engine: Engine, tmp_path: Path)
     report = run_cycle(engine, pb, FixedClock(AT + timedelta(days=4)), sinks).agents["mailer"]
     with engine.connect() as c:
         rewards = dict(c.execute(sa.select(decisions.c.id, decisions.c.reward).where(decisions.c.settled_at.is_not(None))).all())
-    assert rewards[first.decision_id] == -0.5  # rejected, never sent: the penalty alone
-    assert rewards[second.decision_id] == 0.0  # approved and sent, no visit
-    assert report.learned_from == 2  # the expired proposals teach nothing
+    # The stored reward is the outcome's (lift compares it with the holdout): nobody visited.
+    assert rewards[first.decision_id] == 0.0 and rewards[second.decision_id] == 0.0
+    assert report.learned_from == 2  # the rejection teaches too; the expired proposals teach nothing
     with engine.connect() as c:
         states = c.execute(sa.select(policy_states.c.state).order_by(policy_states.c.version)).scalars().all()
     before, after = (np.asarray(states[i]["beta"]).sum() for i in (0, -1))
     assert after - before == 2.0  # two failures: the rejection and the approved send nobody answered
     assert np.asarray(states[-1]["alpha"]).sum() == np.asarray(states[0]["alpha"]).sum()
+
+
+def test_the_penalty_of_a_rejection_reaches_the_policy_not_the_stored_reward(engine: Engine) -> None:
+    """settle() itself: the feedback handed to the policy carries the penalty."""
+    from legato.learn.attribution import settle
+    from legato.store.schema import review_items
+
+    load_customers(engine, n=4)
+    pb = playbook()
+    with engine.begin() as c:
+        from legato.store.schema import cycles
+
+        cycle = c.execute(sa.insert(cycles).values(at=AT, started_at=AT, status="finished").returning(cycles.c.id)).scalar_one()
+        base = {"cycle_id": cycle, "agent_id": "mailer", "decided_at": AT, "action": "hello/no_offer/09:00-17:00", "propensity": 1.0, "holdout": False, "findings": [], "route": "review"}
+        rejected = c.execute(sa.insert(decisions).values(customer_id="c001", status="rejected", **base).returning(decisions.c.id)).scalar_one()
+        c.execute(sa.insert(review_items).values(kind="decision", decision_id=rejected, agent_id="mailer", reason="trust_stage_0", priority=50, status="rejected", created_at=AT))
+        settled = settle(c, "mailer", pb.objective("grow"), {}, AT + timedelta(days=2))
+        stored = c.execute(sa.select(decisions.c.reward).where(decisions.c.id == rejected)).scalar_one()
+    assert settled.executed.tolist() == [True]
+    assert settled.reward.tolist() == [-pb.objective("grow").reward.rejection_penalty] and stored == 0.0
+
+
+def test_an_outcome_naming_a_decision_is_exclusive_within_its_agent_only(engine: Engine) -> None:
+    from legato.learn.attribution import settle
+    from legato.store.schema import cycles
+
+    load_customers(engine, n=4)
+    pb = playbook()
+    with engine.begin() as c:
+        cycle = c.execute(sa.insert(cycles).values(at=AT, started_at=AT, status="finished").returning(cycles.c.id)).scalar_one()
+        base = {"cycle_id": cycle, "customer_id": "c001", "action": "hello/no_offer/09:00-17:00", "propensity": 1.0, "holdout": False, "findings": [], "route": "execute", "status": "sent"}
+        ids = {
+            name: c.execute(
+                sa.insert(decisions).values(agent_id=agent, decided_at=AT + timedelta(hours=h), send_at=AT + timedelta(hours=h), **base).returning(decisions.c.id)
+            ).scalar_one()
+            for name, agent, h in (("a_first", "mailer", 0), ("a_second", "mailer", 1), ("b", "other", 0))
+        }
+    events = pa.table({"id": ["buy"], "customer_id": ["c001"], "type": ["purchase"], "occurred_at": [(AT + timedelta(hours=3)).isoformat()], "revenue": [25.0], "decision_id": [ids["a_first"]]})
+    assert import_events(engine, events, clock=FixedClock(AT)).inserted == 1
+    with engine.begin() as c:
+        settle(c, "mailer", pb.objective("grow"), {}, AT + timedelta(days=3))
+        settle(c, "other", pb.objective("grow"), {}, AT + timedelta(days=3))
+        bought = dict(c.execute(sa.select(decisions.c.id, decisions.c.purchased)).all())
+    # Without the name, the later message of the same agent would have cut a_first's window
+    # and taken the purchase; another agent's decision still sees it.
+    assert bought[ids["a_first"]] and not bought[ids["a_second"]] and bought[ids["b"]]

@@ -111,3 +111,32 @@ def test_a_cycle_refits_only_scores_the_playbook_uses_and_only_when_stale(engine
     assert [s.name for s in later.scores] == ["purchase_propensity"]
     with engine.connect() as c:
         assert c.execute(sa.select(sa.func.count()).select_from(score_models)).scalar_one() == 2
+
+
+def test_a_customer_imported_late_counts_from_their_history_a_new_one_does_not(engine: Engine) -> None:
+    ids = ["late_with_history", "new_signup"]
+    import_customers(engine, pa.table({"id": ids, "tier": ["gold", "gold"]}), attribute_types={"tier": "string"}, clock=FixedClock(AT))
+    import_events(
+        engine,
+        pa.table({"id": ["old", "recent"], "customer_id": ids, "type": ["purchase", "purchase"],
+                  "occurred_at": [(AT - timedelta(days=200)).isoformat(), (AT - timedelta(days=5)).isoformat()], "revenue": [10.0, 20.0]}),
+        clock=FixedClock(AT),
+    )
+    with engine.connect() as c:
+        then_ids, then_x = snapshot(c, AT - timedelta(days=30))
+        now_ids, _ = snapshot(c, AT)
+    assert then_ids.tolist() == ["late_with_history"] and then_x[0, FEATURES.index("purchases")] == 1
+    assert now_ids.tolist() == ids
+
+
+def test_a_cycle_does_not_retry_a_score_without_enough_history_until_it_is_due(engine: Engine, tmp_path: Path) -> None:
+    ids = [f"k{i}" for i in range(30)]
+    import_customers(engine, pa.table({"id": ids, "tier": ["gold"] * 30}), attribute_types={"tier": "string"}, clock=FixedClock(AT - timedelta(days=90)))
+    using = parse_playbook(
+        PLAYBOOK.replace("STAGE", "3").replace("HOLDOUT", "0").replace("BUDGET", "{}")
+        .replace("'tier = \"gold\"', ", "'tier = \"gold\"', \"purchase_propensity\", ")
+    )
+    first = run_cycle(engine, using, FixedClock(AT), {})
+    assert [s.skipped is not None for s in first.scores] == [True]
+    assert run_cycle(engine, using, FixedClock(AT + timedelta(days=1)), {}).scores == []
+    assert len(run_cycle(engine, using, FixedClock(AT + timedelta(days=7)), {}).scores) == 1

@@ -61,3 +61,33 @@ def test_sqlite_in_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="does not exist"):
         connect(f"sqlite:///{tmp_path / 'missing' / 'x.db'}")
     assert not (tmp_path / "missing").exists()
+
+
+def test_upgrading_to_one_review_queue_keeps_waiting_replies(tmp_path: Path) -> None:
+    """Migration 0006: a reply that waited in the old inbound queue is an open conversation item."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from legato.store.db import alembic_config
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    config = alembic_config(engine)
+    command.upgrade(config, "0005")
+    with engine.begin() as c:
+        c.execute(text("INSERT INTO customers (id, attributes, created_at, updated_at) VALUES ('c1', '{}', '2024-03-01 00:00:00.000000', '2024-03-01 00:00:00.000000')"))
+        for status in ("open", "closed"):
+            c.execute(
+                text(
+                    "INSERT INTO inbound_messages (customer_id, channel, received_at, text, sentiment, intents, action, reason, priority, status, due_at) "
+                    "VALUES ('c1', 'sms', '2024-03-01 10:00:00.000000', 'I will sue', -0.8, '[\"legal_threat\"]', 'escalated', 'legal_threat', 95, :status, '2024-03-02 10:00:00.000000')"
+                ),
+                {"status": status},
+            )
+    command.upgrade(config, "head")
+    with engine.connect() as c:
+        items = c.execute(text("SELECT kind, inbound_message_id, decision_id, reason, priority, status FROM review_items")).all()
+    assert [tuple(i) for i in items] == [("conversation", 1, None, "legal_threat", 95, "open")]
+    command.downgrade(config, "0005")
+    with engine.connect() as c:
+        assert c.execute(text("SELECT COUNT(*) FROM review_items")).scalar_one() == 0
+        assert c.execute(text("SELECT status FROM inbound_messages WHERE id = 1")).scalar_one() == "open"

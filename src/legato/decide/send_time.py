@@ -11,8 +11,8 @@ hour *inside* the send window of the chosen action, so the window the marketer s
 holds.
 
 The population profile counts every customer's engagements of the same period; the work is
-grouped by (time zone, UTC hour), so a year of hourly buckets per zone is the most the
-database returns, not one row per event.
+grouped by (time zone, UTC quarter hour), so the database returns at most four buckets per
+hour of the period and zone, not one row per event.
 """
 
 from __future__ import annotations
@@ -34,21 +34,28 @@ HOURS = 24
 FloatArray = npt.NDArray[np.float64]
 
 
-def _hour_bucket(dialect: str) -> sa.ColumnElement[str]:
-    """The UTC hour of an event as text 'YYYY-MM-DD HH' (SQLite stores UTC text; PostgreSQL timestamptz)."""
-    if dialect == "sqlite":
-        return sa.func.strftime("%Y-%m-%d %H", events.c.occurred_at)
-    return sa.func.to_char(sa.func.timezone("UTC", events.c.occurred_at), "YYYY-MM-DD HH24")
+def _quarter_bucket(dialect: str) -> sa.ColumnElement[str]:
+    """The UTC quarter hour of an event as text 'YYYY-MM-DD HH:MM' (MM in 00, 15, 30, 45).
+
+    Quarter hours, not hours: every zone's offset is a multiple of 15 minutes (India's +5:30,
+    Nepal's +5:45), so each bucket falls in exactly one local hour.
+    """
+    if dialect == "sqlite":  # SQLite stores UTC text
+        minute = sa.cast(sa.func.strftime("%M", events.c.occurred_at), sa.Integer)
+        return sa.func.strftime("%Y-%m-%d %H:", events.c.occurred_at).concat(sa.func.printf("%02d", minute / 15 * 15))
+    utc = sa.func.timezone("UTC", events.c.occurred_at)
+    minute = sa.cast(sa.func.extract("minute", utc), sa.Integer)
+    return sa.func.to_char(utc, "YYYY-MM-DD HH24:").concat(sa.func.lpad(sa.cast(minute / 15 * 15, sa.Text), 2, "0"))
 
 
 def _local_hours(zones: list[str | None], buckets: list[str]) -> npt.NDArray[np.int64]:
-    """Local hour of day for each (zone, UTC hour bucket); each distinct pair is converted once."""
+    """Local hour of day for each (zone, UTC quarter-hour bucket); each distinct pair is converted once."""
     cache: dict[tuple[str | None, str], int] = {}
     result = np.empty(len(buckets), dtype=np.int64)
     for i, key in enumerate(zip(zones, buckets, strict=True)):
         hour = cache.get(key)
         if hour is None:
-            instant = datetime.strptime(key[1], "%Y-%m-%d %H").replace(tzinfo=timezone.utc)
+            instant = datetime.strptime(key[1], "%Y-%m-%d %H:%M").replace(tzinfo=timezone.utc)
             hour = cache[key] = instant.astimezone(zone_or_utc(key[0])).hour
         result[i] = hour
     return result
@@ -60,7 +67,7 @@ def _engagements(since: datetime, now: datetime) -> sa.ColumnElement[bool]:
 
 def population_profile(connection: Connection, now: datetime, settings: SendTimeSettings) -> FloatArray:
     """Share of all customers' engagements per local hour (uniform when there are none)."""
-    bucket = _hour_bucket(connection.dialect.name).label("bucket")
+    bucket = _quarter_bucket(connection.dialect.name).label("bucket")
     rows = connection.execute(
         sa.select(customers.c.time_zone, bucket, sa.func.count())
         .select_from(events.join(customers, customers.c.id == events.c.customer_id))
@@ -82,7 +89,7 @@ def customer_counts(
     counts = np.zeros((len(ids), HOURS))
     if len(ids) == 0:
         return counts
-    bucket = _hour_bucket(connection.dialect.name).label("bucket")
+    bucket = _quarter_bucket(connection.dialect.name).label("bucket")
     rows = connection.execute(
         sa.select(events.c.customer_id, customers.c.time_zone, bucket, sa.func.count())
         .select_from(events.join(customers, customers.c.id == events.c.customer_id))

@@ -86,8 +86,13 @@ def settle(
         touches[customer_id].append(at)
     outcome_rows = _events(connection, customers, start, now)
     by_customer: dict[str, list[tuple[datetime, str, float, str | None]]] = defaultdict(list)
+    # An outcome that names one of this agent's decisions counts for that decision only; one
+    # naming another agent's decision is, for this agent, like any other outcome.
+    named = {str(r) for *_, r in outcome_rows if r is not None}
+    own = _own_decisions(connection, agent_id, named)
     for customer_id, kind, at, revenue, reference in outcome_rows:
-        by_customer[customer_id].append((at, kind, revenue or 0.0, None if reference is None else str(reference)))
+        mine = None if reference is None or str(reference) not in own else str(reference)
+        by_customer[customer_id].append((at, kind, revenue or 0.0, mine))
 
     n = len(pending)
     visited = np.zeros(n, bool)
@@ -102,8 +107,13 @@ def settle(
         if following:
             closes = min(closes, min(following))
         for at, kind, amount, reference in by_customer.get(row.customer_id, ()):
-            # An outcome that names its decision counts for that decision only.
-            if opened < at <= closes and (reference is None or reference == str(row.id)):
+            # An outcome that names its decision counts for that decision only, within the
+            # whole window: a later message does not take credit for it.
+            if reference is None:
+                counts = opened < at <= closes
+            else:
+                counts = reference == str(row.id) and opened < at <= opened + window
+            if counts:
                 visited[i] |= kind in ("visit", "purchase")
                 purchased[i] |= kind == "purchase"
                 unsubscribed[i] |= kind == "unsubscribe"
@@ -119,7 +129,9 @@ def settle(
     rejected_ids = _rejected(connection, [row.id for row in pending])
     rejected = np.array([row.id in rejected_ids for row in pending], dtype=bool)
     penalty = objective.reward.rejection_penalty
-    reward = np.where(rejected & ~sent, -penalty, reward - penalty * rejected)
+    # The stored reward is the outcome's, which lift and track records compare with the
+    # holdout; the penalty is feedback for the policy only.
+    feedback = np.where(rejected & ~sent, -penalty, reward - penalty * rejected)
     connection.execute(
         sa.update(decisions)
         .where(decisions.c.id == sa.bindparam("d_id"))
@@ -150,7 +162,7 @@ def settle(
         ids=np.array([row.id for row in pending], dtype=np.int64),
         actions=[row.action for row in pending],
         propensity=np.array([row.propensity for row in pending]),
-        reward=reward,
+        reward=feedback,
         executed=np.array([(row.status in EXECUTED or row.id in rejected_ids) and not row.holdout for row in pending]),
         holdout=np.array([bool(row.holdout) for row in pending]),
         contexts=[row.context for row in pending],
@@ -186,6 +198,21 @@ def objective_reward(
         - spec.unsubscribe_penalty * unsubscribed
         - spec.complaint_penalty * complained
     )
+
+
+def _own_decisions(connection: Connection, agent_id: str, references: set[str]) -> set[str]:
+    """The ids among ``references`` (decision ids as text) that are this agent's decisions."""
+    ids = [int(r) for r in references if r.isdigit()]
+    found: set[str] = set()
+    for offset in range(0, len(ids), 10_000):
+        chunk = ids[offset : offset + 10_000]
+        found.update(
+            str(i)
+            for i in connection.execute(
+                sa.select(decisions.c.id).where(decisions.c.id.in_(chunk), decisions.c.agent_id == agent_id)
+            ).scalars()
+        )
+    return found
 
 
 def _rejected(connection: Connection, decision_ids: list[int]) -> set[int]:

@@ -35,7 +35,8 @@ from legato.errors import LegatoError
 from legato.learn.propensity import PurchasePropensity
 from legato.playbook.models import Playbook, ScoringSettings
 from legato.store.bulk import insert_many
-from legato.store.schema import customers, events, score_models, traits
+from legato.clock import as_utc
+from legato.store.schema import customers, events, score_models, settings, traits
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -145,7 +146,9 @@ def snapshot(connection: Connection, as_of: datetime) -> tuple[npt.NDArray[np.st
             c.engagements_90d,
         )
         .select_from(customers.outerjoin(per_customer, per_customer.c.customer_id == customers.c.id))
-        .where(customers.c.created_at <= as_of)
+        # Whoever was a customer then: created by that instant, or with history before it (a
+        # store often imports customers long after their first purchase).
+        .where(sa.or_(customers.c.created_at <= as_of, per_customer.c.customer_id.is_not(None)))
         .order_by(customers.c.id)
     ).all()
     if not rows:
@@ -223,6 +226,7 @@ def _fit_and_score(
     if len(y) > MAX_TRAINING_ROWS:
         keep = rng.choice(len(y), size=MAX_TRAINING_ROWS, replace=False)
         train_x, y = train_x[keep], y[keep]
+        positives = int(y.sum())
     # A quarter is held out to report the model's quality; the model that scores is refit on all.
     held_out = rng.random(len(y)) < 0.25
     auc = brier = None
@@ -260,14 +264,11 @@ def _write_scores(connection: Connection, name: str, ids: npt.NDArray[np.str_], 
         sa.Column("score", sa.Float),
         prefixes=["TEMPORARY"],
     )
+    # Created inside the caller's transaction: if anything fails, the rollback removes it too.
     staging.create(connection)
-    try:
-        insert_many(connection, staging, ["customer_id", "score"], list(zip(ids.tolist(), scores.tolist(), strict=True)))
-        connection.execute(
-            sa.update(traits).values({name: staging.c.score}).where(traits.c.customer_id == staging.c.customer_id)
-        )
-    finally:
-        staging.drop(connection)
+    insert_many(connection, staging, ["customer_id", "score"], list(zip(ids.tolist(), scores.tolist(), strict=True)))
+    connection.execute(sa.update(traits).values({name: staging.c.score}).where(traits.c.customer_id == staging.c.customer_id))
+    staging.drop(connection)
 
 
 def latest_model(connection: Connection, name: str) -> Any:
@@ -278,20 +279,36 @@ def latest_model(connection: Connection, name: str) -> Any:
 
 
 def refresh_if_due(engine: Engine, playbook: Playbook, now: datetime) -> list[ScoreReport]:
-    """Refit the scores the playbook uses when their latest model is older than ``refit_days``."""
+    """Refit the scores the playbook uses when their latest fit (or attempt) is older than ``refit_days``.
+
+    An attempt that found too little history counts: the snapshots are not rebuilt every cycle.
+    """
     used = scores_in_use(playbook)
     if not used:
         return []
+    every = timedelta(days=playbook.scoring.refit_days)
     with engine.connect() as connection:
-        due = {
-            name
-            for name in used
-            if (row := latest_model(connection, name)) is None
-            or now - row.trained_at >= timedelta(days=playbook.scoring.refit_days)
-        }
+        due = {name for name in used if (last := _last_attempt(connection, name)) is None or now - last >= every}
     if not due:
         return []
     try:
-        return refresh_scores(engine, now, playbook.scoring, due)
+        reports = refresh_scores(engine, now, playbook.scoring, due)
     except ValueError as exc:
         raise LegatoError(f"scoring failed: {exc}", hint="check the events imported (types, timestamps)") from exc
+    with engine.begin() as connection:
+        for report in reports:
+            if report.skipped:
+                key = _ATTEMPT_KEY.format(report.name)
+                connection.execute(sa.delete(settings).where(settings.c.key == key))
+                connection.execute(sa.insert(settings).values(key=key, value=now.isoformat()))
+    return reports
+
+
+_ATTEMPT_KEY = "scores.{}.attempted_at"
+
+
+def _last_attempt(connection: Connection, name: str) -> datetime | None:
+    row = latest_model(connection, name)
+    attempted = connection.execute(sa.select(settings.c.value).where(settings.c.key == _ATTEMPT_KEY.format(name))).scalar()
+    instants = [t for t in (row.trained_at if row is not None else None, as_utc(datetime.fromisoformat(attempted)) if attempted else None) if t]
+    return max(instants) if instants else None

@@ -50,6 +50,13 @@ def upgrade() -> None:
         batch_op.drop_index('ix_review_items_queue')
         batch_op.create_index('ix_review_items_queue', ['status', sa.literal_column('priority DESC'), 'created_at', 'id'], unique=False)
 
+    # Replies that waited for a person in their own queue join the one review queue.
+    op.execute(
+        "INSERT INTO review_items (kind, inbound_message_id, reason, priority, status, created_at, due_at) "
+        "SELECT 'conversation', id, COALESCE(reason, 'conversation'), priority, 'open', received_at, due_at "
+        "FROM inbound_messages WHERE status = 'open'"
+    )
+
     with op.batch_alter_table('traits', schema=None) as batch_op:
         batch_op.add_column(sa.Column('purchase_propensity', sa.Float(), nullable=True))
         batch_op.add_column(sa.Column('visit_propensity', sa.Float(), nullable=True))
@@ -61,6 +68,9 @@ def downgrade() -> None:
         batch_op.drop_column('visit_propensity')
         batch_op.drop_column('purchase_propensity')
 
+    # Conversations and findings cannot live in the older table (a decision was required);
+    # an open conversation stays open in inbound_messages.
+    op.execute("DELETE FROM review_items WHERE kind <> 'decision'")
     with op.batch_alter_table('review_items', schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f('fk_review_items_inbound_message_id_inbound_messages'), type_='foreignkey')
         batch_op.drop_constraint(batch_op.f('uq_review_items_inbound_message_id'), type_='unique')
