@@ -79,6 +79,21 @@ def test_stop_revokes_at_once_and_help_answers(engine: Engine, tmp_path: Path) -
         assert part in helped.reply
 
 
+def test_a_stop_that_threatens_legal_action_is_opted_out_and_reaches_a_person(engine: Engine, tmp_path: Path) -> None:
+    load_customers(engine, n=8)
+    pb = playbook()
+    run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
+    handled = receive(engine, pb, "c003", "email", "Stop emailing me or I will call my lawyer", AT + timedelta(minutes=1))
+    assert handled.action == "opted_out" and handled.reason == "legal_threat" and "no more marketing" in handled.reply
+    (waiting,) = list_items(engine, kind="conversation")
+    assert (waiting.customer_id, waiting.reason, waiting.priority) == ("c003", "legal_threat", 95)
+    with engine.connect() as c:
+        assert c.execute(sa.select(consents.c.status).where(consents.c.customer_id == "c003")).scalar_one() == "revoked"
+    # A plain STOP with a complaint stays automatic: the opt-out is the answer.
+    plain = receive(engine, pb, "c004", "email", "STOP sending this rubbish, worst emails ever", AT + timedelta(minutes=2))
+    assert plain.action == "opted_out" and plain.review_item_id is None
+
+
 def test_inbound_cli(engine: Engine, tmp_path: Path, database_url: str) -> None:
     load_customers(engine, n=8)
     path = tmp_path / "pb.yaml"

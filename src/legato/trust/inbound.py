@@ -59,6 +59,8 @@ ESCALATIONS: tuple[tuple[str, int, re.Pattern[str]], ...] = (
     ("human_request", 80, re.compile(r"\b(speak|talk) (to|with) (a |an )?(real )?(person|human|agent|someone|manager)\b|\bcall me\b", re.I)),
     ("complaint", 75, re.compile(r"\b(complain\w*|refund|unacceptable|never (arrived|received|came)|broken|scam|rip-?off|disgust\w*|worst)\b", re.I)),
 )
+# Built-in reasons that reach a person even alongside STOP or HELP.
+ALWAYS_A_PERSON = frozenset({"legal_threat", "distress", "human_request"})
 _ANALYZER = SentimentIntensityAnalyzer()
 
 
@@ -135,12 +137,18 @@ def receive(engine: Engine, playbook: Playbook, customer_id: str, channel: str, 
         else:
             action = "recorded"
         # STOP and HELP are answered at once; only a message that asks for nothing the law
-        # settles goes on to the escalation rules.
-        matches = _matches(connection, rules, customer_id, found) if action == "recorded" else []
+        # settles goes on to the escalation rules. An opt-out or HELP that also carries a legal
+        # threat, distress or a request for a person still reaches a person, after the
+        # opt-out took effect.
+        if action == "recorded":
+            matches = _matches(connection, rules, customer_id, found)
+        else:
+            matches = [m for m in _matches(connection, rules, customer_id, found) if m.reason in ALWAYS_A_PERSON]
         chosen = matches[0] if matches else None
         due_at = None
         if chosen is not None:
-            action, reason = "escalated", chosen.reason
+            action = "escalated" if action == "recorded" else action
+            reason = chosen.reason
             due_at = due_at_for(reason, now, playbook.review.sla_hours, default=CONVERSATION_SLA_HOURS)
             # Nobody should get a promotion an hour after complaining: hold what is pending.
             # The agents leave the customer alone while the conversation is open (see the engine).
