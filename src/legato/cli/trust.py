@@ -549,3 +549,51 @@ def _agent_done(state: Any, message: str, as_json: bool) -> None:
         emit_json(state.to_dict())
     else:
         console.print(f"[green]✓[/] {message} (stage {state.trust_stage}, {state.status})")
+
+
+@agents_app.command("versions")
+def versions_command(agent: AgentArgument, database: DatabaseOption = None, as_json: JsonOption = False) -> None:
+    """List the agent's saved policy versions, newest first (each learning step saves one).
+
+    Example: `legato agents versions winback_email`
+    """
+    from legato.decide.versions import list_versions
+
+    try:
+        versions = list_versions(_engine(database), agent)
+    except LegatoError as error:
+        fail(error)
+    if as_json:
+        emit_json({"agent": agent, "versions": [v.to_dict() for v in versions]})
+        return
+    table = Table("version", "policy", "saved at (UTC)", "learned updates", "note", title=f"policy versions of {agent}", title_justify="left")
+    for v in versions:
+        note = f"rollback to {v.restored_from}" if v.restored_from else ""
+        table.add_row(str(v.version), v.policy, f"{v.created_at:%Y-%m-%d %H:%M}", "-" if v.updates is None else f"{v.updates:,}", note)
+    console.print(table)
+
+
+@agents_app.command("rollback")
+def rollback_command(
+    agent: AgentArgument,
+    to: Annotated[int, typer.Option("--to", help="The version to go back to (see `legato agents versions`).")],
+    by: ReviewerOption,
+    reason: Annotated[str, typer.Option(help="Why; it goes to the audit log.")],
+    at: AtOption = None,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Continue from an earlier policy version: its state is saved again as the newest version.
+
+    Example: `legato agents rollback winback_email --to 12 --by ana --reason "learned from a broken tracking feed"`
+    """
+    from legato.decide.versions import roll_back
+
+    try:
+        version = roll_back(_engine(database), agent, to, by, reason, _now(at))
+    except LegatoError as error:
+        fail(error)
+    if as_json:
+        emit_json(version.to_dict())
+        return
+    console.print(f"[green]✓[/] {agent} continues from version {to} (saved as version {version.version})")
