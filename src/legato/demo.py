@@ -115,7 +115,8 @@ def prepare_world(folder: Path, playbook: Playbook, playbook_path: Path) -> tupl
     import_customers(engine, customers, attribute_types=declared_types(playbook.attributes), clock=clock)
     import_events(engine, events, clock=clock)
     world = HillstromWorld.fit(rows, customers.column("id").to_numpy(zero_copy_only=False), seed=7)
-    return engine, world, transports(playbook, playbook_path.parent), START
+    # Messages go to the folder's own outbox: a simulation never writes into a real project's.
+    return engine, world, transports(playbook, folder), START
 
 
 def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
@@ -219,8 +220,9 @@ def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
     at = f"--at {last:%Y-%m-%dT%H:%M}"  # the demo's clock, not today's
     say("\n[bold]What to look at next[/] (the demo runs on a simulated clock, hence --at)")
     for line in (
-        f"the review queue:      {program} review list --database {url} {at}",
-        f"one item, to approve:  {program} review show ID --playbook {playbook_path} --database {url} {at}",
+        f"the review queue:      {program} review list --database {url}",
+        f"one item:              {program} review show ID --playbook {playbook_path} --database {url}",
+        f"approve it:            {program} review approve ID --hash HASH --reviewer NAME --database {url} {at}",
         f"an agent's record:     {program} agents show welcome_email --database {url} {at}",
         f"what guardrails did:   {program} report guardrails --database {url}",
         f"the messages sent:     {folder}/outbox/email.jsonl",

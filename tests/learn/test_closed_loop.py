@@ -21,6 +21,9 @@ def test_simulate_then_evaluate(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["sent"]["winback_email"] > 0 and report["sent"]["welcome_email"] == 0
+    # Simulated messages stay in the simulation's folder, never in the project's outbox.
+    sent_lines = (folder / "outbox/email.jsonl").read_text().splitlines()
+    assert len(sent_lines) == report["sent"]["winback_email"] and not (tmp_path / "outbox").exists()
     visit = next(x for x in report["lift"]["winback_email"] if x["metric"] == "visit_rate")
     assert visit["low"] is not None and visit["low"] > 0  # e-mail raises visits in the fitted world
 

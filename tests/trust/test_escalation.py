@@ -118,7 +118,7 @@ def test_a_decision_that_conflicts_with_a_company_value_goes_to_a_person(engine:
     report = run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
     assert report.agents["mailer"].queued == 1  # stage 3 executes everything else
     (item,) = list_items(engine)
-    assert (item.kind, item.customer_id, item.reason, item.priority) == ("decision", "c001", "value:no_pressure", 85)
+    assert (item.kind, item.customer_id, item.reason, item.priority) == ("decision", "c001", "value:no_pressure", 60)
     assert item.due_at == AT + timedelta(hours=6)  # the SLA of the reason's family, "value"
     detail = show_item(engine, item.id, playbook=pb)
     assert detail.evidence == {

@@ -175,7 +175,8 @@ def show_command(
         console.print(f"  {finding['severity']}: {finding['rule']}: {finding['reason']}", markup=False, highlight=False)
     # Not wrapped, so the command can be copied whole.
     console.print(f"content hash: {detail.content_hash}", soft_wrap=True)
-    console.print(f"approve with: legato review approve {it.id} --hash {detail.content_hash} --reviewer NAME", soft_wrap=True)
+    where = f" --database {database}" if database else ""
+    console.print(f"approve with: legato review approve {it.id} --hash {detail.content_hash} --reviewer NAME{where}", soft_wrap=True)
 
 
 def _show_case(detail: Any) -> None:

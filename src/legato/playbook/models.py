@@ -418,7 +418,9 @@ class CompanyValue(Strict):
     id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=58)]
     statement: str = Field(min_length=1, description="The value in words, shown to the reviewer.")
     conflicts_when: str = Field(min_length=1, description="Expression over customer and decision fields, as escalation rules.")
-    priority: int = Field(85, ge=0, le=100)
+    # Below the built-in reasons a customer who wrote in gives (70-95): a proposal can wait
+    # (it expires unsent), a person who asked for help should not.
+    priority: int = Field(60, ge=0, le=100)
 
 
 # --- the playbook ----------------------------------------------------------------------
