@@ -161,7 +161,7 @@ def test_holdout_and_budget(engine: Engine, tmp_path: Path) -> None:
     agent = report.agents["mailer"]
     assert 40 <= agent.holdout <= 110  # 300 in the audience, a quarter held out
     assert agent.scheduled == 50
-    assert agent.suppressed["budget"] > 0
+    assert agent.suppressed["budget:daily_sends"] > 0
     with engine.connect() as c:
         held = c.execute(sa.select(sa.func.count()).select_from(decisions).where(decisions.c.holdout.is_(True), decisions.c.status == "holdout")).scalar_one()
     assert held == agent.holdout
@@ -392,3 +392,13 @@ def test_calendar_day_cap_resets_at_local_midnight(engine: Engine, tmp_path: Pat
             assert next_day.scheduled == eligible
     with pytest.raises(PlaybookError, match="give either days"):
         parse_playbook(text.replace("max: 1, days: 3, on_block: drop}", "max: 1, days: 3, calendar: day}"))
+
+
+def test_the_budget_says_which_limit_a_send_hit(engine: Engine, tmp_path: Path) -> None:
+    load_customers(engine, n=400)
+    text = PLAYBOOK.replace("STAGE", "3").replace("HOLDOUT", "0").replace("BUDGET", "{daily_sends: 20, daily_offer_cost: 30}")
+    text = text.replace("channels:\n", "offers:\n  - {id: ship, kind: free_shipping, value: 8, cost: 3}\nchannels:\n")
+    pb = parse_playbook(text.replace("actions: {creatives: [hello],", "actions: {creatives: [hello], offers: [ship],"))
+    agent = run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path)).agents["mailer"]
+    assert agent.scheduled == 10  # 30 / 3: the offer budget binds before the 20 sends
+    assert set(agent.suppressed) >= {"budget:daily_offer_cost"} and "budget:daily_sends" not in agent.suppressed

@@ -645,8 +645,8 @@ def _decide_page(
     awaiting = sends & verdict.allowed & ~off_content & columns["awaiting_review"].astype(bool)
     reasons[awaiting] = "awaiting_review"
     blocked = sends & ~(verdict.allowed & ~off_content & ~awaiting)
-    over_budget = _over_budget(sends & ~blocked, chosen, expected, table, budget, rng)
-    reasons[over_budget] = "budget"
+    over_budget, budget_reason = _over_budget(sends & ~blocked, chosen, expected, table, budget, rng)
+    reasons[over_budget] = budget_reason[over_budget]
     allowed = sends & ~blocked & ~over_budget
     # Escalations (rules, content findings) reach a person whatever the agent's stage.
     routes, review_reason, review_priority = trust.route(agent, allowed, chosen, columns, expected, propensity)
@@ -729,23 +729,27 @@ def _over_budget(
     table: _ActionTable,
     budget: _Budget,
     rng: np.random.Generator,
-) -> npt.NDArray[np.bool_]:
-    """Sends past the daily budget, keeping those with the highest expected value."""
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.object_]]:
+    """Sends past the daily budget, keeping those with the highest expected value, and which
+    limit each one hit (``budget:daily_offer_cost`` or ``budget:daily_sends``)."""
     over = np.zeros(len(sends), dtype=bool)
+    why = np.full(len(sends), None, dtype=object)
     candidates = np.flatnonzero(sends)
     if len(candidates) == 0 or (np.isinf(budget.sends_left) and np.isinf(budget.cost_left)):
-        return over
+        return over, why
     # Highest expected value first; a random key breaks ties so no id order is favoured.
     order = candidates[np.lexsort((rng.random(len(candidates)), -expected[candidates]))]
     costs = table.offer_cost[chosen[order]]
     # Offer cost is spent in that order; sends without an offer cost nothing and stay eligible.
-    within = (costs == 0) | (np.cumsum(costs) <= budget.cost_left)
-    within &= np.cumsum(within) <= budget.sends_left
+    affordable = (costs == 0) | (np.cumsum(costs) <= budget.cost_left)
+    within = affordable & (np.cumsum(affordable) <= budget.sends_left)
     over[order[~within]] = True
+    why[order[~affordable]] = "budget:daily_offer_cost"
+    why[order[affordable & ~within]] = "budget:daily_sends"
     kept = order[within]
     budget.sends_left -= len(kept)
     budget.cost_left -= float(table.offer_cost[chosen[kept]].sum())
-    return over
+    return over, why
 
 
 def _write_page(

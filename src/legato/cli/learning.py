@@ -92,6 +92,22 @@ def simulate(
             interval = "too few" if item.low is None else f"[{item.low:+.4f}, {item.high:+.4f}]"
             table.add_row(agent_id, f"{sum(d.sent[agent_id] for d in history):,}", f"{item.treated:.4f}", f"{item.control:.4f}", f"{item.difference:+.4f}", interval)
     console.print(table)
+    if not any(rewards.values()):
+        window = max(o.attribution_days for o in loaded.objectives)
+        console.print(f"no decision has settled yet: outcomes are credited once the attribution window ({window} days at most) has closed; simulate more days")
+    for agent in loaded.agents:
+        reports = [d.cycle.agents[agent.id] for d in history if agent.id in d.cycle.agents]
+        notes = []
+        if any(r.global_control for r in reports):
+            notes.append(f"{reports[-1].global_control:,} customers in the global control group left alone each day")
+        gated = sum(r.uplift_gate["gated"] for r in reports if r.uplift_gate)
+        if agent.uplift_gate is not None:
+            still_open = [r.uplift_gate["reason"] for r in reports if r.uplift_gate and r.uplift_gate["open"]]
+            notes.append(f"uplift gate skipped {gated:,} customers not worth contacting" + (f"; open on {len(still_open)} day(s) while it learned" if still_open else ""))
+        if agent.send_time.mode == "learned":
+            notes.append(f"{sum(r.own_send_time for r in reports):,} sends timed by the customer's own engagement hours")
+        for note in notes:
+            console.print(f"{agent.id}: {note}")
 
 
 def _arms(pairs: list[str]) -> dict[str, str]:

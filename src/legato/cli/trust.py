@@ -598,3 +598,6 @@ def rollback_command(
         emit_json(version.to_dict())
         return
     console.print(f"[green]✓[/] {agent} continues from version {to} (saved as version {version.version})")
+    console.print(
+        f"what versions {to + 1}-{version.version - 1} learned is set aside (still stored; roll forward with --to {version.version - 1})"
+    )

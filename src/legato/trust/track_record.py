@@ -30,8 +30,9 @@ from legato.store.schema import agents, audit_log, decisions, review_items
 from legato.trust.ladder import Stage
 
 STOP_LOSS_BREACH = "stop_loss_breach"
-# Suppression reasons that are not guardrails: spending limits say nothing about conduct.
-NOT_GUARDRAILS = frozenset({"budget"})
+# Decision reasons that are not guardrail findings: spending limits and the uplift gate say
+# nothing about conduct.
+NOT_GUARDRAILS = frozenset({"budget", "uplift_gate"})
 
 
 class TrustError(LegatoError):
@@ -197,7 +198,7 @@ def record_of(connection: Connection, agent_id: str, *, since: datetime, until: 
         n_decisions += int(n)
         for finding in json.loads(text) if text else []:
             rule = finding if isinstance(finding, str) else str(finding.get("rule", finding))
-            if rule not in NOT_GUARDRAILS:
+            if rule.split(":", 1)[0] not in NOT_GUARDRAILS:
                 findings[rule] += int(n)
 
     breach = connection.execute(
