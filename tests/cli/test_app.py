@@ -111,3 +111,15 @@ def test_installed_entry_point_runs() -> None:
     legato = Path(sys.executable).with_name("legato")
     result = subprocess.run([str(legato), "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and "demo" in result.stdout
+
+
+def test_a_cycle_before_the_last_one_is_refused(engine: object, database_url: str, tmp_path: Path) -> None:
+    from tests.test_engine import PLAYBOOK, load_customers
+
+    load_customers(engine)  # type: ignore[arg-type]
+    path = write_example(tmp_path, PLAYBOOK.replace("STAGE", "3").replace("HOLDOUT", "0").replace("BUDGET", "{}"))
+    first = runner.invoke(app, ["run", str(path), "--database", database_url, "--at", "2024-03-10T08:00", "--json"])
+    assert first.exit_code == 0, first.output
+    back = runner.invoke(app, ["run", str(path), "--database", database_url, "--at", "2024-03-05T08:00"])
+    assert back.exit_code == 2
+    assert "the last cycle ran at 2024-03-10 08:00 UTC, after 2024-03-05 08:00 UTC" in back.output and "legato simulate" in back.output

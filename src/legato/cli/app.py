@@ -186,6 +186,7 @@ def run(
         loaded = load_playbook(playbook)
         clock = FixedClock(parse_instant(at)) if at else SystemClock()
         engine = connect(database)
+        _refuse_going_back(engine, clock.now())
         with _progress(as_json) as progress:
             tasks: dict[str, int] = {}
 
@@ -213,6 +214,21 @@ def run(
             console.print(f"{agent.agent_id}: uplift gate {state}")
     for problem in report.dispatch.errors[:10]:
         console.print(f"[yellow]not sent:[/] {problem}")
+
+
+def _refuse_going_back(engine: object, now: object) -> None:
+    """A cycle before the last one would decide as if later sends, caps and outcomes had not happened."""
+    import sqlalchemy as sa
+
+    from legato.store.schema import cycles
+
+    with engine.connect() as connection:  # type: ignore[attr-defined]
+        last = connection.execute(sa.select(sa.func.max(cycles.c.at))).scalar()
+    if last is not None and now < last:  # type: ignore[operator]
+        raise LegatoError(
+            f"the last cycle ran at {last:%Y-%m-%d %H:%M} UTC, after {now:%Y-%m-%d %H:%M} UTC",
+            hint="run at or after the last cycle (--at), or use another database for what-if runs (legato simulate)",
+        )
 
 
 def cycle_table(title: str, report: object) -> Table:

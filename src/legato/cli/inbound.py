@@ -26,7 +26,7 @@ def receive_command(
     playbook: Annotated[Path, typer.Argument(help="The playbook (brand, support contact, caps for the HELP reply).")],
     customer: Annotated[str, typer.Option(help="Customer id of the sender.")],
     text: Annotated[str, typer.Option(help="What the customer wrote.")],
-    channel: Annotated[str, typer.Option(help="sms, email, whatsapp, push or webhook.")] = "sms",
+    channel: Annotated[Optional[str], typer.Option(help="sms, email, whatsapp, push or webhook; default sms if the playbook has it, else its first channel.")] = None,
     database: DatabaseOption = None,
     at: AtOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -40,7 +40,12 @@ def receive_command(
     from legato.trust.inbound import receive
 
     try:
-        handled = receive(connect(database), load_playbook(playbook), customer, channel, text, _now(at))
+        loaded = load_playbook(playbook)
+        channels = [c.value for c in loaded.channels]
+        if channel is not None and channel not in channels:
+            raise LegatoError(f"the playbook has no channel '{channel}'", hint=f"its channels: {', '.join(channels)}")
+        chosen = channel or ("sms" if "sms" in channels else channels[0])
+        handled = receive(connect(database), loaded, customer, chosen, text, _now(at))
     except LegatoError as error:
         fail(error)
     if as_json:
