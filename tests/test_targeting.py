@@ -227,3 +227,22 @@ def test_learned_send_time_in_a_half_hour_zone(engine: Engine, tmp_path: Path) -
     with engine.connect() as c:
         send_at = c.execute(sa.select(decisions.c.send_at)).scalars().all()
     assert {(t + timedelta(hours=5, minutes=30)).strftime("%H:%M") for t in send_at} == {"15:00"}
+
+
+def test_held_out_customers_who_could_not_be_reached_are_not_the_gates_control(engine: Engine, tmp_path: Path) -> None:
+    from legato.decide.uplift_gate import fit_gate
+    from legato.playbook.models import UpliftGateSettings
+    from tests.test_engine import load_customers
+
+    load_customers(engine, n=200)  # every 10th revoked, every 10th (offset 5) without consent
+    pb = parse_playbook(base().replace("holdout: 0\n", "holdout: 0.5\n"))
+    run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
+    with engine.connect() as c:
+        held = c.execute(sa.select(decisions.c.customer_id, decisions.c.findings).where(decisions.c.holdout.is_(True))).all()
+    unreachable = {r.customer_id for r in held if "holdout_unreachable" in r.findings}
+    assert unreachable and all(int(cid[1:]) % 10 in (0, 5) for cid in unreachable)
+    assert {r.customer_id for r in held if int(r.customer_id[1:]) % 10 in (0, 5) and int(r.customer_id[1:]) % 4 != 3} == unreachable
+    run_cycle(engine, pb, FixedClock(AT + timedelta(days=8)), transports(pb, tmp_path))  # settles the first cycle
+    with engine.connect() as c:
+        gate = fit_gate(c, pb.agents[0], pb.objectives[0], AT + timedelta(days=8), UpliftGateSettings(min_samples=50))
+    assert gate.control == len(held) - len(unreachable)

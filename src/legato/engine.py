@@ -29,7 +29,7 @@ from legato.decide.actions import NOTHING, Action, action_space
 from legato.decide.features import decode_context, encode_context, feature_matrix
 from legato.decide.holdout import in_global_control, in_holdout, unit_hash
 from legato.decide.send_time import HourPreference, customer_counts, population_profile
-from legato.decide.uplift_gate import UpliftGate, fit_gate
+from legato.decide.uplift_gate import HOLDOUT_UNREACHABLE, UpliftGate, fit_gate
 from legato.decide.policy import Policy
 from legato.decide.registry import build_policy, restore_policy
 from legato.decide.timing import next_send_times
@@ -604,7 +604,8 @@ def _decide_page(
     # point, suppression list); a customer who can receive none gets no decision from it.
     standing = table.standing(facts, n)
     reach = table.reachable(standing, n)
-    unreachable = active & ~reach[:, table.send_actions].any(axis=1) if table.send_actions.any() else np.zeros(n, dtype=bool)
+    reachable = reach[:, table.send_actions].any(axis=1) if table.send_actions.any() else np.ones(n, dtype=bool)
+    unreachable = active & ~reachable
     active &= ~unreachable
     batch = policy.decide(features[active], rng, allowed=None if reach[active].all() else reach[active])
     chosen[active] = batch.actions
@@ -663,6 +664,9 @@ def _decide_page(
     status[control], route_column[control] = "control", "control"
     # Not the policy's choice: kept out of learning and off-policy evaluation.
     status[gated], route_column[gated], reasons[gated] = "gated", "gate", "uplift_gate"
+    # Held-out customers no message could have reached: lift keeps them (intent to treat), the
+    # uplift gate leaves them out so that its two arms are both reachable customers.
+    reasons[holdout & ~reachable] = HOLDOUT_UNREACHABLE
     suppressed = over_budget | blocked | unreachable
     status[suppressed], route_column[suppressed] = "suppressed", "suppress"
     status[routes == REVIEW], route_column[routes == REVIEW] = "queued", REVIEW

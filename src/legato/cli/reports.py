@@ -68,6 +68,8 @@ def _outcome(reason: str) -> str:
         return "escalated"
     if reason == "uplift_gate":
         return "not worth contacting"
+    if reason == "holdout_unreachable":
+        return "held out; could not have been reached anyway"
     return "blocked"
 
 

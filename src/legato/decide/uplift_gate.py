@@ -7,8 +7,9 @@ playbook's ``min_uplift``, optionally only the top ``top_share`` of them. The ot
 "do nothing" with reason ``uplift_gate`` and the budget goes to customers the agent moves.
 
 The model is refit each cycle from the agent's own settled decisions: customers it sent to
-(treated) against its random holdout (control), each described by the features the policy
-saw. The holdout makes the control arm a randomized sample; the treated arm is the policy's
+(treated) against its random holdout (control) less the held-out customers no message could
+have reached, each described by the features the policy saw. The holdout makes the control
+arm a randomized sample; the treated arm is the policy's
 choice, which depends on those same features (and on consent), so comparing them given the
 features is the usual "no unmeasured confounders" assumption of the two-model approach
 (Hansotia & Rukstales, 2002; Künzel et al., 2019) or of the class-transformation approach
@@ -18,8 +19,10 @@ both outcomes present, the gate is open and says why.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -64,6 +67,16 @@ class UpliftGate:
         return passes, uplift
 
 
+HOLDOUT_UNREACHABLE = "holdout_unreachable"  # the engine's finding on such holdout decisions
+
+
+def _findings(value: Any) -> list[str]:
+    """A decision's findings, whether the driver returns the JSON parsed or as text."""
+    if isinstance(value, str):
+        return list(json.loads(value))
+    return list(value or [])
+
+
 def outcome_column(objective: Objective) -> sa.ColumnElement[bool]:
     """The binary outcome the gate predicts: a purchase for conversion and revenue objectives, else a visit."""
     primary = objective.kpis[0].metric
@@ -77,7 +90,7 @@ def fit_gate(connection: Connection, agent: Agent, objective: Objective, now: da
     outcome = outcome_column(objective)
     treated = decisions.c.status == "sent"
     rows = connection.execute(
-        sa.select(decisions.c.context, decisions.c.holdout, outcome)
+        sa.select(decisions.c.context, decisions.c.holdout, outcome, decisions.c.findings)
         .where(
             decisions.c.agent_id == agent.id,
             decisions.c.settled_at.is_not(None),
@@ -89,7 +102,9 @@ def fit_gate(connection: Connection, agent: Agent, objective: Objective, now: da
         .limit(MAX_TRAINING_ROWS)
     ).all()
     width = 4 * (len(agent.features) + 1)
-    rows = [r for r in rows if len(r[0]) == width]  # decisions made with other features cannot teach this gate
+    # Decisions made with other features cannot teach this gate; held-out customers no message
+    # could have reached are not the control of those who were sent one.
+    rows = [r for r in rows if len(r[0]) == width and not (r[1] and HOLDOUT_UNREACHABLE in _findings(r[3]))]
     arm = np.array([0 if r[1] else 1 for r in rows], dtype=np.int64)
     y = np.array([bool(r[2]) for r in rows], dtype=np.int64)
     n_treated, n_control = int(arm.sum()), int(len(arm) - arm.sum())

@@ -32,7 +32,7 @@ from legato.trust.ladder import Stage
 STOP_LOSS_BREACH = "stop_loss_breach"
 # Decision reasons that are not guardrail findings: spending limits and the uplift gate say
 # nothing about conduct.
-NOT_GUARDRAILS = frozenset({"budget", "uplift_gate"})
+NOT_GUARDRAILS = frozenset({"budget", "uplift_gate", "holdout_unreachable"})
 
 
 class TrustError(LegatoError):
