@@ -246,3 +246,27 @@ def test_held_out_customers_who_could_not_be_reached_are_not_the_gates_control(e
     with engine.connect() as c:
         gate = fit_gate(c, pb.agents[0], pb.objectives[0], AT + timedelta(days=8), UpliftGateSettings(min_samples=50))
     assert gate.control == len(held) - len(unreachable)
+
+
+def test_outside_the_whatsapp_window_the_policy_chooses_email_instead(engine: Engine, tmp_path: Path) -> None:
+    from legato.trust.inbound import receive
+
+    ids = [f"w{i}" for i in range(40)]
+    import_consented(engine, ids)
+    import_customers(engine, pa.table({"id": ids, "phone": [f"+1212555{i:04d}" for i in range(40)], "consent_whatsapp_marketing": ["express"] * 40}), clock=FixedClock(AT))
+    pb = parse_playbook(
+        base(
+            **{
+                "  email: {kind: file, path: out/email.jsonl}": "  email: {kind: file, path: out/email.jsonl}\n  whatsapp: {kind: file, path: out/wa.jsonl}",
+                "creatives:\n  - {id: hello,": 'creatives:\n  - {id: chat, channel: whatsapp, body: "Test Co: new arrivals are in. Reply STOP to opt out."}\n  - {id: hello,',
+                "actions: {creatives: [hello],": "actions: {creatives: [hello, chat],",
+                "    - {channel: email, purpose: marketing}": "    - {channel: email, purpose: marketing}\n    - {channel: whatsapp, purpose: marketing}",
+            }
+        )
+    )
+    receive(engine, pb, "w1", "whatsapp", "hi, do you have boots in size 9?", AT - timedelta(hours=2))  # opens w1's window
+    report = run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path)).agents["mailer"]
+    with engine.connect() as c:
+        channel = dict(c.execute(sa.select(decisions.c.customer_id, decisions.c.channel)).all())
+    assert not report.suppressed and report.scheduled == 40
+    assert {channel[c] for c in ids if c != "w1"} == {"email"}  # WhatsApp was not on offer for them

@@ -521,20 +521,26 @@ class _ActionTable:
         self.content_rule = np.array([rule for _, rule in checks], dtype=object)
 
 
-    def standing(self, facts: ContactFacts, n: int) -> dict[tuple[str, bool], npt.NDArray[np.object_]]:
-        """Why each customer cannot receive each (channel, marketing?) pair of the action space."""
-        pairs = {(c, bool(m)) for c, m, send in zip(self.channel.tolist(), self.marketing.tolist(), self.send_actions.tolist(), strict=True) if send}
-        return {pair: unreachable_reasons(facts, pair[0], np.full(n, pair[1])) for pair in sorted(pairs)}
+    def _kind(self, k: int) -> tuple[str, bool, bool]:
+        """What decides whether a customer can receive action ``k``: channel, marketing?, approved template?"""
+        return (str(self.channel[k]), bool(self.marketing[k]), bool(self.approved_template[k]))
 
-    def reachable(self, standing: dict[tuple[str, bool], npt.NDArray[np.object_]], n: int) -> npt.NDArray[np.bool_]:
-        """customers × actions: may the customer receive the action's channel at all? "Do nothing" always."""
+    def standing(self, facts: ContactFacts, n: int) -> dict[tuple[str, bool, bool], npt.NDArray[np.object_]]:
+        """Why each customer cannot receive each kind of send in the action space."""
+        kinds = sorted({self._kind(k) for k in np.flatnonzero(self.send_actions).tolist()})
+        return {
+            kind: unreachable_reasons(facts, kind[0], np.full(n, kind[1]), np.full(n, kind[2])) for kind in kinds
+        }
+
+    def reachable(self, standing: dict[tuple[str, bool, bool], npt.NDArray[np.object_]], n: int) -> npt.NDArray[np.bool_]:
+        """customers × actions: may the customer receive the action at all now? "Do nothing" always."""
         reach = np.ones((n, len(self.actions)), dtype=bool)
         for k in np.flatnonzero(self.send_actions).tolist():
-            reach[:, k] = standing[(self.channel[k], bool(self.marketing[k]))] == None  # noqa: E711
+            reach[:, k] = standing[self._kind(k)] == None  # noqa: E711
         return reach
 
     @staticmethod
-    def unreachable_reasons(standing: dict[tuple[str, bool], npt.NDArray[np.object_]], rows: npt.NDArray[np.int64]) -> npt.NDArray[np.object_]:
+    def unreachable_reasons(standing: dict[tuple[str, bool, bool], npt.NDArray[np.object_]], rows: npt.NDArray[np.int64]) -> npt.NDArray[np.object_]:
         """For customers who can receive none of the channels: each distinct reason once, joined with '+'."""
         columns = [reasons[rows].tolist() for reasons in standing.values()]
         return np.array(["+".join(dict.fromkeys(r for r in found if r is not None)) for found in zip(*columns, strict=True)] or [], dtype=object)

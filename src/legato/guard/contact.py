@@ -225,12 +225,18 @@ def _to_datetime64(values: npt.NDArray[np.generic]) -> npt.NDArray[np.datetime64
     )
 
 
-def unreachable_reasons(facts: ContactFacts, channel: str, promotional: npt.NDArray[np.bool_]) -> npt.NDArray[np.object_]:
-    """Why each customer cannot be sent ``channel`` at all (None where they can).
+def unreachable_reasons(
+    facts: ContactFacts,
+    channel: str,
+    promotional: npt.NDArray[np.bool_],
+    templates: npt.NDArray[np.bool_] | None = None,
+) -> npt.NDArray[np.object_]:
+    """Why each customer cannot be sent ``channel`` at all now (None where they can).
 
-    These are the standing facts no send time or cap changes: the suppression list, a
-    contact point, consent. The engine uses them to offer a policy only the channels a
-    customer can receive; :func:`check_contacts` applies them to the channel chosen.
+    These are the facts no send time or cap changes: the suppression list, a contact point,
+    consent, and for WhatsApp messages that are not pre-approved templates (``templates``
+    False) the 24-hour service window. The engine uses them to offer a policy only the
+    channels a customer can receive; :func:`check_contacts` applies them to the channel chosen.
     """
     n = len(promotional)
     reasons = np.full(n, None, dtype=object)
@@ -244,6 +250,9 @@ def unreachable_reasons(facts: ContactFacts, channel: str, promotional: npt.NDAr
         mark(~facts.reachable[channel], f"no_contact_point:{channel}")
         mark(promotional & facts.revoked[channel], f"consent_revoked:{channel}")
         mark(promotional & ~facts.consented[channel], f"no_consent:{channel}")
+    if channel == "whatsapp" and facts.whatsapp_window is not None and templates is not None:
+        # Outside the 24-hour window WhatsApp accepts only pre-approved templates (Meta's Business Policy).
+        mark(~templates & ~facts.whatsapp_window, "whatsapp_outside_service_window")
     return reasons
 
 
@@ -276,11 +285,8 @@ def check_contacts(
 
     for channel in {c for c in channels[sends].tolist()}:
         on_channel = channels == channel
-        standing = unreachable_reasons(facts, channel, promotional)
+        standing = unreachable_reasons(facts, channel, promotional, templates)
         block(on_channel & (standing != None), standing)  # noqa: E711 - elementwise on objects
-    if facts.whatsapp_window is not None and templates is not None:
-        # Outside the 24-hour window WhatsApp accepts only pre-approved templates (Meta's Business Policy).
-        block((channels == "whatsapp") & ~templates & ~facts.whatsapp_window, "whatsapp_outside_service_window")
     for index, cap in enumerate(guardrails.frequency_caps):
         applies = sends if cap.channel == "any" else channels == cap.channel.value
         applies = applies & promotional & _in_region(facts, cap.region, n)
