@@ -96,6 +96,14 @@ def test_the_policy_chooses_only_among_channels_the_customer_consented_to(engine
     assert all(r.status == "suppressed" and r.channel is None for r in by_kind["none"])
     assert report.suppressed == {"no_consent:email+no_consent:sms": 50}
     assert report.scheduled == 150
+    # What the policy could choose from is kept for off-policy evaluation (actions: hello, text).
+    from legato.decide.features import decode_allowed
+
+    with engine.connect() as c:
+        stored = dict(c.execute(sa.select(decisions.c.customer_id, decisions.c.allowed_actions)).all())
+    masks = {k: decode_allowed([stored[f"c{i:03d}"] for i in range(n) if kind[i] == k], 2) for k in ("email", "sms", "both", "none")}
+    assert masks["both"] is None and masks["none"] is None  # all allowed / not decided by the policy
+    assert masks["email"].tolist() == [[True, False]] * 50 and masks["sms"].tolist() == [[False, True]] * 50
 
 
 def test_global_control_gets_no_marketing_from_any_agent_and_measures_the_program(engine: Engine, tmp_path: Path) -> None:
@@ -270,3 +278,22 @@ def test_outside_the_whatsapp_window_the_policy_chooses_email_instead(engine: En
         channel = dict(c.execute(sa.select(decisions.c.customer_id, decisions.c.channel)).all())
     assert not report.suppressed and report.scheduled == 40
     assert {channel[c] for c in ids if c != "w1"} == {"email"}  # WhatsApp was not on offer for them
+
+
+def test_off_policy_evaluation_asks_the_candidate_among_the_same_channels(engine: Engine, tmp_path: Path) -> None:
+    from legato.learn.evaluate import evaluate_candidate, logged_decisions
+    from legato.playbook.models import PolicySpec
+
+    test_the_policy_chooses_only_among_channels_the_customer_consented_to(engine, tmp_path)  # cycle at AT
+    pb = two_channel_playbook()
+    sinks = transports(pb, tmp_path)
+    dispatch_due(engine, pb, FixedClock(AT + timedelta(hours=10)), sinks)
+    run_cycle(engine, pb, FixedClock(AT + timedelta(days=4)), sinks)
+    dispatch_due(engine, pb, FixedClock(AT + timedelta(days=4, hours=10)), sinks)
+    run_cycle(engine, pb, FixedClock(AT + timedelta(days=12)), sinks)  # settles both
+    logged = logged_decisions(engine, pb, "mailer")
+    assert logged.allowed is not None and (~logged.allowed).any()
+    # "Always SMS" offered only what each customer could receive: e-mail-only customers get
+    # e-mail, so every logged decision keeps weight on average; unmasked, a quarter would be 0.
+    result = evaluate_candidate(engine, pb, "mailer", PolicySpec(name="fixed", params={"action": 1}))
+    assert abs(result["mean_weight"] - 1.0) < 0.25, result["mean_weight"]

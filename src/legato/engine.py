@@ -26,7 +26,7 @@ from legato.audience.fields import StoreResolver, audience_from
 from legato.audience.sql import FieldType, compile_expression, compile_value
 from legato.clock import Clock
 from legato.decide.actions import NOTHING, Action, action_space
-from legato.decide.features import decode_context, encode_context, feature_matrix
+from legato.decide.features import decode_context, encode_allowed, encode_context, feature_matrix
 from legato.decide.holdout import in_global_control, in_holdout, unit_hash
 from legato.decide.send_time import HourPreference, customer_counts, population_profile
 from legato.decide.uplift_gate import HOLDOUT_UNREACHABLE, UpliftGate, fit_gate
@@ -689,7 +689,8 @@ def _decide_page(
     report.delayed += int((allowed & verdict.delayed).sum())
     report.suppressed.update(reasons[suppressed].tolist())
 
-    written_after = _write_page(connection, agent, cycle_id, now, ids, chosen, propensity, expected, holdout, reasons, route_column, status, send_at, table, features)
+    allowed_blobs = encode_allowed(reach, active)
+    written_after = _write_page(connection, agent, cycle_id, now, ids, chosen, propensity, expected, holdout, reasons, route_column, status, send_at, table, features, allowed_blobs)
     _queue_reviews(connection, playbook, agent, cycle_id, written_after, now, ids, review_reason, review_priority, routes)
 
 
@@ -778,6 +779,7 @@ def _write_page(
     send_at: npt.NDArray[np.datetime64],
     table: _ActionTable,
     features: npt.NDArray[np.float64],
+    allowed: list[bytes | None],
 ) -> int:
     """Decisions, then the outbox rows derived from them in SQL; returns the largest decision id
     before this page, so later steps of the same transaction can find the page's rows."""
@@ -807,6 +809,7 @@ def _write_page(
         "content_hash": np.where(acting, table.content_hash[index], None).tolist(),
         "context": encode_context(features),
         "action_index": np.where(acting, chosen, None).tolist(),
+        "allowed_actions": allowed,
     }
     insert_many(connection, decisions, list(columns), list(zip(*columns.values(), strict=True)))
     this_page = sa.and_(decisions.c.cycle_id == cycle_id, decisions.c.agent_id == agent.id, decisions.c.id > before)

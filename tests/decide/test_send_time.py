@@ -51,3 +51,30 @@ def test_send_times_use_the_hour_inside_the_window_in_local_time() -> None:
     assert [str(t) for t in at] == ["2024-03-04T20:00:00.000000", "2024-03-04T14:00:00.000000", "2024-03-04T13:00:00.000000"]
     assert within_hour(window, 16) == SendWindow.model_validate("16:00-17:00")
     assert within_hour(window, 3) == window  # an hour outside the window changes nothing
+
+
+def test_quarter_hour_buckets_in_sql_on_both_databases(engine: object) -> None:
+    """Every minute of an hour lands in its quarter, as text the conversion reads back."""
+    from datetime import timedelta
+
+    import pyarrow as pa
+    import sqlalchemy as sa
+
+    from legato.clock import FixedClock
+    from legato.decide.send_time import _quarter_bucket
+    from legato.store.ingest import import_customers, import_events
+    from legato.store.schema import events
+
+    at = datetime(2024, 3, 4, 10, 0, tzinfo=timezone.utc)
+    import_customers(engine, pa.table({"id": ["c1"]}), clock=FixedClock(at))  # type: ignore[arg-type]
+    minutes = [0, 7, 14, 15, 29, 30, 44, 45, 59]
+    import_events(
+        engine,  # type: ignore[arg-type]
+        pa.table({"id": [f"e{m}" for m in minutes], "customer_id": ["c1"] * len(minutes), "type": ["open"] * len(minutes),
+                  "occurred_at": [(at + timedelta(minutes=m, seconds=30)).isoformat() for m in minutes]}),
+        clock=FixedClock(at),
+    )
+    with engine.connect() as c:  # type: ignore[attr-defined]
+        bucket = _quarter_bucket(c.dialect.name)
+        found = dict(c.execute(sa.select(events.c.id, bucket)).all())
+    assert found == {f"e{m}": f"2024-03-04 10:{m // 15 * 15:02d}" for m in minutes}

@@ -31,6 +31,7 @@ def test_classification() -> None:
     assert classify(" Unsubscribe! ").intents == ["opt_out"]
     assert classify("please stop sending me these, it's getting old").intents[0] == "opt_out"  # any reasonable means
     assert "opt_out" not in classify("can I cancel my order?").intents
+    assert "opt_out" not in classify("Cancel my order please").intents and "opt_out" not in classify("End of story: great boots").intents
     assert classify("HELP").intents == ["help"]
     angry = classify("This is the worst service ever, I want a refund and I will call my lawyer")
     assert {"legal_threat", "complaint", "negative_sentiment"} <= set(angry.intents)
@@ -89,9 +90,14 @@ def test_a_stop_that_threatens_legal_action_is_opted_out_and_reaches_a_person(en
     assert (waiting.customer_id, waiting.reason, waiting.priority) == ("c003", "legal_threat", 95)
     with engine.connect() as c:
         assert c.execute(sa.select(consents.c.status).where(consents.c.customer_id == "c003")).scalar_one() == "revoked"
-    # A plain STOP with a complaint stays automatic: the opt-out is the answer.
+    # A plain STOP with a complaint, or with "don't call me", stays automatic: the opt-out is the answer.
     plain = receive(engine, pb, "c004", "email", "STOP sending this rubbish, worst emails ever", AT + timedelta(minutes=2))
     assert plain.action == "opted_out" and plain.review_item_id is None
+    calls = receive(engine, pb, "c006", "email", "Stop texting me and don't call me again", AT + timedelta(minutes=3))
+    assert calls.action == "opted_out" and calls.review_item_id is None
+    # A keyword first, then a threat: unsubscribed and handed to a person.
+    keyword = receive(engine, pb, "c007", "email", "STOP or I will call my lawyer", AT + timedelta(minutes=4))
+    assert keyword.action == "opted_out" and keyword.reason == "legal_threat" and keyword.review_item_id is not None
 
 
 def test_inbound_cli(engine: Engine, tmp_path: Path, database_url: str) -> None:

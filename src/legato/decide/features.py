@@ -33,3 +33,26 @@ def decode_context(blobs: list[bytes], n_columns: int) -> npt.NDArray[np.float64
     if joined.size != len(blobs) * n_columns:
         raise ValueError(f"stored contexts do not have {n_columns} features each; the agent's features changed")
     return joined.reshape(len(blobs), n_columns).astype(np.float64)
+
+
+def encode_allowed(mask: npt.NDArray[np.bool_], keep: npt.NDArray[np.bool_]) -> list[bytes | None]:
+    """Per row, the allowed actions as packed bits (little-endian), or None where every action
+    was allowed or the row was not decided by the policy (``keep`` False)."""
+    packed = np.packbits(mask, axis=1, bitorder="little")
+    restricted = keep & ~mask.all(axis=1)
+    return [row.tobytes() if r else None for row, r in zip(packed, restricted.tolist(), strict=True)]
+
+
+def decode_allowed(blobs: list[bytes | None], n_actions: int) -> npt.NDArray[np.bool_] | None:
+    """The customers × actions mask from :func:`encode_allowed` blobs, or None when all are None.
+
+    A blob of another length comes from another action space: its row counts as all allowed.
+    """
+    if all(b is None for b in blobs):
+        return None
+    width = (n_actions + 7) // 8
+    mask = np.ones((len(blobs), n_actions), dtype=bool)
+    for i, blob in enumerate(blobs):
+        if blob is not None and len(blob) == width:
+            mask[i] = np.unpackbits(np.frombuffer(blob, dtype=np.uint8), count=n_actions, bitorder="little").astype(bool)
+    return mask

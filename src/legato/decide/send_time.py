@@ -42,10 +42,10 @@ def _quarter_bucket(dialect: str) -> sa.ColumnElement[str]:
     """
     if dialect == "sqlite":  # SQLite stores UTC text
         minute = sa.cast(sa.func.strftime("%M", events.c.occurred_at), sa.Integer)
-        return sa.func.strftime("%Y-%m-%d %H:", events.c.occurred_at).concat(sa.func.printf("%02d", minute / 15 * 15))
+        return sa.func.strftime("%Y-%m-%d %H:", events.c.occurred_at).concat(sa.func.printf("%02d", minute // 15 * 15))
     utc = sa.func.timezone("UTC", events.c.occurred_at)
     minute = sa.cast(sa.func.extract("minute", utc), sa.Integer)
-    return sa.func.to_char(utc, "YYYY-MM-DD HH24:").concat(sa.func.lpad(sa.cast(minute / 15 * 15, sa.Text), 2, "0"))
+    return sa.func.to_char(utc, "YYYY-MM-DD HH24:").concat(sa.func.lpad(sa.cast(minute // 15 * 15, sa.Text), 2, "0"))
 
 
 def _local_hours(zones: list[str | None], buckets: list[str]) -> npt.NDArray[np.int64]:

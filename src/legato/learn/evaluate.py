@@ -6,6 +6,8 @@ earlier half and is evaluated on the later half with IPS, self-normalized IPS an
 robust estimators (see :mod:`legato.learn.ope`). The candidate's probability of each action
 is estimated by asking it to decide repeatedly (its own randomization, ``draws`` times); the
 doubly robust reward model is a ridge regression per action fitted on the earlier half.
+The candidate decides among the actions each customer could actually be offered (the
+channels they could receive), as stored with each decision.
 
 Caveat, reported with every result as ``mean_weight``: decisions that guardrails or budgets
 suppressed are left out (the customer did not experience the chosen action), so the logged
@@ -25,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from legato.decide.actions import action_space
-from legato.decide.features import decode_context
+from legato.decide.features import decode_allowed, decode_context
 from legato.decide.registry import build_policy
 from legato.errors import LegatoError
 from legato.learn.ope import IPS, SNIPS, DoublyRobust
@@ -41,6 +43,7 @@ class Logged:
     actions: npt.NDArray[np.int64]
     rewards: npt.NDArray[np.float64]
     propensities: npt.NDArray[np.float64]
+    allowed: npt.NDArray[np.bool_] | None  # per decision, the actions the logging policy could choose
 
 
 def logged_decisions(engine: Engine, playbook: Playbook, agent_id: str) -> Logged:
@@ -49,7 +52,7 @@ def logged_decisions(engine: Engine, playbook: Playbook, agent_id: str) -> Logge
         raise LegatoError(f"no agent named '{agent_id}' in the playbook", hint=f"agents: {', '.join(a.id for a in playbook.agents)}")
     with engine.connect() as connection:
         rows = connection.execute(
-            sa.select(decisions.c.context, decisions.c.action, decisions.c.reward, decisions.c.propensity)
+            sa.select(decisions.c.context, decisions.c.action, decisions.c.reward, decisions.c.propensity, decisions.c.allowed_actions)
             .where(
                 decisions.c.agent_id == agent_id,
                 decisions.c.settled_at.is_not(None),
@@ -73,6 +76,7 @@ def logged_decisions(engine: Engine, playbook: Playbook, agent_id: str) -> Logge
         actions=np.array([position[r.action] for r in rows], dtype=np.int64),
         rewards=np.array([r.reward for r in rows], dtype=np.float64),
         propensities=np.array([r.propensity for r in rows], dtype=np.float64),
+        allowed=decode_allowed([r.allowed_actions for r in rows], len(position)),
     )
 
 
@@ -92,8 +96,10 @@ def evaluate_candidate(
     x = logged.contexts[test]
     rng = np.random.default_rng(seed)
     counts = np.zeros((len(x), n_actions))
+    # The candidate answers the question the logging policy answered: among the same actions.
+    allowed = None if logged.allowed is None else logged.allowed[test]
     for _ in range(draws):
-        chosen = policy.decide(x, rng).actions
+        chosen = policy.decide(x, rng, allowed=allowed).actions
         counts[np.arange(len(x)), chosen] += 1
     distribution = counts / draws
     rows = np.arange(len(x))

@@ -188,6 +188,10 @@ decisions = Table(
     # what came of it: the learning loop reads these instead of recomputing stale features.
     Column("context", LargeBinary),
     Column("action_index", Integer),
+    # The actions the policy could choose from for this customer (bit k = action k, packed
+    # little-endian), NULL when it could choose any: off-policy evaluation asks a candidate
+    # the same question.
+    Column("allowed_actions", LargeBinary),
     Column("reward", Float),
     Column("visited", Boolean),
     Column("purchased", Boolean),

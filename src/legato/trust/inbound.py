@@ -44,6 +44,7 @@ from legato.trust.escalation import INBOUND_FIELDS, RuleSet, inbound_facts, inbo
 from legato.trust.review import CONVERSATION, CONVERSATION_SLA_HOURS, OPEN, due_at_for
 
 OPT_OUT = ("STOP", "STOPALL", "QUIT", "END", "REVOKE", "OPT OUT", "OPTOUT", "CANCEL", "UNSUBSCRIBE")
+OPENING_OPT_OUT = ("STOP", "STOPALL", "UNSUBSCRIBE", "OPTOUT")
 HELP = ("HELP", "INFO")
 # Revocation by "any reasonable means" (FCC 2024 TCPA order): a sentence asking to stop counts too.
 OPT_OUT_PHRASE = re.compile(
@@ -59,8 +60,9 @@ ESCALATIONS: tuple[tuple[str, int, re.Pattern[str]], ...] = (
     ("human_request", 80, re.compile(r"\b(speak|talk) (to|with) (a |an )?(real )?(person|human|agent|someone|manager)\b|\bcall me\b", re.I)),
     ("complaint", 75, re.compile(r"\b(complain\w*|refund|unacceptable|never (arrived|received|came)|broken|scam|rip-?off|disgust\w*|worst)\b", re.I)),
 )
-# Built-in reasons that reach a person even alongside STOP or HELP.
-ALWAYS_A_PERSON = frozenset({"legal_threat", "distress", "human_request"})
+# Built-in reasons that reach a person even alongside STOP or HELP. Not a request for a
+# person: beside STOP, "don't call me" is no such request.
+ALWAYS_A_PERSON = frozenset({"legal_threat", "distress"})
 _ANALYZER = SentimentIntensityAnalyzer()
 
 
@@ -97,7 +99,10 @@ def classify(text: str) -> Classification:
     intents: list[str] = []
     evidence: list[str] = []
     phrase = OPT_OUT_PHRASE.search(text)
-    if normalized in OPT_OUT or phrase:
+    # A message that opens with an unambiguous keyword ("STOP or I'll call my lawyer") is an
+    # opt-out too; "Cancel my order" or "End of story" are not.
+    first_word = normalized.split(" ", 1)[0] if normalized else ""
+    if normalized in OPT_OUT or first_word in OPENING_OPT_OUT or phrase:
         intents.append("opt_out")
         evidence.append(phrase.group(0) if phrase else text.strip())
     elif normalized in HELP:
