@@ -61,6 +61,8 @@ FEATURES = (
 )
 MAX_TRAINING_ROWS = 200_000  # a random sample beyond this: the model does not improve, the fit slows down
 SECONDS_PER_DAY = 86_400.0
+_ATTEMPT_KEY = "scores.{}.attempted_at"  # settings key: when a fit last found too little history
+RETRY_WITHOUT_MODEL = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -279,16 +281,17 @@ def latest_model(connection: Connection, name: str) -> Any:
 
 
 def refresh_if_due(engine: Engine, playbook: Playbook, now: datetime) -> list[ScoreReport]:
-    """Refit the scores the playbook uses when their latest fit (or attempt) is older than ``refit_days``.
+    """Refit the scores the playbook uses when their model is older than ``refit_days``.
 
-    An attempt that found too little history counts: the snapshots are not rebuilt every cycle.
+    An attempt that found too little history is retried a day later, not every cycle: the
+    snapshots it builds read the whole events table.
     """
     used = scores_in_use(playbook)
     if not used:
         return []
     every = timedelta(days=playbook.scoring.refit_days)
     with engine.connect() as connection:
-        due = {name for name in used if (last := _last_attempt(connection, name)) is None or now - last >= every}
+        due = {name for name in used if _due(connection, name, now, every)}
     if not due:
         return []
     try:
@@ -304,11 +307,13 @@ def refresh_if_due(engine: Engine, playbook: Playbook, now: datetime) -> list[Sc
     return reports
 
 
-_ATTEMPT_KEY = "scores.{}.attempted_at"
 
 
-def _last_attempt(connection: Connection, name: str) -> datetime | None:
+def _due(connection: Connection, name: str, now: datetime, every: timedelta) -> bool:
+    """A fitted model is refit every ``every``; without one, a fit is tried again daily (new
+    history may have been imported since the last attempt found too little)."""
     row = latest_model(connection, name)
+    if row is not None:
+        return now - row.trained_at >= every
     attempted = connection.execute(sa.select(settings.c.value).where(settings.c.key == _ATTEMPT_KEY.format(name))).scalar()
-    instants = [t for t in (row.trained_at if row is not None else None, as_utc(datetime.fromisoformat(attempted)) if attempted else None) if t]
-    return max(instants) if instants else None
+    return attempted is None or now - as_utc(datetime.fromisoformat(attempted)) >= min(every, RETRY_WITHOUT_MODEL)
