@@ -49,7 +49,7 @@ def import_consented(engine: Engine, ids: list[str], *, zone: str = "UTC", tiers
     )
 
 
-def two_channel_playbook() -> Playbook:
+def two_channel_playbook(policy: str = "{name: lin_ts}") -> Playbook:
     return parse_playbook(
         base(
             **{
@@ -57,7 +57,7 @@ def two_channel_playbook() -> Playbook:
                 "creatives:\n  - {id: hello,": 'creatives:\n  - {id: text, channel: sms, body: "Test Co: new arrivals are in. Reply STOP to opt out."}\n  - {id: hello,',
                 "actions: {creatives: [hello],": "actions: {creatives: [hello, text],",
                 "    - {channel: email, purpose: marketing}": "    - {channel: email, purpose: marketing}\n    - {channel: sms, purpose: marketing}",
-                "policy: {name: uniform_random}": "policy: {name: lin_ts}",
+                "policy: {name: uniform_random}": f"policy: {policy}",
             }
         )
     )
@@ -293,7 +293,20 @@ def test_off_policy_evaluation_asks_the_candidate_among_the_same_channels(engine
     run_cycle(engine, pb, FixedClock(AT + timedelta(days=12)), sinks)  # settles both
     logged = logged_decisions(engine, pb, "mailer")
     assert logged.allowed is not None and (~logged.allowed).any()
-    # "Always SMS" offered only what each customer could receive: e-mail-only customers get
-    # e-mail, so every logged decision keeps weight on average; unmasked, a quarter would be 0.
-    result = evaluate_candidate(engine, pb, "mailer", PolicySpec(name="fixed", params={"action": 1}))
+    # "SMS, else e-mail" asked among what each customer could receive: e-mail-only customers
+    # get e-mail, so every logged decision keeps weight on average; unmasked, they would all
+    # be asked for SMS and a third of the weights would be 0.
+    result = evaluate_candidate(engine, pb, "mailer", PolicySpec(name="fixed", params={"action": 1, "fallback": 0}))
     assert abs(result["mean_weight"] - 1.0) < 0.25, result["mean_weight"]
+
+
+def test_a_fixed_rule_never_becomes_another_message(engine: Engine, tmp_path: Path) -> None:
+    test_the_policy_chooses_only_among_channels_the_customer_consented_to(engine, tmp_path)  # cycle at AT
+    pb = two_channel_playbook("{name: fixed, params: {action: 1}}")  # always the SMS
+    report = run_cycle(engine, pb, FixedClock(AT + timedelta(days=4)), transports(pb, tmp_path)).agents["mailer"]
+    with engine.connect() as c:
+        rows = c.execute(sa.select(decisions.c.customer_id, decisions.c.channel, decisions.c.findings).where(decisions.c.decided_at > AT)).all()
+    assert {r.channel for r in rows} == {"sms", None}
+    email_only = [r for r in rows if int(r.customer_id[1:]) % 4 == 0]
+    assert email_only and all(r.channel is None and r.findings == ["rule_action_unavailable"] for r in email_only)
+    assert report.suppressed["rule_action_unavailable"] == len(email_only)

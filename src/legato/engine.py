@@ -617,9 +617,12 @@ def _decide_page(
     chosen[active] = batch.actions
     propensity[active] = batch.propensities
     expected[active] = batch.expected_values
+    # A fixed rule takes no action (-1) for a customer who cannot receive its message.
+    declined = active & (chosen < 0)
 
     channel = np.full(n, None, dtype=object)
-    channel[active] = table.channel[chosen[active]]
+    acting = chosen >= 0
+    channel[acting] = table.channel[chosen[acting]]
     sends = channel != None  # noqa: E711 - elementwise on objects
     send_at = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
     window = np.zeros(n, dtype=np.int64)
@@ -646,6 +649,7 @@ def _decide_page(
     )
     reasons = verdict.reasons.copy()
     reasons[unreachable] = table.unreachable_reasons(standing, np.flatnonzero(unreachable))
+    reasons[declined] = "rule_action_unavailable"
     send_at = np.where(sends, verdict.send_at, send_at)
     off_content = sends & verdict.allowed & table.content_block[index]
     reasons[off_content] = np.char.add("content:", table.content_rule[index][off_content].astype(str)).astype(object)
@@ -673,7 +677,7 @@ def _decide_page(
     # Held-out customers no message could have reached: lift keeps them (intent to treat), the
     # uplift gate leaves them out so that its two arms are both reachable customers.
     reasons[holdout & ~reachable] = HOLDOUT_UNREACHABLE
-    suppressed = over_budget | blocked | unreachable
+    suppressed = over_budget | blocked | unreachable | declined
     status[suppressed], route_column[suppressed] = "suppressed", "suppress"
     status[routes == REVIEW], route_column[routes == REVIEW] = "queued", REVIEW
     status[routes == EXECUTE], route_column[routes == EXECUTE] = "scheduled", EXECUTE
@@ -681,7 +685,7 @@ def _decide_page(
     report.holdout += int(holdout.sum())
     report.global_control += int(control.sum())
     report.own_send_time += int((own_history & allowed).sum())
-    report.nothing += int((active & ~sends).sum()) + int(gated.sum())
+    report.nothing += int((active & ~sends & ~declined).sum()) + int(gated.sum())
     if report.uplift_gate is not None:
         report.uplift_gate["gated"] += int(gated.sum())
     report.scheduled += int((routes == EXECUTE).sum())

@@ -61,7 +61,9 @@ def test_mask_is_respected(name: str, params: dict[str, Any]) -> None:
     mask = random_mask(n, rng)
     decision = policy.decide(features(n, rng), rng, allowed=mask)
     assert decision.actions.shape == decision.propensities.shape == decision.expected_values.shape == (n,)
-    assert np.all(mask[np.arange(n), decision.actions])
+    acting = decision.actions >= 0  # -1, no action, only from a fixed rule the customer cannot receive
+    assert name == "fixed" or acting.all()
+    assert np.all(mask[np.arange(n)[acting], decision.actions[acting]])
     assert np.all((decision.propensities > 0) & (decision.propensities <= 1))
     # A single allowed action is chosen with certainty.
     only = mask.sum(axis=1) == 1
@@ -79,7 +81,8 @@ def test_all_true_mask_is_the_unmasked_decision(name: str, params: dict[str, Any
 
 
 # Beta Thompson alone has a second code path, taken when a batch holds many distinct masks.
-MASK_PATHS = [(name, params, False) for name, params in CONFIGS] + [
+# A fixed rule does not randomize (see test_fixed_takes_its_fallback_or_no_action...).
+MASK_PATHS = [(name, params, False) for name, params in CONFIGS if name != "fixed"] + [
     (name, params, True) for name, params in CONFIGS if name == "beta_thompson"
 ]
 
@@ -152,8 +155,7 @@ def test_lin_ucb_epsilon_propensity_is_exact_over_repeated_decisions() -> None:
     np.testing.assert_allclose(reported.sum(axis=1), 1.0)  # every allowed action is drawn sometimes
 
 
-def test_fixed_falls_back_to_the_first_allowed_action() -> None:
-    policy = build("fixed", {"action": 3})
+def test_fixed_takes_its_fallback_or_no_action_never_another_message() -> None:
     mask = np.array(
         [
             [True, True, True, True, True, True],
@@ -161,9 +163,12 @@ def test_fixed_falls_back_to_the_first_allowed_action() -> None:
             [True, False, False, False, False, False],
         ]
     )
-    decision = policy.decide(np.ones((3, 1)), np.random.default_rng(0), allowed=mask)
-    assert decision.actions.tolist() == [3, 1, 0]
-    assert decision.propensities.tolist() == [1.0, 1.0, 1.0]
+    plain = build("fixed", {"action": 3}).decide(np.ones((3, 1)), np.random.default_rng(0), allowed=mask)
+    assert plain.actions.tolist() == [3, -1, -1] and plain.propensities.tolist() == [1.0, 1.0, 1.0]
+    with_fallback = build("fixed", {"action": 3, "fallback": 0}).decide(np.ones((3, 1)), np.random.default_rng(0), allowed=mask)
+    assert with_fallback.actions.tolist() == [3, -1, 0]  # row 1 cannot have the fallback either
+    with pytest.raises(ValueError, match="fallback 9 is outside the action space"):
+        build("fixed", {"action": 3, "fallback": 9})
 
 
 @pytest.mark.parametrize(("name", "params"), CONFIGS, ids=IDS)

@@ -34,7 +34,9 @@ from pydantic import BaseModel, ConfigDict
 class BatchDecision:
     """What a policy chose for each customer of a batch."""
 
-    actions: npt.NDArray[np.int64]  # index into the agent's action space
+    # index into the agent's action space; -1 where the policy takes no action for the
+    # customer (only a fixed rule does, when the customer cannot receive its action)
+    actions: npt.NDArray[np.int64]
     propensities: npt.NDArray[np.float64]  # probability the policy gave the chosen action
     expected_values: npt.NDArray[np.float64]  # the policy's estimate of the chosen action's reward
 
@@ -159,23 +161,24 @@ class UniformRandom:
 class FixedAction:
     """Always the same action (a business rule, or a single-arm baseline to compare against).
 
-    With a mask, a customer for whom the action is not allowed gets the *lowest-indexed*
-    allowed action instead (index 0 is "do nothing" whenever the agent's action space has
-    it, so a customer who cannot receive the rule's message is left alone). The rule stays
-    deterministic, so every propensity is 1. Raising instead would let one customer without
-    consent stop the whole batch, and the engine's guardrails would drop that send anyway.
+    With a mask, a customer for whom the action is not allowed gets ``fallback`` when it is
+    set and allowed (e.g. 0, "do nothing"), and otherwise no action at all (-1): a business
+    rule never silently becomes another message. Raising instead would let one customer
+    without consent stop the whole batch. The rule stays deterministic: every propensity is 1.
     """
 
     name: ClassVar[str] = "fixed"
 
     class Params(PolicyParams):
         action: int = 0
+        fallback: int | None = None
 
     def __init__(self, n_actions: int, params: Params | None = None) -> None:
         self.n_actions = n_actions
         self.params = params or self.Params()
-        if not 0 <= self.params.action < n_actions:
-            raise ValueError(f"action {self.params.action} is outside the action space 0..{n_actions - 1}")
+        for label, value in (("action", self.params.action), ("fallback", self.params.fallback)):
+            if value is not None and not 0 <= value < n_actions:
+                raise ValueError(f"{label} {value} is outside the action space 0..{n_actions - 1}")
 
     def decide(
         self, features: npt.NDArray[np.float64], rng: np.random.Generator, allowed: BoolArray | None = None
@@ -185,7 +188,11 @@ class FixedAction:
         actions = np.full(n, self.params.action, dtype=np.int64)
         if mask is not None:
             blocked = ~mask[:, self.params.action]
-            actions[blocked] = mask[blocked].argmax(axis=1)  # the first allowed action
+            fallback = self.params.fallback
+            usable = blocked & (mask[:, fallback] if fallback is not None else False)
+            actions[blocked] = -1
+            if fallback is not None:
+                actions[usable] = fallback
         return BatchDecision(
             actions=actions,
             propensities=np.ones(n),

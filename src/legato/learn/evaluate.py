@@ -100,7 +100,8 @@ def evaluate_candidate(
     allowed = None if logged.allowed is None else logged.allowed[test]
     for _ in range(draws):
         chosen = policy.decide(x, rng, allowed=allowed).actions
-        counts[np.arange(len(x)), chosen] += 1
+        acting = chosen >= 0  # a fixed rule may take no action for a customer
+        counts[np.flatnonzero(acting), chosen[acting]] += 1
     distribution = counts / draws
     rows = np.arange(len(x))
     target = distribution[rows, logged.actions[test]]
