@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,9 @@ def test_upgrading_to_one_review_queue_keeps_waiting_replies(tmp_path: Path) -> 
     command.upgrade(config, "head")
     with engine.connect() as c:
         items = c.execute(text("SELECT kind, inbound_message_id, decision_id, reason, priority, status FROM review_items")).all()
+        evidence = c.execute(text("SELECT evidence FROM review_items")).scalar_one()
     assert [tuple(i) for i in items] == [("conversation", 1, None, "legal_threat", 95, "open")]
+    assert json.loads(evidence) == {"excerpt": "I will sue", "sentiment": -0.8}
     command.downgrade(config, "0005")
     with engine.connect() as c:
         assert c.execute(text("SELECT COUNT(*) FROM review_items")).scalar_one() == 0

@@ -50,10 +50,16 @@ def upgrade() -> None:
         batch_op.drop_index('ix_review_items_queue')
         batch_op.create_index('ix_review_items_queue', ['status', sa.literal_column('priority DESC'), 'created_at', 'id'], unique=False)
 
-    # Replies that waited for a person in their own queue join the one review queue.
+    # Replies that waited for a person in their own queue join the one review queue, with
+    # the start of their text as evidence.
+    evidence = (
+        "json_object('excerpt', substr(text, 1, 280), 'sentiment', sentiment)"
+        if op.get_bind().dialect.name == "sqlite"
+        else "json_build_object('excerpt', left(text, 280), 'sentiment', sentiment)"
+    )
     op.execute(
-        "INSERT INTO review_items (kind, inbound_message_id, reason, priority, status, created_at, due_at) "
-        "SELECT 'conversation', id, COALESCE(reason, 'conversation'), priority, 'open', received_at, due_at "
+        "INSERT INTO review_items (kind, inbound_message_id, reason, priority, status, created_at, due_at, evidence) "
+        f"SELECT 'conversation', id, COALESCE(reason, 'conversation'), priority, 'open', received_at, due_at, {evidence} "
         "FROM inbound_messages WHERE status = 'open'"
     )
 
