@@ -601,18 +601,19 @@ def _decide_page(
     propensity = np.ones(n)
     expected = np.zeros(n)
     active = ~holdout & ~control
-    gated = np.zeros(n, dtype=bool)
-    if targeting.gate is not None and not targeting.gate.is_open:
-        passes, _ = targeting.gate.passes(features[active])
-        gated[active] = ~passes
-        active &= ~gated
-    # The policy chooses only among the channels each customer can receive (consent, contact
-    # point, suppression list); a customer who can receive none gets no decision from it.
+    # The policy chooses only among the channels each customer can receive now (consent,
+    # contact point, suppression list, WhatsApp's window); who can receive none gets no decision.
     standing = table.standing(facts, n)
     reach = table.reachable(standing, n)
     reachable = reach[:, table.send_actions].any(axis=1) if table.send_actions.any() else np.ones(n, dtype=bool)
     unreachable = active & ~reachable
     active &= ~unreachable
+    # Then the uplift gate, among those a message could reach (its top share is of them).
+    gated = np.zeros(n, dtype=bool)
+    if targeting.gate is not None and not targeting.gate.is_open:
+        passes, _ = targeting.gate.passes(features[active])
+        gated[active] = ~passes
+        active &= ~gated
     batch = policy.decide(features[active], rng, allowed=None if reach[active].all() else reach[active])
     chosen[active] = batch.actions
     propensity[active] = batch.propensities
