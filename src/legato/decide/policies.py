@@ -536,7 +536,30 @@ def _residual_state(state: dict[str, Any], explained: FloatArray, shape: tuple[i
     return yy, n
 
 
-class _DisjointRidge:
+class _RidgeState:
+    """Saving and loading what both ridge models keep: A, b, Σr² and the reward count."""
+
+    A: FloatArray
+    b: FloatArray
+    yy: FloatArray
+    n: FloatArray
+    _cache: tuple[FloatArray, FloatArray, FloatArray] | None
+
+    def _factors(self) -> tuple[FloatArray, FloatArray, FloatArray]:
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        return {"A": self.A.tolist(), "b": self.b.tolist(), "yy": self.yy.tolist(), "n": self.n.tolist()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        A, b = np.asarray(state["A"], dtype=np.float64), np.asarray(state["b"], dtype=np.float64)
+        if A.shape != self.A.shape or b.shape != self.b.shape:
+            raise ValueError(f"state arrays have shapes {A.shape}, {b.shape}; expected {self.A.shape}, {self.b.shape}")
+        self.A, self.b, self._cache = A, b, None
+        self.yy, self.n = _residual_state(state, self._factors()[2], self.yy.shape)
+
+
+class _DisjointRidge(_RidgeState):
     """One Bayesian ridge regression per action on the customer features x.
 
     Posterior of action k: N(A_k⁻¹ b_k, σ_k² A_k⁻¹) with A_k = λI + Σ x xᵀ, b_k = Σ r x and
@@ -587,18 +610,8 @@ class _DisjointRidge:
         covariances: FloatArray = np.einsum("kji,kjl->kil", inverse_cholesky, inverse_cholesky)  # A_k⁻¹
         return covariances
 
-    def state(self) -> dict[str, Any]:
-        return {"A": self.A.tolist(), "b": self.b.tolist(), "yy": self.yy.tolist(), "n": self.n.tolist()}
 
-    def load(self, state: dict[str, Any]) -> None:
-        A, b = np.asarray(state["A"], dtype=np.float64), np.asarray(state["b"], dtype=np.float64)
-        if A.shape != self.A.shape or b.shape != self.b.shape:
-            raise ValueError(f"state arrays have shapes {A.shape}, {b.shape}; expected {self.A.shape}, {self.b.shape}")
-        self.A, self.b, self._cache = A, b, None
-        self.yy, self.n = _residual_state(state, self._factors()[2], self.yy.shape)
-
-
-class _SharedRidge:
+class _SharedRidge(_RidgeState):
     """One Bayesian ridge regression shared by all actions on z = x ⊗ φ_k.
 
     φ_k is action k's feature vector, so the score is xᵀ Θ φ_k with Θ a d × m matrix: the
@@ -658,16 +671,6 @@ class _SharedRidge:
         # Var(xᵀΘφ_k) = xᵀ Σ_k x with Σ_k = (I ⊗ φ_k)ᵀ A⁻¹ (I ⊗ φ_k).
         covariances: FloatArray = np.einsum("kb,abce,ke->kac", self.phi, covariance, self.phi)
         return covariances
-
-    def state(self) -> dict[str, Any]:
-        return {"A": self.A.tolist(), "b": self.b.tolist(), "yy": self.yy.tolist(), "n": self.n.tolist()}
-
-    def load(self, state: dict[str, Any]) -> None:
-        A, b = np.asarray(state["A"], dtype=np.float64), np.asarray(state["b"], dtype=np.float64)
-        if A.shape != self.A.shape or b.shape != self.b.shape:
-            raise ValueError(f"state arrays have shapes {A.shape}, {b.shape}; expected {self.A.shape}, {self.b.shape}")
-        self.A, self.b, self._cache = A, b, None
-        self.yy, self.n = _residual_state(state, self._factors()[2], self.yy.shape)
 
 
 class _LinearParams(_LearningParams):
