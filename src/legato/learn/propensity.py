@@ -84,7 +84,46 @@ def _binary(y: Any, n: int, label: str) -> npt.NDArray[np.int64]:
     return values.astype(np.int64)
 
 
-class PurchasePropensity:
+BOOSTER_PARAMS = (
+    "max_iter",
+    "learning_rate",
+    "max_depth",
+    "min_samples_leaf",
+    "l2_regularization",
+    "categorical_features",
+    "random_state",
+)
+
+
+class BoostedClassifierSettings:
+    """The gradient-boosted classifier settings the propensity and uplift models share.
+
+    Subclasses take these as keyword arguments (with their own defaults) and store them as
+    attributes of the same names; this builds the classifier and reports them.
+    """
+
+    max_iter: int
+    learning_rate: float
+    max_depth: int | None
+    min_samples_leaf: int
+    l2_regularization: float
+    categorical_features: list[int] | list[bool] | None
+    random_state: int
+
+    def _set_booster_params(self, **params: Any) -> None:
+        for name in BOOSTER_PARAMS:
+            setattr(self, name, params[name])
+
+    def _booster_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in BOOSTER_PARAMS}
+
+    def _booster(self) -> HistGradientBoostingClassifier:
+        # A fixed number of rounds: early stopping would carve its own random validation split
+        # out of the data (each calibration fold, each arm), so fits would not reproduce.
+        return HistGradientBoostingClassifier(**self._booster_params(), early_stopping=False)
+
+
+class PurchasePropensity(BoostedClassifierSettings):
     """Calibrated probability that a customer buys: gradient boosting, then calibration.
 
     Gradient-boosted trees (scikit-learn's HistGradientBoostingClassifier, after Ke et al.,
@@ -121,28 +160,16 @@ class PurchasePropensity:
             raise ValueError(f"cv must be at least 2 (calibration needs held-out folds), got {cv}")
         self.method = method
         self.cv = cv
-        self.max_iter = max_iter
-        self.learning_rate = learning_rate
-        self.max_depth = max_depth
-        self.min_samples_leaf = min_samples_leaf
-        self.l2_regularization = l2_regularization
-        self.categorical_features = categorical_features
-        self.random_state = random_state
-        self.model_: CalibratedClassifierCV | None = None
-
-    def _booster(self) -> HistGradientBoostingClassifier:
-        return HistGradientBoostingClassifier(
-            max_iter=self.max_iter,
-            learning_rate=self.learning_rate,
-            max_depth=self.max_depth,
-            min_samples_leaf=self.min_samples_leaf,
-            l2_regularization=self.l2_regularization,
-            categorical_features=self.categorical_features,
-            # A fixed number of rounds: early stopping would carve its own random
-            # validation split out of each calibration fold.
-            early_stopping=False,
-            random_state=self.random_state,
+        self._set_booster_params(
+            max_iter=max_iter,
+            learning_rate=learning_rate,
+            max_depth=max_depth,
+            min_samples_leaf=min_samples_leaf,
+            l2_regularization=l2_regularization,
+            categorical_features=categorical_features,
+            random_state=random_state,
         )
+        self.model_: CalibratedClassifierCV | None = None
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> Self:
         matrix = _as_matrix(X)
@@ -159,17 +186,7 @@ class PurchasePropensity:
         return np.asarray(self.model_.predict_proba(_as_matrix(X)), dtype=np.float64)
 
     def get_params(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "cv": self.cv,
-            "max_iter": self.max_iter,
-            "learning_rate": self.learning_rate,
-            "max_depth": self.max_depth,
-            "min_samples_leaf": self.min_samples_leaf,
-            "l2_regularization": self.l2_regularization,
-            "categorical_features": self.categorical_features,
-            "random_state": self.random_state,
-        }
+        return {"method": self.method, "cv": self.cv, **self._booster_params()}
 
     def state(self) -> dict[str, Any]:
         """Parameters and fitted model as a JSON-serialisable dict (trust: see the module docstring)."""

@@ -20,12 +20,12 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from legato.learn.propensity import _as_matrix, _binary, decode_estimator, encode_estimator
+from legato.learn.propensity import BoostedClassifierSettings, _as_matrix, _binary, decode_estimator, encode_estimator
 
 FloatArray = npt.NDArray[np.float64]
 
 
-class _BoostedUplift:
+class _BoostedUplift(BoostedClassifierSettings):
     """Shared constructor parameters: those of the gradient-boosted classifiers underneath."""
 
     kind: str
@@ -41,26 +41,16 @@ class _BoostedUplift:
         categorical_features: list[int] | list[bool] | None = None,
         random_state: int = 0,
     ) -> None:
-        self.max_iter = max_iter
-        self.learning_rate = learning_rate
-        self.max_depth = max_depth
-        self.min_samples_leaf = min_samples_leaf
-        self.l2_regularization = l2_regularization
-        self.categorical_features = categorical_features
-        self.random_state = random_state
-        self.models_: list[HistGradientBoostingClassifier] | None = None
-
-    def _booster(self) -> HistGradientBoostingClassifier:
-        return HistGradientBoostingClassifier(
-            max_iter=self.max_iter,
-            learning_rate=self.learning_rate,
-            max_depth=self.max_depth,
-            min_samples_leaf=self.min_samples_leaf,
-            l2_regularization=self.l2_regularization,
-            categorical_features=self.categorical_features,
-            early_stopping=False,  # a fixed number of rounds: reproducible, no hidden split
-            random_state=self.random_state,
+        self._set_booster_params(
+            max_iter=max_iter,
+            learning_rate=learning_rate,
+            max_depth=max_depth,
+            min_samples_leaf=min_samples_leaf,
+            l2_regularization=l2_regularization,
+            categorical_features=categorical_features,
+            random_state=random_state,
         )
+        self.models_: list[HistGradientBoostingClassifier] | None = None
 
     def _fitted(self) -> list[HistGradientBoostingClassifier]:
         if self.models_ is None:
@@ -68,15 +58,7 @@ class _BoostedUplift:
         return self.models_
 
     def get_params(self) -> dict[str, Any]:
-        return {
-            "max_iter": self.max_iter,
-            "learning_rate": self.learning_rate,
-            "max_depth": self.max_depth,
-            "min_samples_leaf": self.min_samples_leaf,
-            "l2_regularization": self.l2_regularization,
-            "categorical_features": self.categorical_features,
-            "random_state": self.random_state,
-        }
+        return self._booster_params()
 
     def state(self) -> dict[str, Any]:
         """Parameters and fitted models as a JSON-serialisable dict (trust: see legato.learn.propensity)."""
