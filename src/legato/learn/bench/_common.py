@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from threadpoolctl import threadpool_limits
 
 from legato.errors import LegatoError
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def small_models() -> threadpool_limits:
@@ -19,6 +24,17 @@ def small_models() -> threadpool_limits:
     fits an order of magnitude slower in our measurements.
     """
     return threadpool_limits(limits=1, user_api="openmp")
+
+
+def with_small_models(function: Callable[P, R]) -> Callable[P, R]:
+    """Run ``function`` under :func:`small_models`."""
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with small_models():
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 def find_file(given: Path, names: Sequence[str], what: str, hint: str) -> Path:

@@ -40,7 +40,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from legato.errors import LegatoError
-from legato.learn.bench._common import find_file, number, small_models
+from legato.learn.bench._common import find_file, number, with_small_models
 from legato.learn.propensity import PurchasePropensity
 
 FloatArray = npt.NDArray[np.float64]
@@ -159,13 +159,9 @@ def _bgnbd_scores(train: FloatArray, test: FloatArray) -> tuple[FloatArray | Non
         return None, f"lifetimes BG/NBD failed: {type(error).__name__}: {error}"
 
 
+@with_small_models
 def run_cdnow(data_path: Path, *, seed: int = 0) -> dict[str, Any]:
     """Buy-again AUC and calibration of the three models (see the module docstring)."""
-    with small_models():
-        return _run_cdnow(data_path=data_path, seed=seed)
-
-
-def _run_cdnow(data_path: Path, *, seed: int = 0) -> dict[str, Any]:
     path = find_file(Path(data_path), ("CDNOW_master.txt", "cdnow/CDNOW_master.txt"), "the CDNOW file", HINT)
     cohort = load_cohort(path)
     order = np.random.default_rng(seed).permutation(cohort.bought_again.size)

@@ -61,7 +61,7 @@ from rich.table import Table
 from sklearn.model_selection import train_test_split
 
 from legato.decide.policies import LinTS, LinUCB
-from legato.learn.bench._common import find_file, number, small_models
+from legato.learn.bench._common import find_file, number, with_small_models
 from legato.learn.uplift import ClassTransformationUplift, TwoModelUplift, qini_auc_score, uplift_at_k
 
 PUBLISHED_UPLIFT_AT_30 = 0.0661
@@ -299,6 +299,7 @@ def _summary(values: list[float]) -> dict[str, float]:
     return {"value": float(array.mean()), "std": float(array.std(ddof=1)) if array.size > 1 else 0.0}
 
 
+@with_small_models
 def run_hillstrom(
     data_dir: Path | None = None,
     seed: int = 0,
@@ -308,18 +309,6 @@ def run_hillstrom(
     sample: int | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark (see the module docstring); ``sample`` keeps a random subset of rows (for tests)."""
-    with small_models():
-        return _run_hillstrom(data_dir=data_dir, seed=seed, n_splits=n_splits, contact_cost=contact_cost, sample=sample)
-
-
-def _run_hillstrom(
-    data_dir: Path | None = None,
-    seed: int = 0,
-    *,
-    n_splits: int = 5,
-    contact_cost: float = 0.03,
-    sample: int | None = None,
-) -> dict[str, Any]:
     data = load_hillstrom(data_dir)
     rng = np.random.default_rng(seed)
     rows = np.arange(data.arm.size)

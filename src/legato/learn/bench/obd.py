@@ -34,7 +34,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
 
 from legato.errors import LegatoError
-from legato.learn.bench._common import number, require_file, small_models
+from legato.learn.bench._common import number, require_file, with_small_models
 from legato.learn.ope import IPS, SNIPS, DoublyRobust
 
 FloatArray = npt.NDArray[np.float64]
@@ -136,6 +136,7 @@ def _reward_model(
     return predictions
 
 
+@with_small_models
 def run_obd(
     data_dir: Path,
     campaign: str = "all",
@@ -145,20 +146,6 @@ def run_obd(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Estimate BTS's click rate from the Random logs and compare it with BTS's own logs."""
-    with small_models():
-        return _run_obd(
-            data_dir=data_dir, campaign=campaign, n_simulations=n_simulations, n_bootstrap=n_bootstrap, seed=seed
-        )
-
-
-def _run_obd(
-    data_dir: Path,
-    campaign: str = "all",
-    *,
-    n_simulations: int = 100_000,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-) -> dict[str, Any]:
     data_dir = Path(data_dir)
     random_logs = _read_logs(data_dir / "random" / campaign / f"{campaign}.csv")
     bts_logs = _read_logs(data_dir / "bts" / campaign / f"{campaign}.csv")
