@@ -9,15 +9,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from legato.decide.policies import (
-    LEARNING_POLICIES,
-    BetaThompson,
-    LinTS,
-    LinUCB,
-    _DisjointRidge,
-    _NoisePrior,
-    _SharedRidge,
-)
+from legato.decide.policies import LEARNING_POLICIES, BetaThompson, LinTS, LinUCB
+from legato.decide.policies.ridge import _DisjointRidge, _NoisePrior, _SharedRidge
 
 CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("beta_thompson", {}),

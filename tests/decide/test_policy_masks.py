@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from legato.decide import policies as policies_module
+from legato.decide.policies import beta as beta_module
 from legato.decide.registry import POLICIES
 
 K = 6
@@ -98,7 +98,7 @@ def test_masked_propensities_match_frequencies(
     """One customer repeated under one mask, one ensemble: the propensities of the distinct
     actions sum to 1 and match how often each is chosen (Monte Carlo), and none is disallowed."""
     if many_masks:
-        monkeypatch.setattr(policies_module, "_MAX_MASK_GROUPS", 0)
+        monkeypatch.setattr(beta_module, "_MAX_MASK_GROUPS", 0)
     rng = np.random.default_rng(3)
     policy = trained(name, {**params, "chunk_size": 100_000} if name.startswith("lin_") else params, rng)
     n = 40_000

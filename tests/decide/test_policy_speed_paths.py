@@ -14,10 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from legato.decide import policies
-from legato.decide.policies import (
-    LinTS,
-    LinUCB,
+from legato.decide.policies import LinTS, LinUCB, scoring
+from legato.decide.policies.scoring import (
     _first_argmax,
     _index_dtype,
     _pair_products,
@@ -220,9 +218,9 @@ def test_decisions_match_the_plain_computation(
         allowed = rng.random((n, k)) < 0.6
         allowed[np.arange(n), rng.integers(0, k, n)] = True
     reference = (_reference_lin_ts if cls is LinTS else _reference_lin_ucb)(policy, x, np.random.default_rng(3), allowed)
-    monkeypatch.setattr(policies, "_DECIDE_THREADS", 2)
+    monkeypatch.setattr(scoring, "_DECIDE_THREADS", 2)
     threaded = policy.decide(x, np.random.default_rng(3), allowed)
-    monkeypatch.setattr(policies, "_DECIDE_THREADS", 1)
+    monkeypatch.setattr(scoring, "_DECIDE_THREADS", 1)
     sequential = policy.decide(x, np.random.default_rng(3), allowed)
     # Threads compute each chunk with the same arithmetic: bit for bit the same decision.
     np.testing.assert_array_equal(threaded.actions, sequential.actions)
@@ -244,7 +242,7 @@ def test_small_blocks_give_the_same_decisions(monkeypatch: pytest.MonkeyPatch) -
     for cls in (LinTS, LinUCB):
         policy = _trained(cls, 6, 4, {"chunk_size": 1_000}, rng, True)
         default = policy.decide(x, np.random.default_rng(0), allowed)
-        monkeypatch.setattr(policies, "_SCORE_BLOCK_FLOATS", 997)  # a block of a few customers
+        monkeypatch.setattr(scoring, "_SCORE_BLOCK_FLOATS", 997)  # a block of a few customers
         blocked = policy.decide(x, np.random.default_rng(0), allowed)
         monkeypatch.undo()
         np.testing.assert_array_equal(default.actions, blocked.actions)
