@@ -1,0 +1,339 @@
+"""Acting on review items: approve, edit, reject, escalate, resolve, withdraw.
+
+Each action is one transaction, compare-and-set on the item's status and content hash, and
+writes one audit row naming the content hash the person acted on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine, Row
+
+from legato.deliver.render import RenderError, variant_hash
+from legato.guard.content import Finding, verdict
+from legato.playbook.models import Playbook
+from legato.store.schema import audit_log, customers, decisions, inbound_messages, outbox, review_items
+from legato.trust.review.message import PREVIEW_TOKEN, current_creative, original_hash, render_and_check
+from legato.trust.review.model import (
+    APPROVED,
+    AUDIT,
+    CONVERSATION,
+    DECISION,
+    ESCALATION_STEP,
+    LIST_HINT,
+    MAX_PRIORITY,
+    OPEN,
+    REASON_CODES,
+    REJECTED,
+    RESOLVED,
+    UNDECIDED,
+    QueueItem,
+    ReviewError,
+    audit_subject,
+    finding_dict,
+    person_name,
+    queue_item,
+)
+from legato.trust.review.queue import load_row
+
+
+def approve(
+    engine: Engine,
+    item_id: int,
+    reviewer: str,
+    *,
+    content_hash: str | None = None,
+    now: datetime,
+    allow_self_approval: bool = True,
+) -> QueueItem:
+    """Approve the content the reviewer saw: the message is scheduled (pending in the outbox).
+
+    ``content_hash`` is the hash shown with the item; if the content changed since, the
+    approval is refused. It goes out at the decision's send time, or now if that has passed.
+    With ``allow_self_approval=False`` the person who last edited the content cannot approve it.
+    """
+    reviewer = person_name(reviewer, "reviewer")
+    with engine.begin() as connection:
+        row = load_row(connection, item_id, lock=True)
+        _require_decision(row, "approve")
+        _require_actionable(row, now, "approve", allow=UNDECIDED)
+        if content_hash is not None and content_hash != row.content_hash:
+            raise ReviewError(
+                f"review item {item_id}: content changed since you looked; review again",
+                hint=f"show it again with `legato review show {item_id}`; it is now {row.content_hash}",
+            )
+        edited_by = (row.content_override or {}).get("edited_by")
+        if not allow_self_approval and edited_by == reviewer:
+            raise ReviewError(
+                f"review item {item_id}: {reviewer} edited this content and cannot also approve it",
+                hint="self-approval is off in the playbook; ask another reviewer to approve it",
+            )
+        _transition(connection, row, UNDECIDED, status=APPROVED, decided_by=reviewer, decided_at=now)
+        live = connection.execute(
+            sa.select(outbox.c.status).where(outbox.c.decision_id == row.decision_id)
+        ).scalar_one_or_none()
+        if live in (None, "cancelled"):
+            send_at = max(row.send_at, now) if row.send_at is not None else now
+            if live is None:
+                connection.execute(
+                    sa.insert(outbox).values(
+                        decision_id=row.decision_id, customer_id=row.customer_id, channel=row.channel,
+                        send_at=send_at, status="pending", attempts=0,
+                    )
+                )
+            else:  # withdrawn earlier: the decision keeps its one outbox row
+                connection.execute(
+                    sa.update(outbox)
+                    .where(outbox.c.decision_id == row.decision_id)
+                    .values(status="pending", send_at=send_at, sent_at=None, error=None)
+                )
+            connection.execute(
+                sa.update(decisions).where(decisions.c.id == row.decision_id).values(status="scheduled", approved_by=reviewer)
+            )
+        else:
+            # Already on its way (an after-the-fact audit sample): the approval is recorded only.
+            connection.execute(sa.update(decisions).where(decisions.c.id == row.decision_id).values(approved_by=reviewer))
+        _audit(connection, now, reviewer, "review_approved", row, {"send": live in (None, "cancelled")}, row.content_hash, row.content_hash)
+        return queue_item(load_row(connection, item_id))
+
+
+def edit(
+    engine: Engine,
+    item_id: int,
+    reviewer: str,
+    *,
+    playbook: Playbook,
+    subject: str | None = None,
+    body: str | None = None,
+    now: datetime,
+) -> tuple[QueueItem, list[Finding]]:
+    """Replace the message's subject and/or body, after the content guardrails pass it.
+
+    The edit is a template rendered with the same context as the creative (``{{ customer.id }}``,
+    ``{{ unsubscribe_url }}``...). A "block" verdict refuses it and saves nothing; other
+    findings are returned and audited. The content hash changes, so an approval given before
+    is withdrawn (its pending message cancelled) and the item is open again.
+    """
+    reviewer = person_name(reviewer, "reviewer")
+    if subject is None and body is None:
+        raise ReviewError(f"review item {item_id}: nothing to edit", hint="give a new subject, a new body, or both")
+    if body is not None and not body.strip():
+        raise ReviewError(f"review item {item_id}: the body cannot be empty", hint="give the full text of the message")
+    with engine.begin() as connection:
+        row = load_row(connection, item_id, lock=True)
+        _require_decision(row, "edit")
+        _require_actionable(row, now, "edit", allow={OPEN, APPROVED})
+        sent = _outbox_status(connection, row)
+        if sent in ("sent", "failed"):
+            raise ReviewError(f"review item {item_id}: the message was already {sent}; it can no longer be edited", hint=LIST_HINT)
+        if row.creative_id is None:
+            raise ReviewError(f"review item {item_id} proposes no message", hint="only messages can be edited")
+        base = current_creative(playbook, row)
+        if row.content_override is None and variant_hash(base, row.offer_id) != row.content_hash:
+            raise ReviewError(
+                f"review item {item_id}: the playbook's creative '{row.creative_id}' is not the one this decision was made with",
+                hint="edit with the playbook the agent ran on, or reject the item and let the agent decide again",
+            )
+        if subject is not None and base.channel.value != "email":
+            raise ReviewError(f"review item {item_id}: {base.channel.value} messages have no subject", hint="edit the body only")
+        edited = base.model_copy(update={k: v for k, v in (("subject", subject), ("body", body)) if v is not None})
+        customer = connection.execute(
+            sa.select(customers.c.id, customers.c.email, customers.c.phone, customers.c.attributes).where(customers.c.id == row.customer_id)
+        ).first()
+        try:
+            _, findings = render_and_check(playbook, edited, row, customer, PREVIEW_TOKEN)
+        except RenderError as exc:
+            raise ReviewError(
+                f"review item {item_id}: the edit cannot be rendered: {exc}",
+                hint="an edit is a template: use {{ customer.id }}, {{ offer.value }}, {{ unsubscribe_url }}... as in the creatives",
+            ) from None
+        if verdict(findings) == "block":
+            lines = "; ".join(f"{f.rule}: {f.reason}" for f in findings if f.severity == "block")
+            raise ReviewError(
+                f"review item {item_id}: the content guardrails block this edit: {lines}",
+                hint="change the text and edit again; nothing was saved",
+            )
+        new_hash = variant_hash(edited, row.offer_id)
+        if new_hash == row.content_hash:
+            raise ReviewError(f"review item {item_id}: the edit changes nothing", hint="the content is already exactly this")
+        override = {
+            "subject": edited.subject, "title": edited.title, "body": edited.body,
+            "edited_by": reviewer, "edited_at": now.isoformat(), "original_hash": original_hash(row),
+        }
+        invalidated = row.status == APPROVED
+        _transition(connection, row, {row.status}, status=OPEN, decided_by=None, decided_at=None, content_hash=new_hash)
+        if invalidated and sent == "pending":
+            connection.execute(sa.update(outbox).where(outbox.c.decision_id == row.decision_id, outbox.c.status == "pending").values(status="cancelled"))
+        values: dict[str, Any] = {"content_override": override, "content_hash": new_hash}
+        if invalidated:
+            values |= {"status": "queued", "approved_by": None}
+        connection.execute(sa.update(decisions).where(decisions.c.id == row.decision_id).values(**values))
+        detail = {
+            "subject": subject, "body": body, "findings": [finding_dict(f) for f in findings],
+            "approval_withdrawn_from": row.decided_by if invalidated else None,
+        }
+        _audit(connection, now, reviewer, "review_edited", row, detail, row.content_hash, new_hash)
+        return queue_item(load_row(connection, item_id)), findings
+
+
+def reject(engine: Engine, item_id: int, reviewer: str, reason_code: str, *, note: str | None = None, now: datetime) -> QueueItem:
+    """Refuse the proposal: it is never sent. The reason goes to the audit log for learning.
+
+    An audit sample (already scheduled) is stopped if its message is still pending; if it
+    was sent, the rejection is recorded for the track record and the decision stays "sent".
+    """
+    reviewer = person_name(reviewer, "reviewer")
+    if reason_code not in REASON_CODES:
+        raise ReviewError(f"'{reason_code}' is not a rejection reason", hint=f"use one of {', '.join(REASON_CODES)}")
+    with engine.begin() as connection:
+        row = load_row(connection, item_id, lock=True)
+        _require_decision(row, "reject")
+        _require_actionable(row, now, "reject", allow=UNDECIDED)
+        _transition(connection, row, UNDECIDED, status=REJECTED, decided_by=reviewer, decided_at=now)
+        stopped = connection.execute(
+            sa.update(outbox).where(outbox.c.decision_id == row.decision_id, outbox.c.status == "pending").values(status="cancelled")
+        ).rowcount
+        connection.execute(
+            sa.update(decisions)
+            .where(decisions.c.id == row.decision_id, decisions.c.status != "sent", decisions.c.status != "failed")
+            .values(status="rejected")
+        )
+        detail = {"reason": reason_code, "note": note, "after_the_fact": row.status == AUDIT, "stopped_message": bool(stopped)}
+        _audit(connection, now, reviewer, "review_rejected", row, detail, row.content_hash, row.content_hash)
+        return queue_item(load_row(connection, item_id))
+
+
+def escalate(engine: Engine, item_id: int, reviewer: str, *, to_role: str, note: str, now: datetime) -> QueueItem:
+    """Hand the item to another role, raising its priority so it is looked at sooner."""
+    reviewer = person_name(reviewer, "reviewer")
+    to_role = person_name(to_role, "role")
+    if not note or not note.strip():
+        raise ReviewError(f"review item {item_id}: an escalation needs a note", hint="say what the other role should look at")
+    with engine.begin() as connection:
+        row = load_row(connection, item_id, lock=True)
+        _require_actionable(row, now, "escalate", allow=UNDECIDED)
+        priority = min(MAX_PRIORITY, row.priority + ESCALATION_STEP)
+        _transition(connection, row, UNDECIDED, priority=priority, assigned_role=to_role)
+        detail = {"to_role": to_role, "from_role": row.assigned_role, "note": note, "priority": [row.priority, priority]}
+        _audit(connection, now, reviewer, "review_escalated", row, detail, row.content_hash, row.content_hash)
+        return queue_item(load_row(connection, item_id))
+
+
+def resolve(engine: Engine, item_id: int, reviewer: str, *, note: str, now: datetime) -> QueueItem:
+    """Close a conversation or finding a person dealt with; the note says how.
+
+    A conversation's inbound message is marked resolved with the same note, and from then
+    on agents may contact the customer again.
+    """
+    reviewer = person_name(reviewer, "reviewer")
+    if not note or not note.strip():
+        raise ReviewError(f"review item {item_id}: resolving needs a note", hint="say how it was handled: --note \"called back, refund issued\"")
+    note = note.strip()
+    with engine.begin() as connection:
+        row = load_row(connection, item_id, lock=True)
+        if row.kind == DECISION:
+            raise ReviewError(
+                f"review item {item_id} is a proposed message: approve or reject it, there is nothing to resolve",
+                hint=f"`legato review approve {item_id} --reviewer NAME` or `legato review reject {item_id} --reason CODE --reviewer NAME`",
+            )
+        _require_actionable(row, now, "resolve")
+        _transition(connection, row, {OPEN}, status=RESOLVED, decided_by=reviewer, decided_at=now)
+        if row.inbound_message_id is not None:
+            connection.execute(
+                sa.update(inbound_messages)
+                .where(inbound_messages.c.id == row.inbound_message_id)
+                .values(status=RESOLVED, handled_by=reviewer, handled_at=now, note=note)
+            )
+        _audit(connection, now, reviewer, "review_resolved", row, {"note": note}, row.content_hash, row.content_hash)
+        return queue_item(load_row(connection, item_id))
+
+
+def withdraw(engine: Engine, item_id: int, reviewer: str, now: datetime) -> QueueItem:
+    """Take back an approval before the message is sent: it is cancelled and the item is open again."""
+    reviewer = person_name(reviewer, "reviewer")
+    with engine.begin() as connection:
+        row = load_row(connection, item_id, lock=True)
+        _require_decision(row, "withdraw")
+        if row.status != APPROVED:
+            raise ReviewError(f"review item {item_id} is {row.status}, not approved; there is nothing to withdraw", hint=LIST_HINT)
+        cancelled = connection.execute(
+            sa.update(outbox).where(outbox.c.decision_id == row.decision_id, outbox.c.status == "pending").values(status="cancelled")
+        ).rowcount
+        if not cancelled:
+            state = _outbox_status(connection, row) or "not scheduled"
+            raise ReviewError(
+                f"review item {item_id}: the message is already {state}; an approval can only be withdrawn before it is sent",
+                hint="nothing was changed",
+            )
+        _transition(connection, row, {APPROVED}, status=OPEN, decided_by=None, decided_at=None)
+        connection.execute(sa.update(decisions).where(decisions.c.id == row.decision_id).values(status="queued", approved_by=None))
+        _audit(connection, now, reviewer, "review_withdrawn", row, {"approved_by": row.decided_by}, row.content_hash, row.content_hash)
+        return queue_item(load_row(connection, item_id))
+
+
+def _require_decision(row: Row[Any], verb: str) -> None:
+    """Approve, edit, reject and withdraw act on a proposed message; other kinds have none."""
+    if row.kind == DECISION:
+        return
+    what = "a customer's reply" if row.kind == CONVERSATION else "a finding about an agent"
+    raise ReviewError(
+        f"cannot {verb} review item {row.id}: it is {what}, not a proposed message",
+        hint=f"once it is dealt with: `legato review resolve {row.id} --note \"how\" --reviewer NAME`; "
+        f"or hand it on: `legato review escalate {row.id} --to-role ROLE --note ... --reviewer NAME`",
+    )
+
+
+def _require_actionable(row: Row[Any], now: datetime, verb: str, allow: Collection[str] = (OPEN,)) -> None:
+    if row.status not in allow:
+        if row.status == AUDIT:
+            raise ReviewError(
+                f"cannot {verb} review item {row.id}: it is an after-the-fact audit sample, its message was scheduled without review",
+                hint=f"approve it, or reject it to stop the message if it has not gone yet: `legato review reject {row.id} --reason ...`",
+            )
+        by = f" by {row.decided_by}" if row.decided_by else ""
+        when = f" at {row.decided_at:%Y-%m-%d %H:%M} UTC" if row.decided_at else ""
+        raise ReviewError(f"cannot {verb} review item {row.id}: it is already {row.status}{by}{when}", hint=LIST_HINT)
+    if row.status == OPEN and row.due_at is not None and row.due_at <= now:
+        if row.kind != DECISION:
+            raise ReviewError(
+                f"cannot {verb} review item {row.id}: it expired unhandled at {row.due_at:%Y-%m-%d %H:%M} UTC",
+                hint="the expiry is recorded in the audit log; a customer who writes again, or a breach that persists, is queued again",
+            )
+        raise ReviewError(
+            f"cannot {verb} review item {row.id}: it expired at {row.due_at:%Y-%m-%d %H:%M} UTC and will not be sent",
+            hint="expired items stay unsent; the agent proposes again in a later cycle",
+        )
+
+
+def _transition(connection: Connection, row: Row[Any], expected: Collection[str], **values: Any) -> None:
+    """Change the item only if nobody changed it since it was read (status and content)."""
+    changed = connection.execute(
+        sa.update(review_items)
+        .where(
+            review_items.c.id == row.id,
+            review_items.c.status.in_(expected),
+            review_items.c.content_hash.is_(None) if row.content_hash is None else review_items.c.content_hash == row.content_hash,
+        )
+        .values(**values)
+    ).rowcount
+    if changed != 1:
+        raise ReviewError(f"review item {row.id} changed while you were acting on it; review again", hint=f"legato review show {row.id}")
+
+
+def _outbox_status(connection: Connection, row: Row[Any]) -> str | None:
+    return connection.execute(sa.select(outbox.c.status).where(outbox.c.decision_id == row.decision_id)).scalar_one_or_none()
+
+
+def _audit(
+    connection: Connection, at: datetime, actor: str, action: str, row: Row[Any], detail: dict[str, Any], before: str | None, after: str | None
+) -> None:
+    connection.execute(
+        sa.insert(audit_log).values(
+            at=at, actor=actor, action=action, entity="review_item", entity_id=str(row.id),
+            detail={**audit_subject(row), **detail}, before_hash=before, after_hash=after,
+        )
+    )

@@ -1,0 +1,143 @@
+"""What a review item is: its statuses and kinds, the error every review action raises, and
+the two views of an item a reviewer reads (a queue line and the full detail)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row
+
+from legato.errors import LegatoError
+from legato.guard.content import Finding
+
+OPEN, AUDIT, APPROVED, REJECTED, EXPIRED, RESOLVED = "open", "audit", "approved", "rejected", "expired", "resolved"
+# "audit": a stage-2 sample shown to a person after the fact; its message was scheduled anyway.
+# "resolved": a conversation or finding a person dealt with (there is nothing to approve).
+STATUSES = (OPEN, AUDIT, APPROVED, REJECTED, EXPIRED, RESOLVED)
+DECISION, CONVERSATION, FINDING = "decision", "conversation", "finding"
+KINDS = (DECISION, CONVERSATION, FINDING)
+UNDECIDED = (OPEN, AUDIT)
+REASON_CODES = ("off_brand", "wrong_audience", "wrong_offer", "compliance", "timing", "other")
+DEFAULT_SLA_HOURS = 48.0
+# A customer who wrote in waits for an answer: a day unless the playbook says otherwise.
+CONVERSATION_SLA_HOURS = 24.0
+# An escalated item moves above the stage-0 backlog (priority 50) and content escalations (70).
+ESCALATION_STEP = 25
+MAX_PRIORITY = 100
+MAX_LIMIT = 1000
+SLA_ACTOR = "sla"
+LIST_HINT = "see the queue with `legato review list`"
+
+
+class ReviewError(LegatoError):
+    """A review action that cannot be done as asked; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """One review item with the facts a reviewer scans a list by.
+
+    ``decision_id`` is set for decisions, ``inbound_message_id`` for conversations; a finding
+    has neither (and no customer). ``agent_id`` is the proposing agent, for a conversation
+    the agent whose message the customer last received (if any), for a finding the agent it
+    is about. ``evidence`` is what made the item: the reply's excerpt, sentiment, intents and
+    matched rule; a finding's numbers.
+    """
+
+    id: int
+    kind: str
+    decision_id: int | None
+    inbound_message_id: int | None
+    agent_id: str | None
+    customer_id: str | None
+    channel: str | None
+    creative_id: str | None
+    offer_id: str | None
+    send_at: datetime | None
+    reason: str
+    priority: int
+    status: str
+    created_at: datetime
+    due_at: datetime | None
+    assigned_role: str | None
+    decided_by: str | None
+    decided_at: datetime | None
+    content_hash: str | None
+    edited: bool
+    evidence: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class ItemDetail:
+    """Everything a reviewer needs to decide on one item.
+
+    ``content`` is the message rendered for this customer exactly as the dispatcher would
+    (same context; the unsubscribe token is a preview until the item is approved) and
+    ``findings`` are the content checks on it. ``matches_playbook`` is False when the
+    playbook's creative is no longer the one the decision was made with: what is rendered
+    then is not what the hash stands for. A conversation has ``message`` (what the customer
+    wrote) and no decision; a finding has neither. ``evidence`` is the item's own, or for a
+    decision escalated by a company value, the value's statement from the playbook.
+    """
+
+    item: QueueItem
+    decision: dict[str, Any] | None
+    content_hash: str | None
+    override: dict[str, Any] | None
+    content: dict[str, str | None] | None
+    render_error: str | None
+    findings: list[dict[str, Any]]
+    matches_playbook: bool | None
+    outbox: dict[str, Any] | None
+    history: list[dict[str, Any]]
+    message: dict[str, Any] | None = None
+    evidence: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "item": self.item.to_dict(),
+            "decision": jsonable(self.decision) if self.decision is not None else None,
+            "message": jsonable(self.message) if self.message is not None else None,
+            "evidence": self.evidence,
+            "content_hash": self.content_hash,
+            "override": self.override,
+            "content": self.content,
+            "render_error": self.render_error,
+            "findings": self.findings,
+            "matches_playbook": self.matches_playbook,
+            "outbox": jsonable(self.outbox) if self.outbox else None,
+            "history": [jsonable(h) for h in self.history],
+        }
+
+
+def audit_subject(row: Any) -> dict[str, Any]:
+    """What an audit row of the item names. Only decisions count in their agent's track record
+    (read by ``detail.agent``), so a conversation or finding names its agent otherwise."""
+    if row.kind == DECISION:
+        return {"agent": row.agent_id, "decision": row.decision_id}
+    return {"kind": row.kind, "about_agent": row.agent_id, "inbound_message": row.inbound_message_id}
+
+
+def queue_item(row: Row[Any]) -> QueueItem:
+    values = {name: getattr(row, name) for name in QueueItem.__dataclass_fields__}
+    return QueueItem(**values | {"edited": bool(values["edited"])})
+
+
+def finding_dict(finding: Finding) -> dict[str, Any]:
+    return {"rule": finding.rule, "family": finding.family, "severity": finding.severity, "span": list(finding.span), "reason": finding.reason}
+
+
+def person_name(value: str, what: str) -> str:
+    if not value or not value.strip():
+        raise ReviewError(f"the {what} name is empty", hint=f"say who acts: --{what} NAME")
+    return value.strip()
+
+
+def jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}

@@ -1,0 +1,169 @@
+"""Reading the queue: a page of items in queue order, and one item with all a reviewer needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine, Row
+
+from legato.deliver.dispatch import message_token
+from legato.deliver.render import RenderError
+from legato.playbook.models import Playbook
+from legato.store.schema import audit_log, customers, decisions, inbound_messages, outbox, review_items
+from legato.trust.escalation import evidence_for_reason
+from legato.trust.review.message import PREVIEW_TOKEN, current_creative, playbook_hash, render_and_check
+from legato.trust.review.model import (
+    KINDS,
+    LIST_HINT,
+    MAX_LIMIT,
+    OPEN,
+    STATUSES,
+    ItemDetail,
+    QueueItem,
+    ReviewError,
+    finding_dict,
+    queue_item,
+)
+
+_ITEM_COLUMNS = (
+    review_items.c.id,
+    review_items.c.kind,
+    review_items.c.decision_id,
+    review_items.c.inbound_message_id,
+    review_items.c.agent_id,
+    sa.func.coalesce(decisions.c.customer_id, inbound_messages.c.customer_id).label("customer_id"),
+    sa.func.coalesce(decisions.c.channel, inbound_messages.c.channel).label("channel"),
+    decisions.c.creative_id,
+    decisions.c.offer_id,
+    decisions.c.send_at,
+    review_items.c.reason,
+    review_items.c.priority,
+    review_items.c.status,
+    review_items.c.created_at,
+    review_items.c.due_at,
+    review_items.c.assigned_role,
+    review_items.c.decided_by,
+    review_items.c.decided_at,
+    review_items.c.content_hash,
+    decisions.c.content_override.is_not(None).label("edited"),
+    review_items.c.evidence,
+)
+_DECISION_FIELDS = ("id", "action", "decided_at", "propensity", "expected_value", "holdout", "findings", "route", "status", "approved_by")
+_MESSAGE_FIELDS = ("id", "channel", "received_at", "text", "sentiment", "intents", "action", "status", "handled_by", "handled_at", "note")
+# LEFT OUTER: an item has a decision, a message or neither. SQLite keeps the left table of an
+# outer join as the outer loop, so the queue is still read off review_items' own index.
+_FROM = review_items.outerjoin(decisions, decisions.c.id == review_items.c.decision_id).outerjoin(
+    inbound_messages, inbound_messages.c.id == review_items.c.inbound_message_id
+)
+
+
+def queue_query(
+    *, status: str = OPEN, limit: int = 100, agent: str | None = None, role: str | None = None, kind: str | None = None
+) -> sa.Select[Any]:
+    """The query behind :func:`list_items`: its order is the queue index's, so a page is read off it."""
+    query = (
+        sa.select(*_ITEM_COLUMNS)
+        .select_from(_FROM)
+        .order_by(review_items.c.priority.desc(), review_items.c.created_at, review_items.c.id)
+        .limit(limit)
+    )
+    if status != "all":
+        query = query.where(review_items.c.status == status)
+    if agent is not None:
+        query = query.where(review_items.c.agent_id == agent)
+    if role is not None:
+        query = query.where(review_items.c.assigned_role == role)
+    if kind is not None:
+        query = query.where(review_items.c.kind == kind)
+    return query
+
+
+def list_items(
+    engine: Engine, *, status: str = OPEN, limit: int = 100, agent: str | None = None, role: str | None = None, kind: str | None = None
+) -> list[QueueItem]:
+    """The queue, highest priority first, then oldest first (``status="all"`` for every item).
+
+    The order is the index ``ix_review_items_queue`` (status, priority DESC, created_at, id),
+    so the first page is read straight off it however long the queue is.
+    """
+    if status != "all" and status not in STATUSES:
+        raise ReviewError(f"unknown review status '{status}'", hint=f"use one of {', '.join(STATUSES)} or all")
+    if kind is not None and kind not in KINDS:
+        raise ReviewError(f"unknown kind of review item '{kind}'", hint=f"use one of {', '.join(KINDS)}")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ReviewError(f"limit {limit} is out of range", hint=f"ask for 1 to {MAX_LIMIT} items at a time")
+    query = queue_query(status=status, limit=limit, agent=agent, role=role, kind=kind)
+    with engine.connect() as connection:
+        return [queue_item(row) for row in connection.execute(query)]
+
+
+def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None) -> ItemDetail:
+    """One item with its decision (or the customer's message), its history and evidence.
+
+    Given the playbook, a decision's message is rendered as it would be sent, and a decision
+    escalated by a company value shows the value's statement.
+    """
+    with engine.connect() as connection:
+        row = load_row(connection, item_id)
+        customer = connection.execute(
+            sa.select(customers.c.id, customers.c.email, customers.c.phone, customers.c.attributes).where(
+                customers.c.id == row.customer_id
+            )
+        ).first() if row.customer_id is not None else None
+        sent = connection.execute(
+            sa.select(outbox.c.id, outbox.c.status, outbox.c.send_at, outbox.c.sent_at).where(outbox.c.decision_id == row.decision_id)
+        ).first() if row.decision_id is not None else None
+        history = connection.execute(
+            sa.select(audit_log.c.at, audit_log.c.actor, audit_log.c.action, audit_log.c.detail, audit_log.c.before_hash, audit_log.c.after_hash)
+            .where(audit_log.c.entity == "review_item", audit_log.c.entity_id == str(item_id))
+            .order_by(audit_log.c.id)
+        ).all()
+    content = render_error = matches = None
+    findings: list[dict[str, Any]] = []
+    if playbook is not None and row.creative_id is not None:
+        matches = row.content_override is not None or playbook_hash(playbook, row) == row.content_hash
+        try:
+            creative = current_creative(playbook, row)
+            rendered, found = render_and_check(playbook, creative, row, customer, message_token(sent.id, row.customer_id) if sent else PREVIEW_TOKEN)
+            content = {"subject": rendered.subject, "title": rendered.title, "body": rendered.body}
+            findings = [finding_dict(f) for f in found]
+        except (RenderError, ReviewError) as exc:
+            render_error = str(exc.message if isinstance(exc, ReviewError) else exc)
+    decision: dict[str, Any] | None = None
+    if row.decision_id is not None:
+        decision = {name: getattr(row, f"d_{name}") for name in _DECISION_FIELDS}
+        decision |= {name: getattr(row, name) for name in ("agent_id", "customer_id", "offer_id", "creative_id", "channel", "send_at")}
+    message = {name: getattr(row, f"m_{name}") for name in _MESSAGE_FIELDS} if row.inbound_message_id is not None else None
+    evidence = row.evidence
+    if evidence is None and playbook is not None:
+        evidence = evidence_for_reason(playbook, row.reason)
+    return ItemDetail(
+        item=queue_item(row),
+        decision=decision,
+        content_hash=row.content_hash,
+        override=row.content_override,
+        content=content,
+        render_error=render_error,
+        findings=findings,
+        matches_playbook=matches,
+        outbox=dict(sent._mapping) if sent else None,
+        history=[dict(h._mapping) for h in history],
+        message=message,
+        evidence=evidence,
+    )
+
+
+def load_row(connection: Connection, item_id: int, *, lock: bool = False) -> Row[Any]:
+    query = sa.select(
+        *_ITEM_COLUMNS,
+        decisions.c.content_override,
+        *(decisions.c[name].label(f"d_{name}") for name in _DECISION_FIELDS),
+        *(inbound_messages.c[name].label(f"m_{name}") for name in _MESSAGE_FIELDS),
+    ).select_from(_FROM).where(review_items.c.id == item_id)
+    if lock:  # PostgreSQL: a second reviewer waits here, then sees the first one's outcome
+        query = query.with_for_update(of=review_items)
+    row = connection.execute(query).first()
+    if row is None:
+        raise ReviewError(f"there is no review item {item_id}", hint=LIST_HINT)
+    return row
