@@ -61,14 +61,14 @@ def test_init_writes_a_valid_project_once(tmp_path: Path) -> None:
 
 def test_run_on_empty_database_says_what_to_do(tmp_path: Path) -> None:
     result = runner.invoke(app, ["run", str(write_example(tmp_path)), "--database", f"sqlite:///{tmp_path / 'x.db'}"])
-    assert result.exit_code == 2
+    assert result.exit_code == 4  # Conflict: the store is not in a state to run a cycle
     assert "no customers" in result.output and "legato import customers" in result.output
 
 
 def test_unreachable_database_is_named(tmp_path: Path) -> None:
     url = "postgresql+psycopg://nobody@127.0.0.1:1/none"
     result = runner.invoke(app, ["run", str(write_example(tmp_path)), "--database", url])
-    assert result.exit_code == 2
+    assert result.exit_code == 6  # StoreError: the database cannot be reached
     assert url in result.output
 
 
@@ -121,5 +121,5 @@ def test_a_cycle_before_the_last_one_is_refused(engine: object, database_url: st
     first = runner.invoke(app, ["run", str(path), "--database", database_url, "--at", "2024-03-10T08:00", "--json"])
     assert first.exit_code == 0, first.output
     back = runner.invoke(app, ["run", str(path), "--database", database_url, "--at", "2024-03-05T08:00"])
-    assert back.exit_code == 2
+    assert back.exit_code == 4  # Conflict
     assert "the last cycle ran at 2024-03-10 08:00 UTC, after 2024-03-05 08:00 UTC" in back.output and "legato simulate" in back.output

@@ -80,4 +80,4 @@ def test_versions_and_rollback_from_the_command_line(engine: Engine, tmp_path: P
     done = runner.invoke(app, ["agents", "rollback", "mailer", "--to", "2", "--by", "ana", "--reason", "bad feed", "-d", database_url, "--at", "2024-03-20T00:00"])
     assert done.exit_code == 0 and "continues from version 2 (saved as version 4)" in done.stdout
     refused = runner.invoke(app, ["agents", "rollback", "mailer", "--to", "7", "--by", "ana", "--reason", "x", "-d", database_url])
-    assert refused.exit_code == 2 and "has no policy version 7" in refused.output
+    assert refused.exit_code == 3 and "has no policy version 7" in refused.output

@@ -38,7 +38,7 @@ def test_simulate_then_evaluate(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["evaluate", str(playbook), "winback_email", "-d", database, "--policy", "thompson"])
     assert bad.exit_code == 2 and "unknown policy 'thompson'" in bad.output
     nobody = runner.invoke(app, ["evaluate", str(playbook), "nobody", "-d", database])
-    assert nobody.exit_code == 2 and "no agent named 'nobody'" in nobody.output
+    assert nobody.exit_code == 3 and "no agent named 'nobody'" in nobody.output
 
 
 def test_bench_needs_data_for_obd() -> None:

@@ -112,4 +112,4 @@ def test_inbound_cli(engine: Engine, tmp_path: Path, database_url: str) -> None:
     assert [m["reason"] for m in listed["items"]] == ["legal_threat"]
     assert listed["items"][0]["kind"] == "conversation" and listed["items"][0]["evidence"]["excerpt"] == "I'll sue you"
     unknown = runner.invoke(app, ["inbound", "receive", str(path), "--customer", "nobody", "--text", "hi", "-d", database_url])
-    assert unknown.exit_code == 2 and "unknown customer 'nobody'" in unknown.output
+    assert unknown.exit_code == 3 and "unknown customer 'nobody'" in unknown.output

@@ -57,18 +57,18 @@ def test_review_list_show_approve(engine: Engine, database_url: str, tmp_path: P
     missing = run(review_app, "approve", str(item), "-d", database_url)
     assert missing.exit_code == 2 and "--reviewer" in missing.output
     stale = run(review_app, "approve", str(item), "-d", database_url, "--reviewer", "ana", "--hash", "abc", "--at", AT)
-    assert stale.exit_code == 2 and "content changed since you looked; review again" in stale.output
+    assert stale.exit_code == 4 and "content changed since you looked; review again" in stale.output
 
     ok = run(review_app, "approve", str(item), "-d", database_url, "--by", "ana", "--hash", detail["content_hash"], "--at", AT, "--json")
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout)["status"] == "approved"
     again = run(review_app, "approve", str(item), "-d", database_url, "--reviewer", "bob", "--at", AT)
-    assert again.exit_code == 2 and "already approved by ana" in again.output
+    assert again.exit_code == 4 and "already approved by ana" in again.output
     with engine.connect() as c:
         assert c.execute(sa.select(sa.func.count()).select_from(outbox)).scalar_one() == 1
 
     unknown = run(review_app, "show", "99999", "-d", database_url)
-    assert unknown.exit_code == 2 and "there is no review item 99999" in unknown.output
+    assert unknown.exit_code == 3 and "there is no review item 99999" in unknown.output
 
 
 def test_review_edit_reject_escalate_withdraw(engine: Engine, database_url: str, tmp_path: Path) -> None:
@@ -85,10 +85,10 @@ def test_review_edit_reject_escalate_withdraw(engine: Engine, database_url: str,
     assert edited.exit_code == 0, edited.output
     assert json.loads(edited.stdout)["edited"] is True
     own = run(review_app, "approve", str(ids[0]), "-d", database_url, "--reviewer", "bob", "--no-self-approval", "--at", AT)
-    assert own.exit_code == 2 and "cannot also approve it" in own.output
+    assert own.exit_code == 5 and "cannot also approve it" in own.output
     # The playbook's review.allow_self_approval (false unless it says otherwise) decides when no flag is given.
     by_playbook = run(review_app, "approve", str(ids[0]), "-d", database_url, "--reviewer", "bob", "--playbook", str(playbook), "--at", AT)
-    assert by_playbook.exit_code == 2 and "cannot also approve it" in by_playbook.output
+    assert by_playbook.exit_code == 5 and "cannot also approve it" in by_playbook.output
 
     bad = run(review_app, "reject", str(ids[1]), "-d", database_url, "--reviewer", "ana", "--reason", "meh", "--at", AT)
     assert bad.exit_code == 2 and "off_brand" in bad.output
@@ -120,7 +120,7 @@ def test_agents_list_show_promote_demote_pause_resume(engine: Engine, database_u
     assert run(agents_app, "show", "mailer", "-d", database_url, "--at", AT).exit_code == 0
 
     refused = run(agents_app, "promote", "mailer", "--to", "1", "--by", "ana", "-d", database_url, "--at", AT)
-    assert refused.exit_code == 2 and "does not qualify for stage 1" in refused.output and "--override" in refused.output
+    assert refused.exit_code == 4 and "does not qualify for stage 1" in refused.output and "--override" in refused.output
     nobody = run(agents_app, "promote", "mailer", "--to", "1", "-d", database_url)
     assert nobody.exit_code == 2
     forced = run(agents_app, "promote", "mailer", "--to", "1", "--by", "ana", "--override", "pilot", "-d", database_url, "--at", AT, "--json")
@@ -130,7 +130,7 @@ def test_agents_list_show_promote_demote_pause_resume(engine: Engine, database_u
     assert demoted.exit_code == 0 and "demoted mailer from stage 1 to 0" in demoted.stdout
     assert run(agents_app, "pause", "mailer", "--by", "ana", "--reason", "freeze", "-d", database_url, "--at", AT).exit_code == 0
     again = run(agents_app, "pause", "mailer", "--by", "ana", "--reason", "freeze", "-d", database_url, "--at", AT)
-    assert again.exit_code == 2 and "already paused" in again.output
+    assert again.exit_code == 4 and "already paused" in again.output
     resumed = run(agents_app, "resume", "mailer", "--reviewer", "bob", "-d", database_url, "--at", AT, "--json")
     assert resumed.exit_code == 0 and json.loads(resumed.stdout)["status"] == "active"
     with engine.connect() as c:
@@ -184,6 +184,6 @@ def test_a_b2b_renewal_a_high_value_upsell_and_an_angry_reply_wait_in_one_queue(
     assert done.exit_code == 0, done.output
     assert json.loads(done.stdout)["status"] == "resolved"
     again = run(review_app, "resolve", item, "-d", database_url, "--reviewer", "ana", "--note", "again", "--at", AT)
-    assert again.exit_code == 2 and "already resolved by ana" in again.output
+    assert again.exit_code == 4 and "already resolved by ana" in again.output
     remaining = json.loads(run(review_app, "list", "-d", database_url, "--json").stdout)["items"]
     assert [i["reason"] for i in remaining] == ["b2b_renewal", "high_value_upsell"]

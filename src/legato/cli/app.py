@@ -1,7 +1,8 @@
 """The ``legato`` command line: one sub-command for each thing a marketer or operator does.
 
 Every command that reports results takes ``--json``; every error a user can cause is
-printed with its place and fix and exits non-zero (2 for bad input).
+printed with its place and fix and exits with its kind's code (`legato.errors`: 2 invalid,
+3 not found, 4 conflict, 5 forbidden, 6 database unreachable).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from rich.table import Table
 
 from legato.cli.output import console, emit_json, fail
 from legato.clock import FixedClock, SystemClock, parse_instant
-from legato.errors import LegatoError
+from legato.errors import Conflict, LegatoError
 
 app = typer.Typer(
     name="legato",
@@ -225,7 +226,7 @@ def _refuse_going_back(engine: object, now: object) -> None:
     with engine.connect() as connection:  # type: ignore[attr-defined]
         last = connection.execute(sa.select(sa.func.max(cycles.c.at))).scalar()
     if last is not None and now < last:  # type: ignore[operator]
-        raise LegatoError(
+        raise Conflict(
             f"the last cycle ran at {last:%Y-%m-%d %H:%M} UTC, after {now:%Y-%m-%d %H:%M} UTC",
             hint="run at or after the last cycle (--at), or use another database for what-if runs (legato simulate)",
         )

@@ -3,7 +3,7 @@
 Every command that changes something needs the name of the person doing it (``--reviewer``
 or ``--by``, either spelling works), because each change is written to the audit log under
 that name. ``--at`` acts at a simulated time, like ``legato run --at``. Errors print the
-place and the fix and exit 2 with nothing changed.
+place and the fix, change nothing, and exit with the error kind's code (see `legato.errors`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from legato.errors import LegatoError
+from legato.errors import Conflict, Invalid, NotFound
 from legato.store.schema import audit_log, policy_states
 
 
@@ -56,16 +56,16 @@ def list_versions(engine: Engine, agent_id: str, *, limit: int = 50) -> list[Pol
             .limit(limit)
         ).all()
     if not rows:
-        raise LegatoError(f"agent '{agent_id}' has no saved policy yet", hint="a policy is saved when the agent first runs a cycle")
+        raise NotFound(f"agent '{agent_id}' has no saved policy yet", hint="a policy is saved when the agent first runs a cycle")
     return [_version(agent_id, row) for row in rows]
 
 
 def roll_back(engine: Engine, agent_id: str, to_version: int, by: str, reason: str, now: datetime) -> PolicyVersion:
     """Save version ``to_version``'s state as the agent's newest version; audited."""
     if not by.strip():
-        raise LegatoError("a rollback needs the name of who does it", hint="pass --by NAME")
+        raise Invalid("a rollback needs the name of who does it", hint="pass --by NAME")
     if not reason.strip():
-        raise LegatoError("a rollback needs a reason", hint='pass --reason "why"; it goes to the audit log')
+        raise Invalid("a rollback needs a reason", hint='pass --reason "why"; it goes to the audit log')
     with engine.begin() as connection:
         versions = dict(
             connection.execute(
@@ -73,15 +73,15 @@ def roll_back(engine: Engine, agent_id: str, to_version: int, by: str, reason: s
             ).all()
         )
         if not versions:
-            raise LegatoError(f"agent '{agent_id}' has no saved policy yet", hint="nothing was changed")
+            raise NotFound(f"agent '{agent_id}' has no saved policy yet", hint="nothing was changed")
         latest = max(versions)
         if to_version not in versions:
-            raise LegatoError(
+            raise NotFound(
                 f"agent '{agent_id}' has no policy version {to_version}",
                 hint=f"versions are 1..{latest} (see `legato agents versions {agent_id}`); nothing was changed",
             )
         if to_version == latest:
-            raise LegatoError(f"version {to_version} is already the newest", hint="nothing was changed")
+            raise Conflict(f"version {to_version} is already the newest", hint="nothing was changed")
         old = connection.execute(
             sa.select(policy_states.c.state).where(policy_states.c.agent_id == agent_id, policy_states.c.version == to_version)
         ).scalar_one()

@@ -29,7 +29,7 @@ from sqlalchemy import Engine
 from legato.decide.actions import action_space
 from legato.decide.features import decode_allowed, decode_context
 from legato.decide.registry import build_policy
-from legato.errors import LegatoError
+from legato.errors import LegatoError, NotFound
 from legato.learn.ope import IPS, SNIPS, DoublyRobust
 from legato.playbook.models import Playbook, PolicySpec
 from legato.store.schema import decisions
@@ -49,7 +49,7 @@ class Logged:
 def logged_decisions(engine: Engine, playbook: Playbook, agent_id: str) -> Logged:
     agent = next((a for a in playbook.agents if a.id == agent_id), None)
     if agent is None:
-        raise LegatoError(f"no agent named '{agent_id}' in the playbook", hint=f"agents: {', '.join(a.id for a in playbook.agents)}")
+        raise NotFound(f"no agent named '{agent_id}' in the playbook", hint=f"agents: {', '.join(a.id for a in playbook.agents)}")
     with engine.connect() as connection:
         rows = connection.execute(
             sa.select(decisions.c.context, decisions.c.action, decisions.c.reward, decisions.c.propensity, decisions.c.allowed_actions)

@@ -37,7 +37,7 @@ from sqlalchemy import Engine
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from legato.audience.fields import StoreResolver, audience_from
-from legato.errors import LegatoError
+from legato.errors import LegatoError, NotFound
 from legato.playbook.models import Playbook
 from legato.store.schema import audit_log, consents, customers, decisions, inbound_messages, outbox, review_items
 from legato.trust.escalation import INBOUND_FIELDS, RuleSet, inbound_facts, inbound_rules
@@ -131,7 +131,7 @@ def receive(engine: Engine, playbook: Playbook, customer_id: str, channel: str, 
     item_id: int | None = None
     with engine.begin() as connection:
         if connection.execute(sa.select(customers.c.id).where(customers.c.id == customer_id)).first() is None:
-            raise LegatoError(f"unknown customer '{customer_id}'", hint="import the customer first; nothing was recorded")
+            raise NotFound(f"unknown customer '{customer_id}'", hint="import the customer first; nothing was recorded")
         if "opt_out" in found.intents:
             action = "opted_out"
             _revoke(connection, customer_id, channel, now)

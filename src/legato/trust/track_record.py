@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, Row
 
-from legato.errors import LegatoError
+from legato.errors import Conflict, Invalid, LegatoError, NotFound
 from legato.monitor.lift import Lift, lift
 from legato.store.schema import agents, audit_log, decisions, review_items
 from legato.trust.ladder import Stage
@@ -37,6 +37,18 @@ NOT_GUARDRAILS = frozenset({"budget", "uplift_gate", "holdout_unreachable"})
 
 class TrustError(LegatoError):
     """A trust-ladder change that cannot be made as asked; nothing was changed."""
+
+
+class TrustInvalid(TrustError, Invalid):
+    """The request is wrong: no such stage, not up (or not down), no name or reason."""
+
+
+class TrustNotFound(TrustError, NotFound):
+    """There is no such agent."""
+
+
+class TrustConflict(TrustError, Conflict):
+    """The agent's state or record refuses it: already paused, does not qualify."""
 
 
 @dataclass(frozen=True)
@@ -309,7 +321,7 @@ def promote(
         agent = _agent(connection, agent_id, lock=True)
         _valid_stage(to_stage)
         if to_stage <= agent.trust_stage:
-            raise TrustError(
+            raise TrustInvalid(
                 f"agent '{agent_id}' is at stage {agent.trust_stage}; promoting to {to_stage} is not up",
                 hint="use `legato agents demote` to lower a stage",
             )
@@ -319,7 +331,7 @@ def promote(
             unmet.append(f"one stage at a time: {agent.trust_stage} → {agent.trust_stage + 1}")
         override = override_reason.strip() if override_reason and override_reason.strip() else None
         if unmet and override is None:
-            raise TrustError(
+            raise TrustConflict(
                 f"agent '{agent_id}' does not qualify for stage {to_stage}: " + "; ".join(unmet),
                 hint="wait for a longer record, or promote anyway with --override REASON (the reason is audited)",
             )
@@ -338,7 +350,7 @@ def demote(engine: Engine, agent_id: str, to_stage: int, by: str, reason: str, n
         agent = _agent(connection, agent_id, lock=True)
         _valid_stage(to_stage)
         if to_stage >= agent.trust_stage:
-            raise TrustError(
+            raise TrustInvalid(
                 f"agent '{agent_id}' is at stage {agent.trust_stage}; demoting to {to_stage} is not down",
                 hint="use `legato agents promote` to raise a stage",
             )
@@ -365,7 +377,7 @@ def _set_status(engine: Engine, agent_id: str, by: str, status: str, now: dateti
     with engine.begin() as connection:
         agent = _agent(connection, agent_id, lock=True)
         if agent.status == status:
-            raise TrustError(f"agent '{agent_id}' is already {status}", hint="nothing was changed")
+            raise TrustConflict(f"agent '{agent_id}' is already {status}", hint="nothing was changed")
         _set(connection, agent_id, now, status=status)
         action = "agent_paused" if status == "paused" else "agent_resumed"
         _audit(connection, now, by, action, agent_id, {"from": agent.status, "to": status, "reason": reason})
@@ -379,7 +391,7 @@ def _agent(connection: Connection, agent_id: str, *, lock: bool = False) -> Row[
     row = connection.execute(query).first()
     if row is None:
         known = connection.execute(sa.select(agents.c.id).order_by(agents.c.id)).scalars().all()
-        raise TrustError(
+        raise TrustNotFound(
             f"there is no agent '{agent_id}'",
             hint=f"agents: {', '.join(known)}" if known else "agents appear after their first cycle (`legato run`)",
         )
@@ -402,16 +414,16 @@ def _summary(record: TrackRecord) -> dict[str, Any]:
 
 def _valid_stage(stage: int) -> None:
     if stage not in tuple(Stage):
-        raise TrustError(f"there is no trust stage {stage}", hint="stages: 0 manual, 1 assisted, 2 supervised, 3 autonomous")
+        raise TrustInvalid(f"there is no trust stage {stage}", hint="stages: 0 manual, 1 assisted, 2 supervised, 3 autonomous")
 
 
 def _name(value: str) -> str:
     if not value or not value.strip():
-        raise TrustError("who makes this change is not said", hint="give your name with --by NAME")
+        raise TrustInvalid("who makes this change is not said", hint="give your name with --by NAME")
     return value.strip()
 
 
 def _reason(value: str, what: str) -> str:
     if not value or not value.strip():
-        raise TrustError(f"{what} needs a reason", hint="say why with --reason TEXT; it goes to the audit log")
+        raise TrustInvalid(f"{what} needs a reason", hint="say why with --reason TEXT; it goes to the audit log")
     return value.strip()

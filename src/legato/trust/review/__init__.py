@@ -69,7 +69,11 @@ from legato.trust.review.model import (
     UNDECIDED,
     ItemDetail,
     QueueItem,
+    ReviewConflict,
     ReviewError,
+    ReviewForbidden,
+    ReviewInvalid,
+    ReviewNotFound,
 )
 from legato.trust.review.queue import (
     list_items,
@@ -77,4 +81,4 @@ from legato.trust.review.queue import (
     show_item,
 )
 
-__all__ = ["APPROVED", "AUDIT", "CONVERSATION", "CONVERSATION_SLA_HOURS", "DECISION", "DEFAULT_SLA_HOURS", "EXPIRED", "FINDING", "ItemDetail", "KINDS", "OPEN", "PREVIEW_TOKEN", "QueueItem", "REASON_CODES", "REJECTED", "RESOLVED", "ReviewError", "STATUSES", "UNDECIDED", "approve", "assign_due_dates", "due_at_for", "edit", "escalate", "expire_overdue", "list_items", "queue_query", "reject", "resolve", "show_item", "withdraw"]
+__all__ = ["APPROVED", "AUDIT", "CONVERSATION", "CONVERSATION_SLA_HOURS", "DECISION", "DEFAULT_SLA_HOURS", "EXPIRED", "FINDING", "ItemDetail", "KINDS", "OPEN", "PREVIEW_TOKEN", "QueueItem", "REASON_CODES", "REJECTED", "RESOLVED", "ReviewConflict", "ReviewError", "ReviewForbidden", "ReviewInvalid", "ReviewNotFound", "STATUSES", "UNDECIDED", "approve", "assign_due_dates", "due_at_for", "edit", "escalate", "expire_overdue", "list_items", "queue_query", "reject", "resolve", "show_item", "withdraw"]

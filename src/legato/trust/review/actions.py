@@ -32,7 +32,9 @@ from legato.trust.review.model import (
     RESOLVED,
     UNDECIDED,
     QueueItem,
-    ReviewError,
+    ReviewConflict,
+    ReviewForbidden,
+    ReviewInvalid,
     audit_subject,
     finding_dict,
     person_name,
@@ -62,13 +64,13 @@ def approve(
         _require_decision(row, "approve")
         _require_actionable(row, now, "approve", allow=UNDECIDED)
         if content_hash is not None and content_hash != row.content_hash:
-            raise ReviewError(
+            raise ReviewConflict(
                 f"review item {item_id}: content changed since you looked; review again",
                 hint=f"show it again with `legato review show {item_id}`; it is now {row.content_hash}",
             )
         edited_by = (row.content_override or {}).get("edited_by")
         if not allow_self_approval and edited_by == reviewer:
-            raise ReviewError(
+            raise ReviewForbidden(
                 f"review item {item_id}: {reviewer} edited this content and cannot also approve it",
                 hint="self-approval is off in the playbook; ask another reviewer to approve it",
             )
@@ -120,26 +122,26 @@ def edit(
     """
     reviewer = person_name(reviewer, "reviewer")
     if subject is None and body is None:
-        raise ReviewError(f"review item {item_id}: nothing to edit", hint="give a new subject, a new body, or both")
+        raise ReviewInvalid(f"review item {item_id}: nothing to edit", hint="give a new subject, a new body, or both")
     if body is not None and not body.strip():
-        raise ReviewError(f"review item {item_id}: the body cannot be empty", hint="give the full text of the message")
+        raise ReviewInvalid(f"review item {item_id}: the body cannot be empty", hint="give the full text of the message")
     with engine.begin() as connection:
         row = load_row(connection, item_id, lock=True)
         _require_decision(row, "edit")
         _require_actionable(row, now, "edit", allow={OPEN, APPROVED})
         sent = _outbox_status(connection, row)
         if sent in ("sent", "failed"):
-            raise ReviewError(f"review item {item_id}: the message was already {sent}; it can no longer be edited", hint=LIST_HINT)
+            raise ReviewConflict(f"review item {item_id}: the message was already {sent}; it can no longer be edited", hint=LIST_HINT)
         if row.creative_id is None:
-            raise ReviewError(f"review item {item_id} proposes no message", hint="only messages can be edited")
+            raise ReviewInvalid(f"review item {item_id} proposes no message", hint="only messages can be edited")
         base = current_creative(playbook, row)
         if row.content_override is None and variant_hash(base, row.offer_id) != row.content_hash:
-            raise ReviewError(
+            raise ReviewConflict(
                 f"review item {item_id}: the playbook's creative '{row.creative_id}' is not the one this decision was made with",
                 hint="edit with the playbook the agent ran on, or reject the item and let the agent decide again",
             )
         if subject is not None and base.channel.value != "email":
-            raise ReviewError(f"review item {item_id}: {base.channel.value} messages have no subject", hint="edit the body only")
+            raise ReviewInvalid(f"review item {item_id}: {base.channel.value} messages have no subject", hint="edit the body only")
         edited = base.model_copy(update={k: v for k, v in (("subject", subject), ("body", body)) if v is not None})
         customer = connection.execute(
             sa.select(customers.c.id, customers.c.email, customers.c.phone, customers.c.attributes).where(customers.c.id == row.customer_id)
@@ -147,19 +149,19 @@ def edit(
         try:
             _, findings = render_and_check(playbook, edited, row, customer, PREVIEW_TOKEN)
         except RenderError as exc:
-            raise ReviewError(
+            raise ReviewInvalid(
                 f"review item {item_id}: the edit cannot be rendered: {exc}",
                 hint="an edit is a template: use {{ customer.id }}, {{ offer.value }}, {{ unsubscribe_url }}... as in the creatives",
             ) from None
         if verdict(findings) == "block":
             lines = "; ".join(f"{f.rule}: {f.reason}" for f in findings if f.severity == "block")
-            raise ReviewError(
+            raise ReviewInvalid(
                 f"review item {item_id}: the content guardrails block this edit: {lines}",
                 hint="change the text and edit again; nothing was saved",
             )
         new_hash = variant_hash(edited, row.offer_id)
         if new_hash == row.content_hash:
-            raise ReviewError(f"review item {item_id}: the edit changes nothing", hint="the content is already exactly this")
+            raise ReviewInvalid(f"review item {item_id}: the edit changes nothing", hint="the content is already exactly this")
         override = {
             "subject": edited.subject, "title": edited.title, "body": edited.body,
             "edited_by": reviewer, "edited_at": now.isoformat(), "original_hash": original_hash(row),
@@ -188,7 +190,7 @@ def reject(engine: Engine, item_id: int, reviewer: str, reason_code: str, *, not
     """
     reviewer = person_name(reviewer, "reviewer")
     if reason_code not in REASON_CODES:
-        raise ReviewError(f"'{reason_code}' is not a rejection reason", hint=f"use one of {', '.join(REASON_CODES)}")
+        raise ReviewInvalid(f"'{reason_code}' is not a rejection reason", hint=f"use one of {', '.join(REASON_CODES)}")
     with engine.begin() as connection:
         row = load_row(connection, item_id, lock=True)
         _require_decision(row, "reject")
@@ -212,7 +214,7 @@ def escalate(engine: Engine, item_id: int, reviewer: str, *, to_role: str, note:
     reviewer = person_name(reviewer, "reviewer")
     to_role = person_name(to_role, "role")
     if not note or not note.strip():
-        raise ReviewError(f"review item {item_id}: an escalation needs a note", hint="say what the other role should look at")
+        raise ReviewInvalid(f"review item {item_id}: an escalation needs a note", hint="say what the other role should look at")
     with engine.begin() as connection:
         row = load_row(connection, item_id, lock=True)
         _require_actionable(row, now, "escalate", allow=UNDECIDED)
@@ -231,12 +233,12 @@ def resolve(engine: Engine, item_id: int, reviewer: str, *, note: str, now: date
     """
     reviewer = person_name(reviewer, "reviewer")
     if not note or not note.strip():
-        raise ReviewError(f"review item {item_id}: resolving needs a note", hint="say how it was handled: --note \"called back, refund issued\"")
+        raise ReviewInvalid(f"review item {item_id}: resolving needs a note", hint="say how it was handled: --note \"called back, refund issued\"")
     note = note.strip()
     with engine.begin() as connection:
         row = load_row(connection, item_id, lock=True)
         if row.kind == DECISION:
-            raise ReviewError(
+            raise ReviewInvalid(
                 f"review item {item_id} is a proposed message: approve or reject it, there is nothing to resolve",
                 hint=f"`legato review approve {item_id} --reviewer NAME` or `legato review reject {item_id} --reason CODE --reviewer NAME`",
             )
@@ -259,13 +261,13 @@ def withdraw(engine: Engine, item_id: int, reviewer: str, now: datetime) -> Queu
         row = load_row(connection, item_id, lock=True)
         _require_decision(row, "withdraw")
         if row.status != APPROVED:
-            raise ReviewError(f"review item {item_id} is {row.status}, not approved; there is nothing to withdraw", hint=LIST_HINT)
+            raise ReviewConflict(f"review item {item_id} is {row.status}, not approved; there is nothing to withdraw", hint=LIST_HINT)
         cancelled = connection.execute(
             sa.update(outbox).where(outbox.c.decision_id == row.decision_id, outbox.c.status == "pending").values(status="cancelled")
         ).rowcount
         if not cancelled:
             state = _outbox_status(connection, row) or "not scheduled"
-            raise ReviewError(
+            raise ReviewConflict(
                 f"review item {item_id}: the message is already {state}; an approval can only be withdrawn before it is sent",
                 hint="nothing was changed",
             )
@@ -280,7 +282,7 @@ def _require_decision(row: Row[Any], verb: str) -> None:
     if row.kind == DECISION:
         return
     what = "a customer's reply" if row.kind == CONVERSATION else "a finding about an agent"
-    raise ReviewError(
+    raise ReviewInvalid(
         f"cannot {verb} review item {row.id}: it is {what}, not a proposed message",
         hint=f"once it is dealt with: `legato review resolve {row.id} --note \"how\" --reviewer NAME`; "
         f"or hand it on: `legato review escalate {row.id} --to-role ROLE --note ... --reviewer NAME`",
@@ -290,20 +292,20 @@ def _require_decision(row: Row[Any], verb: str) -> None:
 def _require_actionable(row: Row[Any], now: datetime, verb: str, allow: Collection[str] = (OPEN,)) -> None:
     if row.status not in allow:
         if row.status == AUDIT:
-            raise ReviewError(
+            raise ReviewConflict(
                 f"cannot {verb} review item {row.id}: it is an after-the-fact audit sample, its message was scheduled without review",
                 hint=f"approve it, or reject it to stop the message if it has not gone yet: `legato review reject {row.id} --reason ...`",
             )
         by = f" by {row.decided_by}" if row.decided_by else ""
         when = f" at {row.decided_at:%Y-%m-%d %H:%M} UTC" if row.decided_at else ""
-        raise ReviewError(f"cannot {verb} review item {row.id}: it is already {row.status}{by}{when}", hint=LIST_HINT)
+        raise ReviewConflict(f"cannot {verb} review item {row.id}: it is already {row.status}{by}{when}", hint=LIST_HINT)
     if row.status == OPEN and row.due_at is not None and row.due_at <= now:
         if row.kind != DECISION:
-            raise ReviewError(
+            raise ReviewConflict(
                 f"cannot {verb} review item {row.id}: it expired unhandled at {row.due_at:%Y-%m-%d %H:%M} UTC",
                 hint="the expiry is recorded in the audit log; a customer who writes again, or a breach that persists, is queued again",
             )
-        raise ReviewError(
+        raise ReviewConflict(
             f"cannot {verb} review item {row.id}: it expired at {row.due_at:%Y-%m-%d %H:%M} UTC and will not be sent",
             hint="expired items stay unsent; the agent proposes again in a later cycle",
         )
@@ -321,7 +323,7 @@ def _transition(connection: Connection, row: Row[Any], expected: Collection[str]
         .values(**values)
     ).rowcount
     if changed != 1:
-        raise ReviewError(f"review item {row.id} changed while you were acting on it; review again", hint=f"legato review show {row.id}")
+        raise ReviewConflict(f"review item {row.id} changed while you were acting on it; review again", hint=f"legato review show {row.id}")
 
 
 def _outbox_status(connection: Connection, row: Row[Any]) -> str | None:

@@ -11,7 +11,7 @@ from legato.deliver.dispatch import customer_context, edited_creative, message_c
 from legato.deliver.render import CreativeTemplate, variant_hash
 from legato.guard.content import ContentChecker, Finding, Message
 from legato.playbook.models import Creative, Playbook
-from legato.trust.review.model import ReviewError
+from legato.trust.review.model import ReviewConflict, ReviewInvalid
 
 PREVIEW_TOKEN = "preview"  # the unsubscribe token before the message has an outbox row
 
@@ -19,7 +19,7 @@ PREVIEW_TOKEN = "preview"  # the unsubscribe token before the message has an out
 def current_creative(playbook: Playbook, row: Row[Any]) -> Creative:
     creative = next((c for c in playbook.creatives if c.id == row.creative_id), None)
     if creative is None:
-        raise ReviewError(
+        raise ReviewInvalid(
             f"review item {row.id}: the playbook has no creative '{row.creative_id}'",
             hint="use the playbook the agent ran on (--playbook)",
         )
@@ -38,10 +38,10 @@ def original_hash(row: Row[Any]) -> str | None:
 def render_and_check(playbook: Playbook, creative: Creative, row: Row[Any], customer: Row[Any] | None, token: str) -> tuple[Any, list[Finding]]:
     """Render as the dispatcher does, then run the content checks the dispatcher runs."""
     if customer is None:
-        raise ReviewError(f"review item {row.id}: customer '{row.customer_id}' is no longer in the store", hint="reject the item")
+        raise ReviewConflict(f"review item {row.id}: customer '{row.customer_id}' is no longer in the store", hint="reject the item")
     offers = {o.id: o for o in playbook.offers}
     if row.offer_id is not None and row.offer_id not in offers:
-        raise ReviewError(f"review item {row.id}: the playbook has no offer '{row.offer_id}'", hint="use the playbook the agent ran on")
+        raise ReviewInvalid(f"review item {row.id}: the playbook has no offer '{row.offer_id}'", hint="use the playbook the agent ran on")
     person = customer_context(customer.id, customer.email, customer.phone, customer.attributes)
     rendered = CreativeTemplate(creative).render(message_context(playbook, person, offers.get(row.offer_id or ""), token))
     channel = creative.channel.value

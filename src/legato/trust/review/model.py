@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from legato.errors import LegatoError
+from legato.errors import Conflict, Forbidden, Invalid, LegatoError, NotFound
 from legato.guard.content import Finding
 
 OPEN, AUDIT, APPROVED, REJECTED, EXPIRED, RESOLVED = "open", "audit", "approved", "rejected", "expired", "resolved"
@@ -33,7 +33,26 @@ LIST_HINT = "see the queue with `legato review list`"
 
 
 class ReviewError(LegatoError):
-    """A review action that cannot be done as asked; nothing was changed."""
+    """A review action that cannot be done as asked; nothing was changed.
+
+    Raised as one of the four kinds below, so a caller can map it without reading the text.
+    """
+
+
+class ReviewInvalid(ReviewError, Invalid):
+    """The request is wrong for this item: an empty name, an unknown reason, an edit that fails the checks."""
+
+
+class ReviewNotFound(ReviewError, NotFound):
+    """There is no such review item."""
+
+
+class ReviewConflict(ReviewError, Conflict):
+    """The item's state refuses it: already decided, expired, changed since it was read."""
+
+
+class ReviewForbidden(ReviewError, Forbidden):
+    """Not this reviewer: self-approval of one's own edit when the playbook forbids it."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +154,7 @@ def finding_dict(finding: Finding) -> dict[str, Any]:
 
 def person_name(value: str, what: str) -> str:
     if not value or not value.strip():
-        raise ReviewError(f"the {what} name is empty", hint=f"say who acts: --{what} NAME")
+        raise ReviewInvalid(f"the {what} name is empty", hint=f"say who acts: --{what} NAME")
     return value.strip()
 
 

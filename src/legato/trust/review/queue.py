@@ -21,6 +21,8 @@ from legato.trust.review.model import (
     STATUSES,
     ItemDetail,
     QueueItem,
+    ReviewInvalid,
+    ReviewNotFound,
     ReviewError,
     finding_dict,
     queue_item,
@@ -88,11 +90,11 @@ def list_items(
     so the first page is read straight off it however long the queue is.
     """
     if status != "all" and status not in STATUSES:
-        raise ReviewError(f"unknown review status '{status}'", hint=f"use one of {', '.join(STATUSES)} or all")
+        raise ReviewInvalid(f"unknown review status '{status}'", hint=f"use one of {', '.join(STATUSES)} or all")
     if kind is not None and kind not in KINDS:
-        raise ReviewError(f"unknown kind of review item '{kind}'", hint=f"use one of {', '.join(KINDS)}")
+        raise ReviewInvalid(f"unknown kind of review item '{kind}'", hint=f"use one of {', '.join(KINDS)}")
     if not 1 <= limit <= MAX_LIMIT:
-        raise ReviewError(f"limit {limit} is out of range", hint=f"ask for 1 to {MAX_LIMIT} items at a time")
+        raise ReviewInvalid(f"limit {limit} is out of range", hint=f"ask for 1 to {MAX_LIMIT} items at a time")
     query = queue_query(status=status, limit=limit, agent=agent, role=role, kind=kind)
     with engine.connect() as connection:
         return [queue_item(row) for row in connection.execute(query)]
@@ -165,5 +167,5 @@ def load_row(connection: Connection, item_id: int, *, lock: bool = False) -> Row
         query = query.with_for_update(of=review_items)
     row = connection.execute(query).first()
     if row is None:
-        raise ReviewError(f"there is no review item {item_id}", hint=LIST_HINT)
+        raise ReviewNotFound(f"there is no review item {item_id}", hint=LIST_HINT)
     return row
