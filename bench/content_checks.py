@@ -42,7 +42,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from legato.guard.content import FAMILIES, ContentChecker, Finding, Message, family_verdicts, render_template, verdict
+from legato.deliver.render import render_template
+from legato.guard.content import FAMILIES, ContentChecker, Finding, Message, family_verdicts, verdict
 from legato.playbook.loader import parse_playbook
 from legato.playbook.models import Brand, Offer
 

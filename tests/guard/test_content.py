@@ -18,9 +18,9 @@ from legato.guard.content import (
     checked_text,
     family_verdicts,
     reading_grade,
-    render_template,
     verdict,
 )
+from legato.deliver.render import render_template
 from legato.playbook.loader import parse_playbook
 from legato.playbook.models import Brand, LegalIdentity, Offer, Voice
 
@@ -83,8 +83,8 @@ def test_an_on_brand_compliant_email_is_ok(hillside: ContentChecker) -> None:
 
 def test_results_are_cached_per_distinct_input(hillside: ContentChecker, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    original = hillside._personal_findings
-    monkeypatch.setattr(hillside, "_personal_findings", lambda *a: calls.append(1) or original(*a))
+    original = hillside._personal.findings
+    monkeypatch.setattr(hillside._personal, "findings", lambda *a: calls.append(1) or original(*a))
     message = email("Only 2 left.")
     first = hillside.check(message)
     assert hillside.check(message) == first

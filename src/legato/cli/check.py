@@ -15,9 +15,11 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from legato.channels import REGISTRY
 from legato.cli.output import console, emit_json, fail
 from legato.errors import LegatoError
-from legato.guard.content import ContentChecker, Finding, Message, checked_text, verdict
+from legato.guard.findings import Finding, Message, checked_text, verdict
+from legato.guard.message import MessageChecker
 
 check_app = typer.Typer(
     name="check",
@@ -70,7 +72,7 @@ def message(
         checked = parse_message(channel.value, raw)
     except LegatoError as error:
         fail(error)
-    findings = checker.check(checked, offer_id=offer, first_sms=first_sms)
+    findings = checker.check_text(checked, offer_id=offer, first=first_sms)
     result = verdict(findings)
     if as_json:
         emit_json({"verdict": result, "findings": [_as_dict(f) for f in findings]})
@@ -80,20 +82,19 @@ def message(
 
 
 def parse_message(channel: str, raw: str) -> Message:
-    """A :class:`Message` from text as a person writes it (``Subject:`` header for e-mail)."""
+    """A :class:`Message` from text as a person writes it: a channel with a heading (the
+    registry's: an e-mail's ``Subject:``, a push notification's ``Title:``) starts with it."""
     raw = raw.replace("\r\n", "\n")
-    if channel == "email":
-        subject, body = _split_header(raw, "Subject:")
-        if subject is None:
-            raise LegatoError(
-                "an e-mail must start with a 'Subject:' line, then a blank line, then the body",
-                hint='for example --text "Subject: New boots\\n\\nHello, ..." (in a file, put each on its own line)',
-            )
-        return Message(channel, body, subject=subject)
-    if channel == "push":
-        title, body = _split_header(raw, "Title:")
-        return Message(channel, body, title=title)
-    return Message(channel, raw)
+    spec = REGISTRY[channel]
+    if spec.heading is None or spec.heading_label is None:
+        return Message(channel, raw)
+    heading, body = _split_header(raw, spec.heading_label)
+    if heading is None and channel == "email":
+        raise LegatoError(
+            "an e-mail must start with a 'Subject:' line, then a blank line, then the body",
+            hint='for example --text "Subject: New boots\\n\\nHello, ..." (in a file, put each on its own line)',
+        )
+    return Message(channel, body, **{spec.heading: heading})
 
 
 def _split_header(raw: str, label: str) -> tuple[str | None, str]:
@@ -120,13 +121,13 @@ def _read(text: str | None, file: Path | None) -> str:
         raise LegatoError(f"{file}: cannot be read as UTF-8 text ({exc})") from None
 
 
-def _load(playbook: Path | None) -> ContentChecker:
-    """The playbook's checker, or the built-in compliance defaults without one."""
+def _load(playbook: Path | None) -> MessageChecker:
+    """The one check with the playbook's brand and offers, or the built-in defaults without one."""
     if playbook is None:
-        return ContentChecker()
+        return MessageChecker(None)
     from legato.playbook.loader import load_playbook
 
-    return ContentChecker.for_playbook(load_playbook(playbook))
+    return MessageChecker(load_playbook(playbook))
 
 
 def _as_dict(finding: Finding) -> dict[str, object]:

@@ -132,6 +132,7 @@ def _what(item: Any) -> str:
 def show_command(
     item: ItemArgument,
     playbook: Annotated[Path | None, typer.Option(help="The playbook the agent ran on, to render the message.")] = None,
+    at: AtOption = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -142,7 +143,7 @@ def show_command(
     from legato.trust.review import show_item
 
     try:
-        detail = show_item(_engine(database), item, playbook=_playbook(playbook))
+        detail = show_item(_engine(database), item, playbook=_playbook(playbook), now=_now(at))
     except LegatoError as error:
         fail(error)
     if as_json:
@@ -173,6 +174,8 @@ def show_command(
         console.print("(give --playbook to see the message)")
     for finding in detail.findings:
         console.print(f"  {finding['severity']}: {finding['rule']}: {finding['reason']}", markup=False, highlight=False)
+    if detail.standing is not None:
+        console.print(f"[bold red]cannot be sent now:[/] {detail.standing}", highlight=False)
     # Not wrapped, so the command can be copied whole.
     console.print(f"content hash: {detail.content_hash}", soft_wrap=True)
     where = f" --database {database}" if database else ""
@@ -210,7 +213,9 @@ def approve_command(
             help="May the person who edited the content approve it? Default: the playbook's review.allow_self_approval with --playbook, else allowed.",
         ),
     ] = None,
-    playbook: Annotated[Optional[Path], typer.Option("--playbook", help="Take review settings from this playbook.")] = None,
+    playbook: Annotated[
+        Optional[Path], typer.Option("--playbook", help="Check the message with this playbook and take its review settings.")
+    ] = None,
     at: AtOption = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
@@ -223,9 +228,12 @@ def approve_command(
     from legato.trust.review import approve
 
     try:
+        loaded = load_playbook(playbook) if playbook is not None else None
         if self_approval is None:
-            self_approval = load_playbook(playbook).review.allow_self_approval if playbook is not None else True
-        done = approve(_engine(database), item, reviewer, content_hash=content_hash, now=_now(at), allow_self_approval=self_approval)
+            self_approval = loaded.review.allow_self_approval if loaded is not None else True
+        done = approve(
+            _engine(database), item, reviewer, content_hash=content_hash, now=_now(at), allow_self_approval=self_approval, playbook=loaded
+        )
     except LegatoError as error:
         fail(error)
     _done(done, f"approved review item {done.id}; its message is scheduled", as_json)

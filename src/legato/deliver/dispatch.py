@@ -1,16 +1,16 @@
 """The dispatcher: send what is due from the outbox, exactly once per message.
 
-A message is rendered when it is sent (so personal data is read fresh), checked for personal
-data with the recipient's own address allowed (the variant itself was checked whole when the
-agent chose it), written to its channel's transport, and
-marked sent in the same transaction that read it. Messages that cannot be rendered, or whose
-rendered text a content guardrail blocks, are marked failed with the reason and never sent.
+Each message is asked the same questions the cycle asked when it was decided, as they stand
+at send time: the consent rule (:mod:`legato.guard.consent`), the contact point (the
+channel registry, :mod:`legato.channels`), quiet hours, and the one check of its content
+(:mod:`legato.guard.message`), bound to the content hash the decision recorded: content
+that changed since is not sent. It is rendered when it is sent (so personal data is read
+fresh), written to its channel's transport, and marked sent in the same transaction that
+read it. Messages that fail any of these are marked failed with the reason and never sent.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,14 +21,24 @@ import sqlalchemy as sa
 from sqlalchemy import Engine, bindparam, select, update
 
 from legato.clock import Clock
+from legato.channels import REGISTRY
 from legato.deliver.channels import ConsoleTransport, FileTransport, Transport
-from legato.deliver.render import CreativeTemplate, RenderError, variant_hash
-from legato.guard.contact import in_region, on_suppression_list, region_code
+from legato.deliver.render import (  # noqa: F401 - re-exported: what a template sees is render's
+    RenderError,
+    customer_context,
+    edited_creative,
+    message_context,
+    message_token,
+    unsubscribe_link,
+)
+from legato.errors import LegatoError
+from legato.guard.consent import MARKETING
+from legato.guard.contact import explain, in_region, region_code, standing_columns, standing_joins, standing_reason
 from legato.guard.defaults import guardrails_in_force
-from legato.guard.content import ContentChecker, Message, verdict
+from legato.guard.message import ContentChanged, MessageChecker, Recipient, Variant
 from legato.guard.quiet_hours import candidate_zones, quiet_between
-from legato.playbook.models import Creative, Offer, Playbook
-from legato.store.schema import agents, audit_log, consents, customers, decisions, outbox
+from legato.playbook.models import Playbook
+from legato.store.schema import agents, audit_log, customers, decisions, outbox
 
 CHUNK = 5_000
 
@@ -58,10 +68,9 @@ def dispatch_due(
     """Send every pending message whose time has come."""
     now = clock.now()
     report = DispatchReport()
-    templates = {c.id: CreativeTemplate(c) for c in playbook.creatives}
-    offers = {o.id: o for o in playbook.offers}
-    checker = ContentChecker.for_playbook(playbook)
-    consent = consents.alias("consent")
+    checker = MessageChecker(playbook)
+    purposes = {c.id: c.purpose for c in playbook.creatives}
+    variants: dict[tuple[str, str | None], Variant] = {}
     query = (
         select(
             outbox.c.id,
@@ -80,17 +89,9 @@ def dispatch_due(
             customers.c.time_zone,
             customers.c.country,
             customers.c.region,
-            consent.c.status.label("consent_status"),
-            consent.c.kind.label("consent_kind"),
-            consent.c.expires_at.label("consent_expires_at"),
-            on_suppression_list().label("do_not_contact"),
+            *standing_columns(outbox.c.channel),
         )
-        .join(decisions, decisions.c.id == outbox.c.decision_id)
-        .join(customers, customers.c.id == outbox.c.customer_id)
-        .outerjoin(
-            consent,
-            sa.and_(consent.c.customer_id == outbox.c.customer_id, consent.c.channel == outbox.c.channel, consent.c.purpose == "marketing"),
-        )
+        .select_from(standing_joins(outbox.join(decisions, decisions.c.id == outbox.c.decision_id).join(customers, customers.c.id == outbox.c.customer_id), outbox.c.channel))
         .where(outbox.c.status == "pending", outbox.c.send_at <= now)
         .order_by(outbox.c.send_at, outbox.c.id)
         .limit(CHUNK)
@@ -110,18 +111,17 @@ def dispatch_due(
             breaches: dict[str, dict[str, Any]] = {}
             for row in rows:
                 try:
-                    creative = templates.get(row.creative_id)
-                    marketing = creative is None or creative.creative.purpose == "marketing"
-                    resume = quiet_until(playbook, row, now) if marketing else None
+                    purpose = purposes.get(row.creative_id, MARKETING)
+                    resume = quiet_until(playbook, row, now) if purpose == MARKETING else None
                     if resume is not None:  # dispatched late into the night: wait for the morning
                         later.append({"o_id": row.id, "resume": resume})
                         continue
-                    check_contact_now(playbook, row, now, marketing=marketing)
+                    check_contact_now(playbook, row, now, purpose=purpose)
                     if row.channel not in channel_transports:
                         raise RenderError(f"no transport for channel '{row.channel}' in the playbook")
-                    message = _message(row, playbook, templates, offers, checker, now)
-                except (RenderError, KeyError) as exc:
-                    reason = f"creative '{exc.args[0]}' is no longer in the playbook" if isinstance(exc, KeyError) else str(exc)
+                    message = _message(row, playbook, checker, variants, now)
+                except (RenderError, LegatoError) as exc:
+                    reason = str(exc) if isinstance(exc, RenderError) else exc.message
                     if isinstance(exc, BlockedContent):
                         breaches.setdefault(row.agent_id, {"message": row.id, "decision": row.decision_id, "rules": exc.rules})
                     failed.append({"o_id": row.id, "d_id": row.decision_id, "error": reason})
@@ -168,26 +168,12 @@ def _demote_for_compliance(connection: Any, agent_id: str, detail: dict[str, Any
     )
 
 
-def check_contact_now(playbook: Playbook, row: Any, now: datetime, *, marketing: bool = True) -> None:
-    """Consent (marketing only) and contact point as they are at send time, not at decision time."""
-    if marketing:
-        _check_consent_now(playbook, row, now)
-    point = {"email": row.email, "sms": row.phone, "whatsapp": row.phone}.get(row.channel, True)
-    if not point:
-        raise RenderError(f"the customer has no {row.channel} contact point at send time; not sent")
-
-
-def _check_consent_now(playbook: Playbook, row: Any, now: datetime) -> None:
-    if row.do_not_contact:
-        raise RenderError("the customer is on the do-not-contact list; not sent")
-    if row.consent_status == "revoked":
-        raise RenderError("the customer revoked consent after the decision; not sent")
-    rule = next((r for r in playbook.guardrails.consent if r.channel.value == row.channel and r.purpose.value == "marketing"), None)
-    if rule is not None:
-        expired = row.consent_expires_at is not None and row.consent_expires_at <= now
-        wrong_kind = rule.require == "express" and row.consent_kind != "express"
-        if row.consent_status != "granted" or expired or wrong_kind:
-            raise RenderError("no valid consent at send time; not sent")
+def check_contact_now(playbook: Playbook, row: Any, now: datetime, *, purpose: str = MARKETING) -> None:
+    """The suppression list, the contact point and the consent rule as they stand at send
+    time, not at decision time: the very rules the cycle applied when it decided."""
+    reason = standing_reason(playbook.guardrails, row, row.channel, purpose, now)
+    if reason is not None:
+        raise RenderError(f"{explain(reason)} at send time ({reason}); not sent")
 
 
 def quiet_until(playbook: Playbook, row: Any, now: datetime) -> datetime | None:
@@ -204,69 +190,38 @@ def quiet_until(playbook: Playbook, row: Any, now: datetime) -> datetime | None:
     return resume
 
 
-def customer_context(customer_id: str, email: str | None, phone: str | None, attributes: dict[str, Any] | None) -> dict[str, Any]:
-    """What ``{{ customer.* }}`` holds in a template: contact points and every attribute."""
-    return {"id": customer_id, "email": email, "phone": phone, **(attributes or {})}
-
-
-def message_context(playbook: Playbook, customer: dict[str, Any], offer: Offer | None, token: str) -> dict[str, Any]:
-    """What a creative's template can use: the customer, the offer, the brand and the opt-out link."""
-    return {
-        "customer": customer,
-        "offer": offer.model_dump(mode="json") if offer else None,
-        "brand": {"name": playbook.brand.name, **playbook.brand.legal.model_dump()},
-        "unsubscribe_url": unsubscribe_link(playbook, token),
-    }
-
-
-def message_token(message_id: int, customer_id: str) -> str:
-    """The per-message token of the unsubscribe link (a preview without an outbox row has none).
-
-    Base32 (RFC 4648: a-z and 2-7), not hex: in hex, one token in a few hundred holds a run of
-    13+ digits that passes the Luhn check, and the content guard rightly blocks a message
-    that seems to carry a payment card number.
-    """
-    digest = hashlib.sha256(f"{message_id}:{customer_id}".encode()).digest()
-    return base64.b32encode(digest).decode("ascii").lower()[:24]
-
-
-def edited_creative(creative: Creative, override: dict[str, Any]) -> Creative:
-    """The creative with a reviewer's edited parts (``decisions.content_override``) in place."""
-    return creative.model_copy(update={part: override[part] for part in ("subject", "title", "body") if part in override})
-
-
-def _message(
-    row: Any, playbook: Playbook, templates: dict[str, CreativeTemplate], offers: dict[str, Offer], checker: ContentChecker, now: datetime
-) -> dict[str, Any]:
-    creative = templates[row.creative_id]
+def _message(row: Any, playbook: Playbook, checker: MessageChecker, variants: dict[tuple[str, str | None], Variant], now: datetime) -> dict[str, Any]:
+    """The message of one outbox row, through the one check bound to the decision's content hash."""
     if row.content_override:  # a reviewer's edit, approved as it stands: send it, not the creative
-        creative = CreativeTemplate(edited_creative(creative.creative, row.content_override))
-    elif row.approved_by and row.content_hash != variant_hash(creative.creative, row.offer_id):
-        # A person approved other content than the playbook holds now: approval is bound to content.
-        raise RenderError(f"the creative '{row.creative_id}' changed after {row.approved_by} approved it; review it again")
-    offer = offers.get(row.offer_id) if row.offer_id else None
+        variant = checker.variant(row.creative_id, row.offer_id, row.content_override)
+    else:
+        key = (row.creative_id, row.offer_id)
+        variant = variants.get(key) or variants.setdefault(key, checker.variant(row.creative_id, row.offer_id))
     token = message_token(row.id, row.customer_id)
-    customer = customer_context(row.customer_id, row.email, row.phone, row.attributes)
-    rendered = creative.render(message_context(playbook, customer, offer, token))
-    message = Message(channel=row.channel, body=rendered.body, subject=rendered.subject, title=rendered.title, purpose=creative.creative.purpose)
-    allowed = [value for value in (row.email, row.phone) if value]
-    if row.content_override:  # a reviewer's edit was checked whole when saved, but check it whole again
-        findings = checker.check(message, offer_id=row.offer_id, allowed_personal=allowed)
-    else:  # the variant was checked whole when the agent chose it
-        findings = checker.check_personalized(message, allowed_personal=allowed)
-    if verdict(findings) == "block":
-        raise BlockedContent(sorted({f.rule for f in findings if f.severity == "block"}))
+    recipient = Recipient(row.customer_id, row.email, row.phone, row.attributes)
+    try:
+        check = checker.check(variant, expected_hash=row.content_hash, recipient=recipient, token=token)
+    except ContentChanged:
+        # Content nobody decided on or approved is neither checked nor sent: the check is bound to the hash.
+        who = f"{row.approved_by} approved it; review it again" if row.approved_by else "the decision; not sent, the agent decides again"
+        raise RenderError(f"the creative '{row.creative_id}' changed after {who}") from None
+    if check.render_error is not None:
+        raise RenderError(check.render_error)
+    if check.verdict == "block":
+        raise BlockedContent(check.blocking_rules)
+    rendered = check.rendered
+    assert rendered is not None
     return {
         "message_id": row.id,
         "decision_id": row.decision_id,
         "agent_id": row.agent_id,
         "channel": row.channel,
-        "to": row.email if row.channel == "email" else row.phone if row.channel in ("sms", "whatsapp") else row.customer_id,
+        "to": REGISTRY[row.channel].address(row.customer_id, row.email, row.phone),
         "customer_id": row.customer_id,
         "subject": rendered.subject,
         "title": rendered.title,
         "body": rendered.body,
-        "headers": _headers(playbook, row, creative.creative.purpose, token),
+        "headers": _headers(playbook, row, variant.purpose, token),
         "sent_at": now.isoformat(),
     }
 
@@ -277,11 +232,6 @@ def _headers(playbook: Playbook, row: Any, purpose: str, token: str) -> dict[str
     if row.channel != "email" or purpose != "marketing":
         return {}
     return {"List-Unsubscribe": f"<{unsubscribe_link(playbook, token)}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
-
-
-def unsubscribe_link(playbook: Playbook, token: str) -> str:
-    """The one-click opt-out link of one message."""
-    return f"{playbook.brand.legal.unsubscribe_url}?t={token}"
 
 
 def _mark(connection: Any, rows: list[dict[str, Any]], status: str, now: datetime) -> None:

@@ -1,20 +1,31 @@
 """Render creatives in Jinja2's sandbox: an undefined variable is an error, never a blank.
 
-Templates are compiled once per creative; only the personal parts differ per customer.
+This module owns what a template sees (:func:`message_context`: the customer, the offer,
+the brand and the per-message opt-out link), how a variant is identified before
+personalization (:func:`variant_hash`) and what stops a template from rendering, as
+``template`` findings (:func:`render_template`). Templates are compiled once per creative;
+only the personal parts differ per customer.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import re
+import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
-from legato.playbook.models import Creative
+from legato.guard.findings import Finding
+from legato.playbook.models import Creative, Offer, Playbook
 
 ENVIRONMENT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+PARTS = ("subject", "title", "body")
 
 
 @dataclass(frozen=True)
@@ -34,7 +45,7 @@ class CreativeTemplate:
         try:
             self._parts = {
                 part: ENVIRONMENT.from_string(text)
-                for part in ("subject", "title", "body")
+                for part in PARTS
                 if (text := getattr(creative, part)) is not None
             }
         except TemplateError as exc:
@@ -65,6 +76,11 @@ def variant_hash(creative: Creative, offer_id: str | None) -> str:
     return digest.hexdigest()
 
 
+def edited_creative(creative: Creative, override: Mapping[str, Any]) -> Creative:
+    """The creative with a reviewer's edited parts (``decisions.content_override``) in place."""
+    return creative.model_copy(update={part: override[part] for part in PARTS if part in override})
+
+
 class SampleCustomer(dict[str, str]):
     """Stands in for a customer when content is rendered before anyone is chosen."""
 
@@ -72,16 +88,46 @@ class SampleCustomer(dict[str, str]):
         return f"[{key}]"
 
 
-def check_template_access(playbook: Any, creative: Creative) -> str | None:
+SAMPLE_TOKEN = "sample"  # the unsubscribe token of a variant rendered for nobody in particular
+
+
+def customer_context(customer_id: str, email: str | None, phone: str | None, attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What ``{{ customer.* }}`` holds in a template: contact points and every attribute."""
+    return {"id": customer_id, "email": email, "phone": phone, **(attributes or {})}
+
+
+def message_context(playbook: Playbook, customer: Mapping[str, Any], offer: Offer | None, token: str) -> dict[str, Any]:
+    """What a creative's template can use: the customer, the offer, the brand and the opt-out link."""
+    return {
+        "customer": customer,
+        "offer": offer.model_dump(mode="json") if offer else None,
+        "brand": {"name": playbook.brand.name, **playbook.brand.legal.model_dump()},
+        "unsubscribe_url": unsubscribe_link(playbook, token),
+    }
+
+
+def message_token(message_id: int, customer_id: str) -> str:
+    """The per-message token of the unsubscribe link (a preview without an outbox row has none).
+
+    Base32 (RFC 4648: a-z and 2-7), not hex: in hex, one token in a few hundred holds a run of
+    13+ digits that passes the Luhn check, and the content guard rightly blocks a message
+    that seems to carry a payment card number.
+    """
+    digest = hashlib.sha256(f"{message_id}:{customer_id}".encode()).digest()
+    return base64.b32encode(digest).decode("ascii").lower()[:24]
+
+
+def unsubscribe_link(playbook: Playbook, token: str) -> str:
+    """The one-click opt-out link of one message."""
+    return f"{playbook.brand.legal.unsubscribe_url}?t={token}"
+
+
+def check_template_access(playbook: Playbook, creative: Creative) -> str | None:
     """What the sandbox refuses when the creative is rendered (``{{ customer.__class__ }}``).
 
     The creative is rendered once with a stand-in customer whose every attribute exists, so
     only forbidden access (not a missing attribute) is reported here.
     """
-    from jinja2.exceptions import SecurityError
-
-    from legato.deliver.dispatch import message_context
-
     offer = playbook.offers[0] if playbook.offers else None
     try:
         CreativeTemplate(creative).render(message_context(playbook, SampleCustomer(id="[id]"), offer, "check"))
@@ -89,3 +135,107 @@ def check_template_access(playbook: Any, creative: Creative) -> str | None:
         if isinstance(exc.__cause__, SecurityError):
             return f"creative '{creative.id}' reaches for something the sandbox forbids: {exc.__cause__}"
     return None
+
+
+# --- template findings ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TemplateCheck:
+    """A rendered template, or the findings that stopped it. Spans index into the template."""
+
+    text: str | None
+    findings: tuple[Finding, ...]
+
+
+_BLOCK = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
+
+
+def render_template(source: str, context: Mapping[str, Any]) -> TemplateCheck:
+    """Render ``source`` in the delivery sandbox (StrictUndefined), reporting what stops it.
+
+    An undefined variable, an unsafe attribute (``{{ customer.__class__ }}``) or a syntax
+    error becomes a ``block`` finding spanning the ``{{ }}`` or ``{% %}`` it came from.
+    """
+    try:
+        template = ENVIRONMENT.from_string(source)  # the very environment delivery renders with
+    except TemplateSyntaxError as error:
+        span = _unclosed_span(source) or _expression_span(source, error.lineno, _quoted(error.message or ""))
+        finding = Finding("template.syntax_error", "template", "block", span, f"template syntax error: {error.message}")
+        return TemplateCheck(None, (finding,))
+    failure: TemplateError
+    try:
+        return TemplateCheck(template.render(dict(context)), ())
+    except SecurityError as error:
+        rule, name, failure = "template.forbidden_access", _quoted(str(error)), error
+        reason = f"the template reaches for something unsafe: {error}"
+    except UndefinedError as error:
+        rule, name, failure = "template.undefined_variable", _last_quoted(str(error)), error
+        reason = f"the template uses something the context does not have: {error}"
+    except TemplateError as error:
+        rule, name, failure = "template.render_error", None, error
+        reason = f"the template cannot be rendered: {error}"
+    lineno = _template_line(failure)
+    return TemplateCheck(None, (Finding(rule, "template", "block", _expression_span(source, lineno, name), reason),))
+
+
+def _quoted(message: str) -> str | None:
+    found = re.search(r"'([^']+)'", message)
+    return found.group(1) if found else None
+
+
+def _last_quoted(message: str) -> str | None:
+    found = re.findall(r"'([^']+)'", message)
+    return found[-1] if found else None
+
+
+def _template_line(error: BaseException) -> int | None:
+    """The template line being rendered when ``error`` was raised (Jinja rewrites tracebacks)."""
+    line = None
+    for frame, lineno in traceback.walk_tb(error.__traceback__):
+        if frame.f_code.co_filename == "<template>":
+            line = lineno
+    return line
+
+
+_OPENER = re.compile(r"\{\{|\{%")
+
+
+def _unclosed_span(source: str) -> tuple[int, int] | None:
+    """From the first ``{{`` or ``{%`` that is never closed to the end of its line."""
+    for match in _OPENER.finditer(source):
+        closer = source.find("}}" if match.group() == "{{" else "%}", match.end())
+        following = _OPENER.search(source, match.end())
+        if closer < 0 or (following is not None and following.start() < closer):
+            line_end = source.find("\n", match.start())
+            return (match.start(), len(source) if line_end < 0 else line_end)
+    return None
+
+
+def _line_span(source: str, lineno: int | None) -> tuple[int, int]:
+    if not lineno:
+        return (0, len(source))
+    starts = [0] + [m.end() for m in re.finditer("\n", source)]
+    if lineno > len(starts):
+        return (0, len(source))
+    start = starts[lineno - 1]
+    end = source.find("\n", start)
+    return (start, len(source) if end < 0 else end)
+
+
+def _expression_span(source: str, lineno: int | None, name: str | None) -> tuple[int, int]:
+    """The ``{{ }}`` or ``{% %}`` on ``lineno`` that mentions ``name`` (else the best guess)."""
+    candidates = []
+    for match in _BLOCK.finditer(source):
+        first = source.count("\n", 0, match.start()) + 1
+        last = first + match.group().count("\n")
+        if lineno is None or first <= lineno <= last:
+            candidates.append(match)
+    if name:
+        word = re.compile(r"(?<![\w])" + re.escape(name) + r"(?![\w])")
+        for match in candidates:
+            if word.search(match.group()):
+                return match.span()
+    if candidates:
+        return candidates[0].span()
+    return _line_span(source, lineno)

@@ -5,10 +5,8 @@ The database does the per-customer lookups in the same query that selects the au
 operations over the batch. Each blocked decision gets a reason code, so reports can say
 which rule stopped how many messages.
 
-Consent model (see docs/architecture.md): a revoked consent always blocks, because an
-objection to direct marketing is absolute (GDPR Art. 21(3)); a channel with a consent rule
-in the playbook needs a valid, unexpired consent of the required kind; a channel without a
-rule needs none, which is the opt-out regime of CAN-SPAM for US e-mail.
+Consent is :mod:`legato.guard.consent`'s rule, compiled into the audience query; contact
+points are the channel registry's (:mod:`legato.channels`).
 """
 
 from __future__ import annotations
@@ -22,12 +20,13 @@ import numpy.typing as npt
 from sqlalchemy import ColumnElement, Select, String, and_, case, func, literal, or_, select, union_all
 from sqlalchemy import cast as sa_cast
 
+from legato.channels import REGISTRY
 from legato.errors import LegatoError
+from legato.guard.consent import MARKETING, ConsentBlock, ConsentRecord, ConsentRule
 from legato.guard.quiet_hours import apply_quiet_hours, candidate_zones, zone_named
 from legato.playbook.models import FrequencyCap, Guardrails
 from legato.store.schema import consents, customers, decisions, inbound_messages, outbox, review_items, suppressions, traits
 
-CONTACT_POINT = {"email": customers.c.email, "sms": customers.c.phone, "whatsapp": customers.c.phone}
 
 
 @dataclass(frozen=True)
@@ -92,23 +91,14 @@ def contact_columns(
         alias = consents.alias(f"consent_{channel}")
         query = query.outerjoin(
             alias,
-            and_(alias.c.customer_id == customers.c.id, alias.c.channel == channel, alias.c.purpose == "marketing"),
+            and_(alias.c.customer_id == customers.c.id, alias.c.channel == channel, alias.c.purpose == MARKETING),
         )
-        rule = next((r for r in guardrails.consent if r.channel.value == channel and r.purpose.value == "marketing"), None)
-        valid = and_(alias.c.status == "granted", or_(alias.c.expires_at.is_(None), alias.c.expires_at > now))
-        if rule is not None and rule.require == "express":
-            valid = and_(valid, alias.c.kind == "express")
-        needs_consent = rule is not None
-        if rule is not None and rule.existing_customer_exception:
-            # Soft opt-in: no statement on file and a past purchase count as consent.
-            valid = or_(valid, and_(alias.c.status.is_(None), func.coalesce(traits.c.purchase_count, 0) > 0))
-        consented = case((valid, 1), else_=0) if needs_consent else literal(1)
-        point = CONTACT_POINT.get(channel)
+        spec = REGISTRY[channel]
+        point = customers.c[spec.contact_field] if spec.contact_field else None
         reachable = case((point.is_not(None), 1), else_=0) if point is not None else literal(1)
         query = query.add_columns(
             reachable.label(f"reachable_{channel}"),
-            consented.label(f"consented_{channel}"),
-            case((alias.c.status == "revoked", 1), else_=0).label(f"revoked_{channel}"),
+            ConsentRule.of(guardrails, channel).sql_verdict(alias, traits.c.purchase_count, now).label(f"consent_{channel}"),
         )
     for index, cap in enumerate(guardrails.frequency_caps):
         creatives = (tagged or {}).get(cap.tag, []) if cap.tag else None
@@ -207,8 +197,9 @@ def facts_from_columns(
         zones=zones,
         regions=regions,
         reachable={c: columns[f"reachable_{c}"].astype(bool) for c in channels},
-        consented={c: columns[f"consented_{c}"].astype(bool) for c in channels},
-        revoked={c: columns[f"revoked_{c}"].astype(bool) for c in channels},
+        # The consent rule's SQL verdict per channel: NULL where it allows, else why not.
+        consented={c: np.asarray(columns[f"consent_{c}"] == None, dtype=bool) for c in channels},  # noqa: E711 - elementwise
+        revoked={c: np.asarray(columns[f"consent_{c}"] == ConsentBlock.REVOKED.value, dtype=bool) for c in channels},
         cap_counts=[columns[f"cap_count_{i}"].astype(np.int64) for i in range(len(guardrails.frequency_caps))],
         cap_oldest=[_to_datetime64(columns[f"cap_oldest_{i}"]) for i in range(len(guardrails.frequency_caps))],
         cap_latest=[_to_datetime64(columns[f"cap_latest_{i}"]) for i in range(len(guardrails.frequency_caps))],
@@ -248,8 +239,8 @@ def unreachable_reasons(
         mark(promotional & facts.suppressed, "do_not_contact")
     if channel in facts.reachable:
         mark(~facts.reachable[channel], f"no_contact_point:{channel}")
-        mark(promotional & facts.revoked[channel], f"consent_revoked:{channel}")
-        mark(promotional & ~facts.consented[channel], f"no_consent:{channel}")
+        mark(promotional & facts.revoked[channel], ConsentBlock.REVOKED.reason(channel))
+        mark(promotional & ~facts.consented[channel], ConsentBlock.MISSING.reason(channel))
     if channel == "whatsapp" and facts.whatsapp_window is not None and templates is not None:
         # Outside the 24-hour window WhatsApp accepts only pre-approved templates (Meta's Business Policy).
         mark(~templates & ~facts.whatsapp_window, "whatsapp_outside_service_window")
@@ -377,3 +368,74 @@ def _in_region(facts: ContactFacts, region: str | None, n: int) -> npt.NDArray[n
     if "-" in region:
         return facts.regions == region
     return (facts.regions == region) | np.char.startswith(facts.regions, region + "-")
+
+
+# --- one customer at a time: the dispatcher and the review queue -------------------------
+
+
+def standing_columns(channel: ColumnElement[str]) -> list[ColumnElement[Any]]:
+    """The facts :func:`standing_reason` reads, as columns of a query over ``customers``
+    (joined with :func:`standing_joins`) for a message on ``channel``."""
+    consent = _SEND_TIME_CONSENT
+    return [
+        customers.c.id.label("standing_customer"),
+        customers.c.email.label("standing_email"),
+        customers.c.phone.label("standing_phone"),
+        consent.c.status.label("standing_consent_status"),
+        consent.c.kind.label("standing_consent_kind"),
+        consent.c.expires_at.label("standing_consent_expires_at"),
+        traits.c.purchase_count.label("standing_purchases"),
+        on_suppression_list().label("standing_suppressed"),
+    ]
+
+
+_SEND_TIME_CONSENT = consents.alias("send_time_consent")
+
+
+def standing_joins(source: Any, channel: ColumnElement[str]) -> Any:
+    """``source`` (which holds ``customers``) outer-joined with the marketing consent on
+    ``channel`` and the customer's traits."""
+    consent = _SEND_TIME_CONSENT
+    return source.outerjoin(traits, traits.c.customer_id == customers.c.id).outerjoin(
+        consent, and_(consent.c.customer_id == customers.c.id, consent.c.channel == channel, consent.c.purpose == MARKETING)
+    )
+
+
+def standing_reason(guardrails: Guardrails, row: Any, channel: str, purpose: str, now: datetime) -> str | None:
+    """Why one customer cannot be sent a message of ``purpose`` on ``channel`` now (None if they can).
+
+    The same reasons, in the same order, as :func:`unreachable_reasons` gives the cycle:
+    the suppression list, the contact point, then the consent rule.
+    """
+    marketing = purpose == MARKETING
+    if marketing and row.standing_suppressed:
+        return "do_not_contact"
+    if REGISTRY[channel].address(row.standing_customer, row.standing_email, row.standing_phone) is None:
+        return f"no_contact_point:{channel}"
+    status = row.standing_consent_status
+    record = ConsentRecord(status, row.standing_consent_kind, row.standing_consent_expires_at) if status else None
+    block = ConsentRule.of(guardrails, channel).verdict(purpose, record, row.standing_purchases, now)
+    return block.reason(channel) if block is not None else None
+
+
+def standing_now(connection: Any, guardrails: Guardrails, customer_id: str, channel: str, purpose: str, now: datetime) -> str | None:
+    """:func:`standing_reason` for one customer read from the store (the review queue's question)."""
+    query = select(*standing_columns(literal(channel))).select_from(standing_joins(customers, literal(channel)))
+    row = connection.execute(query.where(customers.c.id == customer_id)).first()
+    if row is None:
+        return "customer_unknown"
+    return standing_reason(guardrails, row, channel, purpose, now)
+
+
+STANDING_TEXT = {
+    "do_not_contact": "the customer is on the do-not-contact list",
+    "consent_revoked": "the customer revoked consent",
+    "no_consent": "no valid consent",
+    "no_contact_point": "the customer has no contact point for the channel",
+    "customer_unknown": "the customer is no longer in the store",
+}
+
+
+def explain(reason: str) -> str:
+    """A reason code of :func:`standing_reason` in words."""
+    return STANDING_TEXT.get(reason.split(":", 1)[0], reason)

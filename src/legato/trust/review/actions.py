@@ -13,8 +13,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, Row
 
-from legato.deliver.render import RenderError, variant_hash
-from legato.guard.content import Finding, verdict
+from legato.deliver.render import variant_hash
+from legato.guard.contact import explain, standing_now
+from legato.guard.content import Finding
 from legato.playbook.models import Playbook
 from legato.store.schema import audit_log, customers, decisions, inbound_messages, outbox, review_items
 from legato.trust.review.message import PREVIEW_TOKEN, current_creative, original_hash, render_and_check
@@ -51,12 +52,16 @@ def approve(
     content_hash: str | None = None,
     now: datetime,
     allow_self_approval: bool = True,
+    playbook: Playbook | None = None,
 ) -> QueueItem:
     """Approve the content the reviewer saw: the message is scheduled (pending in the outbox).
 
     ``content_hash`` is the hash shown with the item; if the content changed since, the
     approval is refused. It goes out at the decision's send time, or now if that has passed.
     With ``allow_self_approval=False`` the person who last edited the content cannot approve it.
+    Given the playbook, the message goes through the one check first, bound to the item's
+    hash, and the customer's standing (suppression list, contact point, consent) is asked
+    as the dispatcher will ask it: a message that could not be sent is not approved.
     """
     reviewer = person_name(reviewer, "reviewer")
     with engine.begin() as connection:
@@ -68,6 +73,8 @@ def approve(
                 f"review item {item_id}: content changed since you looked; review again",
                 hint=f"show it again with `legato review show {item_id}`; it is now {row.content_hash}",
             )
+        if playbook is not None and row.creative_id is not None:
+            _require_sendable(connection, playbook, row, now)
         edited_by = (row.content_override or {}).get("edited_by")
         if not allow_self_approval and edited_by == reviewer:
             raise ReviewForbidden(
@@ -101,6 +108,32 @@ def approve(
             connection.execute(sa.update(decisions).where(decisions.c.id == row.decision_id).values(approved_by=reviewer))
         _audit(connection, now, reviewer, "review_approved", row, {"send": live in (None, "cancelled")}, row.content_hash, row.content_hash)
         return queue_item(load_row(connection, item_id))
+
+
+def _require_sendable(connection: Connection, playbook: Playbook, row: Row[Any], now: datetime) -> None:
+    """Refuse to approve what the dispatcher would refuse to send."""
+    creative = current_creative(playbook, row)
+    if variant_hash(creative, row.offer_id) != row.content_hash:
+        raise ReviewConflict(
+            f"review item {row.id}: the playbook's creative '{row.creative_id}' is not the one this decision was made with",
+            hint="approve with the playbook the agent ran on, or reject the item and let the agent decide again",
+        )
+    customer = connection.execute(
+        sa.select(customers.c.id, customers.c.email, customers.c.phone, customers.c.attributes).where(customers.c.id == row.customer_id)
+    ).first()
+    check = render_and_check(playbook, creative, row, customer, PREVIEW_TOKEN)
+    if check.render_error is not None or check.verdict == "block":
+        rules = ", ".join(check.blocking_rules) or str(check.render_error)
+        raise ReviewForbidden(
+            f"review item {row.id}: the content guardrails block this message ({rules})",
+            hint=f"see the findings with `legato review show {row.id}`; edit it or reject it",
+        )
+    standing = standing_now(connection, playbook.guardrails, row.customer_id, row.channel, creative.purpose, now)
+    if standing is not None:
+        raise ReviewForbidden(
+            f"review item {row.id}: the message cannot be sent now: {explain(standing)} ({standing})",
+            hint=f"reject it: `legato review reject {row.id} --reason other --reviewer NAME`",
+        )
 
 
 def edit(
@@ -146,14 +179,15 @@ def edit(
         customer = connection.execute(
             sa.select(customers.c.id, customers.c.email, customers.c.phone, customers.c.attributes).where(customers.c.id == row.customer_id)
         ).first()
-        try:
-            _, findings = render_and_check(playbook, edited, row, customer, PREVIEW_TOKEN)
-        except RenderError as exc:
+        check = render_and_check(playbook, edited, row, customer, PREVIEW_TOKEN)
+        findings = list(check.findings)
+        if check.render_error is not None or any(f.family == "template" for f in findings):
+            problem = check.render_error or "; ".join(f.reason for f in findings if f.family == "template")
             raise ReviewInvalid(
-                f"review item {item_id}: the edit cannot be rendered: {exc}",
+                f"review item {item_id}: the edit cannot be rendered: {problem}",
                 hint="an edit is a template: use {{ customer.id }}, {{ offer.value }}, {{ unsubscribe_url }}... as in the creatives",
             ) from None
-        if verdict(findings) == "block":
+        if check.verdict == "block":
             lines = "; ".join(f"{f.rule}: {f.reason}" for f in findings if f.severity == "block")
             raise ReviewInvalid(
                 f"review item {item_id}: the content guardrails block this edit: {lines}",

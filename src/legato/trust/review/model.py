@@ -98,7 +98,9 @@ class ItemDetail:
 
     ``content`` is the message rendered for this customer exactly as the dispatcher would
     (same context; the unsubscribe token is a preview until the item is approved) and
-    ``findings`` are the content checks on it. ``matches_playbook`` is False when the
+    ``findings`` are the one check's findings on it (:mod:`legato.guard.message`): the
+    variant's, and what this customer's copy adds. ``standing`` is why the customer could
+    not be sent it now (suppression list, contact point, consent), None when they could. ``matches_playbook`` is False when the
     playbook's creative is no longer the one the decision was made with: what is rendered
     then is not what the hash stands for. A conversation has ``message`` (what the customer
     wrote) and no decision; a finding has neither. ``evidence`` is the item's own, or for a
@@ -117,6 +119,7 @@ class ItemDetail:
     history: list[dict[str, Any]]
     message: dict[str, Any] | None = None
     evidence: dict[str, Any] | None = None
+    standing: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -132,6 +135,7 @@ class ItemDetail:
             "matches_playbook": self.matches_playbook,
             "outbox": jsonable(self.outbox) if self.outbox else None,
             "history": [jsonable(h) for h in self.history],
+            "standing": self.standing,
         }
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, Row
 
-from legato.deliver.dispatch import message_token
-from legato.deliver.render import RenderError
+from legato.deliver.render import RenderError, message_token
+from legato.guard.contact import standing_now
 from legato.playbook.models import Playbook
 from legato.store.schema import audit_log, customers, decisions, inbound_messages, outbox, review_items
 from legato.trust.escalation import evidence_for_reason
@@ -100,12 +101,15 @@ def list_items(
         return [queue_item(row) for row in connection.execute(query)]
 
 
-def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None) -> ItemDetail:
+def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None, now: datetime | None = None) -> ItemDetail:
     """One item with its decision (or the customer's message), its history and evidence.
 
-    Given the playbook, a decision's message is rendered as it would be sent, and a decision
-    escalated by a company value shows the value's statement.
+    Given the playbook, a decision's message is rendered and checked as the dispatcher would
+    (the one check of :mod:`legato.guard.message`), ``standing`` says whether the customer
+    could be sent it at ``now`` (default: the wall clock), and a decision escalated by a
+    company value shows the value's statement.
     """
+    now = now or datetime.now(timezone.utc)
     with engine.connect() as connection:
         row = load_row(connection, item_id)
         customer = connection.execute(
@@ -121,15 +125,23 @@ def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None)
             .where(audit_log.c.entity == "review_item", audit_log.c.entity_id == str(item_id))
             .order_by(audit_log.c.id)
         ).all()
-    content = render_error = matches = None
+    content = render_error = matches = standing = None
     findings: list[dict[str, Any]] = []
     if playbook is not None and row.creative_id is not None:
         matches = row.content_override is not None or playbook_hash(playbook, row) == row.content_hash
         try:
             creative = current_creative(playbook, row)
-            rendered, found = render_and_check(playbook, creative, row, customer, message_token(sent.id, row.customer_id) if sent else PREVIEW_TOKEN)
-            content = {"subject": rendered.subject, "title": rendered.title, "body": rendered.body}
-            findings = [finding_dict(f) for f in found]
+            check = render_and_check(playbook, creative, row, customer, message_token(sent.id, row.customer_id) if sent else PREVIEW_TOKEN)
+            rendered = check.rendered
+            if rendered is not None:
+                content = {"subject": rendered.subject, "title": rendered.title, "body": rendered.body}
+            render_error = check.render_error
+            # Variant findings index into the variant rendered for a stand-in customer, those of
+            # the copy into the message shown (``content``); "in" says which.
+            findings = [finding_dict(f) | {"in": "variant"} for f in check.variant_findings]
+            findings += [finding_dict(f) | {"in": "copy"} for f in check.copy_findings]
+            with engine.connect() as connection:
+                standing = standing_now(connection, playbook.guardrails, row.customer_id, row.channel, creative.purpose, now)
         except (RenderError, ReviewError) as exc:
             render_error = str(exc.message if isinstance(exc, ReviewError) else exc)
     decision: dict[str, Any] | None = None
@@ -153,6 +165,7 @@ def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None)
         history=[dict(h._mapping) for h in history],
         message=message,
         evidence=evidence,
+        standing=standing,
     )
 
 

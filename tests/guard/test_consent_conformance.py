@@ -1,0 +1,212 @@
+"""One consent rule, three callers: the cycle's mask, the dispatcher's re-check and the review
+queue give the same answer for every customer × channel × consent history × purpose.
+
+The table runs under each kind of consent rule a playbook can state (none, express or
+implied, express only, soft opt-in), on SQLite and PostgreSQL. A few cells are pinned to
+their expected answer so that agreement cannot come from all three being wrong the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from legato.clock import FixedClock
+from legato.deliver.dispatch import dispatch_due, transports
+from legato.deliver.render import variant_hash
+from legato.engine import run_cycle
+from legato.guard.contact import add_suppression
+from legato.playbook.loader import parse_playbook
+from legato.playbook.models import Playbook
+from legato.store.ingest import import_customers, import_events
+from legato.store.schema import decisions, outbox, review_items
+from legato.trust.review import show_item
+
+AT = datetime(2024, 3, 4, 8, 0, tzinfo=timezone.utc)
+LONG_AGO = "2020-01-01T00:00:00Z"  # an implied consent given then has expired by AT (730 days)
+
+# history -> (consent cell, consent given at, bought before, on the suppression list, has contact points)
+HISTORIES: dict[str, tuple[str, str | None, bool, bool, bool]] = {
+    "none": ("", None, False, False, True),
+    "express": ("express", None, False, False, True),
+    "implied": ("implied", None, False, False, True),
+    "implied_expired": ("implied", LONG_AGO, False, False, True),
+    "revoked": ("revoked", None, False, False, True),
+    "none_buyer": ("", None, True, False, True),
+    "implied_expired_buyer": ("implied", LONG_AGO, True, False, True),
+    "revoked_buyer": ("revoked", None, True, False, True),
+    "express_suppressed": ("express", None, False, True, True),
+    "express_no_contact": ("express", None, False, False, False),
+}
+CHANNELS = ("email", "sms")
+PURPOSES = ("marketing", "transactional")
+RULES = {
+    "no_rule": "",
+    "express_or_implied": "{require: express_or_implied}",
+    "express": "{require: express}",
+    "soft_opt_in": "{require: express_or_implied, existing_customer_exception: true}",
+}
+
+BODY = {
+    "email": "Hello. Unsubscribe: {{ unsubscribe_url }} Conform Co, {{ brand.postal_address }}",
+    "sms": "Conform Co: hello. Reply STOP to opt out.",
+}
+
+
+def make_playbook(rule: str) -> Playbook:
+    creatives, agents = [], []
+    for channel in CHANNELS:
+        for purpose in PURPOSES:
+            name = f"{channel}_{purpose}"
+            subject = ', subject: "Hello"' if channel == "email" else ""
+            creatives.append(f"  - {{id: {name}, channel: {channel}, purpose: {purpose}{subject}, body: {json.dumps(BODY[channel])}}}")
+            agents.append(
+                f"  - {{id: {name}, objective: reach, audience: 'true', actions: {{creatives: [{name}], send_windows: ['09:00-17:00'], "
+                "do_nothing: false}, policy: {name: uniform_random}, holdout: 0, trust_stage: 3}"
+            )
+    consent = "".join(f"    - {{channel: {c}, purpose: marketing, {RULES[rule][1:-1]}}}\n" for c in CHANNELS) if RULES[rule] else ""
+    text = f"""
+brand:
+  name: Conform Co
+  legal: {{sender_name: Conform Co, postal_address: "2 Rule Street", support_contact: "help@conform.example", unsubscribe_url: "https://conform.example/u"}}
+objectives:
+  - {{id: reach, goal: engagement, why: testing, stages: [any], kpis: [{{metric: visit_rate, target: 0.1}}]}}
+lifecycle:
+  - {{stage: any, when: "true"}}
+channels:
+  email: {{kind: file, path: out/email.jsonl}}
+  sms: {{kind: file, path: out/sms.jsonl}}
+creatives:
+{chr(10).join(creatives)}
+agents:
+{chr(10).join(agents)}
+guardrails:
+  consent:
+{consent or "    []"}
+  quiet_hours: []
+"""
+    return parse_playbook(text.replace("  consent:\n    []", "  consent: []"))
+
+
+def load(engine: Engine) -> None:
+    ids = list(HISTORIES)
+    rows = HISTORIES.values()
+    import_customers(
+        engine,
+        pa.table(
+            {
+                "id": ids,
+                "email": [f"{c}@people.example" if contact else None for c, (_, _, _, _, contact) in zip(ids, rows, strict=True)],
+                "phone": ["+12125550100" if contact else None for (_, _, _, _, contact) in rows],
+                "time_zone": ["UTC"] * len(ids),
+                "consent_at": [at for (_, at, _, _, _) in rows],
+                **{f"consent_{c}_marketing": [cell for (cell, _, _, _, _) in rows] for c in CHANNELS},
+            }
+        ),
+        clock=FixedClock(AT),
+    )
+    buyers = [c for c, (_, _, bought, _, _) in HISTORIES.items() if bought]
+    import_events(
+        engine,
+        pa.table({"id": [f"p-{c}" for c in buyers], "customer_id": buyers, "type": ["purchase"] * len(buyers),
+                  "occurred_at": ["2024-02-01T00:00:00Z"] * len(buyers), "revenue": [20.0] * len(buyers)}),
+        clock=FixedClock(AT),
+    )
+    for customer, (_, _, _, listed, _) in HISTORIES.items():
+        if listed:
+            add_suppression(engine, "customer", customer, "asked to be left alone", AT)
+
+
+def cycle_answers(engine: Engine, pb: Playbook, tmp_path: Path) -> dict[tuple[str, str], str | None]:
+    """The cycle's mask: one agent per channel and purpose, each customer scheduled or suppressed with the reason."""
+    run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path / "cycle"))
+    with engine.connect() as c:
+        rows = c.execute(sa.select(decisions.c.agent_id, decisions.c.customer_id, decisions.c.status, decisions.c.findings)).all()
+    answers: dict[tuple[str, str], str | None] = {}
+    for agent, customer, status, findings in rows:
+        reasons = json.loads(findings) if isinstance(findings, str) else findings
+        answers[(agent, customer)] = None if status == "scheduled" else "+".join(reasons)
+    return answers
+
+
+def proposals(engine: Engine, pb: Playbook) -> dict[tuple[str, str], int]:
+    """A proposed message for every customer from every agent, queued for review (decision ids)."""
+    ids: dict[tuple[str, str], int] = {}
+    with engine.begin() as c:
+        cycle = c.execute(sa.text("SELECT max(id) FROM cycles")).scalar_one()
+        for agent in pb.agents:
+            creative = pb.creative(agent.actions.creatives[0])
+            for customer in HISTORIES:
+                decision = c.execute(
+                    sa.insert(decisions).values(
+                        cycle_id=cycle, agent_id=agent.id, customer_id=customer, decided_at=AT, action=creative.id,
+                        creative_id=creative.id, channel=creative.channel.value, send_at=AT + timedelta(hours=1),
+                        propensity=1.0, expected_value=0.0, holdout=False, findings="[]", route="review", status="queued",
+                        content_hash=variant_hash(creative, None),
+                    ).returning(decisions.c.id)
+                ).scalar_one()
+                c.execute(
+                    sa.insert(review_items).values(
+                        decision_id=decision, agent_id=agent.id, reason="trust_stage_0", priority=50, status="open",
+                        created_at=AT, content_hash=variant_hash(creative, None),
+                    )
+                )
+                ids[(agent.id, customer)] = decision
+    return ids
+
+
+def review_answers(engine: Engine, pb: Playbook, ids: dict[tuple[str, str], int]) -> dict[tuple[str, str], str | None]:
+    with engine.connect() as c:
+        items = dict(c.execute(sa.select(review_items.c.decision_id, review_items.c.id)).all())
+    return {key: show_item(engine, items[decision], playbook=pb, now=AT + timedelta(hours=1)).standing for key, decision in ids.items()}
+
+
+def dispatch_answers(engine: Engine, pb: Playbook, ids: dict[tuple[str, str], int], tmp_path: Path) -> dict[tuple[str, str], str | None]:
+    """The dispatcher's re-check of the same proposals, as if each had been approved."""
+    with engine.begin() as c:
+        c.execute(sa.delete(outbox))  # only the proposals are due
+        for (agent, customer), decision in ids.items():
+            channel = pb.creative(agent).channel.value
+            c.execute(sa.insert(outbox).values(decision_id=decision, customer_id=customer, channel=channel, send_at=AT + timedelta(hours=1), status="pending", attempts=0))
+    dispatch_due(engine, pb, FixedClock(AT + timedelta(hours=1)), transports(pb, tmp_path / "dispatch"))
+    with engine.connect() as c:
+        rows = c.execute(sa.select(outbox.c.decision_id, outbox.c.status, outbox.c.error)).all()
+    by_decision = {d: (status, error) for d, status, error in rows}
+    answers: dict[tuple[str, str], str | None] = {}
+    for key, decision in ids.items():
+        status, error = by_decision[decision]
+        answers[key] = None if status == "sent" else error.rsplit("(", 1)[1].split(")")[0]
+    return answers
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+def test_the_cycle_the_dispatcher_and_the_review_queue_agree_on_consent(engine: Engine, tmp_path: Path, rule: str) -> None:
+    pb = make_playbook(rule)
+    load(engine)
+    cycle = cycle_answers(engine, pb, tmp_path)
+    ids = proposals(engine, pb)
+    review = review_answers(engine, pb, ids)
+    dispatch = dispatch_answers(engine, pb, ids, tmp_path)
+    assert set(cycle) == set(review) == set(dispatch) == {(f"{c}_{p}", h) for c in CHANNELS for p in PURPOSES for h in HISTORIES}
+    disagreements = {key: (cycle[key], review[key], dispatch[key]) for key in cycle if not cycle[key] == review[key] == dispatch[key]}
+    assert disagreements == {}
+
+    # Pinned cells: the rule itself, not only the callers' agreement.
+    for channel in CHANNELS:
+        marketing, transactional = f"{channel}_marketing", f"{channel}_transactional"
+        assert cycle[(marketing, "revoked_buyer")] == f"consent_revoked:{channel}"  # revocation wins
+        assert cycle[(marketing, "express_suppressed")] == "do_not_contact"
+        assert cycle[(marketing, "express_no_contact")] == f"no_contact_point:{channel}"
+        assert cycle[(marketing, "express")] is None
+        assert cycle[(transactional, "revoked")] is None and cycle[(transactional, "none")] is None
+        assert cycle[(transactional, "express_no_contact")] == f"no_contact_point:{channel}"
+        soft = rule == "soft_opt_in"
+        assert cycle[(marketing, "none_buyer")] == (None if soft or rule == "no_rule" else f"no_consent:{channel}")
+        assert cycle[(marketing, "implied_expired_buyer")] == (None if rule == "no_rule" else f"no_consent:{channel}")
+        assert cycle[(marketing, "implied")] == (f"no_consent:{channel}" if rule == "express" else None)
