@@ -44,7 +44,7 @@ from rich.table import Table
 
 from legato.deliver.render import render_template
 from legato.guard.content import FAMILIES, ContentChecker, Finding, Message, family_verdicts, verdict
-from legato.playbook.loader import parse_playbook
+from legato.validation import parse_playbook
 from legato.playbook.models import Brand, Offer
 
 SUITE = Path(__file__).with_name("data") / "content_suite.yaml"

@@ -38,7 +38,7 @@ from legato.clock import FixedClock
 from legato.demo import demo_customers, hillstrom_table
 from legato.deliver.dispatch import transports
 from legato.engine import run_cycle
-from legato.playbook.loader import parse_playbook
+from legato.validation import parse_playbook
 from legato.store.db import connect
 from legato.store.ingest import import_customers, import_events
 

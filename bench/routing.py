@@ -22,7 +22,7 @@ from rich.table import Table
 from legato.audience.fields import StoreResolver
 from legato.decide.actions import action_space
 from legato.engine import _ActionTable, _Trust
-from legato.playbook.loader import parse_playbook
+from legato.validation import parse_playbook
 from legato.trust.escalation import Escalations
 
 N = 1_000_000

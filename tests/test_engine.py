@@ -15,7 +15,7 @@ from legato.clock import FixedClock
 from legato.deliver.dispatch import dispatch_due, transports
 from legato.engine import run_cycle
 from legato.errors import NothingToDoError
-from legato.playbook.loader import PlaybookError, parse_playbook
+from legato.validation import PlaybookError, parse_playbook
 from legato.playbook.models import Playbook
 from legato.store.ingest import import_customers, import_events
 from legato.store.schema import agents, audit_log, decisions, outbox, review_items

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from legato.clock import FixedClock
 from legato.deliver.dispatch import dispatch_due, transports
 from legato.engine import run_cycle
-from legato.playbook.loader import parse_playbook
+from legato.validation import parse_playbook
 from legato.store.ingest import import_customers
 from legato.store.schema import audit_log, decisions, outbox, policy_states
 from legato.trust.review import approve, list_items

@@ -32,7 +32,7 @@ from legato.deliver.dispatch import transports
 from legato.learn.simulation import Day, simulate
 from legato.learn.simulator import HillstromWorld
 from legato.monitor.lift import Lift, lift
-from legato.playbook.loader import load_playbook
+from legato.validation import load_playbook
 from legato.playbook.models import Playbook
 from legato.store.db import connect, sqlite_url
 from legato.store.ingest import import_customers, import_events

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from legato.clock import FixedClock
 from legato.deliver.dispatch import dispatch_due, transports
 from legato.engine import run_cycle
-from legato.playbook.loader import parse_playbook
+from legato.validation import parse_playbook
 from legato.playbook.models import Playbook
 from legato.store.ingest import import_customers, import_events
 from legato.store.schema import agents, decisions, outbox

@@ -19,7 +19,7 @@ from legato.deliver.render import (
     render_template,
     variant_hash,
 )
-from legato.playbook.loader import parse_playbook
+from legato.validation import parse_playbook
 from legato.playbook.models import Creative
 
 PLAYBOOK = parse_playbook("""

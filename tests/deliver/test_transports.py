@@ -10,7 +10,7 @@ from rich.console import Console
 
 from legato.deliver.channels import ConsoleTransport, FileTransport
 from legato.deliver.dispatch import transports
-from legato.playbook.loader import parse_playbook
+from legato.validation import parse_playbook
 
 
 def message(i: int) -> dict[str, object]:

@@ -22,7 +22,7 @@ from legato.deliver.dispatch import dispatch_due, transports
 from legato.deliver.render import variant_hash
 from legato.engine import run_cycle
 from legato.guard.contact import add_suppression
-from legato.playbook.loader import parse_playbook
+from legato.validation import parse_playbook
 from legato.playbook.models import Playbook
 from legato.store.ingest import import_customers, import_events
 from legato.store.schema import decisions, outbox, review_items

@@ -21,7 +21,7 @@ from legato.guard.content import (
     verdict,
 )
 from legato.deliver.render import render_template
-from legato.playbook.loader import parse_playbook
+from legato.validation import parse_playbook
 from legato.playbook.models import Brand, LegalIdentity, Offer, Voice
 
 EXAMPLE = parse_playbook(files("legato.playbook").joinpath("example/playbook.yaml").read_text(encoding="utf-8"))
@@ -177,7 +177,7 @@ def test_grading_and_tone_need_no_network(tmp_path: Path) -> None:
         "socket.socket.connect = refuse\nsocket.create_connection = refuse\n"
         "from importlib.resources import files\n"
         "from legato.guard.content import ContentChecker, Message, reading_grade\n"
-        "from legato.playbook.loader import parse_playbook\n"
+        "from legato.validation import parse_playbook\n"
         "brand = parse_playbook(files('legato.playbook').joinpath('example/playbook.yaml').read_text()).brand\n"
         "rude = 'Your old jacket is ugly and embarrassing. You look terrible. ' * 3\n"
         "print([f.rule for f in ContentChecker(brand).check(Message('sms', rude))])\n"

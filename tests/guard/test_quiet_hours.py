@@ -77,7 +77,7 @@ def test_sms_without_quiet_hours_gets_the_legal_floor() -> None:
     from importlib.resources import files
 
     from legato.guard.defaults import FLORIDA_CAP, TCPA, guardrails_in_force
-    from legato.playbook.loader import parse_playbook
+    from legato.validation import parse_playbook
 
     text = files("legato.playbook").joinpath("example/playbook.yaml").read_text(encoding="utf-8")
     with_sms = text.replace("  email: {kind: file, path: outbox/email.jsonl}", "  email: {kind: file, path: outbox/email.jsonl}\n  sms: {kind: file, path: outbox/sms.jsonl}")

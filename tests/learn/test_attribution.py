@@ -14,7 +14,7 @@ from legato.clock import FixedClock
 from legato.deliver.dispatch import dispatch_due, transports
 from legato.engine import run_cycle
 from legato.monitor.lift import lift
-from legato.playbook.loader import parse_playbook
+from legato.validation import parse_playbook
 from legato.store.ingest import import_events
 from legato.store.schema import decisions, policy_states
 

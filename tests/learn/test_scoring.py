@@ -14,7 +14,7 @@ from legato.audience.segments import segment_sample
 from legato.clock import FixedClock
 from legato.engine import run_cycle
 from legato.learn.scoring import FEATURES, refresh_scores, scores_in_use, snapshot
-from legato.playbook.loader import parse_playbook
+from legato.validation import parse_playbook
 from legato.playbook.models import ScoringSettings
 from legato.store.ingest import import_customers, import_events
 from legato.store.schema import score_models, traits

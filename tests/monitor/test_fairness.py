@@ -12,7 +12,7 @@ from legato.clock import FixedClock
 from legato.deliver.dispatch import transports
 from legato.engine import run_cycle
 from legato.monitor.fairness import audit_fairness
-from legato.playbook.loader import parse_playbook
+from legato.validation import parse_playbook
 from legato.store.ingest import import_customers
 from legato.store.schema import audit_log
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from legato.errors import LegatoError
-from legato.playbook.loader import PlaybookError, load_playbook, parse_playbook
+from legato.validation import PlaybookError, load_playbook, parse_playbook
 
 EXAMPLE = files("legato.playbook").joinpath("example/playbook.yaml").read_text(encoding="utf-8")
 

@@ -14,7 +14,7 @@ from legato.cli.app import app
 from legato.clock import FixedClock
 from legato.deliver.dispatch import transports
 from legato.engine import run_cycle
-from legato.playbook.loader import parse_playbook
+from legato.validation import parse_playbook
 from legato.store.schema import audit_log, consents, inbound_messages, outbox
 from legato.trust.inbound import classify, receive
 from legato.trust.review import list_items, resolve

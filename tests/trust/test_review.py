@@ -16,7 +16,7 @@ from legato.clock import FixedClock
 from legato.deliver.channels import Transport
 from legato.deliver.dispatch import dispatch_due, transports
 from legato.engine import run_cycle
-from legato.playbook.loader import parse_playbook
+from legato.validation import parse_playbook
 from legato.playbook.models import Playbook
 from legato.store.schema import audit_log, decisions, outbox, review_items
 from legato.trust.review import (

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from legato.clock import FixedClock
 from legato.deliver.dispatch import transports
 from legato.engine import run_cycle
-from legato.playbook.loader import parse_playbook
+from legato.validation import parse_playbook
 from legato.playbook.models import Playbook
 from legato.store.ingest import import_customers
 from legato.trust.review import ReviewError, approve, edit, list_items, show_item

@@ -65,7 +65,8 @@ def validate(
 
     Example: `legato validate playbook.yaml`
     """
-    from legato.playbook.loader import PlaybookError, load_playbook
+    from legato.playbook.loader import render_problems
+    from legato.validation import PlaybookError, content_problems, load_playbook
 
     try:
         loaded = load_playbook(playbook)
@@ -76,8 +77,19 @@ def validate(
         fail(error)
     except LegatoError as error:
         fail(error)
+    # Each creative through the one check of a message: what the guardrails would block at
+    # every send makes the playbook invalid; escalations and warnings are notes.
+    text = playbook.read_text(encoding="utf-8")
+    blocked = render_problems(text, str(playbook), content_problems(loaded))
+    notes = render_problems(text, str(playbook), content_problems(loaded, severities=("escalate", "warn")))
+    if blocked:
+        if as_json:
+            emit_json({"valid": False, "problems": blocked, "notes": notes})
+            raise typer.Exit(2)
+        fail(PlaybookError(str(playbook), blocked))
     summary = {
         "valid": True,
+        "notes": notes,
         "objectives": len(loaded.objectives),
         "segments": len(loaded.segments),
         "creatives": len(loaded.creatives),
@@ -86,6 +98,8 @@ def validate(
     if as_json:
         emit_json(summary)
         return
+    for note in notes:
+        console.print(f"note: {note}", markup=False, highlight=False)
     console.print(
         f"[green]✓[/] {playbook} is valid: {summary['objectives']} objectives, {summary['segments']} segments, "
         f"{summary['creatives']} creatives, {summary['agents']} agents"
@@ -147,7 +161,7 @@ def segment(
     Example: `legato segment playbook.yaml big_spenders --limit 5`
     """
     from legato.audience.segments import segment_sample
-    from legato.playbook.loader import load_playbook
+    from legato.validation import load_playbook
     from legato.store.db import connect
 
     try:
@@ -180,7 +194,7 @@ def run(
     """
     from legato.deliver.dispatch import transports
     from legato.engine import run_cycle
-    from legato.playbook.loader import load_playbook
+    from legato.validation import load_playbook
     from legato.store.db import connect
 
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
@@ -38,22 +38,27 @@ def _group() -> None:
 STYLE = {"block": "bold white on red", "escalate": "black on yellow", "warn": "black on cyan"}
 
 
-class Channel(str, Enum):
-    sms = "sms"
-    email = "email"
-    push = "push"
-    whatsapp = "whatsapp"
+Channel = Enum("Channel", {name: name for name in REGISTRY if name != "webhook"}, type=str)  # type: ignore[misc]
+
+
+class Purpose(str, Enum):
+    marketing = "marketing"
+    transactional = "transactional"
 
 
 @check_app.command("message")
 def message(
-    channel: Annotated[Channel, typer.Option(help="The channel the message goes out on.")],
+    channel: Annotated[Optional[Channel], typer.Option(help="The channel the message goes out on (a creative has its own).")] = None,
     text: Annotated[str | None, typer.Option("--text", help="The message itself.")] = None,
     file: Annotated[Path | None, typer.Option("--file", help="A UTF-8 file holding the message.")] = None,
     playbook: Annotated[
         Path | None, typer.Option(help="Apply this playbook's brand voice, legal identity and offers.")
     ] = None,
     offer: Annotated[str | None, typer.Option(help="The playbook offer the message carries (its deadline counts).")] = None,
+    creative: Annotated[
+        str | None, typer.Option(help="Check this creative of the playbook as the cycle does (rendered for a stand-in customer).")
+    ] = None,
+    purpose: Annotated[Purpose, typer.Option(help="Marketing, or transactional (an order update: no opt-out needed).")] = None,  # type: ignore[assignment]
     first_sms: Annotated[
         bool, typer.Option("--first-sms/--not-first-sms", help="The first SMS to this number (needs brand and STOP wording).")
     ] = True,
@@ -64,15 +69,19 @@ def message(
     Example: `legato check message --channel sms --text "Hillside: new boots are in. Reply STOP to opt out."`
     """
     try:
-        raw = _read(text, file)
         checker = _load(playbook)
         if offer is not None and offer not in checker.offers:
             known = ", ".join(sorted(checker.offers)) or "none"
             raise LegatoError(f"offer '{offer}' is not in the playbook", hint=f"offers: {known}")
-        checked = parse_message(channel.value, raw)
+        if creative is not None:
+            checked, findings = _creative(checker, creative, offer, text, file, channel, purpose)
+        else:
+            if channel is None:
+                raise LegatoError("say which channel the message goes out on", hint="--channel sms (or give --creative ID with --playbook)")
+            checked = parse_message(channel.value, _read(text, file), purpose=(purpose or Purpose.marketing).value)
+            findings = checker.check_text(checked, offer_id=offer, first=first_sms)
     except LegatoError as error:
         fail(error)
-    findings = checker.check_text(checked, offer_id=offer, first=first_sms)
     result = verdict(findings)
     if as_json:
         emit_json({"verdict": result, "findings": [_as_dict(f) for f in findings]})
@@ -81,20 +90,38 @@ def message(
     raise typer.Exit(1 if result == "block" else 0)
 
 
-def parse_message(channel: str, raw: str) -> Message:
+def _creative(
+    checker: MessageChecker, creative: str, offer: str | None, text: str | None, file: Path | None, channel: Any, purpose: Any
+) -> tuple[Message, list[Finding]]:
+    """A playbook creative through the one check, exactly as the cycle checks its variants."""
+    if text is not None or file is not None or channel is not None or purpose is not None:
+        raise LegatoError(
+            "--creative takes the text, channel and purpose from the playbook",
+            hint="leave out --text, --file, --channel and --purpose, or check a text of your own without --creative",
+        )
+    checker.playbook  # noqa: B018 - a creative needs its playbook; this names the fix when there is none
+    check = checker.check(checker.variant(creative, offer))
+    if check.rendered is None:
+        return Message(check.channel, checker.variant(creative, offer).creative.body, purpose=check.purpose), list(check.findings)
+    message = check.message()
+    assert message is not None
+    return message, list(check.findings)
+
+
+def parse_message(channel: str, raw: str, *, purpose: str = "marketing") -> Message:
     """A :class:`Message` from text as a person writes it: a channel with a heading (the
     registry's: an e-mail's ``Subject:``, a push notification's ``Title:``) starts with it."""
     raw = raw.replace("\r\n", "\n")
     spec = REGISTRY[channel]
     if spec.heading is None or spec.heading_label is None:
-        return Message(channel, raw)
+        return Message(channel, raw, purpose=purpose)
     heading, body = _split_header(raw, spec.heading_label)
     if heading is None and channel == "email":
         raise LegatoError(
             "an e-mail must start with a 'Subject:' line, then a blank line, then the body",
             hint='for example --text "Subject: New boots\\n\\nHello, ..." (in a file, put each on its own line)',
         )
-    return Message(channel, body, **{spec.heading: heading})
+    return Message(channel, body, purpose=purpose, **{spec.heading: heading})
 
 
 def _split_header(raw: str, label: str) -> tuple[str | None, str]:
@@ -125,7 +152,7 @@ def _load(playbook: Path | None) -> MessageChecker:
     """The one check with the playbook's brand and offers, or the built-in defaults without one."""
     if playbook is None:
         return MessageChecker(None)
-    from legato.playbook.loader import load_playbook
+    from legato.validation import load_playbook
 
     return MessageChecker(load_playbook(playbook))
 

@@ -97,7 +97,7 @@ def customers(
     mapping = _pairs(map, "--map")
     types: dict[str, str] = {}
     if playbook is not None:
-        from legato.playbook.loader import load_playbook
+        from legato.validation import load_playbook
 
         try:
             types = {name: kind.value for name, kind in load_playbook(playbook).attributes.items()}

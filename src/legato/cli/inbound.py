@@ -35,7 +35,7 @@ def receive_command(
 
     Example: `legato inbound receive playbook.yaml --customer C42 --channel sms --text "STOP"`
     """
-    from legato.playbook.loader import load_playbook
+    from legato.validation import load_playbook
     from legato.store.db import connect
     from legato.trust.inbound import receive
 

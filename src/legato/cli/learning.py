@@ -62,7 +62,7 @@ def simulate(
     from legato.demo import ARMS, prepare_world
     from legato.learn.simulation import simulate as run_simulation
     from legato.monitor.lift import lift
-    from legato.playbook.loader import load_playbook
+    from legato.validation import load_playbook
 
     try:
         arms = _arms(arm) if arm else dict(ARMS)
@@ -136,7 +136,7 @@ def evaluate(
 
     from legato.decide.registry import check_policy
     from legato.learn.evaluate import evaluate_candidate
-    from legato.playbook.loader import load_playbook
+    from legato.validation import load_playbook
     from legato.playbook.models import PolicySpec
     from legato.store.db import connect
 
@@ -188,7 +188,7 @@ def score(
     """
     from legato.clock import SystemClock, parse_instant
     from legato.learn.scoring import refresh_scores
-    from legato.playbook.loader import load_playbook
+    from legato.validation import load_playbook
     from legato.store.db import connect
 
     try:

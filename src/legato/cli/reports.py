@@ -130,7 +130,7 @@ def fairness(
     """
     from legato.clock import parse_instant
     from legato.monitor.fairness import audit_fairness
-    from legato.playbook.loader import load_playbook
+    from legato.validation import load_playbook
     from legato.store.db import connect
 
     try:

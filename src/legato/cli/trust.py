@@ -67,7 +67,7 @@ def _now(at: str | None) -> datetime:
 def _playbook(path: Path | None) -> Any:
     if path is None:
         return None
-    from legato.playbook.loader import load_playbook
+    from legato.validation import load_playbook
 
     return load_playbook(path)
 
@@ -224,7 +224,7 @@ def approve_command(
 
     Example: `legato review approve 42 --hash 3f1c... --reviewer ana --playbook playbook.yaml`
     """
-    from legato.playbook.loader import load_playbook
+    from legato.validation import load_playbook
     from legato.trust.review import approve
 
     try:

@@ -1,43 +1,43 @@
 """Load a playbook file and report every problem in it at once, each with its place.
 
-Problems come from three layers, collected rather than stopping at the first: YAML syntax
-(and duplicate keys), the Pydantic models (types, unknown keys, limits) and the
-cross-section checks in :mod:`legato.playbook.references`. Each is printed as
+Problems come from four layers, collected rather than stopping at the first: YAML syntax
+(and duplicate keys), the Pydantic models (types, unknown keys, limits), the playbook's own
+references (:mod:`legato.playbook.links`) and the checks of the packages it configures,
+which the caller hands in (``checks``; :mod:`legato.validation` holds them, so this package
+imports none of the packages it configures). Each is printed as
 ``FILE:LINE:COL: path.to.field: message`` with a hint where one helps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from legato.errors import LegatoError
+from legato.playbook.links import check_links
 from legato.playbook.models import Playbook
-from legato.playbook.positions import Mark, PositionMap, compose_positions
-from legato.playbook.positions import Path as FieldPath
+from legato.playbook.positions import PositionMap, compose_positions
+from legato.playbook.positions import Mark
+from legato.playbook.problems import Problem
+
+__all__ = ["PlaybookChecks", "PlaybookError", "Problem", "load_playbook", "parse_playbook", "render_problems"]
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong in a playbook, where it is and how to fix it."""
+class PlaybookChecks(Protocol):
+    """What the packages a playbook configures check in it (see :mod:`legato.validation`)."""
 
-    path: FieldPath
-    message: str
-    hint: str | None = None
-    mark: Mark | None = None
-    offset: int | None = None  # character inside the scalar at ``path``, for expressions
+    def raw(self, data: Mapping[str, Any]) -> list[Problem]:
+        """Problems found in the raw YAML data, so they show even when the models reject it."""
+        ...
 
-    def dotted(self) -> str:
-        text = ""
-        for part in self.path:
-            text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
-        return text or "(top level)"
+    def model(self, playbook: Playbook) -> list[Problem]:
+        """Problems in a playbook that passed the models."""
+        ...
 
 
 class PlaybookError(LegatoError):
@@ -52,7 +52,7 @@ class PlaybookError(LegatoError):
         )
 
 
-def load_playbook(path: str | Path) -> Playbook:
+def load_playbook(path: str | Path, *, checks: PlaybookChecks) -> Playbook:
     """Read, validate and cross-check a playbook; raise :class:`PlaybookError` listing all problems."""
     path = Path(path)
     try:
@@ -63,10 +63,10 @@ def load_playbook(path: str | Path) -> Playbook:
         ) from None
     except (UnicodeDecodeError, IsADirectoryError) as exc:
         raise LegatoError(f"{path}: cannot be read as a UTF-8 YAML file ({exc})") from None
-    return parse_playbook(text, str(path))
+    return parse_playbook(text, str(path), checks=checks)
 
 
-def parse_playbook(text: str, file: str = "<playbook>") -> Playbook:
+def parse_playbook(text: str, file: str = "<playbook>", *, checks: PlaybookChecks) -> Playbook:
     try:
         _, positions = compose_positions(text)
     except yaml.YAMLError as exc:
@@ -79,15 +79,14 @@ def parse_playbook(text: str, file: str = "<playbook>") -> Playbook:
     if not isinstance(data, dict):
         problems.append(Problem((), "a playbook is a YAML mapping with brand, objectives, agents, ..."))
         raise PlaybookError(file, _render(file, problems, positions))
-    from legato.playbook.references import check_references, expression_problems
-
-    problems.extend(expression_problems(data))
+    problems.extend(checks.raw(data))
     try:
         playbook = Playbook.model_validate(data)
     except ValidationError as exc:
         problems.extend(_pydantic_problems(exc, data))
         raise PlaybookError(file, _render(file, problems, positions)) from None
-    problems.extend(check_references(playbook))
+    problems.extend(check_links(playbook))
+    problems.extend(checks.model(playbook))
     if problems:
         raise PlaybookError(file, _render(file, problems, positions))
     return playbook
@@ -163,6 +162,12 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
         if found is not None:
             return found
     return None
+
+
+def render_problems(text: str, file: str, problems: list[Problem]) -> list[str]:
+    """``FILE:LINE:COL: field: message`` lines for problems found in an already loaded playbook."""
+    _, positions = compose_positions(text)
+    return _render(file, problems, positions)
 
 
 def _render(file: str, problems: list[Problem], positions: PositionMap) -> list[str]:
