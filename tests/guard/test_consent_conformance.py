@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -18,14 +19,13 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from legato.clock import FixedClock
-from legato.deliver.dispatch import dispatch_due, transports
-from legato.deliver.render import variant_hash
+from legato.deliver.dispatch import transports
 from legato.engine import run_cycle
 from legato.guard.contact import add_suppression
 from legato.validation import parse_playbook
 from legato.playbook.models import Playbook
 from legato.store.ingest import import_customers, import_events
-from legato.store.schema import decisions, outbox, review_items
+from legato.store.schema import decisions, review_items
 from legato.trust.review import show_item
 
 AT = datetime(2024, 3, 4, 8, 0, tzinfo=timezone.utc)
@@ -135,64 +135,27 @@ def cycle_answers(engine: Engine, pb: Playbook, tmp_path: Path) -> dict[tuple[st
     return answers
 
 
-def proposals(engine: Engine, pb: Playbook) -> dict[tuple[str, str], int]:
-    """A proposed message for every customer from every agent, queued for review (decision ids)."""
-    ids: dict[tuple[str, str], int] = {}
-    with engine.begin() as c:
-        cycle = c.execute(sa.text("SELECT max(id) FROM cycles")).scalar_one()
-        for agent in pb.agents:
-            creative = pb.creative(agent.actions.creatives[0])
-            for customer in HISTORIES:
-                decision = c.execute(
-                    sa.insert(decisions).values(
-                        cycle_id=cycle, agent_id=agent.id, customer_id=customer, decided_at=AT, action=creative.id,
-                        creative_id=creative.id, channel=creative.channel.value, send_at=AT + timedelta(hours=1),
-                        propensity=1.0, expected_value=0.0, holdout=False, findings="[]", route="review", status="queued",
-                        content_hash=variant_hash(creative, None),
-                    ).returning(decisions.c.id)
-                ).scalar_one()
-                c.execute(
-                    sa.insert(review_items).values(
-                        decision_id=decision, agent_id=agent.id, reason="trust_stage_0", priority=50, status="open",
-                        created_at=AT, content_hash=variant_hash(creative, None),
-                    )
-                )
-                ids[(agent.id, customer)] = decision
-    return ids
-
-
 def review_answers(engine: Engine, pb: Playbook, ids: dict[tuple[str, str], int]) -> dict[tuple[str, str], str | None]:
     with engine.connect() as c:
         items = dict(c.execute(sa.select(review_items.c.decision_id, review_items.c.id)).all())
     return {key: show_item(engine, items[decision], playbook=pb, now=AT + timedelta(hours=1)).standing for key, decision in ids.items()}
 
 
-def dispatch_answers(engine: Engine, pb: Playbook, ids: dict[tuple[str, str], int], tmp_path: Path) -> dict[tuple[str, str], str | None]:
-    """The dispatcher's re-check of the same proposals, as if each had been approved."""
-    with engine.begin() as c:
-        c.execute(sa.delete(outbox))  # only the proposals are due
-        for (agent, customer), decision in ids.items():
-            channel = pb.creative(agent).channel.value
-            c.execute(sa.insert(outbox).values(decision_id=decision, customer_id=customer, channel=channel, send_at=AT + timedelta(hours=1), status="pending", attempts=0))
-    dispatch_due(engine, pb, FixedClock(AT + timedelta(hours=1)), transports(pb, tmp_path / "dispatch"))
-    with engine.connect() as c:
-        rows = c.execute(sa.select(outbox.c.decision_id, outbox.c.status, outbox.c.error)).all()
-    by_decision = {d: (status, error) for d, status, error in rows}
-    answers: dict[tuple[str, str], str | None] = {}
-    for key, decision in ids.items():
-        status, error = by_decision[decision]
-        answers[key] = None if status == "sent" else error.rsplit("(", 1)[1].split(")")[0]
-    return answers
+def dispatch_answers(rows: dict[tuple[str, str], tuple[str, str | None]]) -> dict[tuple[str, str], str | None]:
+    """The dispatcher's reason code from its error text (None: sent)."""
+    return {key: None if status == "sent" else str(error).rsplit("(", 1)[1].split(")")[0] for key, (status, error) in rows.items()}
 
 
 @pytest.mark.parametrize("rule", list(RULES))
-def test_the_cycle_the_dispatcher_and_the_review_queue_agree_on_consent(engine: Engine, tmp_path: Path, rule: str) -> None:
+def test_the_cycle_the_dispatcher_and_the_review_queue_agree_on_consent(
+    engine: Engine, tmp_path: Path, rule: str, propose: Any, dispatch_all: Any
+) -> None:
     pb = make_playbook(rule)
     load(engine)
     cycle = cycle_answers(engine, pb, tmp_path)
-    ids = proposals(engine, pb)
+    ids = propose(engine, pb, HISTORIES, AT + timedelta(hours=1))
     review = review_answers(engine, pb, ids)
-    dispatch = dispatch_answers(engine, pb, ids, tmp_path)
+    dispatch = dispatch_answers(dispatch_all(engine, pb, ids, AT + timedelta(hours=1)))
     assert set(cycle) == set(review) == set(dispatch) == {(f"{c}_{p}", h) for c in CHANNELS for p in PURPOSES for h in HISTORIES}
     disagreements = {key: (cycle[key], review[key], dispatch[key]) for key in cycle if not cycle[key] == review[key] == dispatch[key]}
     assert disagreements == {}
