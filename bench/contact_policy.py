@@ -52,10 +52,8 @@ def main() -> int:
         "contact_country": np.full(N, "US", dtype=object),
         "contact_region": np.where(rng.random(N) < 0.06, "FL", None).astype(object),
         "reachable_sms": (rng.random(N) < 0.97).astype(np.int64),
-        # The consent rule's verdict column: None where it allows (legato.guard.consent).
-        "consent_sms": np.select(
-            [rng.random(N) < 0.02, rng.random(N) < 0.1], ["consent_revoked", "no_consent"], None
-        ).astype(object),
+        # The consent rule's verdict column (legato.guard.consent): 0 allows, 1 revoked, 2 no consent.
+        "consent_sms": np.select([rng.random(N) < 0.02, rng.random(N) < 0.1], [1, 2], 0).astype(np.int64),
     }
     for i, count in enumerate(counts):
         columns[f"cap_count_{i}"] = count

@@ -22,7 +22,7 @@ from sqlalchemy import cast as sa_cast
 
 from legato.channels import REGISTRY
 from legato.errors import LegatoError
-from legato.guard.consent import MARKETING, ConsentBlock, ConsentRecord, ConsentRule
+from legato.guard.consent import ALLOWED, MARKETING, ConsentBlock, ConsentRecord, ConsentRule
 from legato.guard.quiet_hours import apply_quiet_hours, candidate_zones, zone_named
 from legato.playbook.models import FrequencyCap, Guardrails
 from legato.store.schema import consents, customers, decisions, inbound_messages, outbox, review_items, suppressions, traits
@@ -197,9 +197,9 @@ def facts_from_columns(
         zones=zones,
         regions=regions,
         reachable={c: columns[f"reachable_{c}"].astype(bool) for c in channels},
-        # The consent rule's SQL verdict per channel: NULL where it allows, else why not.
-        consented={c: np.asarray(columns[f"consent_{c}"] == None, dtype=bool) for c in channels},  # noqa: E711 - elementwise
-        revoked={c: np.asarray(columns[f"consent_{c}"] == ConsentBlock.REVOKED.value, dtype=bool) for c in channels},
+        # The consent rule's SQL verdict per channel: ALLOWED (0), else the code of why not.
+        consented={c: columns[f"consent_{c}"].astype(np.int64) == ALLOWED for c in channels},
+        revoked={c: columns[f"consent_{c}"].astype(np.int64) == ConsentBlock.REVOKED.code for c in channels},
         cap_counts=[columns[f"cap_count_{i}"].astype(np.int64) for i in range(len(guardrails.frequency_caps))],
         cap_oldest=[_to_datetime64(columns[f"cap_oldest_{i}"]) for i in range(len(guardrails.frequency_caps))],
         cap_latest=[_to_datetime64(columns[f"cap_latest_{i}"]) for i in range(len(guardrails.frequency_caps))],
