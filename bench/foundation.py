@@ -37,7 +37,7 @@ from legato.audience.segments import condition
 from legato.clock import FixedClock
 from legato.demo import demo_customers, hillstrom_table
 from legato.deliver.dispatch import transports
-from legato.engine import run_cycle
+from legato.cycle import run_cycle
 from legato.validation import parse_playbook
 from legato.store.db import connect
 from legato.store.ingest import import_customers, import_events

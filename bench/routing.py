@@ -21,7 +21,8 @@ from rich.table import Table
 
 from legato.audience.fields import StoreResolver
 from legato.decide.actions import action_space
-from legato.engine import _ActionTable, _Trust
+from legato.cycle.action_table import ActionTable
+from legato.cycle.trust_routing import Trust
 from legato.validation import parse_playbook
 from legato.trust.escalation import Escalations
 
@@ -60,7 +61,7 @@ agents:
 def main() -> int:
     playbook = parse_playbook(PLAYBOOK)
     agent = playbook.agents[0]
-    table = _ActionTable(playbook, action_space(playbook, agent))
+    table = ActionTable(playbook, action_space(playbook, agent))
     escalations = Escalations(agent, StoreResolver(playbook, datetime(2024, 3, 4, tzinfo=timezone.utc), "sqlite"), "sqlite")
     rng = np.random.default_rng(0)
     chosen = rng.integers(0, len(table.actions), N)
@@ -74,7 +75,7 @@ def main() -> int:
     expected, propensity = rng.random(N), rng.random(N)
     rows = []
     for stage in (0, 1, 2, 3):
-        trust = _Trust(stage, escalations, {("a", "small")}, table, playbook)
+        trust = Trust(stage, escalations, {("a", "small")}, table, playbook)
         times = []
         for _ in range(5):
             start = time.perf_counter()

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from legato.clock import FixedClock
 from legato.deliver.dispatch import dispatch_due, transports
-from legato.engine import run_cycle
+from legato.cycle import run_cycle
 from legato.errors import NothingToDoError
 from legato.validation import PlaybookError, parse_playbook
 from legato.playbook.models import Playbook
@@ -247,9 +247,9 @@ def test_dispatch_blocks_personal_data_that_personalization_brings_in(engine: En
 
 
 def test_pages_cover_the_audience_exactly_once(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import legato.engine
+    import legato.cycle.run
 
-    monkeypatch.setattr(legato.engine, "PAGE", 7)
+    monkeypatch.setattr(legato.cycle.run, "PAGE", 7)
     load_customers(engine, n=100)
     pb = playbook(stage=2)
     report = run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))

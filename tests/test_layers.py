@@ -13,7 +13,7 @@ from pathlib import Path
 import legato
 
 SRC = Path(legato.__file__).resolve().parent
-CONFIGURED = ("legato.audience", "legato.decide", "legato.deliver", "legato.guard", "legato.trust", "legato.learn", "legato.store", "legato.monitor", "legato.cycle", "legato.engine", "legato.validation")
+CONFIGURED = ("legato.audience", "legato.decide", "legato.deliver", "legato.guard", "legato.trust", "legato.learn", "legato.store", "legato.monitor", "legato.cycle", "legato.validation")
 
 
 def imports_of(path: Path) -> set[str]:

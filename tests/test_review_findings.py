@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from legato.clock import FixedClock
 from legato.deliver.dispatch import dispatch_due, transports
-from legato.engine import run_cycle
+from legato.cycle import run_cycle
 from legato.validation import parse_playbook
 from legato.store.ingest import import_customers
 from legato.store.schema import audit_log, decisions, outbox, policy_states

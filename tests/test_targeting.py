@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from legato.clock import FixedClock
 from legato.deliver.dispatch import dispatch_due, transports
-from legato.engine import run_cycle
+from legato.cycle import run_cycle
 from legato.monitor.lift import lift
 from legato.validation import parse_playbook
 from legato.playbook.models import Playbook

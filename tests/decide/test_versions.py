@@ -16,7 +16,7 @@ from legato.cli.app import app
 from legato.clock import FixedClock
 from legato.decide.versions import list_versions, roll_back
 from legato.deliver.dispatch import dispatch_due, transports
-from legato.engine import run_cycle
+from legato.cycle import run_cycle
 from legato.errors import LegatoError
 from legato.store.ingest import import_events
 from legato.store.schema import audit_log, decisions, policy_states

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 
 from legato.clock import FixedClock
 from legato.deliver.dispatch import transports
-from legato.engine import run_cycle
+from legato.cycle import run_cycle
 from legato.guard.contact import add_suppression
 from legato.validation import parse_playbook
 from legato.playbook.models import Playbook

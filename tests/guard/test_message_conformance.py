@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from legato.cli.app import app
 from legato.clock import FixedClock
 from legato.deliver.dispatch import transports
-from legato.engine import run_cycle
+from legato.cycle import run_cycle
 from legato.guard.findings import verdict as worst
 from legato.store.ingest import import_customers
 from legato.store.schema import decisions, review_items

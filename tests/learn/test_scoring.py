@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from legato.audience.segments import segment_sample
 from legato.clock import FixedClock
-from legato.engine import run_cycle
+from legato.cycle import run_cycle
 from legato.learn.scoring import FEATURES, refresh_scores, scores_in_use, snapshot
 from legato.validation import parse_playbook
 from legato.playbook.models import ScoringSettings

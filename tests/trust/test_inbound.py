@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from legato.cli.app import app
 from legato.clock import FixedClock
 from legato.deliver.dispatch import transports
-from legato.engine import run_cycle
+from legato.cycle import run_cycle
 from legato.validation import parse_playbook
 from legato.store.schema import audit_log, consents, inbound_messages, outbox
 from legato.trust.inbound import classify, receive

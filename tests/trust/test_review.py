@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from legato.clock import FixedClock
 from legato.deliver.channels import Transport
 from legato.deliver.dispatch import dispatch_due, transports
-from legato.engine import run_cycle
+from legato.cycle import run_cycle
 from legato.validation import parse_playbook
 from legato.playbook.models import Playbook
 from legato.store.schema import audit_log, decisions, outbox, review_items

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from legato.clock import FixedClock
 from legato.deliver.dispatch import transports
-from legato.engine import run_cycle
+from legato.cycle import run_cycle
 from legato.validation import parse_playbook
 from legato.playbook.models import Playbook
 from legato.store.ingest import import_customers

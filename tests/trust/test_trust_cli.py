@@ -144,7 +144,7 @@ def test_a_b2b_renewal_a_high_value_upsell_and_an_angry_reply_wait_in_one_queue(
     from legato.cli.app import app
     from legato.clock import FixedClock
     from legato.deliver.dispatch import transports
-    from legato.engine import run_cycle
+    from legato.cycle import run_cycle
     from legato.validation import load_playbook
 
     from tests.trust.test_routing import B2B_AND_UPSELL_RULES, b2b_and_upsell_store

@@ -193,7 +193,7 @@ def run(
     Example: `legato run playbook.yaml --at 2024-03-04T09:00`
     """
     from legato.deliver.dispatch import transports
-    from legato.engine import run_cycle
+    from legato.cycle import run_cycle
     from legato.validation import load_playbook
     from legato.store.db import connect
 
@@ -247,7 +247,7 @@ def _refuse_going_back(engine: object, now: object) -> None:
 
 
 def cycle_table(title: str, report: object) -> Table:
-    from legato.engine import CycleReport
+    from legato.cycle import CycleReport
 
     assert isinstance(report, CycleReport)
     table = Table(title=title, title_justify="left")

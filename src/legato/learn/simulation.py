@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from legato.clock import FixedClock
 from legato.deliver.channels import Transport
 from legato.deliver.dispatch import dispatch_due
-from legato.engine import CycleReport, run_cycle
+from legato.cycle import CycleReport, run_cycle
 from legato.learn.simulator import ARMS, HillstromWorld, Sent
 from legato.playbook.models import Playbook
 from legato.store.ingest import import_events

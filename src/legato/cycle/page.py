@@ -1,0 +1,154 @@
+"""One page of customers: features, holdouts, the policy's choice, guardrails, budget and routing."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import Connection
+
+from legato.cycle.action_table import ActionTable
+from legato.cycle.budget import Budget, spend_budget
+from legato.cycle.report import AgentReport
+from legato.cycle.targeting import Targeting
+from legato.cycle.trust_routing import Trust
+from legato.cycle.write import queue_reviews, write_page
+from legato.decide.features import encode_allowed, feature_matrix
+from legato.decide.holdout import in_global_control, in_holdout, unit_hash
+from legato.decide.policy import Policy
+from legato.decide.send_time import HourPreference, customer_counts
+from legato.decide.timing import next_send_times
+from legato.decide.uplift_gate import HOLDOUT_UNREACHABLE
+from legato.guard.contact import check_contacts, facts_from_columns
+from legato.guard.defaults import guardrails_in_force
+from legato.playbook.models import Agent, Playbook
+from legato.trust.ladder import EXECUTE, REVIEW, Stage
+
+
+def decide_page(
+    connection: Connection,
+    playbook: Playbook,
+    agent: Agent,
+    trust: Trust,
+    targeting: Targeting,
+    cycle_id: int,
+    now: datetime,
+    policy: Policy,
+    table: ActionTable,
+    channels: list[str],
+    columns: dict[str, npt.NDArray[Any]],
+    budget: Budget,
+    rng: np.random.Generator,
+    report: AgentReport,
+) -> None:
+    ids = columns["id"].astype(str)
+    n = len(ids)
+    report.audience += n
+    # The program-wide control group gets no marketing from any agent; it is not the agent's holdout.
+    control = in_global_control(ids, playbook.global_control) if table.marketing_any else np.zeros(n, dtype=bool)
+    holdout = in_holdout(ids, agent.id, agent.holdout) & ~control
+    features = feature_matrix([columns[f"f_{i}"] for i in range(len(agent.features))], n)
+    guardrails = guardrails_in_force(playbook)
+    facts = facts_from_columns(columns, guardrails, channels)
+    chosen = np.full(n, -1, dtype=np.int64)
+    propensity = np.ones(n)
+    expected = np.zeros(n)
+    active = ~holdout & ~control
+    # The policy chooses only among the channels each customer can receive now (consent,
+    # contact point, suppression list, WhatsApp's window); who can receive none gets no decision.
+    standing = table.standing(facts, n)
+    reach = table.reachable(standing, n)
+    reachable = reach[:, table.send_actions].any(axis=1) if table.send_actions.any() else np.ones(n, dtype=bool)
+    unreachable = active & ~reachable
+    active &= ~unreachable
+    # Then the uplift gate, among those a message could reach (its top share is of them).
+    gated = np.zeros(n, dtype=bool)
+    if targeting.gate is not None and not targeting.gate.is_open:
+        passes, _ = targeting.gate.passes(features[active])
+        gated[active] = ~passes
+        active &= ~gated
+    batch = policy.decide(features[active], rng, allowed=None if reach[active].all() else reach[active])
+    chosen[active] = batch.actions
+    propensity[active] = batch.propensities
+    expected[active] = batch.expected_values
+    # A fixed rule takes no action (-1) for a customer who cannot receive its message.
+    declined = active & (chosen < 0)
+
+    channel = np.full(n, None, dtype=object)
+    acting = chosen >= 0
+    channel[acting] = table.channel[chosen[acting]]
+    sends = channel != None  # noqa: E711 - elementwise on objects
+    send_at = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
+    window = np.zeros(n, dtype=np.int64)
+    window[sends] = table.window_index[chosen[sends]]
+    hours = None
+    own_history = np.zeros(n, dtype=bool)
+    if targeting.population_hours is not None and sends.any():
+        counts = customer_counts(connection, ids[sends], now, agent.send_time)
+        preference = HourPreference.estimate(counts, targeting.population_hours, agent.send_time.min_events)
+        hours = preference.best_hours(table.unique_windows, window[sends])
+        own_history[sends] = preference.own_history
+    send_at[sends] = next_send_times(now, columns["time_zone"][sends], table.unique_windows, window[sends], hours)
+
+    # Guardrails first, so that only sends that may go out use up the budget.
+    index = np.where(chosen >= 0, chosen, 0)
+    verdict = check_contacts(
+        channel,
+        send_at,
+        facts,
+        guardrails,
+        marketing=table.marketing[index],
+        tags=[table.tags[i] for i in index.tolist()],
+        templates=table.approved_template[index],
+    )
+    reasons = verdict.reasons.copy()
+    reasons[unreachable] = table.unreachable_reasons(standing, np.flatnonzero(unreachable))
+    reasons[declined] = "rule_action_unavailable"
+    send_at = np.where(sends, verdict.send_at, send_at)
+    off_content = sends & verdict.allowed & table.content_block[index]
+    reasons[off_content] = np.char.add("content:", table.content_rule[index][off_content].astype(str)).astype(object)
+    awaiting = sends & verdict.allowed & ~off_content & columns["awaiting_review"].astype(bool)
+    reasons[awaiting] = "awaiting_review"
+    blocked = sends & ~(verdict.allowed & ~off_content & ~awaiting)
+    over_budget, budget_reason = spend_budget(sends & ~blocked, chosen, expected, table, budget, rng)
+    reasons[over_budget] = budget_reason[over_budget]
+    allowed = sends & ~blocked & ~over_budget
+    # Escalations (rules, content findings) reach a person whatever the agent's stage.
+    routes, review_reason, review_priority = trust.route(agent, allowed, chosen, columns, expected, propensity)
+    escalated = (routes == REVIEW) & (review_reason != "trust_stage_0")
+    reasons[escalated] = np.char.add("escalate:", review_reason[escalated].astype(str)).astype(object)
+    if trust.stage == Stage.SUPERVISED and agent.audit_sample > 0:
+        # After-the-fact audit: a stable random share of what executes is shown to a person.
+        audited = (routes == EXECUTE) & (unit_hash(ids, f"audit:{agent.id}:{now.isoformat()}") < agent.audit_sample)
+        review_reason[audited], review_priority[audited] = "audit_sample", 10
+
+    status = np.full(n, "nothing", dtype=object)
+    route_column = np.full(n, "none", dtype=object)
+    status[holdout], route_column[holdout] = "holdout", "holdout"
+    status[control], route_column[control] = "control", "control"
+    # Not the policy's choice: kept out of learning and off-policy evaluation.
+    status[gated], route_column[gated], reasons[gated] = "gated", "gate", "uplift_gate"
+    # Held-out customers no message could have reached: lift keeps them (intent to treat), the
+    # uplift gate leaves them out so that its two arms are both reachable customers.
+    reasons[holdout & ~reachable] = HOLDOUT_UNREACHABLE
+    suppressed = over_budget | blocked | unreachable | declined
+    status[suppressed], route_column[suppressed] = "suppressed", "suppress"
+    status[routes == REVIEW], route_column[routes == REVIEW] = "queued", REVIEW
+    status[routes == EXECUTE], route_column[routes == EXECUTE] = "scheduled", EXECUTE
+
+    report.holdout += int(holdout.sum())
+    report.global_control += int(control.sum())
+    report.own_send_time += int((own_history & allowed).sum())
+    report.nothing += int((active & ~sends & ~declined).sum()) + int(gated.sum())
+    if report.uplift_gate is not None:
+        report.uplift_gate["gated"] += int(gated.sum())
+    report.scheduled += int((routes == EXECUTE).sum())
+    report.queued += int((routes == REVIEW).sum())
+    report.delayed += int((allowed & verdict.delayed).sum())
+    report.suppressed.update(reasons[suppressed].tolist())
+
+    allowed_blobs = encode_allowed(reach, active)
+    written_after = write_page(connection, agent, cycle_id, now, ids, chosen, propensity, expected, holdout, reasons, route_column, status, send_at, table, features, allowed_blobs)
+    queue_reviews(connection, playbook, agent, cycle_id, written_after, now, ids, review_reason, review_priority, routes)

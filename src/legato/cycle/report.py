@@ -1,0 +1,79 @@
+"""What one cycle did, per agent and in total: the CLI prints it, the simulation reads it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from legato.deliver.dispatch import DispatchReport
+from legato.learn.scoring import ScoreReport
+
+
+@dataclass
+class AgentReport:
+    agent_id: str
+    stage: int
+    audience: int = 0
+    holdout: int = 0
+    nothing: int = 0
+    scheduled: int = 0
+    queued: int = 0
+    delayed: int = 0
+    suppressed: Counter[str] = field(default_factory=Counter)
+    sent: int = 0
+    failed: int = 0
+    settled: int = 0
+    stop_loss: list[Any] = field(default_factory=list)
+    learned_from: int = 0
+    policy_version: int = 0
+    learning_error: str | None = None
+    global_control: int = 0
+    uplift_gate: dict[str, Any] | None = None
+    own_send_time: int = 0  # sends timed by the customer's own engagement hours
+
+    @property
+    def suppressed_total(self) -> int:
+        return sum(self.suppressed.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent_id,
+            "trust_stage": self.stage,
+            "audience": self.audience,
+            "holdout": self.holdout,
+            "do_nothing": self.nothing,
+            "scheduled": self.scheduled,
+            "queued_for_review": self.queued,
+            "delayed": self.delayed,
+            "suppressed": dict(self.suppressed),
+            "sent": self.sent,
+            "failed": self.failed,
+            "settled": self.settled,
+            "learned_from": self.learned_from,
+            "policy_version": self.policy_version,
+            "learning_error": self.learning_error,
+            "stop_loss_breaches": [b.to_dict() for b in self.stop_loss],
+            "global_control": self.global_control,
+            "uplift_gate": self.uplift_gate,
+            "sends_timed_by_own_history": self.own_send_time,
+        }
+
+
+@dataclass
+class CycleReport:
+    cycle_id: int
+    at: datetime
+    agents: dict[str, AgentReport]
+    dispatch: DispatchReport
+    scores: list[ScoreReport] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cycle": self.cycle_id,
+            "at": self.at.isoformat(),
+            "scores": [s.to_dict() for s in self.scores],
+            "agents": [a.to_dict() for a in self.agents.values()],
+            "dispatch_errors": self.dispatch.errors,
+        }
