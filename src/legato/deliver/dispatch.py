@@ -33,7 +33,8 @@ from legato.deliver.render import (  # noqa: F401 - re-exported: what a template
 )
 from legato.errors import LegatoError
 from legato.guard.consent import MARKETING
-from legato.guard.contact import explain, in_region, region_code, standing_columns, standing_joins, standing_reason
+from legato.guard.contact import in_region, region_code
+from legato.guard.standing import explain, standing_columns, standing_joins, standing_reason
 from legato.guard.defaults import guardrails_in_force
 from legato.guard.message import ContentChanged, MessageChecker, Recipient, Variant
 from legato.guard.quiet_hours import candidate_zones, quiet_between

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, Row
 
 from legato.deliver.render import variant_hash
-from legato.guard.contact import explain, standing_now
+from legato.guard.standing import explain, standing_now
 from legato.guard.content import Finding
 from legato.playbook.models import Playbook
 from legato.store.schema import audit_log, customers, decisions, inbound_messages, outbox, review_items

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, Row
 
 from legato.deliver.render import RenderError, message_token
-from legato.guard.contact import standing_now
+from legato.guard.standing import standing_now
 from legato.playbook.models import Playbook
 from legato.store.schema import audit_log, customers, decisions, inbound_messages, outbox, review_items
 from legato.trust.escalation import evidence_for_reason

@@ -1,0 +1,89 @@
+"""Can this one customer be sent this message now? The dispatcher asks it for each message at
+send time, the review queue for the item a person looks at.
+
+The answer is the cycle's, one customer at a time: the suppression list, the contact point
+(:mod:`legato.channels`) and the consent rule (:mod:`legato.guard.consent`), giving the same
+reason codes in the same order as :func:`legato.guard.contact.unreachable_reasons` gives a
+whole page.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, literal, select
+
+from legato.channels import REGISTRY
+from legato.guard.consent import MARKETING, ConsentRecord, ConsentRule
+from legato.guard.contact import on_suppression_list
+from legato.playbook.models import Guardrails
+from legato.store.schema import consents, customers, traits
+
+
+def standing_columns(channel: ColumnElement[str]) -> list[ColumnElement[Any]]:
+    """The facts :func:`standing_reason` reads, as columns of a query over ``customers``
+    (joined with :func:`standing_joins`) for a message on ``channel``."""
+    consent = _SEND_TIME_CONSENT
+    return [
+        customers.c.id.label("standing_customer"),
+        customers.c.email.label("standing_email"),
+        customers.c.phone.label("standing_phone"),
+        consent.c.status.label("standing_consent_status"),
+        consent.c.kind.label("standing_consent_kind"),
+        consent.c.expires_at.label("standing_consent_expires_at"),
+        traits.c.purchase_count.label("standing_purchases"),
+        on_suppression_list().label("standing_suppressed"),
+    ]
+
+
+_SEND_TIME_CONSENT = consents.alias("send_time_consent")
+
+
+def standing_joins(source: Any, channel: ColumnElement[str]) -> Any:
+    """``source`` (which holds ``customers``) outer-joined with the marketing consent on
+    ``channel`` and the customer's traits."""
+    consent = _SEND_TIME_CONSENT
+    return source.outerjoin(traits, traits.c.customer_id == customers.c.id).outerjoin(
+        consent, and_(consent.c.customer_id == customers.c.id, consent.c.channel == channel, consent.c.purpose == MARKETING)
+    )
+
+
+def standing_reason(guardrails: Guardrails, row: Any, channel: str, purpose: str, now: datetime) -> str | None:
+    """Why one customer cannot be sent a message of ``purpose`` on ``channel`` now (None if they can).
+
+    The same reasons, in the same order, as :func:`unreachable_reasons` gives the cycle:
+    the suppression list, the contact point, then the consent rule.
+    """
+    marketing = purpose == MARKETING
+    if marketing and row.standing_suppressed:
+        return "do_not_contact"
+    if REGISTRY[channel].address(row.standing_customer, row.standing_email, row.standing_phone) is None:
+        return f"no_contact_point:{channel}"
+    status = row.standing_consent_status
+    record = ConsentRecord(status, row.standing_consent_kind, row.standing_consent_expires_at) if status else None
+    block = ConsentRule.of(guardrails, channel).verdict(purpose, record, row.standing_purchases, now)
+    return block.reason(channel) if block is not None else None
+
+
+def standing_now(connection: Any, guardrails: Guardrails, customer_id: str, channel: str, purpose: str, now: datetime) -> str | None:
+    """:func:`standing_reason` for one customer read from the store (the review queue's question)."""
+    query = select(*standing_columns(literal(channel))).select_from(standing_joins(customers, literal(channel)))
+    row = connection.execute(query.where(customers.c.id == customer_id)).first()
+    if row is None:
+        return "customer_unknown"
+    return standing_reason(guardrails, row, channel, purpose, now)
+
+
+STANDING_TEXT = {
+    "do_not_contact": "the customer is on the do-not-contact list",
+    "consent_revoked": "the customer revoked consent",
+    "no_consent": "no valid consent",
+    "no_contact_point": "the customer has no contact point for the channel",
+    "customer_unknown": "the customer is no longer in the store",
+}
+
+
+def explain(reason: str) -> str:
+    """A reason code of :func:`standing_reason` in words."""
+    return STANDING_TEXT.get(reason.split(":", 1)[0], reason)
