@@ -6,10 +6,8 @@ import numpy as np
 import numpy.typing as npt
 
 from legato.decide.actions import Action
-from legato.deliver.dispatch import message_context
-from legato.deliver.render import CreativeTemplate, RenderError, SampleCustomer, variant_hash
 from legato.guard.contact import ContactFacts, unreachable_reasons
-from legato.guard.content import ContentChecker, Message, verdict
+from legato.guard.message import MessageCheck, MessageChecker
 from legato.playbook.models import Playbook
 
 
@@ -33,17 +31,18 @@ class ActionTable:
         unique_windows = list(dict.fromkeys(w for w in self.windows))
         self.unique_windows = unique_windows
         self.window_index = np.array([unique_windows.index(a.window) if a.window else 0 for a in actions], dtype=np.int64)
-        self.content_hash = np.array(
-            [variant_hash(playbook.creative(a.creative_id), a.offer_id) if a.creative_id else None for a in actions], dtype=object
-        )
+        # Each variant through the one check of a message (rendered once for everybody; the
+        # dispatcher checks what each customer's copy adds), bound to its content hash.
+        checker = MessageChecker(playbook)
+        variants = [checker.variant(a.creative_id, a.offer_id) if a.creative_id else None for a in actions]
+        self.content_hash = np.array([v.content_hash if v is not None else None for v in variants], dtype=object)
+        checks: list[MessageCheck | None] = [checker.check(v) if v is not None else None for v in variants]
         self.nothing_index = next((i for i, a in enumerate(actions) if a.is_nothing), None)
         self.send_actions = np.array([not a.is_nothing for a in actions])
         self.marketing_any = bool((self.marketing & self.send_actions).any())
-        checker = ContentChecker.for_playbook(playbook)
-        checks = [check_variant(playbook, a, checker) for a in actions]
-        self.content_block = np.array([c == "block" for c, _ in checks])
-        self.content_escalate = np.array([c == "escalate" for c, _ in checks])
-        self.content_rule = np.array([rule for _, rule in checks], dtype=object)
+        self.content_block = np.array([c is not None and c.verdict == "block" for c in checks])
+        self.content_escalate = np.array([c is not None and c.verdict == "escalate" for c in checks])
+        self.content_rule = np.array([c.worst_rule if c is not None else None for c in checks], dtype=object)
 
 
     def _kind(self, k: int) -> tuple[str, bool, bool]:
@@ -69,28 +68,3 @@ class ActionTable:
         """For customers who can receive none of the channels: each distinct reason once, joined with '+'."""
         columns = [reasons[rows].tolist() for reasons in standing.values()]
         return np.array(["+".join(dict.fromkeys(r for r in found if r is not None)) for found in zip(*columns, strict=True)] or [], dtype=object)
-
-
-def check_variant(playbook: Playbook, action: Action, checker: ContentChecker) -> tuple[str, str | None]:
-    """The content verdict of an action's creative and offer, rendered once for everybody.
-
-    Personal parts are placeholders here; the dispatcher checks each personalized message
-    again before it leaves.
-    """
-    if action.is_nothing:
-        return "ok", None
-    creative = playbook.creative(action.creative_id)  # type: ignore[arg-type]
-    offer = playbook.offer(action.offer_id) if action.offer_id else None
-    try:
-        rendered = CreativeTemplate(creative).render(message_context(playbook, SampleCustomer(id="[id]"), offer, "sample"))
-    except RenderError:
-        return "block", "template.render_error"
-    findings = checker.check(
-        Message(channel=creative.channel.value, body=rendered.body, subject=rendered.subject, title=rendered.title, purpose=creative.purpose),
-        offer_id=action.offer_id,
-        # The first SMS to a number has the strictest rules; a variant must be fit to be one.
-        first_sms=creative.channel.value in ("sms", "whatsapp"),
-    )
-    outcome = verdict(findings)
-    worst = next((f.rule for f in findings if f.severity == outcome), None)
-    return outcome, worst
