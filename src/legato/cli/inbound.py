@@ -58,6 +58,38 @@ def receive_command(
         console.print(f"reply to send: {handled.reply}", highlight=False)
 
 
+@inbound_app.command("opt-out")
+def opt_out_command(
+    item: Annotated[int, typer.Argument(help="The review item of the reply (reason possible_opt_out).")],
+    playbook: Annotated[Path, typer.Option(help="The playbook (brand and channels for the confirmation).")],
+    reviewer: Annotated[str, typer.Option(help="Who decided.")],
+    channel: Annotated[Optional[list[str]], typer.Option(help="Channel to revoke (repeat); default: the reply's channel and those it names.")] = None,
+    database: DatabaseOption = None,
+    at: AtOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Decide that a reply waiting for a person is an opt-out: revoke consent and close the item.
+
+    A reply that is not one is closed with `legato review resolve ITEM --note ...`; until either
+    happens, no marketing reaches the customer.
+    Example: `legato inbound opt-out 12 --playbook playbook.yaml --reviewer ana --channel email`
+    """
+    from legato.playbook.loader import load_playbook
+    from legato.store.db import connect
+    from legato.trust.inbound import confirm_opt_out
+
+    try:
+        loaded = load_playbook(playbook)
+        revoked, reply = confirm_opt_out(connect(database), loaded, item, reviewer, _now(at), channels=frozenset(channel) if channel else None)
+    except LegatoError as error:
+        fail(error)
+    if as_json:
+        emit_json({"item": item, "revoked": sorted(revoked), "reply": reply})
+        return
+    console.print(f"item {item}: marketing revoked on {', '.join(sorted(revoked))}", highlight=False)
+    console.print(f"reply to send: {reply}", highlight=False)
+
+
 @inbound_app.command("list")
 def list_command(
     database: DatabaseOption = None,

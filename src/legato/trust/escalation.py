@@ -42,7 +42,7 @@ DECISION_FIELDS: dict[str, FieldType] = {
 # carry several, so rules see each one as a boolean (intent_complaint) and, for the common
 # case, the most pressing one as the string ``intent`` ("none" when there is none). Strongly
 # negative wording is not an intent: rules read ``sentiment`` for it.
-INTENTS: tuple[str, ...] = ("opt_out", "help", "legal_threat", "distress", "human_request", "complaint")
+INTENTS: tuple[str, ...] = ("opt_out", "possible_opt_out", "help", "legal_threat", "distress", "human_request", "complaint")
 NO_INTENT = "none"
 INBOUND_FIELDS: dict[str, FieldType] = {
     "sentiment": FieldType.NUMBER,  # VADER compound score, -1 (hostile) to 1 (delighted)

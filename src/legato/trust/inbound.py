@@ -3,10 +3,17 @@
 Every inbound message is classified (keywords and VADER sentiment, Hutto & Gilbert 2014) and
 then, in one transaction:
 
-- an opt-out keyword (STOP, QUIT, END, REVOKE, OPT OUT, CANCEL, UNSUBSCRIBE — TCPA and the
-  CTIA Messaging Principles) revokes marketing consent on that channel at once, cancels the
-  customer's pending marketing messages on it, and yields one confirmation text with no
-  marketing in it;
+- an opt-out, read by :mod:`legato.trust.optout` (keywords in any case, spacing or Unicode
+  form, in English, French and Spanish and the common ones of German, Italian and
+  Portuguese, and plain requests to stop: "any reasonable means", FCC 2024 TCPA order),
+  revokes marketing consent at once on the channel it came in on and on every channel it
+  names ("no more emails" by text revokes e-mail too; "STOPALL" every channel), cancels the
+  customer's pending marketing messages there, and yields one confirmation that says exactly
+  what was revoked and what is still allowed;
+- a reply that may be an opt-out but does not say so clearly ("too many emails", "wrong
+  number") goes to a person (reason ``possible_opt_out``); marketing to the customer pauses
+  until the person decides: ``legato inbound opt-out ITEM`` revokes, ``legato review resolve``
+  keeps consent;
 - HELP yields the CTIA help reply: brand, message frequency, "Msg & data rates may apply",
   support contact and how to stop;
 - a complaint, a legal threat, distress, a request for a person or strongly negative
@@ -22,6 +29,8 @@ then, in one transaction:
 The highest-priority match names the reason; a playbook rule can therefore take over a
 built-in reason (say ``complaint`` at priority 85 for role ``support``) but not silence it.
 The ``inbound_messages`` row stays the record of the message; its status follows the item.
+Card numbers and other personal data in the text are masked (:mod:`legato.guard.redact`)
+before anything is stored: the message, the queue's excerpt and the audit log.
 """
 
 from __future__ import annotations
@@ -38,18 +47,15 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from legato.audience.fields import StoreResolver, audience_from
 from legato.errors import LegatoError, NotFound
-from legato.playbook.models import Playbook
+from legato.guard.normalize import normalize
+from legato.guard.redact import mask
+from legato.playbook.models import ChannelKind, Playbook
 from legato.store.schema import audit_log, consents, customers, decisions, inbound_messages, outbox, review_items
 from legato.trust.escalation import INBOUND_FIELDS, RuleSet, inbound_facts, inbound_rules
-from legato.trust.review import CONVERSATION, CONVERSATION_SLA_HOURS, OPEN, due_at_for
+from legato.trust.optout import POSSIBLE_OPT_OUT, OptOut, Verdict, detect, fold
+from legato.trust.review import CONVERSATION, CONVERSATION_SLA_HOURS, OPEN, due_at_for, resolve
 
-OPT_OUT = ("STOP", "STOPALL", "QUIT", "END", "REVOKE", "OPT OUT", "OPTOUT", "CANCEL", "UNSUBSCRIBE")
-OPENING_OPT_OUT = ("STOP", "STOPALL", "UNSUBSCRIBE", "OPTOUT")
-HELP = ("HELP", "INFO")
-# Revocation by "any reasonable means" (FCC 2024 TCPA order): a sentence asking to stop counts too.
-OPT_OUT_PHRASE = re.compile(
-    r"\b(unsubscribe|opt ?out|revoke)\b|\b(stop|quit|no more|remove me)\b.{0,30}\b(text|messag|email|mail|send|contact)", re.I
-)
+HELP = ("help", "info", "aide", "ayuda", "hilfe", "aiuto", "ajuda")
 NEGATIVE = -0.5  # VADER compound at or below which a message reads as strongly negative
 NEGATIVE_PRIORITY = 70
 EXCERPT_CHARS = 280  # enough to judge a reply in the queue; the whole text stays on the message
@@ -63,6 +69,9 @@ ESCALATIONS: tuple[tuple[str, int, re.Pattern[str]], ...] = (
 # Built-in reasons that reach a person even alongside STOP or HELP. Not a request for a
 # person: beside STOP, "don't call me" is no such request.
 ALWAYS_A_PERSON = frozenset({"legal_threat", "distress"})
+# A reply that may be an opt-out waits for a person above complaints and requests for one:
+# until it is decided, no marketing reaches the customer.
+POSSIBLE_OPT_OUT_PRIORITY = 85
 _ANALYZER = SentimentIntensityAnalyzer()
 
 
@@ -71,6 +80,7 @@ class Classification:
     intents: list[str]
     sentiment: float
     evidence: list[str]
+    opt_out: OptOut = OptOut(Verdict.none)
 
 
 @dataclass(frozen=True)
@@ -95,29 +105,30 @@ class _Match:
 
 
 def classify(text: str) -> Classification:
-    normalized = re.sub(r"[^A-Z ]", "", text.strip().upper())
     intents: list[str] = []
     evidence: list[str] = []
-    phrase = OPT_OUT_PHRASE.search(text)
-    # A message that opens with an unambiguous keyword ("STOP or I'll call my lawyer") is an
-    # opt-out too; "Cancel my order" or "End of story" are not.
-    first_word = normalized.split(" ", 1)[0] if normalized else ""
-    if normalized in OPT_OUT or first_word in OPENING_OPT_OUT or phrase:
+    opt_out = detect(text)
+    if opt_out.verdict is Verdict.revoke:
         intents.append("opt_out")
-        evidence.append(phrase.group(0) if phrase else text.strip())
-    elif normalized in HELP:
+        evidence.append(opt_out.evidence or text.strip())
+    elif opt_out.verdict is Verdict.unclear:
+        intents.append(POSSIBLE_OPT_OUT)
+        evidence.append(opt_out.evidence or text.strip())
+    elif fold(text) in HELP:
         intents.append("help")
         evidence.append(text.strip())
+    normal = normalize(text)
     for intent, _, pattern in ESCALATIONS:
-        match = pattern.search(text)
+        # The written form and the normal one: a threat in full-width letters is a threat.
+        match = pattern.search(text) or pattern.search(normal)
         if match:
             intents.append(intent)
             evidence.append(match.group(0))
-    sentiment = float(_ANALYZER.polarity_scores(text)["compound"])
+    sentiment = float(_ANALYZER.polarity_scores(normal)["compound"])
     if sentiment <= NEGATIVE:
         intents.append("negative_sentiment")
         evidence.append(f"sentiment {sentiment:+.2f}")
-    return Classification(intents, sentiment, evidence)
+    return Classification(intents, sentiment, [mask(e) for e in evidence], opt_out)
 
 
 def receive(engine: Engine, playbook: Playbook, customer_id: str, channel: str, text: str, now: datetime) -> Handled:
@@ -125,6 +136,7 @@ def receive(engine: Engine, playbook: Playbook, customer_id: str, channel: str, 
     if not text.strip():
         raise LegatoError("an inbound message needs text")
     found = classify(text)
+    text = mask(text)  # classified as written; stored and shown with personal data masked
     rules = RuleSet(inbound_rules(playbook), INBOUND_FIELDS, StoreResolver(playbook, now, engine.dialect.name), engine.dialect.name)
     reply: str | None = None
     reason: str | None = None
@@ -134,8 +146,10 @@ def receive(engine: Engine, playbook: Playbook, customer_id: str, channel: str, 
             raise NotFound(f"unknown customer '{customer_id}'", hint="import the customer first; nothing was recorded")
         if "opt_out" in found.intents:
             action = "opted_out"
-            _revoke(connection, customer_id, channel, now)
-            reply = f"{playbook.brand.name}: you are unsubscribed and will get no more marketing messages. Reply HELP for help."
+            revoked = revoked_channels(found.opt_out, channel)
+            for each in sorted(revoked):
+                _revoke(connection, customer_id, each, now, source="inbound:opt_out")
+            reply = confirmation(playbook, revoked, _still_allowed(connection, playbook, customer_id), found.opt_out.language)
         elif "help" in found.intents:
             action = "helped"
             reply = help_reply(playbook)
@@ -189,6 +203,8 @@ def receive(engine: Engine, playbook: Playbook, customer_id: str, channel: str, 
 def _matches(connection: Any, rules: RuleSet, customer_id: str, found: Classification) -> list[_Match]:
     """Every built-in and playbook reason the message gives, most pressing first (built-ins win ties)."""
     matches = [_Match(intent, priority, None, f"built-in: {intent}") for intent, priority, _ in ESCALATIONS if intent in found.intents]
+    if POSSIBLE_OPT_OUT in found.intents:
+        matches.append(_Match(POSSIBLE_OPT_OUT, POSSIBLE_OPT_OUT_PRIORITY, None, f"built-in: possible opt-out ({found.opt_out.evidence})"))
     if "negative_sentiment" in found.intents:
         matches.append(_Match("negative_sentiment", NEGATIVE_PRIORITY, None, f"built-in: sentiment {found.sentiment:+.2f} <= {NEGATIVE}"))
     if rules.rules:
@@ -243,13 +259,100 @@ def help_reply(playbook: Playbook) -> str:
     )
 
 
-def _revoke(connection: Any, customer_id: str, channel: str, now: datetime) -> None:
+def revoked_channels(opt_out: OptOut, channel: str) -> frozenset[str]:
+    """What an opt-out revokes: the channel it came in on, every channel it names, or all of them."""
+    if opt_out.every_channel:
+        return frozenset(kind.value for kind in ChannelKind)
+    return opt_out.channels | {channel}
+
+
+_CHANNEL_NAMES = {
+    "en": {"sms": "text message (SMS)", "email": "e-mail", "whatsapp": "WhatsApp", "push": "push notification", "webhook": "webhook"},
+    "fr": {"sms": "SMS", "email": "e-mail", "whatsapp": "WhatsApp", "push": "notification push", "webhook": "webhook"},
+    "es": {"sms": "SMS", "email": "correo electrónico", "whatsapp": "WhatsApp", "push": "notificación push", "webhook": "webhook"},
+}
+_CONFIRMATIONS = {
+    # (every marketing channel is now off, some are still allowed)
+    "en": ("{brand}: you are unsubscribed and will get no more marketing messages. Reply HELP for help.",
+           "{brand}: you will get no more marketing by {revoked}. You may still get marketing by {allowed}; reply STOPALL to stop everything. Reply HELP for help."),
+    "fr": ("{brand} : vous êtes désabonné(e) et ne recevrez plus de messages marketing. Répondez AIDE pour de l'aide.",
+           "{brand} : vous ne recevrez plus de marketing par {revoked}. Vous pouvez encore en recevoir par {allowed} ; répondez STOPALL pour tout arrêter."),
+    "es": ("{brand}: se ha dado de baja y no recibirá más mensajes de marketing. Responda AYUDA para obtener ayuda.",
+           "{brand}: no recibirá más marketing por {revoked}. Aún puede recibirlo por {allowed}; responda STOPALL para detener todo."),
+}
+
+
+def confirmation(playbook: Playbook, revoked: frozenset[str], allowed: list[str], language: str = "en") -> str:
+    """The one reply to an opt-out: exactly what was revoked, and what is still allowed if anything is."""
+    language = language if language in _CONFIRMATIONS else "en"
+    everything, partly = _CONFIRMATIONS[language]
+    if not allowed:
+        return everything.format(brand=playbook.brand.name)
+    names = _CHANNEL_NAMES[language]
+    in_playbook = [c.value for c in playbook.channels]
+    shown = [c for c in in_playbook if c in revoked] or sorted(revoked)
+    return partly.format(brand=playbook.brand.name, revoked=_join(names, shown, language), allowed=_join(names, allowed, language))
+
+
+def _join(names: dict[str, str], channels: list[str], language: str) -> str:
+    words = [names.get(c, c) for c in channels]
+    conjunction = {"en": "and", "fr": "et", "es": "y"}[language]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {conjunction} {words[-1]}"
+
+
+def _still_allowed(connection: Any, playbook: Playbook, customer_id: str) -> list[str]:
+    """The playbook's channels on which the customer has not revoked marketing."""
+    revoked = set(
+        connection.execute(
+            sa.select(consents.c.channel).where(
+                consents.c.customer_id == customer_id, consents.c.purpose == "marketing", consents.c.status == "revoked"
+            )
+        ).scalars()
+    )
+    return [c.value for c in playbook.channels if c.value not in revoked]
+
+
+def confirm_opt_out(
+    engine: Engine, playbook: Playbook, item_id: int, reviewer: str, now: datetime, *, channels: frozenset[str] | None = None
+) -> tuple[frozenset[str], str]:
+    """A person read a possible opt-out and decided it is one: revoke, then close the item.
+
+    Revokes ``channels``, or by default what the reply itself would revoke (its channel and
+    those it names), and returns them with the confirmation to send. The consent changes first,
+    in its own transaction: if closing the item fails, the customer is still opted out.
+    """
+    with engine.begin() as connection:
+        row = connection.execute(
+            sa.select(inbound_messages.c.id, inbound_messages.c.customer_id, inbound_messages.c.channel, inbound_messages.c.text)
+            .join(review_items, review_items.c.inbound_message_id == inbound_messages.c.id)
+            .where(review_items.c.id == item_id)
+        ).first()
+        if row is None:
+            raise LegatoError(f"review item {item_id} is not a customer's reply", hint="list replies with `legato inbound list`")
+        revoked = channels or revoked_channels(detect(row.text), row.channel)
+        unknown = sorted(revoked - {kind.value for kind in ChannelKind})
+        if unknown:
+            raise LegatoError(f"unknown channel '{unknown[0]}'", hint=f"channels: {', '.join(kind.value for kind in ChannelKind)}")
+        for each in sorted(revoked):
+            _revoke(connection, row.customer_id, each, now, source=f"review:{reviewer}")
+        reply = confirmation(playbook, revoked, _still_allowed(connection, playbook, row.customer_id), detect(row.text).language)
+        connection.execute(
+            sa.insert(audit_log).values(
+                at=now, actor=f"reviewer:{reviewer}", action="inbound_opted_out", entity="inbound_message", entity_id=str(row.id),
+                detail={"channels": sorted(revoked), "review_item": item_id},
+            )
+        )
+    resolve(engine, item_id, reviewer, note=f"opt-out confirmed: {', '.join(sorted(revoked))}", now=now)
+    return revoked, reply
+
+
+def _revoke(connection: Any, customer_id: str, channel: str, now: datetime, *, source: str) -> None:
     """Honour an opt-out at once (the legal limit is 10 business days; there is no reason to wait)."""
     key = (consents.c.customer_id == customer_id) & (consents.c.channel == channel) & (consents.c.purpose == "marketing")
     connection.execute(sa.delete(consents).where(key))
     connection.execute(
         sa.insert(consents).values(
-            customer_id=customer_id, channel=channel, purpose="marketing", status="revoked", kind="express", source="inbound:opt_out", recorded_at=now
+            customer_id=customer_id, channel=channel, purpose="marketing", status="revoked", kind="express", source=source, recorded_at=now
         )
     )
     _cancel_pending(connection, customer_id, channel)

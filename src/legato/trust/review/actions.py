@@ -18,6 +18,7 @@ from legato.guard.standing import explain, standing_now
 from legato.guard.content import Finding
 from legato.playbook.models import Playbook
 from legato.store.schema import audit_log, customers, decisions, inbound_messages, outbox, review_items
+from legato.trust.optout import POSSIBLE_OPT_OUT
 from legato.trust.review.message import PREVIEW_TOKEN, current_creative, original_hash, render_and_check
 from legato.trust.review.model import (
     APPROVED,
@@ -333,7 +334,8 @@ def _require_actionable(row: Row[Any], now: datetime, verb: str, allow: Collecti
         by = f" by {row.decided_by}" if row.decided_by else ""
         when = f" at {row.decided_at:%Y-%m-%d %H:%M} UTC" if row.decided_at else ""
         raise ReviewConflict(f"cannot {verb} review item {row.id}: it is already {row.status}{by}{when}", hint=LIST_HINT)
-    if row.status == OPEN and row.due_at is not None and row.due_at <= now:
+    # A possible opt-out does not expire (see due.py): a person may decide it however late.
+    if row.status == OPEN and row.due_at is not None and row.due_at <= now and row.reason != POSSIBLE_OPT_OUT:
         if row.kind != DECISION:
             raise ReviewConflict(
                 f"cannot {verb} review item {row.id}: it expired unhandled at {row.due_at:%Y-%m-%d %H:%M} UTC",

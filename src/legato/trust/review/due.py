@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
 from legato.store.schema import audit_log, decisions, inbound_messages, outbox, review_items
+from legato.trust.optout import POSSIBLE_OPT_OUT
 from legato.trust.review.model import DEFAULT_SLA_HOURS, EXPIRED, OPEN, SLA_ACTOR, audit_subject
 
 
@@ -56,13 +57,15 @@ def expire_overdue(engine: Engine, now: datetime, *, sla_hours: Mapping[str, flo
     Their decisions become "expired", any pending outbox row is cancelled, and each item
     gets an audit row. A conversation's inbound message is marked expired too: nobody
     answered in time, which the log records, and agents may contact the customer again.
-    Meant to run once per cycle.
+    Meant to run once per cycle. A possible opt-out (``POSSIBLE_OPT_OUT``) does not expire.
     """
     with engine.begin() as connection:
         assign_due_dates(connection, sla_hours)
         expired = connection.execute(
             sa.update(review_items)
-            .where(review_items.c.status == OPEN, review_items.c.due_at <= now)
+            # A reply that may be an opt-out is never decided by the clock: it stays open, and
+            # marketing to the customer stays paused, until a person says what it was.
+            .where(review_items.c.status == OPEN, review_items.c.due_at <= now, review_items.c.reason != POSSIBLE_OPT_OUT)
             .values(status=EXPIRED, decided_by=SLA_ACTOR, decided_at=now)
             .returning(
                 review_items.c.id, review_items.c.kind, review_items.c.decision_id, review_items.c.inbound_message_id,
