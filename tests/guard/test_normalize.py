@@ -28,6 +28,9 @@ def test_look_alike_letters_map_to_latin() -> None:
     # Every target is one plain Latin letter, and no Latin letter maps anywhere.
     assert all(len(target) == 1 and target.isascii() and target.isalpha() for target in CONFUSABLES.values())
     assert not any(chr(code).isascii() for code in CONFUSABLES)
+    # The table is applied after NFKC: a letter NFKC changes would never be looked up.
+    assert [chr(code) for code in CONFUSABLES if unicodedata.normalize("NFKC", chr(code)) != chr(code)] == []
+    assert normalize("ϲancel") == "cancel"  # lunate sigma: NFKC makes it a final sigma, mapped to c
 
 
 def test_plain_text_is_left_as_it_is_and_forms_lists_both() -> None:

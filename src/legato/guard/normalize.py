@@ -45,7 +45,7 @@ _LOOKALIKES: tuple[tuple[str, str], ...] = (
     # Greek capitals and the small letters that pass for Latin ones
     ("ΑΒΕΖΗΙΚΜΝΟΡΤΥΧ", "ABEZHIKMNOPTYX"),
     ("οαικνρυτ", "oaikvput"),
-    ("ϲϳ", "cj"),
+    ("ςϳ", "cj"),  # final sigma; the lunate sigma "ϲ" becomes it under NFKC
     # Latin-script letters that stand in for plain ones
     ("ıȷɑɡɩʟ", "ijagil"),
     # Armenian and Cherokee letters commonly used as Latin ones

@@ -60,22 +60,25 @@ _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t
 def fold(text: str) -> str:
     """Lower case, no accents, no disguise, words separated by one space (apostrophes kept)."""
     folded = strip_marks(normalize(text)).casefold().translate(_APOSTROPHES)
-    # Digits standing in for letters inside a word ("5T0P", "unsubscr1be"); "$" is a letter
-    # here too. A token of digits only (an order number) is left alone.
-    folded = re.sub(r"[\w$@]*[a-z][\w$@]*", lambda m: m.group(0).translate(_LEET), folded)
+    folded = re.sub(r"[\w$@]*[a-z][\w$@]*", _letters, folded)  # "5T0P", "unsubscr1be", "$top"
     folded = re.sub(r"[^\w']+", " ", folded).replace("_", " ")
     folded = re.sub(r"(?<!\w)'|'(?!\w)", " ", folded)  # quotes, not apostrophes
-    folded = re.sub(r"([a-z])\1{2,}", r"\1", folded)  # "stoooop", "pleeease"
-    words = folded.split()
-    return " ".join(_join_spelled(words))
+    words = [_letters(word) for word in _join_spelled(folded.split())]
+    return " ".join(re.sub(r"([a-z])\1{2,}", r"\1", word) for word in words)  # "stoooop", "pleeease"
+
+
+def _letters(word: str | re.Match[str]) -> str:
+    """Digits standing in for letters inside a word; a word of digits only (an order number) stays."""
+    text = word if isinstance(word, str) else word.group(0)
+    return text.translate(_LEET) if re.search(r"[a-z]", text) else text
 
 
 def _join_spelled(words: list[str]) -> list[str]:
-    """Letters spaced out ("s t o p", "u n s u b") become one word; runs of three or more."""
+    """Letters spaced out ("s t o p", "5 t 0 p", "u n s u b") become one word; runs of three or more."""
     out: list[str] = []
     run: list[str] = []
     for word in [*words, ""]:
-        if len(word) == 1 and word.isalpha():
+        if len(word) == 1 and word.isalnum():
             run.append(word)
             continue
         out.extend(["".join(run)] if len(run) >= 3 else run)
@@ -95,7 +98,7 @@ KEYWORDS: dict[str, str] = {
          "enough", "no more", "stop sending", "stop texting", "stop messaging", "stop emailing", "stop everything",
          "cancel all", "end all", "quit all", "stop stop", "unsubscribe all", "leave me alone", "take me off", "delete me",
          "stop texts", "stop emails", "stop messages", "no more texts", "no more emails", "no more messages", "unsubcribe",
-         "unsubscibe", "unsubscrive", "stp", "sotp", "stopp"],
+         "unsubscibe", "unsubscrive", "unsubscirbe", "unsubscirbe me", "stp", "sotp", "stpo", "stopp", "quit it"],
         "en",
     ),
     **dict.fromkeys(
@@ -128,14 +131,14 @@ _POLITE = frozenset(
 )
 # An opening word that settles it, whatever follows ("STOP or I'll call my lawyer").
 _OPENING = {"stop": "en", "stopall": "en", "unsubscribe": "en", "optout": "en", "unsub": "en", "arret": "fr",
-            "arretez": "fr", "desabonner": "fr", "desabonnez": "fr", "desinscrire": "fr", "baja": "es", "alto": "es"}
+            "arretez": "fr", "desabonner": "fr", "desabonnez": "fr", "desinscrire": "fr", "baja": "es"}
 
 # --- requests in plain words (on the folded text) ------------------------------------------
 
 _EN_SEND = r"(send\w*|text\w*|txt\w*|e ?mail\w*|mail\w*|messag\w*|contact\w*|spam\w*|bother\w*|call\w*|ping\w*|sms\w*|writ\w*|notif\w*|push\w*|harass\w*|promot\w*|advertis\w*)"
 _EN_STUFF = r"(texts?|txts?|sms|e ?mails?|mails?|mailings?|messages?|msgs?|newsletters?|notifications?|promos?|promotions?|offers?|ads?|adverts?|marketing|spam|junk|deals|updates|alerts?|communications?|comms|solicitations?|whatsapps?)"
-_FR_SEND = r"(envo\w*|ecri\w*|contact\w*|spam\w*|harcel\w*|appel\w*|embet\w*|derang\w*|sollicit\w*|texto\w*|relanc\w*)"
-_FR_STUFF = r"(sms|textos?|messages?|mails?|e ?mails?|courriels?|newsletters?|notifications?|pubs?|publicites?|offres?|promos?|promotions?|lettres? d'information|infolettres?|communications?|relances?)"
+_FR_SEND = r"((m|t|l)'|nous )?(envo\w*|ecri\w*|contact\w*|spam\w*|harcel\w*|appel\w*|embet\w*|derang\w*|sollicit\w*|texto\w*|relanc\w*)"
+_FR_STUFF = r"(envois?|sms|textos?|messages?|mails?|e ?mails?|courriels?|newsletters?|notifications?|pubs?|publicites?|offres?|promos?|promotions?|lettres? d'information|infolettres?|communications?|relances?)"
 _ES_SEND = r"(envi\w*|mand\w*|escrib\w*|contact\w*|llam\w*|molest\w*|spam\w*|textear\w*|acos\w*)"
 _ES_STUFF = r"(mensajes?|sms|textos?|correos?|e ?mails?|mails?|emails?|notificaciones?|publicidad\w*|promociones?|promos?|ofertas?|boletin\w*|newsletters?|comunicaciones?|anuncios?|whatsapps?)"
 
@@ -143,15 +146,17 @@ _ES_STUFF = r"(mensajes?|sms|textos?|correos?|e ?mails?|mails?|emails?|notificac
 REQUESTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (language, re.compile(pattern))
     for language, pattern in (
-        ("en", rf"\b(stop|quit|cease|end|halt|discontinue|pause) (\w+ ){{0,2}}{_EN_SEND}"),
+        ("en", rf"\b(stop|quit|cease|end|halt|discontinue) (\w+ ){{0,2}}{_EN_SEND}"),
         ("en", rf"\b(stop|quit|cease|end|cancel|halt|discontinue) (all |the |these |this |your |my |any |those )*{_EN_STUFF}\b"),
         ("en", r"\bunsubscrib\w*|\bunsub\b|\bunsuscrib\w*|\bopt(ed|ing)? (me )?out\b|\boptout\b|\brevok\w* (my )?(consent|permission|subscription)"),
-        ("en", rf"\bno (more|further|longer) (\w+ ){{0,2}}{_EN_STUFF}\b"),
+        ("en", rf"\bno (more|further|longer) (\w+ ){{0,2}}{_EN_STUFF}\b|^no {_EN_STUFF}( please| thanks| thank you| pls)?$|\bno more of (these|this|them|it)\b"),
+        ("en", rf"\b(enough|done) with (the |these |your |all )*{_EN_STUFF}\b|\bturn (off|of) (\w+ ){{0,2}}{_EN_STUFF}\b|\bquit it\b"),
         ("en", rf"\b(don'?t|do not|dont|never|pls don'?t|please don'?t) (\w+ ){{0,2}}{_EN_SEND} (me|us|my|to me)\b"),
         ("en", rf"\b(don'?t|do not|dont|never) (\w+ ){{0,1}}(want|need|wish) (to (get|receive|hear|see) )?(\w+ ){{0,3}}{_EN_STUFF}\b"),
         ("en", r"\b(don'?t|do not|dont|no longer|never) (\w+ ){0,1}(want|wish|like) to (be contacted|hear from you|receive|get)\b"),
         ("en", r"\b(remove|delete|erase|take|drop|strike|scratch|get) (me|my (\w+ ){0,2}(number|email|address|name|info|details|data|account|contact)) (\w+ ){0,2}(off|from|out)\b"),
-        ("en", r"\b(remove|delete|take|erase) (me|my (number|email|address|name|info|details|data|contact))\b(?! \w+ (cart|bag|order|basket))"),
+        ("en", r"\b(remove|delete|take|erase) (me|my (number|email|address|name|info|details|data|contact)|this (number|email|address))\b(?! \w+ (cart|bag|order|basket))"),
+        ("en", r"\b(asked|told you|requested) (\w+ ){0,2}(to be removed|to stop|to unsubscribe|not to)\b"),
         ("en", r"\b(take|get|put) me off\b|\boff (your|the|this|ur) (list|mailing|database|system)"),
         ("en", r"\bleave me (alone|be)\b|\bgo away\b|\bget lost\b|\bf\w* off\b|\bbuzz off\b|\bsod off\b"),
         ("en", r"\b(i|we) (said|told you|asked you|already said|already asked)\b.{0,30}\b(stop|unsubscrib\w*|no more|remove|not to)\b"),
@@ -168,7 +173,7 @@ REQUESTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("fr", r"\bdesabonn\w*|\bdesinscri\w*|\bdesincri\w*|\bse desengager\b"),
         ("fr", rf"\bne (me |m'|nous )?(\w+ ){{0,1}}{_FR_SEND} plus\b|\bne (m'|me )?(envoy\w*|ecriv\w*|contact\w*) (\w+ ){{0,2}}plus\b"),
         ("fr", rf"\b(je |j')?ne (veux|souhaite|desire|voudrais) plus (\w+ ){{0,3}}(recevoir|rien|de |d'|vos |aucun|etre)"),
-        ("fr", rf"\b(plus|pas|aucun\w*) de {_FR_STUFF}\b"),
+        ("fr", rf"\b(plus|pas|aucun\w*|plus jamais) de {_FR_STUFF}\b|\bne plus (m'|me |nous )?(\w+ ){{0,1}}{_FR_SEND}"),
         ("fr", r"\b(retir|supprim|effac|enlev|ray|sort)\w* (moi|mon (numero|adresse|mail|email|nom|compte|contact)|nous)\b"),
         ("fr", r"\b(retir|supprim|effac|enlev|ray|sort)\w* (\w+ ){0,3}(de|des|du) (votre |vos |la |ta |cette |les )?(liste|fichier|base|mailing|listes|contacts)"),
         ("fr", r"\blaisse[rz]? (moi|nous) (tranquille|en paix)\b|\bfou(tez|te) moi la paix\b|\bfichez moi la paix\b"),
@@ -177,17 +182,17 @@ REQUESTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("fr", r"\bj'ai (deja )?(dit|demande|repondu|ecrit) (\w+ ){0,2}(stop|arret\w*|de ne plus|d'arreter)"),
         ("fr", r"\bcomment (je )?(peux je |puis je |faire pour |on )?(me )?(desabonn\w*|desinscri\w*|arreter|ne plus recevoir)"),
         ("es", rf"\b(deja\w*|dej\w*|par\w*|cese\w*|ces\w*) de {_ES_SEND}"),
-        ("es", rf"\bno (me |nos )?(\w+ ){{0,1}}{_ES_SEND} (\w+ ){{0,2}}mas\b|\bno (me |nos )?(vuelva\w*|vuelv\w*) a {_ES_SEND}"),
+        ("es", rf"\bya no (me |nos )?{_ES_SEND}|\bno (me |nos )?(\w+ ){{0,1}}{_ES_SEND} (\w+ ){{0,2}}mas\b|\bno (me |nos )?(vuelva\w*|vuelv\w*) a {_ES_SEND}"),
         ("es", rf"\b(ya )?no (quiero|deseo|necesito|quisiera) (\w+ ){{0,3}}({_ES_STUFF}|recibir|nada|mas)\b"),
         ("es", rf"\bno mas {_ES_STUFF}\b|\b(basta|alto|stop|fin) (de |a |con )?(\w+ ){{0,1}}{_ES_STUFF}\b"),
         ("es", r"\bdar(me|nos|se)? de baja\b|\bden(me)? de baja\b|\bdame de baja\b|\bde(n)? de baja\b|\bdarme baja\b|\bbaja (de|del) (la |su |tu )?(lista|suscripcion|boletin|servicio)"),
         ("es", r"\b(desuscrib\w*|desinscrib\w*|desubscrib\w*|anular (mi |la )?suscripcion|cancelar (mi |la )?suscripcion)\b"),
-        ("es", r"\b(borr|elimin|quit|sac|remuev)\w*(me|nos)\b|\b(borr|elimin|quit|sac|remuev)\w* (mi (numero|correo|email|nombre|contacto|dato\w*)|me)\b"),
+        ("es", r"\b(borr|elimin|quit|sac|saq|remuev)\w*(me|nos)\b|\b(borr|elimin|quit|sac|saq|remuev)\w* (mi (numero|correo|email|nombre|contacto|dato\w*)|me)\b"),
         ("es", r"\b(borr|elimin|quit|sac)\w* (\w+ ){0,3}de (su |tu |la |sus |esta )?(lista|base de datos|base|registro|listas)"),
         ("es", r"\bdej\w* (\w+ )?en paz\b|\bno (me )?molest\w*\b"),
         ("es", r"\b(quiero|quisiera|deseo|por favor) (\w+ ){0,2}(darme de baja|que (me )?(dejen|borren|eliminen|quiten)|cancelar|dejar de recibir|no recibir)"),
         ("es", r"\b(ya )?(les )?(dije|pedi|escribi|respondi) (\w+ ){0,2}(stop|alto|baja|basta|que no|que paren|que dejen)"),
-        ("es", r"\bcomo (me )?(puedo |hago para )?(me )?(dar de baja|darme de baja|desuscrib\w*|dejar de recibir|cancelar)"),
+        ("es", r"\bcomo (me )?(puedo |hago para )?(me )?(dar de baja|darme de baja|desuscrib\w*|dejar de recibir|dejo de recibir|cancelar|doy de baja)"),
         ("es", r"\b(ya )?basta\b|\bparen( ya| por favor)?$|\bpare (ya|por favor)\b"),
         ("de", r"\b(abmelden|abbestellen|austragen|abmeldung|keine (werbung|nachrichten|sms|emails?|mails?) mehr|nicht mehr (kontaktieren|schreiben|anschreiben)|hort auf|horen sie auf)\b"),
         ("it", r"\b(disiscriv\w*|cancellami|rimuovimi|non (voglio|desidero) piu (ricevere|messaggi|email|sms)|smettete di|basta (messaggi|sms|email))\b"),
@@ -214,6 +219,7 @@ _HARMLESS = re.compile(
     r"\b(bus|pit|one|last|next|first|tour|rest|truck|pit|whistle|full|non|nonstop|photo|shop) stop\b|\bstop (by|in|at|into|over|past|and shop)\b"
     r"|\b(can'?t|cannot|couldn'?t|won'?t|never|don'?t|do not|wouldn'?t) (\w+ ){0,1}stop (wearing|using|buying|loving|smiling|eating|thinking|talking|telling|looking|ordering|shopping|reading)\b"
     r"|\b(can'?t|cannot|couldn'?t|never|don'?t|do not|won'?t) (ever )?stop\b(?! (texting|emailing|messaging|contacting) me)"
+    r"|\bstop press\b|\bcancelar (mi|el|la|un|una|mis|los|las) (?!suscripcion|subscripcion)\w+"
     r"|\bunstoppable\b|\bstop ?watch\b|\bstop ?gap\b|\bdoor ?stop\w*\b|\bstop loss\b|\bstop sign\b"
     r"|\b(end|fin) (of|du|de|del)\b|\bweekend\b|\bend (date|time|of)\b|\bcancel (my|the|this|an|an?) (order|purchase|appointment|booking|reservation|return|exchange|payment|item)\b"
     r"|\bremove (the|an?|this|that|one|it) (\w+ ){0,2}(from|in) (my|the) (cart|bag|basket|order|wishlist|list)\b"
@@ -250,6 +256,9 @@ def detect(text: str) -> OptOut:
     core = " ".join(word for word in words if word not in _POLITE) or folded
     if core in KEYWORDS or all(word in KEYWORDS for word in core.split()):
         return _scoped(Verdict.revoke, folded, KEYWORDS.get(core) or KEYWORDS[core.split()[0]], core)
+    run_together = _run_together(folded)
+    if run_together is not None:
+        return _scoped(Verdict.revoke, folded, KEYWORDS[run_together], run_together)
     if words[0] in _OPENING and not _HARMLESS.match(folded):
         return _scoped(Verdict.revoke, folded, _OPENING[words[0]], words[0])
     negated = _NEGATED.search(folded)
@@ -269,9 +278,36 @@ def detect(text: str) -> OptOut:
     return OptOut(Verdict.none)
 
 
+_COMPACT_KEYWORDS = {keyword.replace(" ", ""): keyword for keyword in KEYWORDS}
+_FILLERS = frozenset(word.replace("'", "") for word in _POLITE) | {"me"}
+_LONGEST = max(map(len, [*_COMPACT_KEYWORDS, *_FILLERS]))
+
+
+def _run_together(folded: str) -> str | None:
+    """The keyword of a reply whose words were run together or split ("UN SUB SCRIBE",
+    "S T O P P L E A S E" -> "stopplease"): the letters, spaces dropped, split into keywords
+    and polite words only. Returns the first keyword, or None."""
+    compact = folded.replace(" ", "").replace("'", "")
+    if not compact.isalpha() or len(compact) > 40:
+        return None
+    # best[i]: a split of compact[:i], as the first keyword found so far ("" if none yet).
+    best: list[str | None] = [""] + [None] * len(compact)
+    for end in range(1, len(compact) + 1):
+        for start in range(max(0, end - _LONGEST), end):
+            piece, before = compact[start:end], best[start]
+            if before is None:
+                continue
+            if piece in _COMPACT_KEYWORDS:
+                best[end] = before or _COMPACT_KEYWORDS[piece]
+                break
+            if piece in _FILLERS and best[end] is None:
+                best[end] = before
+    return best[-1] or None
+
+
 def _harmless_at(folded: str, found: re.Match[str]) -> bool:
-    """The match lies inside a harmless use ("stop by the store", "cancel my order")."""
-    return any(h.start() <= found.start() < h.end() for h in _HARMLESS.finditer(folded))
+    """The match overlaps a harmless use ("stop by the store", "quiero cancelar mi pedido")."""
+    return any(h.start() < found.end() and found.start() < h.end() for h in _HARMLESS.finditer(folded))
 
 
 def _scoped(verdict: Verdict, folded: str, language: str, evidence: str) -> OptOut:
