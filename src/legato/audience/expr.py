@@ -387,6 +387,14 @@ def parse(source: str) -> Node:
     return _Parser(source).parse()
 
 
+# How deeply an expression may nest: parentheses, 'not's, minus signs, function calls and
+# each operator of an arithmetic chain count one level. Real segments nest a handful of
+# levels; the bound keeps the parser and every compiler of the tree (which recurse) far from
+# Python's recursion limit, so "200 nested parentheses" is an error that names its column,
+# not a RecursionError traceback.
+MAX_DEPTH = 50
+
+
 class _Parser:
     """Recursive descent over the token list; one method per grammar rule."""
 
@@ -394,6 +402,16 @@ class _Parser:
         self.source = source
         self.tokens = tokenize(source)
         self.index = 0
+        self.depth = 0
+
+    def nest(self, token: Token) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(
+                f"the expression nests more than {MAX_DEPTH} levels deep",
+                token,
+                hint="split it into named segments and combine them, or remove redundant parentheses and 'not's",
+            )
 
     # -- token helpers
 
@@ -471,7 +489,9 @@ class _Parser:
     def not_expr(self) -> Node:
         if self.at_keyword("not"):
             keyword = self.advance()
+            self.nest(keyword)
             operand = self.not_expr()
+            self.depth -= 1
             return Not(operand=operand, start=keyword.start, end=operand.end)
         return self.comparison()
 
@@ -566,24 +586,32 @@ class _Parser:
 
     def additive(self) -> Node:
         node = self.term()
+        entered = self.depth
         while self.at_op("+", "-"):
+            self.nest(self.token)  # each operator nests the tree one level deeper
             op = self.advance().text
             right = self.term()
             node = Arithmetic(op=op, left=node, right=right, start=node.start, end=right.end)
+        self.depth = entered
         return node
 
     def term(self) -> Node:
         node = self.unary()
+        entered = self.depth
         while self.at_op("*", "/"):
+            self.nest(self.token)
             op = self.advance().text
             right = self.unary()
             node = Arithmetic(op=op, left=node, right=right, start=node.start, end=right.end)
+        self.depth = entered
         return node
 
     def unary(self) -> Node:
         if self.at_op("-"):
             minus = self.advance()
+            self.nest(minus)
             operand = self.unary()
+            self.depth -= 1
             # Fold "-5" into a literal so it can appear in 'in' lists and reads naturally.
             if isinstance(operand, Literal) and type(operand.value) in (int, float):
                 return Literal(value=-operand.value, start=minus.start, end=operand.end)  # type: ignore[operator]
@@ -606,7 +634,9 @@ class _Parser:
             return Name(name=token.text, start=token.start, end=token.end)
         if self.at_op("("):
             opening = self.advance()
+            self.nest(opening)
             inner = self.or_expr()
+            self.depth -= 1
             if not self.at_op(")"):
                 raise self.error(
                     f"expected ')', found {self.describe(self.token)}",
@@ -621,6 +651,7 @@ class _Parser:
 
     def call(self, name: Token) -> Node:
         opening = self.advance()
+        self.nest(opening)
         args: list[Node] = []
         if not self.at_op(")"):
             while True:
@@ -637,6 +668,7 @@ class _Parser:
                 hint=f"to close the '(' at column {self._column(opening.start)}",
             )
         closing = self.advance()
+        self.depth -= 1
         return Call(name=name.text.lower(), args=tuple(args), start=name.start, end=closing.end, name_end=name.end)
 
     def _column(self, offset: int) -> int:

@@ -1,7 +1,9 @@
 """The features a policy sees: the agent's chosen fields as a dense matrix.
 
 Policies get customers × (1 + features); a missing value becomes 0 and a constant column of
-ones is first, so linear policies need no separate intercept. Which fields an agent uses is
+ones is first, so linear policies need no separate intercept. Values are bounded to
+±:data:`FEATURE_LIMIT` (infinity included): linear policies square and sum them, and a
+value of 1e200 would overflow to infinity and NaN. Which fields an agent uses is
 set in the playbook (``agents[].features``); they are stored with each decision as float32 so
 the learning loop sees what the policy saw.
 """
@@ -11,12 +13,16 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+FEATURE_LIMIT = 1e9  # squares of 1e18 still sum exactly enough in float64
+
+
 def feature_matrix(columns: list[npt.NDArray[np.object_]], n: int) -> npt.NDArray[np.float64]:
     matrix = np.ones((n, len(columns) + 1), dtype=np.float64)
     for index, column in enumerate(columns, start=1):
         values = np.asarray(column, dtype=object)
         values[values == None] = np.nan  # noqa: E711 - elementwise on objects
-        matrix[:, index] = np.nan_to_num(values.astype(np.float64), nan=0.0)
+        finite = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=FEATURE_LIMIT, neginf=-FEATURE_LIMIT)
+        matrix[:, index] = np.clip(finite, -FEATURE_LIMIT, FEATURE_LIMIT)
     return matrix
 
 

@@ -29,16 +29,41 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
+from legato.errors import LegatoError
+
+
+class NonFiniteDecision(LegatoError):
+    """A policy produced a propensity or estimate that is not a finite number (or not a probability)."""
+
 
 @dataclass(frozen=True)
 class BatchDecision:
-    """What a policy chose for each customer of a batch."""
+    """What a policy chose for each customer of a batch.
+
+    Every policy's answer passes through here, so this is where a non-finite number is
+    stopped: a NaN propensity would be written as NULL and break every later evaluation and
+    update (revenue of 1e200 once did that to lin_ucb). Nothing is written then; the cycle
+    fails with the customers' rows named.
+    """
 
     # index into the agent's action space; -1 where the policy takes no action for the
     # customer (only a fixed rule does, when the customer cannot receive its action)
     actions: npt.NDArray[np.int64]
     propensities: npt.NDArray[np.float64]  # probability the policy gave the chosen action
     expected_values: npt.NDArray[np.float64]  # the policy's estimate of the chosen action's reward
+
+    def __post_init__(self) -> None:
+        propensities = np.asarray(self.propensities, dtype=np.float64)
+        bad = ~np.isfinite(propensities) | (propensities < 0) | (propensities > 1 + 1e-9)
+        bad |= ~np.isfinite(np.asarray(self.expected_values, dtype=np.float64))
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise NonFiniteDecision(
+                f"the policy gave {rows.size} customer(s) a propensity or estimate that is not a finite probability "
+                f"(first: row {int(rows[0])}, propensity {propensities[rows[0]]!r}); nothing was decided",
+                hint="a feature is far too large or not a number: check the imported values (legato import reports them by row) "
+                "and the agent's features, then roll the policy back (legato agents rollback) if its state is damaged",
+            )
 
 
 class PolicyParams(BaseModel):

@@ -19,12 +19,13 @@ from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import SandboxedEnvironment
 
+from legato.deliver.sandbox import BoundedEnvironment
 from legato.guard.findings import Finding
 from legato.playbook.models import Creative, Offer, Playbook
 
-ENVIRONMENT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+# Bounded: what a template may build is limited (legato.deliver.sandbox).
+ENVIRONMENT = BoundedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
 PARTS = ("subject", "title", "body")
 
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from legato.errors import LegatoError
 from legato.playbook.links import check_links
+from legato.playbook.bounds import MAX_BYTES, MAX_DEPTH, DocumentTooLarge, check_document
 from legato.playbook.models import Playbook
 from legato.playbook.positions import PositionMap, compose_positions
 from legato.playbook.positions import Mark
@@ -67,10 +68,22 @@ def load_playbook(path: str | Path, *, checks: PlaybookChecks) -> Playbook:
 
 
 def parse_playbook(text: str, file: str = "<playbook>", *, checks: PlaybookChecks) -> Playbook:
+    if len(text) > MAX_BYTES:
+        raise PlaybookError(file, [f"{file}:1:1: the file has {len(text):,} characters, more than a playbook needs ({MAX_BYTES:,})"
+                                   "\n  hint: check that this is the playbook and not a data file"])
     try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None:
+            check_document(root)
         _, positions = compose_positions(text)
     except yaml.YAMLError as exc:
         raise PlaybookError(file, [_yaml_problem(file, exc)]) from None
+    except DocumentTooLarge as exc:
+        raise PlaybookError(file, [f"{file}:{exc.mark.line}:{exc.mark.column}: {exc.message}\n  hint: {exc.hint}"]) from None
+    except RecursionError:  # nesting so deep the composer itself gives up before it is measured
+        raise PlaybookError(
+            file, [f"{file}:1:1: the document nests more than {MAX_DEPTH} levels deep\n  hint: flatten the structure"]
+        ) from None
     problems: list[Problem] = [
         Problem(path, f"duplicate key '{path[-1]}' (first at line {first.line})", mark=second)
         for path, first, second in positions.duplicates

@@ -20,6 +20,7 @@ in-memory tables the 1-based record number.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -61,6 +62,15 @@ IMPLIED_CONSENT_LIFETIME = timedelta(days=730)
 _ID_LENGTH = 128
 _CUSTOMER_FIELDS = {"email": 320, "phone": 32, "time_zone": 64, "country": 2, "region": 16}
 _TYPE_LENGTH = 32
+# Numbers the models can do arithmetic on: squares and sums of features stay finite. A
+# revenue of 1e200 made lin_ucb's matrices overflow and write NULL propensities. Beyond 1e15
+# a float no longer holds every integer; no single event brings in a billion.
+_MAX_NUMBER = 1e15
+_MAX_REVENUE = 1e9
+# One CSV cell of more than a megabyte is not customer data; it is reported by row and
+# column, never echoed. Cells up to the block size are read and then refused.
+_MAX_FIELD = 1_000_000  # characters
+_CSV_BLOCK = 1 << 24  # bytes: the reader's block; a field must fit in one
 
 _DATE_HINT = "use ISO-8601, e.g. 2024-03-01T09:00:00Z"
 _ISO_DATE = r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?"
@@ -254,21 +264,40 @@ _READ_HINTS = {
 
 
 def _arrow_message(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0]
+    # pyarrow quotes the offending row ("Expected 5 columns, got 1: <the row>"): that is the
+    # customer's data, possibly megabytes of it, and is never echoed.
+    first = str(exc).strip().splitlines()[0]
+    first = re.sub(r"(Expected \d+ columns, got \d+):.*", r"\1", first)
+    return first if len(first) <= 200 else first[:197] + "..."
 
 
 def _read_csv(path: Path) -> _Frame:
     # Blank lines are kept as (empty) rows so that row numbers equal spreadsheet rows;
     # they are dropped below without counting as read.
     parse = pacsv.ParseOptions(ignore_empty_lines=False)
-    reader = pacsv.open_csv(path, parse_options=parse)  # only to learn the header
-    names = reader.schema.names
-    reader.close()
-    _check_unique(path.name, [name.strip() for name in names])
-    convert = pacsv.ConvertOptions(
-        column_types={name: pa.string() for name in names}, strings_can_be_null=False
-    )
-    table = pacsv.read_csv(path, parse_options=parse, convert_options=convert)
+    read = pacsv.ReadOptions(block_size=_CSV_BLOCK)
+    try:
+        reader = pacsv.open_csv(path, read_options=read, parse_options=parse)  # only to learn the header
+        names = reader.schema.names
+        reader.close()
+        _check_unique(path.name, [name.strip() for name in names])
+        convert = pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in names}, strings_can_be_null=False
+        )
+        table = pacsv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+    except pa.ArrowInvalid as exc:
+        if "straddl" in str(exc):
+            raise ImportFileError(
+                f"{path.name} line {_first_bad_line(path)}: a field is longer than {_CSV_BLOCK:,} bytes; nothing was imported",
+                hint="a cell holds far more than customer data; check the quoting (an unclosed quote joins many rows into one)",
+            ) from None
+        if "columns, got" in str(exc):
+            raise ImportFileError(
+                f"cannot read {path.name} as CSV: line {_first_bad_line(path)}: {_arrow_message(exc)}",
+                hint=_READ_HINTS["csv"] + " (a value with a line break is not supported)",
+            ) from None
+        raise
+    _refuse_huge_fields(table, path.name)
     table = table.rename_columns([name.strip() for name in table.column_names])
     blank = np.ones(table.num_rows, dtype=bool)
     for column in table.columns:
@@ -281,6 +310,44 @@ def _read_csv(path: Path) -> _Frame:
     numbers = kept + 2  # the header is row 1
     table = _drop_unnamed(table, path.name)
     return _Frame(table, path.name, False, set(), lambda: numbers)
+
+
+def _refuse_huge_fields(table: pa.Table, source: str) -> None:
+    """Cells longer than :data:`_MAX_FIELD`, named by row and column, their text never shown."""
+    found: list[str] = []
+    for name, column in zip(table.column_names, table.columns):
+        lengths = pc.utf8_length(_contiguous(column))
+        for index in np.flatnonzero(_mask(pc.greater(lengths, _MAX_FIELD)))[:5].tolist():
+            found.append(f"row {index + 2}, column {name}: {lengths[index].as_py():,} characters")
+    if found:
+        raise ImportFileError(
+            f"{source}: a field is longer than {_MAX_FIELD:,} characters ({'; '.join(found)}); nothing was imported",
+            hint="a cell holds far more than customer data; check the quoting (an unclosed quote joins many rows into one)",
+        )
+
+
+def _first_bad_line(path: Path) -> int:
+    """The line (as an editor counts) of the first row with a line break, too many or too
+    few fields, or a field too long for the reader: Python's csv, row by row."""
+    limit = csv.field_size_limit()
+    try:
+        csv.field_size_limit(_CSV_BLOCK)
+        with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+            reader = csv.reader(handle)
+            width = len(next(reader, []))
+            start = reader.line_num + 1  # where the next row begins
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return start
+                except csv.Error:
+                    return start
+                if (row and len(row) != width) or any("\n" in value or "\r" in value for value in row):
+                    return start
+                start = reader.line_num + 1
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _read_jsonl(path: Path, instants: Callable[[str], bool]) -> _Frame:
@@ -585,6 +652,11 @@ def _numbers(values: pa.Array, column: str) -> tuple[pa.Array, np.ndarray, pa.Ar
     return parsed, bad, shown
 
 
+def _too_large(parsed: pa.Array, limit: float) -> np.ndarray:
+    """Numbers beyond ``limit`` in size: finite, but they overflow the models' arithmetic."""
+    return _mask(pc.greater(pc.abs(parsed), limit))
+
+
 def _first_seen(ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """For repeated ids: a mask of the later rows and, per row, the index of the first.
 
@@ -731,7 +803,9 @@ def _declared_literals(
     if declared == "number":
         parsed, bad, shown = _numbers(values, column)
         problems.add(bad, column, shown, lambda v: f"{_q(v)} is not a number")
-        return pc.cast(parsed, pa.string())
+        huge = _too_large(parsed, _MAX_NUMBER)
+        problems.add(huge, column, shown, lambda v: f"{_q(v)} is too large (at most {_MAX_NUMBER:.0e} in size)")
+        return pc.cast(pc.if_else(pa.array(huge), pa.scalar(None, pa.float64()), parsed), pa.string())
     if declared == "boolean":
         shown = _text(values, column)
         lowered = pc.utf8_lower(shown)
@@ -1349,4 +1423,6 @@ def _revenue(frame: _Frame, problems: _Problems) -> pa.Array:
     problems.add(bad, "revenue", shown, lambda v: f"{_q(v)} is not a number")
     negative = _mask(pc.less(revenue, 0))
     problems.add(negative, "revenue", shown, lambda v: f"{_q(v)} is negative (revenue must be 0 or more)")
+    huge = _too_large(revenue, _MAX_REVENUE)
+    problems.add(huge, "revenue", shown, lambda v: f"{_q(v)} is more than {_MAX_REVENUE:,.0f} for one event; check the unit and the decimal separator")
     return revenue
