@@ -41,6 +41,7 @@ def _register_sub_apps() -> None:
     from legato.cli.inbound import inbound_app
     from legato.cli.learning import bench, evaluate, score, simulate
     from legato.cli.reports import report_app, suppress_app
+    from legato.cli.secret import secret_app
     from legato.cli.trust import agents_app, review_app
 
     app.add_typer(import_app, name="import")
@@ -50,6 +51,7 @@ def _register_sub_apps() -> None:
     app.add_typer(agents_app, name="agents")
     app.add_typer(inbound_app, name="inbound")
     app.add_typer(suppress_app, name="suppress")
+    app.add_typer(secret_app, name="secret")
     app.command()(simulate)
     app.command()(bench)
     app.command()(evaluate)

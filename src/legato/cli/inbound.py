@@ -90,6 +90,31 @@ def opt_out_command(
     console.print(f"reply to send: {reply}", highlight=False)
 
 
+@inbound_app.command("unsubscribe")
+def unsubscribe_command(
+    token: Annotated[str, typer.Argument(help="The t= value of the message's unsubscribe link.")],
+    database: DatabaseOption = None,
+    at: AtOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Honour an unsubscribe link: verify its signed token and revoke marketing on that message's channel.
+
+    What a web endpoint behind `brand.legal.unsubscribe_url` calls (RFC 8058 one-click too).
+    Example: `legato inbound unsubscribe mfrgg.q3kx... --json`
+    """
+    from legato.store.db import connect
+    from legato.trust.inbound import unsubscribe
+
+    try:
+        done = unsubscribe(connect(database), token, _now(at))
+    except LegatoError as error:
+        fail(error)
+    if as_json:
+        emit_json(done.to_dict())
+        return
+    console.print(f"customer {done.customer_id}: marketing by {done.channel} revoked (message {done.message_id})", highlight=False)
+
+
 @inbound_app.command("list")
 def list_command(
     database: DatabaseOption = None,

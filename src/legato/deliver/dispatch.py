@@ -28,9 +28,9 @@ from legato.deliver.render import (  # noqa: F401 - re-exported: what a template
     customer_context,
     edited_creative,
     message_context,
-    message_token,
     unsubscribe_link,
 )
+from legato.deliver.tokens import KeyRing, message_token, ring_for
 from legato.errors import LegatoError
 from legato.guard.consent import MARKETING
 from legato.guard.contact import in_region, region_code
@@ -69,6 +69,7 @@ def dispatch_due(
     """Send every pending message whose time has come."""
     now = clock.now()
     report = DispatchReport()
+    ring = ring_for(engine)  # read once: the key does not change during a run
     checker = MessageChecker(playbook)
     purposes = {c.id: c.purpose for c in playbook.creatives}
     variants: dict[tuple[str, str | None], Variant] = {}
@@ -120,7 +121,7 @@ def dispatch_due(
                     check_contact_now(playbook, row, now, purpose=purpose)
                     if row.channel not in channel_transports:
                         raise RenderError(f"no transport for channel '{row.channel}' in the playbook")
-                    message = _message(row, playbook, checker, variants, now)
+                    message = _message(row, playbook, checker, variants, now, ring)
                 except (RenderError, LegatoError) as exc:
                     reason = str(exc) if isinstance(exc, RenderError) else exc.message
                     if isinstance(exc, BlockedContent):
@@ -191,14 +192,16 @@ def quiet_until(playbook: Playbook, row: Any, now: datetime) -> datetime | None:
     return resume
 
 
-def _message(row: Any, playbook: Playbook, checker: MessageChecker, variants: dict[tuple[str, str | None], Variant], now: datetime) -> dict[str, Any]:
+def _message(
+    row: Any, playbook: Playbook, checker: MessageChecker, variants: dict[tuple[str, str | None], Variant], now: datetime, ring: KeyRing
+) -> dict[str, Any]:
     """The message of one outbox row, through the one check bound to the decision's content hash."""
     if row.content_override:  # a reviewer's edit, approved as it stands: send it, not the creative
         variant = checker.variant(row.creative_id, row.offer_id, row.content_override)
     else:
         key = (row.creative_id, row.offer_id)
         variant = variants.get(key) or variants.setdefault(key, checker.variant(row.creative_id, row.offer_id))
-    token = message_token(row.id, row.customer_id)
+    token = message_token(row.id, row.customer_id, ring)
     recipient = Recipient(row.customer_id, row.email, row.phone, row.attributes)
     try:
         check = checker.check(variant, expected_hash=row.content_hash, recipient=recipient, token=token)

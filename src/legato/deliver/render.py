@@ -9,7 +9,6 @@ only the personal parts differ per customer.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 import traceback
@@ -105,17 +104,6 @@ def message_context(playbook: Playbook, customer: Mapping[str, Any], offer: Offe
         "brand": {"name": playbook.brand.name, **playbook.brand.legal.model_dump()},
         "unsubscribe_url": unsubscribe_link(playbook, token),
     }
-
-
-def message_token(message_id: int, customer_id: str) -> str:
-    """The per-message token of the unsubscribe link (a preview without an outbox row has none).
-
-    Base32 (RFC 4648: a-z and 2-7), not hex: in hex, one token in a few hundred holds a run of
-    13+ digits that passes the Luhn check, and the content guard rightly blocks a message
-    that seems to carry a payment card number.
-    """
-    digest = hashlib.sha256(f"{message_id}:{customer_id}".encode()).digest()
-    return base64.b32encode(digest).decode("ascii").lower()[:24]
 
 
 def unsubscribe_link(playbook: Playbook, token: str) -> str:

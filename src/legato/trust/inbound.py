@@ -346,6 +346,43 @@ def confirm_opt_out(
     return revoked, reply
 
 
+@dataclass(frozen=True)
+class Unsubscribed:
+    message_id: str
+    customer_id: str
+    channel: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def unsubscribe(engine: Engine, token: str, now: datetime) -> Unsubscribed:
+    """Honour the unsubscribe link of a message: verify its token, revoke that channel at once.
+
+    The token is an HMAC (:mod:`legato.deliver.tokens`) any accepted key signed for the
+    message and its customer; a token that fails is refused and changes nothing.
+    """
+    from legato.deliver.tokens import ring_for, token_message_id, verify_token
+
+    message_id = token_message_id(token)
+    refused = LegatoError("the unsubscribe token is not valid", hint="use the token from the link exactly as the message gave it; nothing was changed")
+    if message_id is None or not message_id.isdigit():
+        raise refused
+    ring = ring_for(engine)
+    with engine.begin() as connection:
+        row = connection.execute(sa.select(outbox.c.customer_id, outbox.c.channel).where(outbox.c.id == int(message_id))).first()
+        if row is None or not verify_token(token, message_id, row.customer_id, ring):
+            raise refused
+        _revoke(connection, row.customer_id, row.channel, now, source="unsubscribe_link")
+        connection.execute(
+            sa.insert(audit_log).values(
+                at=now, actor=f"customer:{row.customer_id}", action="unsubscribed", entity="outbox", entity_id=message_id,
+                detail={"channel": row.channel, "via": "unsubscribe link"},
+            )
+        )
+    return Unsubscribed(message_id, row.customer_id, row.channel)
+
+
 def _revoke(connection: Any, customer_id: str, channel: str, now: datetime, *, source: str) -> None:
     """Honour an opt-out at once (the legal limit is 10 business days; there is no reason to wait)."""
     key = (consents.c.customer_id == customer_id) & (consents.c.channel == channel) & (consents.c.purpose == "marketing")

@@ -8,7 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, Row
 
-from legato.deliver.render import RenderError, message_token
+from legato.deliver.render import RenderError
+from legato.deliver.tokens import message_token, ring_for
 from legato.guard.standing import standing_now
 from legato.playbook.models import Playbook
 from legato.store.schema import audit_log, customers, decisions, inbound_messages, outbox, review_items
@@ -131,7 +132,7 @@ def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None,
         matches = row.content_override is not None or playbook_hash(playbook, row) == row.content_hash
         try:
             creative = current_creative(playbook, row)
-            check = render_and_check(playbook, creative, row, customer, message_token(sent.id, row.customer_id) if sent else PREVIEW_TOKEN)
+            check = render_and_check(playbook, creative, row, customer, message_token(sent.id, row.customer_id, ring_for(engine)) if sent else PREVIEW_TOKEN)
             rendered = check.rendered
             if rendered is not None:
                 content = {"subject": rendered.subject, "title": rendered.title, "body": rendered.body}
