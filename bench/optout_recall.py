@@ -16,8 +16,12 @@ new, differently worded development examples, never by copying evaluation texts)
 - round 1 (478 replies), first measurement: recall (revoked) 97.6%, recall (stopped) 98.3%,
   precision 98.6% (3 ordinary replies revoked);
 - round 2 (195 replies, written after round 1's corrections), first measurement: recall
-  (revoked) 85.6%, recall (stopped) 86.4%, precision 100%: the held-out figure. Its misses
-  were mostly short "no emails", "no texts" forms and a few typos.
+  (revoked) 85.6%, recall (stopped) 86.4%, precision 100%. Its misses were mostly short
+  "no emails", "no texts" forms and a few typos;
+- round 3 (99 replies, written after round 2's corrections), first measurement: recall
+  (revoked) 90.3%, recall (stopped) 93.5%, precision 100%, no ordinary reply sent to a
+  person: the held-out figure for the patterns before its own corrections ("No me
+  contacten", "Don't want these", "no further contact please", "cancelar mensajes").
 
 The figures this script prints today include the corrections, so they are no longer held out.
 

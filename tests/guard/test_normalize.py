@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from legato.guard.normalize import CONFUSABLES, forms, is_invisible, normalize, strip_marks
+from legato.guard.normalize import CONFUSABLES, forms, is_invisible, normalize, normalize_with_offsets, raw_span, strip_marks
 
 
 def test_full_width_forms_fold_to_ascii() -> None:
@@ -42,3 +42,14 @@ def test_plain_text_is_left_as_it_is_and_forms_lists_both() -> None:
 
 def test_strip_marks() -> None:
     assert strip_marks("arrêtez désabonnez más") == "arretez desabonnez mas"
+
+
+def test_offsets_point_back_at_what_was_written() -> None:
+    text = "Buy: ａ\u200bct ｎｏｗ ﬁne"
+    normal, offsets = normalize_with_offsets(text)
+    assert normal == "Buy: act now fine"
+    start = normal.index("act now")
+    assert raw_span(offsets, (start, start + len("act now")), len(text)) == (5, 13)
+    assert text[5:13] == "ａ\u200bct ｎｏｗ"
+    ligature = normal.index("fine")
+    assert raw_span(offsets, (ligature, ligature + 2), len(text)) == (14, 15)  # "fi" came from one "ﬁ"

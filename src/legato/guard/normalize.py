@@ -85,3 +85,29 @@ def forms(text: str) -> tuple[str, ...]:
     """The text as written and, if it differs, its normal form: a check looks at both."""
     normal = normalize(text)
     return (text,) if normal == text else (text, normal)
+
+
+def normalize_with_offsets(text: str) -> tuple[str, list[int]]:
+    """:func:`normalize` one character at a time, with where each output character came from.
+
+    ``offsets[j]`` is the index in ``text`` of the character that produced output character
+    ``j``, so a finding on the normal form can point at what was written. Characters are
+    folded one by one (a combining mark is not composed with its letter), which keeps the
+    correspondence exact; for matching rules on letters that makes no difference.
+    """
+    pieces: list[str] = []
+    offsets: list[int] = []
+    for index, char in enumerate(text):
+        piece = map_confusables(remove_invisible(unicodedata.normalize("NFKC", char)))
+        pieces.append(piece)
+        offsets.extend([index] * len(piece))
+    return "".join(pieces), offsets
+
+
+def raw_span(offsets: list[int], span: tuple[int, int], length: int) -> tuple[int, int]:
+    """A span of the normal form as the span of the written text it came from."""
+    if not offsets:
+        return (0, 0)
+    start = offsets[min(span[0], len(offsets) - 1)]
+    end = offsets[span[1] - 1] + 1 if span[1] > span[0] else start
+    return (start, min(end, length))

@@ -149,11 +149,12 @@ REQUESTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("en", rf"\b(stop|quit|cease|end|halt|discontinue) (\w+ ){{0,2}}{_EN_SEND}"),
         ("en", rf"\b(stop|quit|cease|end|cancel|halt|discontinue) (all |the |these |this |your |my |any |those )*{_EN_STUFF}\b"),
         ("en", r"\bunsubscrib\w*|\bunsub\b|\bunsuscrib\w*|\bopt(ed|ing)? (me )?out\b|\boptout\b|\brevok\w* (my )?(consent|permission|subscription)"),
-        ("en", rf"\bno (more|further|longer) (\w+ ){{0,2}}{_EN_STUFF}\b|^no {_EN_STUFF}( please| thanks| thank you| pls)?$|\bno more of (these|this|them|it)\b"),
+        ("en", rf"\bno (more|further|longer) (\w+ ){{0,2}}({_EN_STUFF}|contact)\b|^no (\w+ )?{_EN_STUFF}( please| thanks| thank you| pls)?$|\bno more of (these|this|them|it)\b"),
         ("en", rf"\b(enough|done) with (the |these |your |all )*{_EN_STUFF}\b|\bturn (off|of) (\w+ ){{0,2}}{_EN_STUFF}\b|\bquit it\b"),
         ("en", rf"\b(don'?t|do not|dont|never|pls don'?t|please don'?t) (\w+ ){{0,2}}{_EN_SEND} (me|us|my|to me)\b"),
         ("en", rf"\b(don'?t|do not|dont|never) (\w+ ){{0,1}}(want|need|wish) (to (get|receive|hear|see) )?(\w+ ){{0,3}}{_EN_STUFF}\b"),
         ("en", r"\b(don'?t|do not|dont|no longer|never) (\w+ ){0,1}(want|wish|like) to (be contacted|hear from you|receive|get)\b"),
+        ("en", r"\b(don'?t|do not|dont) (want|need) (these|this|them|it|any of (this|these|it))( anymore| any more| please)*$"),
         ("en", r"\b(remove|delete|erase|take|drop|strike|scratch|get) (me|my (\w+ ){0,2}(number|email|address|name|info|details|data|account|contact)) (\w+ ){0,2}(off|from|out)\b"),
         ("en", r"\b(remove|delete|take|erase) (me|my (number|email|address|name|info|details|data|contact)|this (number|email|address))\b(?! \w+ (cart|bag|order|basket))"),
         ("en", r"\b(asked|told you|requested) (\w+ ){0,2}(to be removed|to stop|to unsubscribe|not to)\b"),
@@ -190,6 +191,8 @@ REQUESTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("es", r"\b(borr|elimin|quit|sac|saq|remuev)\w*(me|nos)\b|\b(borr|elimin|quit|sac|saq|remuev)\w* (mi (numero|correo|email|nombre|contacto|dato\w*)|me)\b"),
         ("es", r"\b(borr|elimin|quit|sac)\w* (\w+ ){0,3}de (su |tu |la |sus |esta )?(lista|base de datos|base|registro|listas)"),
         ("es", r"\bdej\w* (\w+ )?en paz\b|\bno (me )?molest\w*\b"),
+        ("es", r"\bno (me|nos) (contact|escrib|envi|mand|llam)\w*( (mas|nunca|nada|por favor|ya))*$"),
+        ("es", rf"\b(cancelar|detener|parar|anular) (los |mis |sus |estos |todos los )?{_ES_STUFF}\b"),
         ("es", r"\b(quiero|quisiera|deseo|por favor) (\w+ ){0,2}(darme de baja|que (me )?(dejen|borren|eliminen|quiten)|cancelar|dejar de recibir|no recibir)"),
         ("es", r"\b(ya )?(les )?(dije|pedi|escribi|respondi) (\w+ ){0,2}(stop|alto|baja|basta|que no|que paren|que dejen)"),
         ("es", r"\bcomo (me )?(puedo |hago para )?(me )?(dar de baja|darme de baja|desuscrib\w*|dejar de recibir|dejo de recibir|cancelar|doy de baja)"),
@@ -204,13 +207,13 @@ REQUESTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 MAYBES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (language, re.compile(pattern))
     for language, pattern in (
-        ("en", r"\btoo (many|much|often)\b|\b(fewer|less) (\w+ ){0,1}(texts|emails|messages|often|mail|spam)\b|\bso many (texts|emails|messages)\b"),
+        ("en", r"\btoo (many|much|often)\b|\bso (many|often)\b|\bwho gave you\b|\b(fewer|less) (\w+ ){0,1}(texts|emails|messages|often|mail|spam)\b|\bso many (texts|emails|messages)\b"),
         ("en", r"\bnot interested\b|\bno interest\b|\bwrong (number|person|email)\b|\bwho (is|are) (this|you)\b|\bhow did you get (my|this)\b|\bnever (signed|subscribed|asked)\b|\bdidn'?t (sign|subscribe|ask)\b"),
         ("en", r"\bwhy (do|are|does|did) you (keep )?(\w+ ){0,1}(text|email|messag|send|contact)\w*|\bspam(ming|mer|my)?\b|\bannoying\b|\bhate (these|your|getting)\b"),
         ("en", r"^(no|nope|nah|no thanks|no thank you|no ty|not now|not for me|pass|n)$|\bno thanks\b|\bnot anymore\b|\bi'?m good\b$"),
         ("en", r"\b(pause|take a break|break from|hold off|snooze)\b"),
-        ("fr", r"\btrop de (messages|sms|mails|e ?mails|courriels|pubs?)\b|\bpas interesse\w*\b|\bmauvais numero\b|\bqui (etes vous|est ce)\b|^non( merci)?$|\bnon merci\b|\bsans interet\b|\bca suffit\b|\bharcelement\b"),
-        ("es", r"\bdemasiad[oa]s (mensajes|correos|sms|emails)\b|\bno me interesa\b|\bnumero equivocado\b|\bquien (es|eres|son)\b|^no( gracias)?$|\bno gracias\b|\bya no\b$"),
+        ("fr", r"\btrop de (messages|sms|mails|e ?mails|courriels|pubs?)\b|\bpas interesse\w*\b|\bmauvais numero\b|\bqui (etes vous|est ce)\b|^non( merci)?$|\bnon merci\b|\bsans interet\b|\bca suffit\b|\bharcelement\b|^c'est trop\b"),
+        ("es", r"\bdemasiad[oa]s (mensajes|correos|sms|emails)\b|\bson demasiad[oa]s\b|\bno me interesa\b|\bnumero equivocado\b|\bquien (es|eres|son)\b|^no( gracias)?$|\bno gracias\b|\bya no\b$"),
     )
 )
 
