@@ -162,3 +162,15 @@ def test_personal_data_in_a_reply_is_masked_before_it_is_stored(engine: Engine) 
     everything = json.dumps([stored, evidence, audit])
     for secret in ("4111 1111 1111 1111", "cvv 123", "555-0100"):
         assert secret not in everything
+
+
+def test_a_reply_stored_before_masking_is_masked_when_listed(engine: Engine, database_url: str) -> None:
+    _customers(engine)
+    pb = parse_playbook(PLAYBOOK)
+    handled = receive(engine, pb, "c0", "email", "I want a refund", AT)
+    with engine.begin() as c:  # as an older version stored it: the text as written
+        evidence = c.execute(sa.select(review_items.c.evidence).where(review_items.c.id == handled.review_item_id)).scalar_one()
+        c.execute(sa.update(review_items).where(review_items.c.id == handled.review_item_id).values(evidence={**evidence, "excerpt": "refund to 4111 1111 1111 1111"}))
+    listed = CliRunner().invoke(app, ["inbound", "list", "-d", database_url, "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout)["items"][0]["evidence"]["excerpt"] == "refund to [card ••••1111]"

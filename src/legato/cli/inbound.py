@@ -127,6 +127,9 @@ def list_command(
     answer the customer, then `legato review resolve ITEM --note "..." --reviewer NAME`.
     Example: `legato inbound list --json`
     """
+    from dataclasses import replace
+
+    from legato.guard.redact import mask
     from legato.store.db import connect
     from legato.trust.review import CONVERSATION, list_items
 
@@ -134,6 +137,8 @@ def list_command(
         items = list_items(connect(database), kind=CONVERSATION, limit=limit)
     except LegatoError as error:
         fail(error)
+    # Replies are masked when stored; replies stored before that are masked when shown.
+    items = [replace(item, evidence={**item.evidence, "excerpt": mask(str(item.evidence.get("excerpt", "")))}) if item.evidence else item for item in items]
     if as_json:
         emit_json({"items": [item.to_dict() for item in items]})
         return
