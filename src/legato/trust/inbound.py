@@ -46,7 +46,7 @@ from sqlalchemy import Engine
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from legato.audience.fields import StoreResolver, audience_from
-from legato.errors import LegatoError, NotFound
+from legato.errors import Invalid, LegatoError, NotFound
 from legato.guard.normalize import normalize
 from legato.guard.redact import mask
 from legato.playbook.models import ChannelKind, Playbook
@@ -328,11 +328,11 @@ def confirm_opt_out(
             .where(review_items.c.id == item_id)
         ).first()
         if row is None:
-            raise LegatoError(f"review item {item_id} is not a customer's reply", hint="list replies with `legato inbound list`")
+            raise NotFound(f"review item {item_id} is not a customer's reply", hint="list replies with `legato inbound list`")
         revoked = channels or revoked_channels(detect(row.text), row.channel)
         unknown = sorted(revoked - {kind.value for kind in ChannelKind})
         if unknown:
-            raise LegatoError(f"unknown channel '{unknown[0]}'", hint=f"channels: {', '.join(kind.value for kind in ChannelKind)}")
+            raise Invalid(f"unknown channel '{unknown[0]}'", hint=f"channels: {', '.join(kind.value for kind in ChannelKind)}")
         for each in sorted(revoked):
             _revoke(connection, row.customer_id, each, now, source=f"review:{reviewer}")
         reply = confirmation(playbook, revoked, _still_allowed(connection, playbook, row.customer_id), detect(row.text).language)
@@ -365,7 +365,7 @@ def unsubscribe(engine: Engine, token: str, now: datetime) -> Unsubscribed:
     from legato.deliver.tokens import ring_for, token_message_id, verify_token
 
     message_id = token_message_id(token)
-    refused = LegatoError("the unsubscribe token is not valid", hint="use the token from the link exactly as the message gave it; nothing was changed")
+    refused = Invalid("the unsubscribe token is not valid", hint="use the token from the link exactly as the message gave it; nothing was changed")
     if message_id is None or not message_id.isdigit():
         raise refused
     ring = ring_for(engine)
