@@ -6,7 +6,6 @@ import re
 
 import pytest
 
-from legato.deliver.tokens import KeyRing, message_token
 from legato.deliver.render import (
     CreativeTemplate,
     RenderError,
@@ -19,6 +18,7 @@ from legato.deliver.render import (
     render_template,
     variant_hash,
 )
+from legato.deliver.tokens import KeyRing, message_token
 from legato.validation import parse_playbook
 from legato.playbook.models import Creative
 

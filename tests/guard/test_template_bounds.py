@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from legato.deliver.render import CreativeTemplate, RenderError
-from legato.guard.content import render_template
+from legato.deliver.render import render_template
 from legato.playbook.models import Creative
 
 

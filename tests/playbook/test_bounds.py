@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from legato.audience.expr import ExpressionError, parse
-from legato.playbook.loader import PlaybookError, parse_playbook
+from legato.validation import PlaybookError, parse_playbook
 
 from tests.test_engine import PLAYBOOK
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from legato.cli.app import app
 from legato.clock import FixedClock
-from legato.playbook.loader import parse_playbook
+from legato.validation import parse_playbook
 from legato.store.ingest import import_customers
 from legato.store.schema import audit_log, consents, inbound_messages, review_items
 from legato.trust.inbound import confirm_opt_out, receive

@@ -74,7 +74,7 @@ def opt_out_command(
     happens, no marketing reaches the customer.
     Example: `legato inbound opt-out 12 --playbook playbook.yaml --reviewer ana --channel email`
     """
-    from legato.playbook.loader import load_playbook
+    from legato.validation import load_playbook
     from legato.store.db import connect
     from legato.trust.inbound import confirm_opt_out
 
