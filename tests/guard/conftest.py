@@ -15,7 +15,7 @@ from legato.clock import FixedClock
 from legato.deliver.dispatch import dispatch_due, transports
 from legato.deliver.render import variant_hash
 from legato.playbook.models import Playbook
-from legato.store.schema import decisions, outbox, review_items
+from legato.store.schema import cycles, decisions, outbox, review_items
 
 Proposals = dict[tuple[str, str], int]
 
@@ -27,7 +27,9 @@ def propose() -> Callable[[Engine, Playbook, Iterable[str], datetime], Proposals
     def run(engine: Engine, pb: Playbook, customer_ids: Iterable[str], at: datetime) -> Proposals:
         ids: Proposals = {}
         with engine.begin() as c:
-            cycle = c.execute(sa.text("SELECT max(id) FROM cycles")).scalar_one()
+            # A cycle of their own: one decision per customer, agent and cycle, and the cycle
+            # that ran before may have decided for the same customers.
+            cycle = c.execute(sa.insert(cycles).values(at=at, started_at=at, finished_at=at, status="finished").returning(cycles.c.id)).scalar_one()
             for agent in pb.agents:
                 creative = pb.creative(agent.actions.creatives[0])
                 content_hash = variant_hash(creative, None)

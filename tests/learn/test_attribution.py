@@ -197,11 +197,15 @@ def test_an_outcome_naming_a_decision_is_exclusive_within_its_agent_only(engine:
     load_customers(engine, n=4)
     pb = playbook()
     with engine.begin() as c:
-        cycle = c.execute(sa.insert(cycles).values(at=AT, started_at=AT, status="finished").returning(cycles.c.id)).scalar_one()
-        base = {"cycle_id": cycle, "customer_id": "c001", "action": "hello/no_offer/09:00-17:00", "propensity": 1.0, "holdout": False, "findings": [], "route": "execute", "status": "sent"}
+        # One decision per customer, agent and cycle: the second message is the next hour's cycle.
+        cycle = {
+            h: c.execute(sa.insert(cycles).values(at=AT + timedelta(hours=h), started_at=AT + timedelta(hours=h), status="finished").returning(cycles.c.id)).scalar_one()
+            for h in (0, 1)
+        }
+        base = {"customer_id": "c001", "action": "hello/no_offer/09:00-17:00", "propensity": 1.0, "holdout": False, "findings": [], "route": "execute", "status": "sent"}
         ids = {
             name: c.execute(
-                sa.insert(decisions).values(agent_id=agent, decided_at=AT + timedelta(hours=h), send_at=AT + timedelta(hours=h), **base).returning(decisions.c.id)
+                sa.insert(decisions).values(cycle_id=cycle[h], agent_id=agent, decided_at=AT + timedelta(hours=h), send_at=AT + timedelta(hours=h), **base).returning(decisions.c.id)
             ).scalar_one()
             for name, agent, h in (("a_first", "mailer", 0), ("a_second", "mailer", 1), ("b", "other", 0))
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +11,8 @@ import numpy.typing as npt
 from sqlalchemy import Connection
 
 from legato.cycle.action_table import ActionTable
-from legato.cycle.budget import Budget, spend_budget
+from legato.cycle.budget import BudgetCut
+from legato.cycle.partitions import Partition
 from legato.cycle.report import AgentReport
 from legato.cycle.targeting import Targeting
 from legato.cycle.trust_routing import Trust
@@ -27,25 +29,56 @@ from legato.playbook.models import Agent, Playbook
 from legato.trust.ladder import EXECUTE, REVIEW, Stage
 
 
-def decide_page(
+@dataclass
+class Proposal:
+    """A partition's decisions before the budget: what the policy chose and what the guardrails allow.
+
+    Everything here follows from the partition's rows and its random stream, so proposing the
+    same partition again gives the same proposal (the budget allocation relies on that).
+    """
+
+    ids: npt.NDArray[np.str_]
+    columns: dict[str, npt.NDArray[Any]]
+    features: npt.NDArray[np.float64]
+    control: npt.NDArray[np.bool_]
+    holdout: npt.NDArray[np.bool_]
+    reachable: npt.NDArray[np.bool_]
+    reach: npt.NDArray[np.bool_]
+    unreachable: npt.NDArray[np.bool_]
+    gated: npt.NDArray[np.bool_]
+    active: npt.NDArray[np.bool_]
+    declined: npt.NDArray[np.bool_]
+    chosen: npt.NDArray[np.int64]
+    propensity: npt.NDArray[np.float64]
+    expected: npt.NDArray[np.float64]
+    sends: npt.NDArray[np.bool_]
+    send_at: npt.NDArray[np.datetime64]
+    own_history: npt.NDArray[np.bool_]
+    delayed: npt.NDArray[np.bool_]
+    blocked: npt.NDArray[np.bool_]
+    reasons: npt.NDArray[np.object_]
+
+    @property
+    def candidates(self) -> npt.NDArray[np.bool_]:
+        """Sends the guardrails allow: only these use up the budget."""
+        return self.sends & ~self.blocked
+
+
+def propose(
     connection: Connection,
     playbook: Playbook,
     agent: Agent,
-    trust: Trust,
     targeting: Targeting,
-    cycle_id: int,
     now: datetime,
     policy: Policy,
     table: ActionTable,
     channels: list[str],
     columns: dict[str, npt.NDArray[Any]],
-    budget: Budget,
     rng: np.random.Generator,
-    report: AgentReport,
-) -> None:
+) -> Proposal:
+    """Holdouts, reachable channels, uplift gate, the policy's choice, send time and guardrails."""
     ids = columns["id"].astype(str)
     n = len(ids)
-    report.audience += n
     # The program-wide control group gets no marketing from any agent; it is not the agent's holdout.
     control = in_global_control(ids, playbook.global_control) if table.marketing_any else np.zeros(n, dtype=bool)
     holdout = in_holdout(ids, agent.id, agent.holdout) & ~control
@@ -112,7 +145,35 @@ def decide_page(
     awaiting = sends & verdict.allowed & ~off_content & columns["awaiting_review"].astype(bool)
     reasons[awaiting] = "awaiting_review"
     blocked = sends & ~(verdict.allowed & ~off_content & ~awaiting)
-    over_budget, budget_reason = spend_budget(sends & ~blocked, chosen, expected, table, budget, rng)
+    return Proposal(
+        ids=ids, columns=columns, features=features, control=control, holdout=holdout, reachable=reachable, reach=reach,
+        unreachable=unreachable, gated=gated, active=active, declined=declined, chosen=chosen, propensity=propensity,
+        expected=expected, sends=sends, send_at=send_at, own_history=own_history, delayed=verdict.delayed, blocked=blocked,
+        reasons=reasons,
+    )
+
+
+def complete(
+    connection: Connection,
+    playbook: Playbook,
+    agent: Agent,
+    trust: Trust,
+    cycle_id: int,
+    now: datetime,
+    table: ActionTable,
+    partition: Partition,
+    proposal: Proposal,
+    cut: BudgetCut,
+    report: AgentReport,
+) -> int:
+    """The budget's cut, the trust route, then the partition's rows; returns how many decisions it wrote."""
+    p = proposal
+    ids, columns, chosen, expected, propensity = p.ids, p.columns, p.chosen, p.expected, p.propensity
+    holdout, control, gated, reasons = p.holdout, p.control, p.gated, p.reasons
+    sends, blocked, unreachable, declined, active = p.sends, p.blocked, p.unreachable, p.declined, p.active
+    n = len(ids)
+    report.audience += n
+    over_budget, budget_reason = cut.apply(p.candidates, expected, ids, table.offer_cost[np.where(chosen >= 0, chosen, 0)])
     reasons[over_budget] = budget_reason[over_budget]
     allowed = sends & ~blocked & ~over_budget
     # Escalations (rules, content findings) reach a person whatever the agent's stage.
@@ -132,7 +193,7 @@ def decide_page(
     status[gated], route_column[gated], reasons[gated] = "gated", "gate", "uplift_gate"
     # Held-out customers no message could have reached: lift keeps them (intent to treat), the
     # uplift gate leaves them out so that its two arms are both reachable customers.
-    reasons[holdout & ~reachable] = HOLDOUT_UNREACHABLE
+    reasons[holdout & ~p.reachable] = HOLDOUT_UNREACHABLE
     suppressed = over_budget | blocked | unreachable | declined
     status[suppressed], route_column[suppressed] = "suppressed", "suppress"
     status[routes == REVIEW], route_column[routes == REVIEW] = "queued", REVIEW
@@ -140,15 +201,16 @@ def decide_page(
 
     report.holdout += int(holdout.sum())
     report.global_control += int(control.sum())
-    report.own_send_time += int((own_history & allowed).sum())
+    report.own_send_time += int((p.own_history & allowed).sum())
     report.nothing += int((active & ~sends & ~declined).sum()) + int(gated.sum())
     if report.uplift_gate is not None:
         report.uplift_gate["gated"] += int(gated.sum())
     report.scheduled += int((routes == EXECUTE).sum())
     report.queued += int((routes == REVIEW).sum())
-    report.delayed += int((allowed & verdict.delayed).sum())
+    report.delayed += int((allowed & p.delayed).sum())
     report.suppressed.update(reasons[suppressed].tolist())
 
-    allowed_blobs = encode_allowed(reach, active)
-    written_after = write_page(connection, agent, cycle_id, now, ids, chosen, propensity, expected, holdout, reasons, route_column, status, send_at, table, features, allowed_blobs)
-    queue_reviews(connection, playbook, agent, cycle_id, written_after, now, ids, review_reason, review_priority, routes)
+    allowed_blobs = encode_allowed(p.reach, active)
+    write_page(connection, agent, cycle_id, now, partition, ids, chosen, propensity, expected, holdout, reasons, route_column, status, p.send_at, table, p.features, allowed_blobs)
+    queue_reviews(connection, playbook, agent, cycle_id, partition, now, ids, review_reason, review_priority, routes)
+    return n

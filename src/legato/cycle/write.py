@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timezone
 
 import numpy as np
 import numpy.typing as npt
@@ -13,14 +13,16 @@ from sqlalchemy import Connection
 
 from legato.cycle.action_table import ActionTable
 from legato.cycle.audit import audit
+from legato.cycle.partitions import Partition
 from legato.decide.actions import NOTHING
 from legato.decide.features import encode_context
 from legato.playbook.models import Agent, Playbook
-from legato.store.bulk import insert_many
+from legato.store.bulk import insert_columns, insert_many
+from legato.store.fetch import fetch_columns
 from legato.store.schema import decisions, outbox, review_items
 from legato.trust.escalation import evidence_for_reason
 from legato.trust.ladder import EXECUTE, REVIEW
-from legato.trust.review import assign_due_dates
+from legato.trust.review import AUDIT, OPEN, due_at_for
 
 
 def queue_reviews(
@@ -28,7 +30,7 @@ def queue_reviews(
     playbook: Playbook,
     agent: Agent,
     cycle_id: int,
-    written_after: int,
+    partition: Partition,
     now: datetime,
     ids: npt.NDArray[np.str_],
     reason: npt.NDArray[np.object_],
@@ -40,26 +42,41 @@ def queue_reviews(
     if not wanted.any():
         return
     by_customer = {
-        customer: (r, int(p), "open" if route_ == REVIEW else "audit")
+        customer: (r, int(p), OPEN if route_ == REVIEW else AUDIT)
         for customer, r, p, route_ in zip(ids[wanted].tolist(), reason[wanted].tolist(), priority[wanted].tolist(), routes[wanted].tolist(), strict=True)
     }
-    rows = connection.execute(
+    found, _ = fetch_columns(
+        connection,
         sa.select(decisions.c.id, decisions.c.customer_id, decisions.c.content_hash).where(
-            decisions.c.cycle_id == cycle_id,
-            decisions.c.agent_id == agent.id,
-            decisions.c.id > written_after,
+            partition_rows(cycle_id, agent.id, partition),
             decisions.c.route.in_((REVIEW, EXECUTE)),
-        )
-    ).all()
+        ),
+    )
     # What the reviewer reads besides the decision, e.g. the statement of a company value it conflicts with.
     evidence = {r: json.dumps(e) if (e := evidence_for_reason(playbook, r)) is not None else None for r in set(reason[wanted].tolist())}
-    items = [
-        (decision_id, agent.id, by_customer[customer][0], by_customer[customer][1], by_customer[customer][2], now, content_hash, evidence[by_customer[customer][0]])
-        for decision_id, customer, content_hash in rows
-        if customer in by_customer
-    ]
-    insert_many(connection, review_items, ["decision_id", "agent_id", "reason", "priority", "status", "created_at", "content_hash", "evidence"], items)
-    assign_due_dates(connection, playbook.review.sla_hours)
+    # An item waiting for a person expires at its reason's SLA; an audit item went out already.
+    due = {r: due_at_for(r, now, playbook.review.sla_hours) for r in evidence}
+    items = []
+    for decision_id, customer, content_hash in zip(found["id"].tolist(), found["customer_id"].tolist(), found["content_hash"].tolist(), strict=True):
+        item = by_customer.get(customer)
+        if item is not None:
+            why, rank, status = item
+            items.append((decision_id, agent.id, why, rank, status, now, due[why] if status == OPEN else None, content_hash, evidence[why]))
+    insert_many(connection, review_items, ["decision_id", "agent_id", "reason", "priority", "status", "created_at", "due_at", "content_hash", "evidence"], items)
+
+
+def partition_rows(cycle_id: int, agent_id: str, partition: Partition) -> sa.ColumnElement[bool]:
+    """The decisions one partition of one agent's cycle wrote, found by what they are.
+
+    The unique (cycle, agent, customer) index makes this exact; ids are not used, so
+    partitions written by several processes at once would each still find their own rows.
+    """
+    return sa.and_(
+        decisions.c.cycle_id == cycle_id,
+        decisions.c.agent_id == agent_id,
+        decisions.c.customer_id > partition.low,
+        decisions.c.customer_id <= partition.high,
+    )
 
 
 def write_page(
@@ -67,6 +84,7 @@ def write_page(
     agent: Agent,
     cycle_id: int,
     now: datetime,
+    partition: Partition,
     ids: npt.NDArray[np.str_],
     chosen: npt.NDArray[np.int64],
     propensity: npt.NDArray[np.float64],
@@ -79,39 +97,35 @@ def write_page(
     table: ActionTable,
     features: npt.NDArray[np.float64],
     allowed: list[bytes | None],
-) -> int:
-    """Decisions, then the outbox rows derived from them in SQL; returns the largest decision id
-    before this page, so later steps of the same transaction can find the page's rows."""
-    before = connection.execute(sa.select(sa.func.coalesce(sa.func.max(decisions.c.id), 0))).scalar_one()
+) -> None:
+    """Decisions, then the outbox rows derived from them in SQL, then the page's audit entry."""
     acting = chosen >= 0
     index = np.where(acting, chosen, 0)
-    keys = np.where(acting, table.keys[index], NOTHING)
-    send_times = _aware(send_at)
     n = len(ids)
     findings = {reason: json.dumps([reason] if reason else []) for reason in set(reasons.tolist())}
+    nothing = np.full(n, None, dtype=object)
     columns = {
         "cycle_id": [cycle_id] * n,
         "agent_id": [agent.id] * n,
         "customer_id": ids.tolist(),
-        "decided_at": [now] * n,
-        "action": keys.tolist(),
-        "offer_id": np.where(acting, table.offer[index], None).tolist(),
-        "creative_id": np.where(acting, table.creative[index], None).tolist(),
-        "channel": np.where(acting, table.channel[index], None).tolist(),
-        "send_at": send_times,
-        "propensity": propensity.tolist(),
-        "expected_value": expected.tolist(),
-        "holdout": holdout.tolist(),
+        "decided_at": np.full(n, np.datetime64(now.astimezone(timezone.utc).replace(tzinfo=None), "us")),
+        "action": np.where(acting, table.keys[index], NOTHING),
+        "offer_id": np.where(acting, table.offer[index], nothing),
+        "creative_id": np.where(acting, table.creative[index], nothing),
+        "channel": np.where(acting, table.channel[index], nothing),
+        "send_at": send_at,
+        "propensity": propensity,
+        "expected_value": expected,
+        "holdout": holdout,
         "findings": [findings[reason] for reason in reasons.tolist()],
-        "route": route_column.tolist(),
-        "status": status.tolist(),
-        "content_hash": np.where(acting, table.content_hash[index], None).tolist(),
+        "route": route_column,
+        "status": status,
+        "content_hash": np.where(acting, table.content_hash[index], nothing),
         "context": encode_context(features),
-        "action_index": np.where(acting, chosen, None).tolist(),
+        "action_index": np.where(acting, chosen, nothing),
         "allowed_actions": allowed,
     }
-    insert_many(connection, decisions, list(columns), list(zip(*columns.values(), strict=True)))
-    this_page = sa.and_(decisions.c.cycle_id == cycle_id, decisions.c.agent_id == agent.id, decisions.c.id > before)
+    insert_columns(connection, decisions, columns)
     connection.execute(
         sa.insert(outbox).from_select(
             ["decision_id", "customer_id", "channel", "send_at", "status", "attempts"],
@@ -122,15 +136,8 @@ def write_page(
                 decisions.c.send_at,
                 sa.literal("pending"),
                 sa.literal(0),
-            ).where(this_page, decisions.c.route == EXECUTE),
+            ).where(partition_rows(cycle_id, agent.id, partition), decisions.c.route == EXECUTE),
         )
     )
     counts = Counter(status.tolist())
     audit(connection, now, f"agent:{agent.id}", "decided", "cycle", str(cycle_id), {"decisions": len(ids), **counts})
-    return int(before)
-
-
-def _aware(values: npt.NDArray[np.datetime64]) -> list[datetime | None]:
-    from datetime import timezone
-
-    return [None if v is None else v.replace(tzinfo=timezone.utc) for v in values.astype("datetime64[us]").astype(object).tolist()]

@@ -25,6 +25,7 @@ from legato.errors import LegatoError
 from legato.guard.consent import ALLOWED, MARKETING, ConsentBlock, ConsentRule
 from legato.guard.quiet_hours import apply_quiet_hours, candidate_zones, zone_named
 from legato.playbook.models import FrequencyCap, Guardrails
+from legato.store.hints import not_indexed
 from legato.store.schema import consents, customers, decisions, inbound_messages, outbox, review_items, suppressions, traits
 
 
@@ -149,11 +150,14 @@ def _cap_counts(
     """Messages in the cap's window per customer: sent or pending in the outbox, and those
     waiting for a person's approval (approving them must not break the cap)."""
     since = now - timedelta(days=cap.lookback_days)
-    outgoing = select(outbox.c.customer_id, outbox.c.send_at).where(outbox.c.send_at > since, outbox.c.status.in_(("pending", "sent")))
+    # Bounded to a page, the customer index must drive these, not the status one (see store.hints).
+    sent_status = outbox.c.status if page is None else not_indexed(outbox.c.status)
+    review_status = review_items.c.status if page is None else not_indexed(review_items.c.status)
+    outgoing = select(outbox.c.customer_id, outbox.c.send_at).where(outbox.c.send_at > since, sent_status.in_(("pending", "sent")))
     waiting = (
         select(decisions.c.customer_id, decisions.c.send_at)
         .join(review_items, review_items.c.decision_id == decisions.c.id)
-        .where(review_items.c.status == "open", decisions.c.send_at > since)
+        .where(review_status == "open", decisions.c.send_at > since)
     )
     if cap.channel != "any":
         outgoing = outgoing.where(outbox.c.channel == cap.channel.value)

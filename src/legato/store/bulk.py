@@ -8,10 +8,12 @@ serialized text and timestamps as aware UTC datetimes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import Connection, Table
 
 from legato.store.types import UTCDateTime
@@ -23,14 +25,23 @@ def insert_many(connection: Connection, table: Table, columns: Sequence[str], ro
     """Insert ``rows`` (tuples in ``columns`` order) into ``table`` inside the connection's transaction."""
     if not rows:
         return
-    names = ", ".join(columns)
-    driver = connection.connection.driver_connection
     if connection.dialect.name == "sqlite":
         times = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, UTCDateTime)]
         if times:
             # A page's timestamps repeat (one decision time, a few send times): format each once.
             text: dict[datetime, str] = {}
             rows = [_sqlite_times(row, times, text) for row in rows]
+    insert_driver_rows(connection, table, columns, rows)
+
+
+def insert_driver_rows(connection: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Rows already in the driver's form (as the driver reads them back; JSON as text):
+    executemany on SQLite, COPY on PostgreSQL."""
+    if not rows:
+        return
+    names = ", ".join(columns)
+    driver = connection.connection.driver_connection
+    if connection.dialect.name == "sqlite":
         cursor = driver.cursor()  # type: ignore[union-attr]
         cursor.executemany(f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))})", rows)
         cursor.close()
@@ -50,3 +61,31 @@ def _sqlite_times(row: Sequence[Any], positions: list[int], text: dict[datetime,
                 formatted = text[value] = value.astimezone(timezone.utc).strftime(SQLITE_TIME)
             values[i] = formatted
     return values
+
+
+def insert_columns(connection: Connection, table: Table, columns: Mapping[str, Sequence[Any] | npt.NDArray[Any]]) -> None:
+    """Insert column-shaped data: ``{column: values}``, all of one length.
+
+    Timestamp columns may be given as ``datetime64`` arrays (UTC, NaT for NULL); they are
+    turned into the driver's form once per distinct value, not once per row, which is what
+    makes a page of decisions cheap to write (a page has one decision time and a few send times).
+    """
+    names = list(columns)
+    if not names:
+        return
+    ready = [_driver_values(values, connection.dialect.name) for values in columns.values()]
+    insert_driver_rows(connection, table, names, list(zip(*ready, strict=True)))
+
+
+def _driver_values(values: Sequence[Any] | npt.NDArray[Any], dialect: str) -> list[Any]:
+    if not isinstance(values, np.ndarray):
+        return list(values)
+    if values.dtype.kind != "M":
+        return values.tolist()  # type: ignore[no-any-return]
+    unique, inverse = np.unique(values.astype("datetime64[us]"), return_inverse=True)
+    # SQLite keeps SQLAlchemy's text form; PostgreSQL's COPY reads ISO text with an offset.
+    text = [
+        None if np.isnat(u) else (str(u).replace("T", " ") if dialect == "sqlite" else f"{u}+00:00")
+        for u in unique
+    ]
+    return [text[i] for i in inverse.tolist()]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     Column,
     Float,
     ForeignKey,
@@ -30,6 +31,7 @@ NAMING = {
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
 }
 metadata = MetaData(naming_convention=NAMING)
 
@@ -202,6 +204,39 @@ decisions = Table(
     Index("ix_decisions_agent_time", "agent_id", "decided_at"),
     Index("ix_decisions_agent_settled", "agent_id", "settled_at"),
     Index("ix_decisions_customer_time", "customer_id", "decided_at"),
+    # One decision per customer, agent and cycle: a partition finds its own rows by this key
+    # (not by ids read before inserting), and a partition run twice cannot decide twice.
+    Index("ux_decisions_cycle_agent_customer", "cycle_id", "agent_id", "customer_id", unique=True),
+)
+
+# A cycle's work per agent, in customer-id ranges (low exclusive, high inclusive) that can
+# run independently; a partition is "done" in the same transaction that writes its decisions.
+cycle_partitions = Table(
+    "cycle_partitions",
+    metadata,
+    Column("cycle_id", Integer, ForeignKey("cycles.id"), primary_key=True),
+    Column("agent_id", ID, primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("low", ID, nullable=False),
+    Column("high", ID, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | done (legato.cycle.partitions.PartitionStatus)
+    Column("decisions", Integer),
+    Column("finished_at", UTCDateTime),
+    CheckConstraint("status IN ('pending', 'done')", name="status"),
+)
+
+# What a cycle took from an agent's daily budget, taken before any of its sends is written so
+# that two cycles of the same day cannot both spend what is left.
+budget_reservations = Table(
+    "budget_reservations",
+    metadata,
+    Column("cycle_id", Integer, ForeignKey("cycles.id"), primary_key=True),
+    Column("agent_id", ID, primary_key=True),
+    Column("day", UTCDateTime, nullable=False),  # the UTC day start the budget is for
+    Column("sends", Integer, nullable=False),
+    Column("cost", Float, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_budget_reservations_agent_day", "agent_id", "day"),
 )
 
 outbox = Table(
