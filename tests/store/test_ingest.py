@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from legato.cli.importing import import_app
 from legato.clock import FixedClock
-from legato.store import ingest, schema
+from legato.store import schema
 from legato.store.ingest import ImportFileError, ImportReport, import_customers, import_events
 
 T1 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -491,7 +491,7 @@ def test_a_failure_inside_the_transaction_leaves_nothing_behind(
     def broken(*_: Any) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(ingest.traits, "merge_events", broken)
+    monkeypatch.setattr("legato.store.traits.merge_events", broken)
     with pytest.raises(RuntimeError):
         import_events(engine, path)
     assert count(engine, schema.events) == 0

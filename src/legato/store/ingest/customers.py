@@ -1,0 +1,236 @@
+"""Customer imports: new customers inserted, changed ones updated, with their consents."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import Connection, Engine, text
+
+from legato.clock import Clock, SystemClock, as_utc
+from legato.errors import LegatoError
+from legato.store import traits
+from legato.store.ingest.columns import DATE_HINT, cell_text, mask, parse_instants, quoted, too_long
+from legato.store.ingest.consent import consent_stage_rows, find_consent_columns, parse_consent_values
+from legato.store.ingest.json_columns import ATTRIBUTE_TYPES, json_objects, object_fragments
+from legato.store.ingest.read import Frame, read_source, require_columns
+from legato.store.ingest.report import ImportReport, source_text
+from legato.store.ingest.rows import Problems, check_ids, check_unique_ids
+from legato.store.ingest.stage import Progress, Steps, drop_stage, load_stage, timed
+
+# Column lengths from the schema: checking them here turns what would be a PostgreSQL
+# error aborting the whole import (SQLite does not enforce them) into a row error.
+_CUSTOMER_FIELDS = {"email": 320, "phone": 32, "time_zone": 64, "country": 2, "region": 16}
+
+_EMAIL = r"^[^@\s]+@[^@\s]+$"
+
+_CUSTOMER_STAGE = "legato_stage_customers"
+_CONSENT_STAGE = "legato_stage_consents"
+
+
+def import_customers(
+    engine: Engine,
+    source: Path | str | pa.Table,
+    *,
+    format: str | None = None,
+    mapping: Mapping[str, str] | None = None,
+    attribute_types: Mapping[str, str] | None = None,
+    clock: Clock | None = None,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Insert new customers and update changed ones, with their consents.
+
+    A customer is written only if something differs from the store, so re-importing a
+    file changes nothing (not even ``updated_at``). An empty cell means "no value": it
+    never erases what the store holds. Attributes are merged key by key.
+    """
+    now = as_utc((clock or SystemClock()).now())
+    declared = dict(attribute_types or {})
+    for name, kind in declared.items():
+        if kind not in ATTRIBUTE_TYPES:
+            raise LegatoError(
+                f"attribute {name} has type '{kind}'", hint="use one of: " + ", ".join(ATTRIBUTE_TYPES)
+            )
+    frame = read_source(source, format, mapping, ["consent_at", *(n for n, t in declared.items() if t == "timestamp")])
+    require_columns(frame, ["id"])
+    consent_columns = find_consent_columns(frame)
+    rows = frame.table.num_rows
+    steps = Steps(progress, rows)
+    steps.at(0)
+    report = ImportReport("customers", source_text(source), rows_read=rows)
+    problems = Problems(frame)
+
+    ids = check_ids(frame, problems, "id", "id (every customer needs one)")
+    check_unique_ids(frame, problems, ids)
+    fields = {name: _customer_field(frame, problems, name) for name in _CUSTOMER_FIELDS}
+
+    consent_at: pa.Array | None = None
+    if "consent_at" in frame.names:
+        consent_at, bad, shown = parse_instants(frame.column("consent_at"), "consent_at")
+        problems.add(bad, "consent_at", shown, lambda v: f"{quoted(v)} is not a date ({DATE_HINT})")
+    consents = [
+        (channel, purpose, *parse_consent_values(frame, problems, column))
+        for column, channel, purpose in consent_columns
+    ]
+
+    reserved = {"id", "consent_at", *_CUSTOMER_FIELDS, *(c for c, _, _ in consent_columns)}
+    others = [name for name in frame.names if name not in reserved]
+    fragments = object_fragments(frame, others, "attributes", declared, problems)
+    attributes = json_objects(fragments, rows)
+
+    good = pa.array(~problems.bad)
+    order = pa.array(np.arange(rows, dtype=np.int64))
+    staged = pa.table(
+        [order, ids, *(fields[n] for n in _CUSTOMER_FIELDS), attributes],
+        names=["row_no", "id", *_CUSTOMER_FIELDS, "attributes"],
+    ).filter(good)
+    consent_rows = consent_stage_rows(ids, consents, consent_at, now, good)
+
+    with engine.begin() as connection:
+        customers_stage = load_stage(
+            connection,
+            _CUSTOMER_STAGE,
+            [("row_no", "int"), ("id", "text"), *((n, "text") for n in _CUSTOMER_FIELDS), ("attributes", "jsonb")],
+            staged,
+            steps.loaded,
+        )
+        consent_stage = load_stage(
+            connection,
+            _CONSENT_STAGE,
+            [
+                ("customer_id", "text"),
+                ("channel", "text"),
+                ("purpose", "text"),
+                ("status", "text"),
+                ("kind", "text"),
+                ("recorded_at", "time"),
+                ("expires_at", "time"),
+                ("explicit", "int"),
+            ],
+            consent_rows,
+        )
+        counts = _upsert_customers(
+            connection, customers_stage, consent_stage, now, f"import:{frame.name}"[:128]
+        )
+        drop_stage(connection, customers_stage)
+        drop_stage(connection, consent_stage)
+    steps.finish()
+    report.inserted = counts.get("new", 0)
+    report.updated = counts.get("changed", 0)
+    report.unchanged = counts.get("same", 0)
+    report.rejected = problems.rejected
+    report.errors = problems.errors()
+    return report
+
+
+def _customer_field(frame: Frame, problems: Problems, name: str) -> pa.Array:
+    """email, phone, time_zone, country or region, checked; null where absent or empty."""
+    if name not in frame.names:
+        return pa.nulls(frame.table.num_rows, pa.string())
+    values = cell_text(frame.column(name), name)
+    if name == "country":
+        values = pc.utf8_upper(values)
+        bad = mask(pc.is_valid(values)) & ~mask(pc.match_substring_regex(values, r"^[A-Z]{2}$"))
+        problems.add(bad, name, values, lambda v: f"{quoted(v)} is not a 2-letter country code (ISO 3166-1, e.g. US)")
+        return values
+    if name == "time_zone":
+        known = [zone for zone in pc.unique(values).to_pylist() if zone and _is_zone(zone)]
+        bad = mask(pc.is_valid(values)) & ~mask(pc.is_in(values, pa.array(known, pa.string())))
+        problems.add(
+            bad, name, values, lambda v: f"{quoted(v)} is not a time zone (use an IANA name, e.g. Europe/Paris)"
+        )
+        return values
+    limit = _CUSTOMER_FIELDS[name]
+    if name == "email":
+        bad = mask(pc.is_valid(values)) & ~mask(pc.match_substring_regex(values, _EMAIL))
+        problems.add(bad, name, values, lambda v: f"{quoted(v)} is not an email address")
+    problems.add(too_long(values, limit), name, values, lambda v: f"{quoted(v)} is longer than {limit} characters")
+    return values
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        return False
+    return True
+
+
+def _upsert_customers(
+    connection: Connection, stage: str, consent_stage: str, now: datetime, source: str
+) -> dict[str, int]:
+    """Classify staged customers as new/changed/same, then write only what differs."""
+    postgres = connection.dialect.name == "postgresql"
+    if postgres:
+        merged = "(customers.attributes::jsonb || s.attributes)::json"
+        attributes_differ = "(c.attributes::jsonb || s.attributes) <> c.attributes::jsonb"
+        new_attributes = "s.attributes::json"
+    else:
+        # json_patch merges key by key; json() puts the stored text in the same minified
+        # form so that equal documents compare equal as text.
+        merged = "json_patch(customers.attributes, s.attributes)"
+        attributes_differ = "json_patch(c.attributes, s.attributes) <> json(c.attributes)"
+        new_attributes = "s.attributes"
+    field_differs = " OR ".join(
+        f"(s.{n} IS NOT NULL AND (c.{n} IS NULL OR s.{n} <> c.{n}))" for n in _CUSTOMER_FIELDS
+    )
+    consent_differs = (
+        "c.customer_id IS NULL OR c.status <> k.status OR c.kind <> k.kind "
+        "OR (k.explicit = 1 AND c.recorded_at <> k.recorded_at)"
+    )
+    consent_join = (
+        f"{consent_stage} AS k LEFT JOIN consents AS c ON c.customer_id = k.customer_id "
+        "AND c.channel = k.channel AND c.purpose = k.purpose"
+    )
+    connection.execute(text(f"ALTER TABLE {stage} ADD COLUMN state TEXT DEFAULT 'same'"))
+    statements = [
+        f"UPDATE {stage} AS s SET state = 'new' "
+        "WHERE NOT EXISTS (SELECT 1 FROM customers AS c WHERE c.id = s.id)",
+        f"UPDATE {stage} AS s SET state = 'changed' WHERE s.state = 'same' AND EXISTS ("
+        f"SELECT 1 FROM customers AS c WHERE c.id = s.id AND ({field_differs} OR {attributes_differ}))",
+        f"UPDATE {stage} AS s SET state = 'changed' WHERE s.state = 'same' AND s.id IN ("
+        f"SELECT k.customer_id FROM {consent_join} WHERE {consent_differs})",
+    ]
+    for statement in statements:
+        connection.execute(text(statement))
+    columns = ", ".join(_CUSTOMER_FIELDS)
+    connection.execute(
+        timed(
+            f"INSERT INTO customers (id, {columns}, attributes, created_at, updated_at) "
+            f"SELECT s.id, {', '.join('s.' + n for n in _CUSTOMER_FIELDS)}, {new_attributes}, :now, :now "
+            f"FROM {stage} AS s WHERE s.state = 'new'",
+            "now",
+        ),
+        {"now": now},
+    )
+    assignments = ", ".join(f"{n} = COALESCE(s.{n}, customers.{n})" for n in _CUSTOMER_FIELDS)
+    connection.execute(
+        timed(
+            f"UPDATE customers SET {assignments}, attributes = {merged}, updated_at = :now "
+            f"FROM {stage} AS s WHERE s.id = customers.id AND s.state = 'changed'",
+            "now",
+        ),
+        {"now": now},
+    )
+    connection.execute(
+        text(
+            "INSERT INTO consents (customer_id, channel, purpose, status, kind, source, "
+            "recorded_at, expires_at) "
+            "SELECT k.customer_id, k.channel, k.purpose, k.status, k.kind, :source, "
+            f"k.recorded_at, k.expires_at FROM {consent_join} WHERE {consent_differs} "
+            "ON CONFLICT (customer_id, channel, purpose) DO UPDATE SET status = excluded.status, "
+            "kind = excluded.kind, source = excluded.source, recorded_at = excluded.recorded_at, "
+            "expires_at = excluded.expires_at"
+        ),
+        {"source": source},
+    )
+    traits.add_empty_rows(
+        connection, f"SELECT s.id AS customer_id FROM {stage} AS s WHERE s.state = 'new'"
+    )
+    counted = connection.execute(text(f"SELECT state, COUNT(*) FROM {stage} GROUP BY state"))
+    return {state: int(count) for state, count in counted}

@@ -1,0 +1,178 @@
+"""Event imports: events not stored yet are inserted and folded into traits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import Engine, text
+
+from legato.clock import Clock
+from legato.store import traits
+from legato.store.ingest.columns import DATE_HINT, cell_text, mask, parse_instants, parse_numbers, quoted, too_large, too_long
+from legato.store.ingest.json_columns import json_objects, object_fragments
+from legato.store.ingest.read import Frame, read_source, require_columns
+from legato.store.ingest.report import ImportReport, source_text
+from legato.store.ingest.rows import Problems, check_ids, check_unique_ids
+from legato.store.ingest.stage import Progress, Steps, drop_stage, load_stage
+
+_TYPE_LENGTH = 32
+_MAX_REVENUE = 1e9  # no single event brings in a billion
+
+_EVENT_TYPE = r"^[a-z][a-z0-9_]*$"
+
+_EVENT_STAGE = "legato_stage_events"
+
+_EVENT_FIELDS = ("id", "customer_id", "type", "occurred_at", "revenue")
+
+
+def import_events(
+    engine: Engine,
+    source: Path | str | pa.Table,
+    *,
+    format: str | None = None,
+    mapping: Mapping[str, str] | None = None,
+    clock: Clock | None = None,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Insert events that are not in the store yet and fold them into traits.
+
+    An event whose id is already stored counts as ``unchanged`` (a duplicate delivery),
+    so a file can be imported again safely. ``clock`` is accepted for symmetry with
+    :func:`import_customers`; events carry their own time.
+    """
+    del clock  # events are timed by occurred_at, not by the import
+    frame = read_source(source, format, mapping, ["occurred_at"])
+    require_columns(frame, ["id", "customer_id", "type", "occurred_at"])
+    rows = frame.table.num_rows
+    steps = Steps(progress, rows)
+    steps.at(0)
+    report = ImportReport("events", source_text(source), rows_read=rows)
+    problems = Problems(frame)
+
+    ids = check_ids(frame, problems, "id", "event id")
+    customer_ids = check_ids(frame, problems, "customer_id", "customer_id")
+    types = _event_types(frame, problems)
+    occurred, bad, shown = parse_instants(frame.column("occurred_at"), "occurred_at")
+    problems.add(mask(pc.is_null(shown)), "occurred_at", None, lambda _: "missing occurred_at")
+    problems.add(bad, "occurred_at", shown, lambda v: f"{quoted(v)} is not a date ({DATE_HINT})")
+    revenue = _revenue(frame, problems)
+    check_unique_ids(frame, problems, ids)
+    others = [name for name in frame.names if name not in _EVENT_FIELDS]
+    if others:
+        properties = json_objects(object_fragments(frame, others, "properties", {}, problems), rows)
+    else:
+        properties = pa.nulls(rows, pa.string())
+
+    order = pa.array(np.arange(rows, dtype=np.int64))
+    staged = pa.table(
+        [order, ids, customer_ids, types, occurred, revenue, properties],
+        names=["row_no", "id", "customer_id", "type", "occurred_at", "revenue", "properties"],
+    ).filter(pa.array(~problems.bad))
+
+    with engine.begin() as connection:
+        stage = load_stage(
+            connection,
+            _EVENT_STAGE,
+            [
+                ("row_no", "int"),
+                ("id", "text"),
+                ("customer_id", "text"),
+                ("type", "text"),
+                ("occurred_at", "time"),
+                ("revenue", "real"),
+                ("properties", "json"),
+            ],
+            staged,
+            steps.loaded,
+        )
+        already = connection.execute(
+            text(f"DELETE FROM {stage} AS s WHERE EXISTS (SELECT 1 FROM events AS e WHERE e.id = s.id)")
+        ).rowcount
+        unknown = connection.execute(
+            text(
+                f"DELETE FROM {stage} AS s WHERE NOT EXISTS "
+                "(SELECT 1 FROM customers AS c WHERE c.id = s.customer_id) "
+                "RETURNING row_no, customer_id"
+            )
+        ).all()
+        problems.add_rows(
+            (
+                (int(row), customer, f"unknown customer {quoted(customer)}; import customers first")
+                for row, customer in unknown
+            ),
+            "customer_id",
+        )
+        # An outcome that names the decision it answers (a tracked click carries the message's
+        # decision_id) must name one Legato made for that customer, or it would credit nothing.
+        def reference(table: str) -> str:
+            if connection.dialect.name == "sqlite":
+                return f"json_extract({table}properties, '$.decision_id')"
+            return f"({table}properties::jsonb ->> 'decision_id')"
+
+        orphaned = connection.execute(
+            text(
+                f"DELETE FROM {stage} AS s WHERE {reference('s.')} IS NOT NULL AND NOT EXISTS "
+                f"(SELECT 1 FROM decisions AS d WHERE CAST(d.id AS TEXT) = CAST({reference('s.')} AS TEXT) "
+                "AND d.customer_id = s.customer_id) "
+                # SQLite's RETURNING does not see the table's alias.
+                f"RETURNING row_no, CAST({reference('')} AS TEXT), customer_id"
+            )
+        ).all()
+        problems.add_rows(
+            (
+                (
+                    int(row),
+                    decision,
+                    f"decision_id {quoted(decision)} is not a decision Legato made for customer {quoted(customer)}; "
+                    "send the decision_id the message carried, or leave it out to attribute by time window",
+                )
+                for row, decision, customer in orphaned
+            ),
+            "decision_id",
+        )
+        inserted = connection.execute(
+            text(
+                "INSERT INTO events (id, customer_id, type, occurred_at, revenue, properties) "
+                f"SELECT s.id, s.customer_id, s.type, s.occurred_at, s.revenue, s.properties FROM {stage} AS s"
+            )
+        ).rowcount
+        steps.at(rows + rows // 2)
+        traits.merge_events(connection, stage)
+        drop_stage(connection, stage)
+    steps.finish()
+    report.inserted = inserted
+    report.unchanged = already
+    report.rejected = problems.rejected
+    report.errors = problems.errors()
+    return report
+
+
+def _event_types(frame: Frame, problems: Problems) -> pa.Array:
+    """Event types, lower-cased; one word of letters, digits and underscores."""
+    shown = cell_text(frame.column("type"), "type")
+    problems.add(mask(pc.is_null(shown)), "type", None, lambda _: "missing type")
+    types = pc.utf8_lower(shown)
+    bad = mask(pc.is_valid(types)) & ~mask(pc.match_substring_regex(types, _EVENT_TYPE))
+    problems.add(
+        bad, "type", shown, lambda v: f"{quoted(v)} is not an event type (use one lower-case word, e.g. purchase or add_to_cart)"
+    )
+    problems.add(
+        too_long(types, _TYPE_LENGTH), "type", shown, lambda v: f"{quoted(v)} is longer than {_TYPE_LENGTH} characters"
+    )
+    return types
+
+
+def _revenue(frame: Frame, problems: Problems) -> pa.Array:
+    if "revenue" not in frame.names:
+        return pa.nulls(frame.table.num_rows, pa.float64())
+    revenue, bad, shown = parse_numbers(frame.column("revenue"), "revenue")
+    problems.add(bad, "revenue", shown, lambda v: f"{quoted(v)} is not a number")
+    negative = mask(pc.less(revenue, 0))
+    problems.add(negative, "revenue", shown, lambda v: f"{quoted(v)} is negative (revenue must be 0 or more)")
+    huge = too_large(revenue, _MAX_REVENUE)
+    problems.add(huge, "revenue", shown, lambda v: f"{quoted(v)} is more than {_MAX_REVENUE:,.0f} for one event; check the unit and the decimal separator")
+    return revenue

@@ -1,0 +1,76 @@
+"""What an import reports: row errors, the report, and the error for a file that cannot be imported."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from legato.errors import LegatoError
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One problem with one cell (or a whole row, when ``column`` is None)."""
+
+    row: int
+    column: str | None
+    value: str | None
+    reason: str
+
+    def describe(self, source: str) -> str:
+        """``customers.csv row 17, column occurred_at: 'yesterday' is not a date (...)``."""
+        where = f"{source} row {self.row}"
+        if self.column:
+            where += f", column {self.column}"
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class ImportReport:
+    """What one import did. ``rejected`` counts rows; a row may have several errors."""
+
+    kind: str
+    source: str
+    rows_read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+    @property
+    def source_name(self) -> str:
+        return Path(self.source).name
+
+    def messages(self, limit: int | None = None) -> list[str]:
+        chosen = self.errors if limit is None else self.errors[:limit]
+        return [error.describe(self.source_name) for error in chosen]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "source": self.source,
+            "rows_read": self.rows_read,
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "rejected": self.rejected,
+            "errors": [
+                {"row": e.row, "column": e.column, "value": e.value, "reason": e.reason}
+                for e in self.errors
+            ],
+        }
+
+
+class ImportFileError(LegatoError):
+    """The file as a whole cannot be imported; nothing was written."""
+
+    exit_code = 2
+
+
+def source_text(source: Path | str | pa.Table) -> str:
+    """How a report names its source: the path as given, or "table" for an in-memory table."""
+    return "table" if isinstance(source, pa.Table) else str(source)
