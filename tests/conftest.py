@@ -24,7 +24,6 @@ from legato.store.schema import metadata
 POSTGRES_URL = os.environ.get(
     "LEGATO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ playbook, and runs the example agents day by day on a simulated clock.
 
 from __future__ import annotations
 
-import gzip
 import sys
 import shutil
 from datetime import datetime, timedelta, timezone
@@ -26,6 +25,7 @@ from rich.table import Table
 from legato.audience.fields import declared_types
 from legato.cli.output import console, emit_json
 from legato.clock import FixedClock
+from legato.datasets import HILLSTROM, open_binary, shipped_file
 from legato.decide.holdout import unit_hash
 from legato.deliver.channels import Transport
 from legato.deliver.dispatch import transports
@@ -53,7 +53,7 @@ UNKNOWN_ZONE_SHARE = 0.05  # as in real profiles, some customers' zone is not kn
 
 def hillstrom_table() -> pa.Table:
     """The bundled Hillstrom rows, as published."""
-    with gzip.open(files("legato").joinpath("data/hillstrom.csv.gz").open("rb")) as raw:  # type: ignore[arg-type]
+    with open_binary(shipped_file(HILLSTROM)) as raw:
         return pacsv.read_csv(raw)
 
 

@@ -1,7 +1,8 @@
 """Computed traits: the incremental path must agree with a recomputation in plain Python.
 
 The data are the first 2,000 purchases of the CDNOW panel (real customers buying CDs in
-1997-98), turned into event files the way a user would export them.
+1997-98; the copy packaged in ``legato/data``), turned into event files the way a user would
+export them.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import pytest
 from sqlalchemy import Engine, select, text, update
 
 from legato.clock import FixedClock
+from legato.datasets import CDNOW, open_text, shipped_file
 from legato.store import schema
 from legato.store.ingest import import_customers, import_events
 from legato.store.traits import AS_OF_KEY, recompute_all, roll_windows, windows_as_of
 
-CDNOW = Path(__file__).resolve().parents[3] / "shared" / "data" / "cdnow" / "CDNOW_master.txt"
 IMPORTED_AT = datetime(1998, 7, 1, tzinfo=timezone.utc)
 WINDOW_FIELDS = ("purchases_30d", "revenue_30d", "purchases_90d", "revenue_90d")
 
@@ -40,7 +41,7 @@ def cdnow_events(limit: int = 2000) -> list[Event]:
     """The first ``limit`` CDNOW purchases, plus a page view two days after every third one
     so that the last event and the last purchase differ."""
     rows = []
-    with CDNOW.open(encoding="ascii") as handle:
+    with open_text(shipped_file(CDNOW), encoding="ascii") as handle:
         for line in handle:
             fields = line.split()
             if len(fields) == 4 and fields[0].isdigit():

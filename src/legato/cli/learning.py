@@ -11,32 +11,25 @@ from rich.table import Table
 from legato.cli.output import console, emit_json, fail
 from legato.errors import LegatoError
 
-BENCH_DATA = {"obd": "a folder laid out like shared/data/obd", "cdnow": "CDNOW_master.txt or its folder"}
-
-
 def bench(
     name: Annotated[str, typer.Argument(help="hillstrom, obd, cdnow, throughput or online")],
-    data: Annotated[Optional[Path], typer.Option("--data", help="Data file or folder (required for obd and cdnow; hillstrom defaults to the bundled copy).")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Data file or folder (hillstrom, obd and cdnow default to the copies packaged with Legato).")] = None,
     campaign: Annotated[str, typer.Option(help="obd only: the campaign folder name.")] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
 ) -> None:
     """Run a benchmark on real data and print its table.
 
-    Example: `legato bench obd --data ../shared/data/obd --campaign all --json`
+    Example: `legato bench obd --json`, or `legato bench obd --data path/to/obd --campaign men`
     """
     from legato.learn.bench import BENCHMARKS
 
     if name not in BENCHMARKS:
         fail(LegatoError(f"no benchmark named '{name}'", hint=f"choose one of: {', '.join(BENCHMARKS)}"))
     run, render = BENCHMARKS[name]
-    if name in BENCH_DATA and data is None:
-        fail(LegatoError(f"the {name} benchmark needs --data", hint=f"give {BENCH_DATA[name]}"))
     try:
         if name == "obd":
             result = run(data, campaign)
-        elif name in ("cdnow",):
-            result = run(data)
-        elif name == "hillstrom":
+        elif name in ("cdnow", "hillstrom"):
             result = run(data)
         else:
             result = run()

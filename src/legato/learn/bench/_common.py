@@ -1,4 +1,4 @@
-"""What the offline benchmarks share: finding their data files and formatting numbers."""
+"""What the offline benchmarks share: finding their data files (compressed or not) and formatting numbers."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import ParamSpec, TypeVar
 
 from threadpoolctl import threadpool_limits
 
+from legato.datasets import locate
 from legato.errors import LegatoError
 
 P = ParamSpec("P")
@@ -40,22 +41,26 @@ def with_small_models(function: Callable[P, R]) -> Callable[P, R]:
 def find_file(given: Path, names: Sequence[str], what: str, hint: str) -> Path:
     """``given`` itself if it is a file, else the first of ``names`` inside it.
 
+    Each name is found as written or compressed (``.xz``, ``.gz``; see :func:`legato.datasets.locate`).
     The error names every path tried, so a wrong ``--data`` is fixed at the first attempt.
     """
-    if given.is_file():
-        return given
+    if not given.is_dir() and (found := locate(given)) is not None:
+        return found
     candidates = [given / name for name in names]
     for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+        found = locate(candidate)
+        if found is not None:
+            return found
     tried = ", ".join(str(candidate) for candidate in candidates) if given.is_dir() else str(given)
     raise LegatoError(f"{what} not found: {tried}", hint=hint)
 
 
 def require_file(path: Path, what: str, hint: str) -> Path:
-    if not path.is_file():
+    """``path``, or its compressed copy (``.xz``, ``.gz``) beside it; a :class:`LegatoError` naming it if neither is there."""
+    found = locate(path)
+    if found is None:
         raise LegatoError(f"{what} is missing: {path}", hint=hint)
-    return path
+    return found
 
 
 def number(value: float | None, digits: int = 4) -> str:

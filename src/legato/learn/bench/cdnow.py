@@ -39,6 +39,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from legato.datasets import CDNOW, open_text, shipped
 from legato.errors import LegatoError
 from legato.learn.bench._common import find_file, number, with_small_models
 from legato.learn.propensity import PurchasePropensity
@@ -48,7 +49,10 @@ IntArray = npt.NDArray[np.int64]
 
 COHORT_START = dt.date(1997, 1, 1)
 PERIOD_DAYS = 39 * 7  # calibration and holdout are 39 weeks each
-HINT = "pass --data the CDNOW_master.txt file (customer_id, YYYYMMDD date, number_of_cds, dollar_value) or its folder"
+HINT = (
+    "pass --data the CDNOW_master.txt file (customer_id, YYYYMMDD date, number_of_cds, dollar_value; "
+    "may be .xz or .gz) or its folder, or omit --data to use the packaged copy"
+)
 FEATURES = (
     "frequency",  # repeat purchase days in calibration
     "recency",  # days from first to last purchase
@@ -70,7 +74,7 @@ class Cohort:
 def _parse(path: Path) -> tuple[IntArray, IntArray, FloatArray, FloatArray]:
     """customer ids, day offsets from the cohort start, CDs and dollars, one entry per row."""
     rows = []
-    with path.open() as handle:
+    with open_text(path, encoding="ascii") as handle:
         for line_number, line in enumerate(handle, start=1):
             fields = line.split()
             if not fields or not fields[0].isdigit():  # blank line or the header
@@ -160,9 +164,13 @@ def _bgnbd_scores(train: FloatArray, test: FloatArray) -> tuple[FloatArray | Non
 
 
 @with_small_models
-def run_cdnow(data_path: Path, *, seed: int = 0) -> dict[str, Any]:
-    """Buy-again AUC and calibration of the three models (see the module docstring)."""
-    path = find_file(Path(data_path), ("CDNOW_master.txt", "cdnow/CDNOW_master.txt"), "the CDNOW file", HINT)
+def run_cdnow(data_path: Path | None = None, *, seed: int = 0) -> dict[str, Any]:
+    """Buy-again AUC and calibration of the three models (see the module docstring).
+
+    ``data_path`` defaults to the copy that ships in the package (``legato/data/cdnow``).
+    """
+    given = shipped(CDNOW) if data_path is None else Path(data_path)
+    path = find_file(given, ("CDNOW_master.txt", "cdnow/CDNOW_master.txt"), "the CDNOW file", HINT)
     cohort = load_cohort(path)
     order = np.random.default_rng(seed).permutation(cohort.bought_again.size)
     train, test = order[: order.size // 2], order[order.size // 2 :]

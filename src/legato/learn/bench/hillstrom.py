@@ -47,9 +47,7 @@ Protocol, repeated over ``n_splits`` random 50/50 splits (mean and standard devi
 
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +58,7 @@ import pyarrow.csv as pacsv
 from rich.table import Table
 from sklearn.model_selection import train_test_split
 
+from legato.datasets import HILLSTROM, open_binary, shipped_file
 from legato.decide.policies import LinTS, LinUCB
 from legato.learn.bench._common import find_file, number, with_small_models
 from legato.learn.uplift import ClassTransformationUplift, TwoModelUplift, qini_auc_score, uplift_at_k
@@ -94,10 +93,8 @@ class HillstromData:
 
 
 def _read(path: Path) -> pa.Table:
-    if path.suffix == ".gz":
-        with gzip.open(path, "rb") as raw:
-            return pacsv.read_csv(raw)
-    return pacsv.read_csv(path)
+    with open_binary(path) as raw:
+        return pacsv.read_csv(raw)
 
 
 def _codes(table: pa.Table, column: str) -> tuple[IntArray, list[str]]:
@@ -112,11 +109,11 @@ def _codes(table: pa.Table, column: str) -> tuple[IntArray, list[str]]:
 def load_hillstrom(data_dir: Path | None = None) -> HillstromData:
     """The experiment's rows as arrays; the packaged copy unless ``data_dir`` says otherwise."""
     if data_dir is None:
-        path = Path(str(files("legato").joinpath("data/hillstrom.csv.gz")))
+        path = shipped_file(HILLSTROM)
     else:
         path = find_file(
             data_dir,
-            ("hillstrom.csv", "hillstrom.csv.gz", "hillstrom/hillstrom.csv"),
+            ("hillstrom.csv", "hillstrom/hillstrom.csv"),
             "the Hillstrom file",
             "pass --data the hillstrom.csv file or the folder holding it, or omit --data to use the packaged copy",
         )

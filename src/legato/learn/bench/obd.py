@@ -33,6 +33,7 @@ from rich.table import Table
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
 
+from legato.datasets import OBD, open_binary, shipped
 from legato.errors import LegatoError
 from legato.learn.bench._common import number, require_file, with_small_models
 from legato.learn.ope import IPS, SNIPS, DoublyRobust
@@ -42,9 +43,9 @@ IntArray = npt.NDArray[np.int64]
 
 N_POSITIONS = 3
 HINT = (
-    "point --data at the Open Bandit Dataset folder holding random/CAMPAIGN/CAMPAIGN.csv, "
+    "point --data at an Open Bandit Dataset folder holding random/CAMPAIGN/CAMPAIGN.csv, "
     "bts/CAMPAIGN/CAMPAIGN.csv, random/CAMPAIGN/item_context.csv and prior_bts.yaml "
-    "(the small sample ships in the obp 0.5.7 source distribution)"
+    "(the CSV files may be .xz or .gz), or omit --data to use the packaged sample (campaign all)"
 )
 
 
@@ -65,8 +66,13 @@ def bts_action_distribution(
     return counts / n_simulations
 
 
+def _read_csv(path: Path, what: str) -> pa.Table:
+    with open_binary(require_file(path, what, HINT)) as raw:
+        return pacsv.read_csv(raw)
+
+
 def _read_logs(path: Path) -> pa.Table:
-    table = pacsv.read_csv(require_file(path, "an Open Bandit Dataset log", HINT))
+    table = _read_csv(path, "an Open Bandit Dataset log")
     needed = {"item_id", "position", "click", "propensity_score"}
     missing = needed - set(table.column_names)
     if missing:
@@ -85,7 +91,7 @@ def _category_codes(column: pa.ChunkedArray) -> tuple[IntArray, int]:
 
 def _item_matrix(path: Path, n_items: int) -> FloatArray:
     """One row per item: one-hot item id, the numeric feature and one-hot categorical features."""
-    table = pacsv.read_csv(require_file(path, "the item features file", HINT))
+    table = _read_csv(path, "the item features file")
     items = table["item_id"].to_numpy().astype(np.int64)
     columns: list[FloatArray] = [np.eye(n_items)]
     for name in table.column_names:
@@ -138,15 +144,18 @@ def _reward_model(
 
 @with_small_models
 def run_obd(
-    data_dir: Path,
+    data_dir: Path | None = None,
     campaign: str = "all",
     *,
     n_simulations: int = 100_000,
     n_bootstrap: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Estimate BTS's click rate from the Random logs and compare it with BTS's own logs."""
-    data_dir = Path(data_dir)
+    """Estimate BTS's click rate from the Random logs and compare it with BTS's own logs.
+
+    ``data_dir`` defaults to the sample that ships in the package (``legato/data/obd``).
+    """
+    data_dir = shipped(OBD) if data_dir is None else Path(data_dir)
     random_logs = _read_logs(data_dir / "random" / campaign / f"{campaign}.csv")
     bts_logs = _read_logs(data_dir / "bts" / campaign / f"{campaign}.csv")
     prior_path = require_file(data_dir / "prior_bts.yaml", "the BTS prior", HINT)
