@@ -11,14 +11,12 @@ import json
 import lzma
 import math
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from rich.table import Table
 from typer.testing import CliRunner
-from threadpoolctl import threadpool_limits
 
 from legato.cli.app import app
 from legato.datasets import OBD, shipped
@@ -27,13 +25,6 @@ from legato.learn.bench import BENCHMARKS
 from legato.learn.bench.hillstrom import run_hillstrom
 from legato.learn.bench.obd import bts_action_distribution, run_obd
 from legato.learn.bench.throughput import run_throughput
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread() -> Iterator[None]:
-    # The suite shares a small machine; thread barriers on busy cores only slow it down.
-    with threadpool_limits(limits=1):
-        yield
-
 
 def finite(value: float) -> bool:
     return isinstance(value, float) and math.isfinite(value)
@@ -45,8 +36,7 @@ OBD_SETTINGS = {"n_simulations": 20_000, "n_bootstrap": 100}
 @pytest.fixture(scope="module")
 def packaged_obd() -> dict[str, object]:
     """The OBD benchmark on the packaged sample, computed once for the tests that compare with it."""
-    with threadpool_limits(limits=1):
-        return run_obd(None, "all", **OBD_SETTINGS)
+    return run_obd(None, "all", **OBD_SETTINGS)
 
 
 def test_obd_shape_and_sane_estimates(packaged_obd: dict) -> None:

@@ -7,21 +7,12 @@ by ``legato bench online``, not here.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 from rich.table import Table
-from threadpoolctl import threadpool_limits
 
 from legato.learn.bench import BENCHMARKS
 from legato.learn.bench.online import CONTENDERS, PEERS, render_table, run_online
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread() -> Iterator[None]:
-    # The suite shares a small machine; thread barriers on busy cores only slow it down.
-    with threadpool_limits(limits=1):
-        yield
 
 
 def test_shape_and_signs() -> None:

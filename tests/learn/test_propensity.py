@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
 import pytest
 from sklearn.metrics import brier_score_loss, roc_auc_score
-from threadpoolctl import threadpool_limits
 
 from legato.learn.propensity import PurchasePropensity
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Small fits on a shared machine: OpenMP barriers on busy cores only slow them down.
-    with threadpool_limits(limits=1):
-        yield
 
 
 def buyers(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

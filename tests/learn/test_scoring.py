@@ -7,13 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from legato.audience.segments import segment_sample
 from legato.clock import FixedClock
 from legato.cycle import run_cycle
-from legato.learn.scoring import FEATURES, refresh_scores, scores_in_use, snapshot
+from legato.learn.propensity import PurchasePropensity
+from legato.learn.scoring import FEATURES, PRODUCT_SIZE, ModelSize, refresh_if_due, refresh_scores, scores_in_use, snapshot
 from legato.validation import parse_playbook
 from legato.playbook.models import ScoringSettings
 from legato.store.ingest import import_customers, import_events
@@ -21,6 +23,8 @@ from legato.store.schema import score_models, traits
 from tests.test_engine import AT, PLAYBOOK
 
 N = 1_200
+# A small model: the fits are what take time, and these tests judge ranking, not polish.
+SMALL = ModelSize(rounds=30, folds=2)
 
 
 def store_with_habits(engine: Engine) -> np.ndarray:
@@ -66,7 +70,7 @@ def test_snapshot_sees_only_events_before_its_instant(engine: Engine) -> None:
 
 def test_purchase_propensity_ranks_frequent_buyers_first_and_is_a_field(engine: Engine) -> None:
     habit = store_with_habits(engine)
-    [report] = refresh_scores(engine, AT, ScoringSettings(horizon_days=30), {"purchase_propensity"})
+    [report] = refresh_scores(engine, AT, ScoringSettings(horizon_days=30), {"purchase_propensity"}, size=SMALL)
     assert report.skipped is None and report.scored == N
     assert report.auc is not None and report.auc > 0.65
     with engine.connect() as c:
@@ -94,23 +98,41 @@ def test_too_little_history_is_reported_and_nothing_is_written(engine: Engine) -
         assert c.execute(sa.select(sa.func.count()).where(traits.c.visit_propensity.is_not(None))).scalar_one() == 0
 
 
-def test_a_cycle_refits_only_scores_the_playbook_uses_and_only_when_stale(engine: Engine, tmp_path: Path) -> None:
+def test_scores_refit_only_those_the_playbook_uses_and_only_when_stale(engine: Engine) -> None:
     store_with_habits(engine)
     plain = parse_playbook(PLAYBOOK.replace("STAGE", "3").replace("HOLDOUT", "0").replace("BUDGET", "{}"))
     assert scores_in_use(plain) == set()
+    assert refresh_if_due(engine, plain, AT, size=SMALL) == []
     using = parse_playbook(
         PLAYBOOK.replace("STAGE", "3").replace("HOLDOUT", "0").replace("BUDGET", "{}")
         .replace("'tier = \"gold\"', ", "'tier = \"gold\"', \"purchase_propensity\", ")
     )
     assert scores_in_use(using) == {"purchase_propensity"}
-    first = run_cycle(engine, using, FixedClock(AT), {})
-    assert [s.name for s in first.scores] == ["purchase_propensity"]
-    again = run_cycle(engine, using, FixedClock(AT + timedelta(days=1)), {})
-    assert again.scores == []  # the model is a day old; the playbook refits weekly
-    later = run_cycle(engine, using, FixedClock(AT + timedelta(days=8)), {})
-    assert [s.name for s in later.scores] == ["purchase_propensity"]
+    first = refresh_if_due(engine, using, AT, size=SMALL)
+    assert [s.name for s in first] == ["purchase_propensity"] and first[0].skipped is None
+    assert refresh_if_due(engine, using, AT + timedelta(days=1), size=SMALL) == []  # a day old; refit weekly
+    later = refresh_if_due(engine, using, AT + timedelta(days=8), size=SMALL)
+    assert [s.name for s in later] == ["purchase_propensity"]
     with engine.connect() as c:
         assert c.execute(sa.select(sa.func.count()).select_from(score_models)).scalar_one() == 2
+
+
+def test_the_model_has_the_size_asked_for_and_the_product_size_by_default(engine: Engine) -> None:
+    store_with_habits(engine)
+    refresh_scores(engine, AT, ScoringSettings(), {"purchase_propensity"}, size=ModelSize(rounds=7, folds=2, max_training_rows=500))
+    with engine.connect() as c:
+        row = c.execute(sa.select(score_models)).one()
+    assert row.rows == 500  # the training sample was capped
+    stored = PurchasePropensity.from_state(row.state)
+    assert (stored.max_iter, stored.cv) == (7, 2)
+    assert len(stored.model_.calibrated_classifiers_) == 2  # one calibrated booster per fold
+    booster = stored.model_.calibrated_classifiers_[0].estimator
+    assert booster.n_iter_ == 7
+    # The product's size when nobody says otherwise: what the cycle gets.
+    assert (PRODUCT_SIZE.rounds, PRODUCT_SIZE.folds, PRODUCT_SIZE.max_training_rows) == (200, 3, 200_000)
+    assert refresh_scores.__kwdefaults__["size"] is PRODUCT_SIZE and refresh_if_due.__kwdefaults__["size"] is PRODUCT_SIZE
+    with pytest.raises(ValueError, match="folds >= 2"):
+        ModelSize(folds=1)
 
 
 def test_a_customer_imported_late_counts_from_their_history_a_new_one_does_not(engine: Engine) -> None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import sklearn
-from threadpoolctl import threadpool_limits
 
 from legato.errors import LegatoError
 from legato.learn.uplift import (
@@ -18,13 +16,6 @@ from legato.learn.uplift import (
     qini_curve,
     uplift_at_k,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Small fits on a shared machine: OpenMP barriers on busy cores only slow them down.
-    with threadpool_limits(limits=1):
-        yield
 
 
 def experiment(n: int, rng: np.random.Generator, treated_share: float = 0.5) -> tuple[np.ndarray, ...]:

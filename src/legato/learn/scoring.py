@@ -59,10 +59,36 @@ FEATURES = (
     "visits_90d",
     "engagements_90d",
 )
-MAX_TRAINING_ROWS = 200_000  # a random sample beyond this: the model does not improve, the fit slows down
 SECONDS_PER_DAY = 86_400.0
 _ATTEMPT_KEY = "scores.{}.attempted_at"  # settings key: when a fit last found too little history
 RETRY_WITHOUT_MODEL = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """How large each score's model is, which is what a fit's time is made of.
+
+    A fit trains ``folds`` calibration boosters of ``rounds`` rounds each on at most
+    ``max_training_rows`` customers, then as many again for the held-out quality check. The
+    defaults are the product's; tests pass a small size, since the fits, not the store,
+    are what take time.
+    """
+
+    rounds: int = 200  # boosting rounds, at PurchasePropensity's learning rate of 0.05
+    folds: int = 3  # calibration folds (at least 2)
+    max_training_rows: int = 200_000  # a random sample beyond this: the model does not improve, the fit slows down
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or self.folds < 2 or self.max_training_rows < 1:
+            raise ValueError(f"a model needs rounds >= 1, folds >= 2 and max_training_rows >= 1, got {self}")
+
+    def model(self, positives: int) -> PurchasePropensity:
+        # Isotonic calibration overfits with few positives (Niculescu-Mizil & Caruana, 2005).
+        method = "isotonic" if positives >= 1_000 else "sigmoid"
+        return PurchasePropensity(method=method, cv=self.folds, max_iter=self.rounds)
+
+
+PRODUCT_SIZE = ModelSize()
 
 
 @dataclass(frozen=True)
@@ -189,9 +215,15 @@ def outcomes(connection: Connection, kinds: tuple[str, ...], start: datetime, en
 
 
 def refresh_scores(
-    engine: Engine, now: datetime, settings: ScoringSettings, names: set[str] | None = None, *, seed: int = 0
+    engine: Engine,
+    now: datetime,
+    settings: ScoringSettings,
+    names: set[str] | None = None,
+    *,
+    seed: int = 0,
+    size: ModelSize = PRODUCT_SIZE,
 ) -> list[ScoreReport]:
-    """Fit each score's model on the last horizon and score every customer as of ``now``."""
+    """Fit each score's model (of ``size``) on the last horizon and score every customer as of ``now``."""
     horizon = timedelta(days=settings.horizon_days)
     with engine.connect() as connection:
         train_ids, train_x = snapshot(connection, now - horizon)
@@ -202,7 +234,7 @@ def refresh_scores(
         with engine.connect() as connection:
             positive = outcomes(connection, SCORES[name], now - horizon, now)
         y = np.fromiter((i in positive for i in train_ids.tolist()), dtype=bool, count=len(train_ids)).astype(np.int64)
-        report = _fit_and_score(engine, name, now, settings, train_x, y, score_ids, score_x, rng)
+        report = _fit_and_score(engine, name, now, settings, size, train_x, y, score_ids, score_x, rng)
         reports.append(report)
     return reports
 
@@ -212,6 +244,7 @@ def _fit_and_score(
     name: str,
     now: datetime,
     settings: ScoringSettings,
+    size: ModelSize,
     train_x: FloatArray,
     y: npt.NDArray[np.int64],
     score_ids: npt.NDArray[np.str_],
@@ -225,18 +258,18 @@ def _fit_and_score(
             f"at least {settings.min_examples} of each are needed"
         )
         return ScoreReport(name, 0, len(y), positives, None, None, skipped=why)
-    if len(y) > MAX_TRAINING_ROWS:
-        keep = rng.choice(len(y), size=MAX_TRAINING_ROWS, replace=False)
+    if len(y) > size.max_training_rows:
+        keep = rng.choice(len(y), size=size.max_training_rows, replace=False)
         train_x, y = train_x[keep], y[keep]
         positives = int(y.sum())
     # A quarter is held out to report the model's quality; the model that scores is refit on all.
     held_out = rng.random(len(y)) < 0.25
     auc = brier = None
     if len(np.unique(y[held_out])) == 2 and len(np.unique(y[~held_out])) == 2:
-        check = PurchasePropensity(method=_method(positives)).fit(train_x[~held_out], y[~held_out])
+        check = size.model(positives).fit(train_x[~held_out], y[~held_out])
         p = check.predict_proba(train_x[held_out])[:, 1]
         auc, brier = float(roc_auc_score(y[held_out], p)), float(brier_score_loss(y[held_out], p))
-    model = PurchasePropensity(method=_method(positives)).fit(train_x, y)
+    model = size.model(positives).fit(train_x, y)
     scores = model.predict_proba(score_x)[:, 1] if len(score_x) else np.empty(0)
     with engine.begin() as connection:
         _write_scores(connection, name, score_ids, scores)
@@ -250,11 +283,6 @@ def _fit_and_score(
             )
         )
     return ScoreReport(name, len(score_ids), len(y), positives, auc, brier)
-
-
-def _method(positives: int) -> str:
-    # Isotonic calibration overfits with few positives (Niculescu-Mizil & Caruana, 2005).
-    return "isotonic" if positives >= 1_000 else "sigmoid"
 
 
 def _write_scores(connection: Connection, name: str, ids: npt.NDArray[np.str_], scores: FloatArray) -> None:
@@ -280,7 +308,9 @@ def latest_model(connection: Connection, name: str) -> Any:
     ).first()
 
 
-def refresh_if_due(engine: Engine, playbook: Playbook, now: datetime) -> list[ScoreReport]:
+def refresh_if_due(
+    engine: Engine, playbook: Playbook, now: datetime, *, size: ModelSize = PRODUCT_SIZE
+) -> list[ScoreReport]:
     """Refit the scores the playbook uses when their model is older than ``refit_days``.
 
     An attempt that found too little history is retried a day later, not every cycle: the
@@ -295,7 +325,7 @@ def refresh_if_due(engine: Engine, playbook: Playbook, now: datetime) -> list[Sc
     if not due:
         return []
     try:
-        reports = refresh_scores(engine, now, playbook.scoring, due)
+        reports = refresh_scores(engine, now, playbook.scoring, due, size=size)
     except ValueError as exc:
         raise LegatoError(f"scoring failed: {exc}", hint="check the events imported (types, timestamps)") from exc
     with engine.begin() as connection:
@@ -305,8 +335,6 @@ def refresh_if_due(engine: Engine, playbook: Playbook, now: datetime) -> list[Sc
                 connection.execute(sa.delete(settings).where(settings.c.key == key))
                 connection.execute(sa.insert(settings).values(key=key, value=now.isoformat()))
     return reports
-
-
 
 
 def _due(connection: Connection, name: str, now: datetime, every: timedelta) -> bool:
