@@ -12,23 +12,22 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from threadpoolctl import threadpool_limits
 
-from legato.clock import FixedClock
 from legato.validation import parse_playbook
 from legato.playbook.models import Playbook
 from legato.store.db import connect
-from legato.store.ingest import import_customers
 from legato.store.schema import cycles, decisions, metadata
+
+from tests.world import AT, PLAYBOOK
 
 POSTGRES_URL = os.environ.get(
     "LEGATO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -97,45 +96,13 @@ def _truncate(engine: Engine) -> None:
         connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
 
 
-# --- the one-agent e-mail world most store tests share -----------------------------------
-
-CYCLE_AT = datetime(2024, 3, 4, 8, 0, tzinfo=timezone.utc)  # a Monday, 08:00 UTC: before the 09:00 send window
-
-CYCLE_PLAYBOOK = """
-brand:
-  name: Test Co
-  legal: {sender_name: Test Co, postal_address: "1 Main St", support_contact: "help@test.example", unsubscribe_url: "https://test.example/u"}
-attributes: {tier: string}
-objectives:
-  - {id: grow, goal: engagement, why: testing, stages: [any], kpis: [{metric: visit_rate, target: 0.1}]}
-lifecycle:
-  - {stage: any, when: "true"}
-channels:
-  email: {kind: file, path: out/email.jsonl}
-creatives:
-  - {id: hello, channel: email, subject: "Hi {{ customer.tier }}", body: "Hello {{ customer.id }}. Unsubscribe: {{ unsubscribe_url }} {{ brand.postal_address }}"}
-agents:
-  - id: mailer
-    objective: grow
-    audience: 'tier in ("gold", "silver")'
-    actions: {creatives: [hello], send_windows: ["09:00-17:00"], do_nothing: false}
-    policy: {name: uniform_random}
-    features: ['tier = "gold"', "lifetime_spend / 100", "purchase_count"]
-    holdout: HOLDOUT
-    trust_stage: STAGE
-    budget: BUDGET
-guardrails:
-  consent:
-    - {channel: email, purpose: marketing}
-  frequency_caps:
-    - {channel: email, max: 1, days: 3, on_block: drop}
-"""
+# --- the one-agent e-mail world most store tests share (tests/world.py) ----------------
 
 
 @pytest.fixture
 def cycle_at() -> datetime:
     """When the shared world's first cycle runs; :func:`write_decisions` decides at this instant."""
-    return CYCLE_AT
+    return AT
 
 
 @pytest.fixture
@@ -146,36 +113,12 @@ def make_playbook() -> Callable[..., Playbook]:
     """
 
     def make(stage: int = 2, holdout: float = 0.0, budget: str = "{}", agent: str = "") -> Playbook:
-        text = CYCLE_PLAYBOOK.replace("STAGE", str(stage)).replace("HOLDOUT", str(holdout)).replace("BUDGET", budget)
+        text = PLAYBOOK.replace("STAGE", str(stage)).replace("HOLDOUT", str(holdout)).replace("BUDGET", budget)
         if agent:
             text = text.replace("    budget: ", agent.rstrip("\n") + "\n    budget: ", 1)
         return parse_playbook(text)
 
     return make
-
-
-@pytest.fixture
-def load_customers(engine: Engine) -> Callable[..., set[str]]:
-    """Imports n customers ``c000``…: every 10th has revoked e-mail consent, every 10th (offset 5)
-    none, every 4th is 'bronze' (outside the audience); returns the ids a cycle may e-mail."""
-
-    def load(n: int = 40) -> set[str]:
-        ids = [f"c{i:03d}" for i in range(n)]
-        consent = ["revoked" if i % 10 == 0 else "" if i % 10 == 5 else "express" for i in range(n)]
-        tiers = ["bronze" if i % 4 == 3 else "gold" for i in range(n)]
-        table = pa.table(
-            {
-                "id": ids,
-                "email": [f"{c}@test.example" for c in ids],
-                "time_zone": ["UTC"] * n,
-                "consent_email_marketing": consent,
-                "tier": tiers,
-            }
-        )
-        import_customers(engine, table, attribute_types={"tier": "string"}, clock=FixedClock(CYCLE_AT))
-        return {f"c{i:03d}" for i in range(n) if i % 4 != 3 and i % 10 not in (0, 5)}
-
-    return load
 
 
 def _per_row(column: str, value: Any) -> bool:
@@ -196,7 +139,7 @@ def write_decisions(engine: Engine) -> Callable[..., None]:
     """Writes decisions as a cycle, the dispatcher and settlement would have left them.
 
     ``write_decisions(kind, count, **columns)``: ``count`` decisions of ``kind`` (see
-    :data:`DECISION_KINDS`) for agent ``mailer``, decided at :data:`CYCLE_AT` and settled eight
+    :data:`DECISION_KINDS`) for agent ``mailer``, decided at :data:`AT` and settled eight
     days later unless ``columns`` say otherwise (``settled_at=None`` for unsettled ones). A
     column given as a list gives each decision its own value (except ``findings``, a list for
     every decision). Customer ids continue
@@ -205,7 +148,7 @@ def write_decisions(engine: Engine) -> Callable[..., None]:
     written = {"n": 0}
     with engine.begin() as connection:
         cycle_id = connection.execute(
-            sa.insert(cycles).values(at=CYCLE_AT, started_at=CYCLE_AT, finished_at=CYCLE_AT, status="finished").returning(cycles.c.id)
+            sa.insert(cycles).values(at=AT, started_at=AT, finished_at=AT, status="finished").returning(cycles.c.id)
         ).scalar_one()
 
     def write(kind: str, count: int, **columns: Any) -> None:
@@ -217,11 +160,11 @@ def write_decisions(engine: Engine) -> Callable[..., None]:
                 "cycle_id": cycle_id,
                 "agent_id": "mailer",
                 "customer_id": f"d{first + i:05d}",
-                "decided_at": CYCLE_AT,
+                "decided_at": AT,
                 "action": "hello",
                 "propensity": 1.0,
                 "findings": [],
-                "settled_at": CYCLE_AT + timedelta(days=8),
+                "settled_at": AT + timedelta(days=8),
                 "visited": False,
                 "purchased": False,
                 "revenue": 0.0,

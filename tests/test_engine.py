@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,67 +16,10 @@ from legato.deliver.dispatch import dispatch_due, transports
 from legato.cycle import run_cycle
 from legato.errors import NothingToDoError
 from legato.validation import PlaybookError, parse_playbook
-from legato.playbook.models import Playbook
 from legato.store.ingest import import_customers, import_events
 from legato.store.schema import agents, audit_log, decisions, outbox, review_items
 
-AT = datetime(2024, 3, 4, 8, 0, tzinfo=timezone.utc)
-
-PLAYBOOK = """
-brand:
-  name: Test Co
-  legal: {sender_name: Test Co, postal_address: "1 Main St", support_contact: "help@test.example", unsubscribe_url: "https://test.example/u"}
-attributes: {tier: string}
-objectives:
-  - {id: grow, goal: engagement, why: testing, stages: [any], kpis: [{metric: visit_rate, target: 0.1}]}
-lifecycle:
-  - {stage: any, when: "true"}
-channels:
-  email: {kind: file, path: out/email.jsonl}
-creatives:
-  - {id: hello, channel: email, subject: "Hi {{ customer.tier }}", body: "Hello {{ customer.id }}. Unsubscribe: {{ unsubscribe_url }} {{ brand.postal_address }}"}
-agents:
-  - id: mailer
-    objective: grow
-    audience: 'tier in ("gold", "silver")'
-    actions: {creatives: [hello], send_windows: ["09:00-17:00"], do_nothing: false}
-    policy: {name: uniform_random}
-    features: ['tier = "gold"', "lifetime_spend / 100", "purchase_count"]
-    holdout: HOLDOUT
-    trust_stage: STAGE
-    budget: BUDGET
-guardrails:
-  consent:
-    - {channel: email, purpose: marketing}
-  frequency_caps:
-    - {channel: email, max: 1, days: 3, on_block: drop}
-"""
-
-
-def playbook(stage: int = 2, holdout: float = 0.0, budget: str = "{}") -> Playbook:
-    text = PLAYBOOK.replace("STAGE", str(stage)).replace("HOLDOUT", str(holdout)).replace("BUDGET", budget)
-    return parse_playbook(text)
-
-
-def load_customers(engine: Engine, n: int = 40) -> None:
-    """n customers: every 10th has revoked consent, every 10th (offset 5) no consent, every 4th is 'bronze'."""
-    ids = [f"c{i:03d}" for i in range(n)]
-    consent = ["revoked" if i % 10 == 0 else "" if i % 10 == 5 else "express" for i in range(n)]
-    tiers = ["bronze" if i % 4 == 3 else "gold" for i in range(n)]
-    table = pa.table(
-        {
-            "id": ids,
-            "email": [f"{c}@test.example" for c in ids],
-            "time_zone": ["UTC"] * n,
-            "consent_email_marketing": consent,
-            "tier": tiers,
-        }
-    )
-    import_customers(engine, table, attribute_types={"tier": "string"}, clock=FixedClock(AT))
-
-
-def expected_eligible(n: int = 40) -> set[str]:
-    return {f"c{i:03d}" for i in range(n) if i % 4 != 3 and i % 10 not in (0, 5)}
+from tests.world import AT, PLAYBOOK, expected_eligible, load_customers, playbook
 
 
 def statuses(engine: Engine) -> dict[str, str]:

@@ -18,7 +18,7 @@ from legato.store.ingest import import_customers
 from legato.store.schema import audit_log, decisions, outbox, policy_states
 from legato.trust.review import approve, list_items
 
-from tests.test_engine import AT, PLAYBOOK, expected_eligible, load_customers
+from tests.world import AT, PLAYBOOK, expected_eligible, load_customers
 
 
 def playbook(stage: int = 2, *, caps: str | None = None, extra: str = "", quiet: str = "", creatives: str = "[hello]"):  # type: ignore[no-untyped-def]

@@ -19,7 +19,7 @@ from legato.validation import parse_playbook
 from legato.playbook.models import Playbook
 from legato.store.ingest import import_customers, import_events
 from legato.store.schema import decisions
-from tests.test_engine import AT, PLAYBOOK
+from tests.world import AT, PLAYBOOK
 
 
 def base(**replacements: str) -> str:
@@ -240,7 +240,7 @@ def test_learned_send_time_in_a_half_hour_zone(engine: Engine, tmp_path: Path) -
 def test_held_out_customers_who_could_not_be_reached_are_not_the_gates_control(engine: Engine, tmp_path: Path) -> None:
     from legato.decide.uplift_gate import fit_gate
     from legato.playbook.models import UpliftGateSettings
-    from tests.test_engine import load_customers
+    from tests.world import load_customers
 
     load_customers(engine, n=200)  # every 10th revoked, every 10th (offset 5) without consent
     pb = parse_playbook(base().replace("holdout: 0\n", "holdout: 0.5\n"))

@@ -114,7 +114,7 @@ def test_installed_entry_point_runs() -> None:
 
 
 def test_a_cycle_before_the_last_one_is_refused(engine: object, database_url: str, tmp_path: Path) -> None:
-    from tests.test_engine import PLAYBOOK, load_customers
+    from tests.world import PLAYBOOK, load_customers
 
     load_customers(engine)  # type: ignore[arg-type]
     path = write_example(tmp_path, PLAYBOOK.replace("STAGE", "3").replace("HOLDOUT", "0").replace("BUDGET", "{}"))

@@ -20,8 +20,8 @@ from legato.cycle import run_cycle
 from legato.errors import LegatoError
 from legato.store.ingest import import_events
 from legato.store.schema import audit_log, decisions, policy_states
-from tests.learn.test_attribution import playbook
-from tests.test_engine import AT, load_customers
+from tests.world import learning_playbook as playbook
+from tests.world import AT, load_customers
 
 
 def learned_twice(engine: Engine, tmp_path: Path) -> None:

@@ -18,18 +18,8 @@ from legato.validation import parse_playbook
 from legato.store.ingest import import_events
 from legato.store.schema import decisions, policy_states
 
-from tests.test_engine import AT, PLAYBOOK, load_customers
-
-
-def playbook(policy: str = "{name: beta_thompson}"):  # type: ignore[no-untyped-def]
-    text = PLAYBOOK.replace("STAGE", "2").replace("HOLDOUT", "0").replace("BUDGET", "{}")
-    text = text.replace("    policy: {name: uniform_random}", f"    policy: {policy}")
-    text = text.replace(
-        "kpis: [{metric: visit_rate, target: 0.1}]}",
-        "kpis: [{metric: conversion_rate, target: 0.1}], attribution_days: 1}",
-    )
-    text = text.replace('do_nothing: false', 'do_nothing: true')
-    return parse_playbook(text)
+from tests.world import AT, PLAYBOOK, load_customers
+from tests.world import learning_playbook as playbook
 
 
 def first_day(engine: Engine, tmp_path: Path):  # type: ignore[no-untyped-def]

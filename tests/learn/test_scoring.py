@@ -20,7 +20,7 @@ from legato.validation import parse_playbook
 from legato.playbook.models import ScoringSettings
 from legato.store.ingest import import_customers, import_events
 from legato.store.schema import score_models, traits
-from tests.test_engine import AT, PLAYBOOK
+from tests.world import AT, PLAYBOOK
 
 N = 1_200
 # A small model: the fits are what take time, and these tests judge ranking, not polish.

@@ -16,7 +16,7 @@ from legato.validation import parse_playbook
 from legato.store.ingest import import_customers
 from legato.store.schema import audit_log
 
-from tests.test_engine import AT, PLAYBOOK
+from tests.world import AT, PLAYBOOK
 
 
 def load(engine: Engine, n: int = 200) -> None:

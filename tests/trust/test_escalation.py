@@ -20,7 +20,7 @@ from legato.trust.escalation import inbound_facts
 from legato.trust.inbound import receive
 from legato.trust.review import list_items, show_item
 
-from tests.test_engine import AT, PLAYBOOK, load_customers
+from tests.world import AT, PLAYBOOK, load_customers
 
 INBOUND = """
 inbound:

@@ -19,7 +19,7 @@ from legato.store.schema import audit_log, consents, inbound_messages, outbox
 from legato.trust.inbound import classify, receive
 from legato.trust.review import list_items, resolve
 
-from tests.test_engine import AT, PLAYBOOK, load_customers
+from tests.world import AT, PLAYBOOK, load_customers
 
 
 def playbook():  # type: ignore[no-untyped-def]

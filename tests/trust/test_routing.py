@@ -13,11 +13,11 @@ from legato.clock import FixedClock
 from legato.deliver.dispatch import dispatch_due, transports
 from legato.cycle import run_cycle
 from legato.validation import parse_playbook
-from legato.store.ingest import import_customers, import_events
+from legato.store.ingest import import_events
 from legato.store.schema import agents, audit_log, decisions, review_items
 from legato.trust.review import approve, list_items
 
-from tests.test_engine import AT, PLAYBOOK, expected_eligible, load_customers
+from tests.world import AT, PLAYBOOK, expected_eligible, load_customers
 
 TWO_CREATIVES = PLAYBOOK.replace(
     "creatives:\n  - {id: hello,",
@@ -75,31 +75,8 @@ def test_supervised_agent_audit_sample_has_the_configured_size(engine: Engine, t
     assert still_sent == audited  # the audit does not hold the send back
 
 
-B2B_AND_UPSELL_RULES = (
-    "    escalation:\n"
-    '      - {when: \'account_type = "business" and renewal_days <= 30\', reason: b2b_renewal, priority: 90}\n'
-    "      - {when: 'offer_value >= 100 and lifetime_spend >= 1000', reason: high_value_upsell, priority: 80}\n"
-)
-
-
-def b2b_and_upsell_store(engine: Engine) -> str:
-    """40 customers, c001 a business account due for renewal and c002 a big spender; returns the
-    playbook text (still with STAGE, HOLDOUT and BUDGET placeholders) offering a $200 offer."""
-    load_customers(engine, n=40)
-    import_customers(
-        engine,
-        pa.table({"id": ["c001", "c002"], "account_type": ["business", "consumer"], "renewal_days": [20.0, None]}),
-        attribute_types={"account_type": "string", "renewal_days": "number"},
-        clock=FixedClock(AT),
-    )
-    import_events(engine, pa.table({"id": ["big"], "customer_id": ["c002"], "type": ["purchase"], "occurred_at": ["2024-02-01T00:00:00Z"], "revenue": [5000.0]}), clock=FixedClock(AT))
-    text = PLAYBOOK.replace("attributes: {tier: string}", "attributes: {tier: string, account_type: string, renewal_days: number}")
-    text = text.replace("channels:\n", "offers:\n  - {id: vip, kind: amount_off, value: 200, cost: 200}\nchannels:\n")
-    return text.replace("actions: {creatives: [hello],", "actions: {creatives: [hello], offers: [vip],")
-
-
-def test_escalation_rules_route_b2b_renewals_and_high_value_upsells(engine: Engine, tmp_path: Path) -> None:
-    pb = playbook(3, extra=B2B_AND_UPSELL_RULES, base=b2b_and_upsell_store(engine))
+def test_escalation_rules_route_b2b_renewals_and_high_value_upsells(engine: Engine, tmp_path: Path, b2b_and_upsell_playbook: str) -> None:
+    pb = playbook(3, base=b2b_and_upsell_playbook)
     report = run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
     assert review_reasons(engine) == {"c001": "b2b_renewal", "c002": "high_value_upsell"}
     assert report.agents["mailer"].queued == 2

@@ -139,7 +139,9 @@ def test_agents_list_show_promote_demote_pause_resume(engine: Engine, database_u
     assert actions[-4:] == ["trust_promoted", "trust_demoted", "agent_paused", "agent_resumed"]
 
 
-def test_a_b2b_renewal_a_high_value_upsell_and_an_angry_reply_wait_in_one_queue(engine: Engine, database_url: str, tmp_path: Path) -> None:
+def test_a_b2b_renewal_a_high_value_upsell_and_an_angry_reply_wait_in_one_queue(
+    engine: Engine, database_url: str, tmp_path: Path, b2b_and_upsell_playbook: str
+) -> None:
     """Issue 5's "done when": the three cases reach `legato review list` with their reasons."""
     from legato.cli.app import app
     from legato.clock import FixedClock
@@ -147,12 +149,10 @@ def test_a_b2b_renewal_a_high_value_upsell_and_an_angry_reply_wait_in_one_queue(
     from legato.cycle import run_cycle
     from legato.validation import load_playbook
 
-    from tests.trust.test_routing import B2B_AND_UPSELL_RULES, b2b_and_upsell_store
-
     helpers = review.helpers
-    text = b2b_and_upsell_store(engine).replace("STAGE", "3").replace("HOLDOUT", "0").replace("BUDGET", "{}")
+    text = b2b_and_upsell_playbook.replace("STAGE", "3").replace("HOLDOUT", "0").replace("BUDGET", "{}")
     path = tmp_path / "playbook.yaml"
-    path.write_text(text.replace("    trust_stage:", B2B_AND_UPSELL_RULES + "    trust_stage:", 1), encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
     pb = load_playbook(path)
     run_cycle(engine, pb, FixedClock(helpers.AT), transports(pb, tmp_path))  # stage 3: only escalations reach people
 
