@@ -95,7 +95,7 @@ def test_rotation_keeps_links_already_sent_working_for_90_days(tmp_path: Path) -
 
 
 def test_a_sent_link_unsubscribes_and_a_forged_one_changes_nothing(engine: Engine, database_url: str, tmp_path: Path) -> None:
-    from tests.test_engine import AT, load_customers, playbook
+    from tests.world import AT, load_customers, playbook
     from legato.cycle import run_cycle
 
     load_customers(engine, n=8)

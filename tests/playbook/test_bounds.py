@@ -12,7 +12,7 @@ import pytest
 from legato.audience.expr import ExpressionError, parse
 from legato.validation import PlaybookError, parse_playbook
 
-from tests.test_engine import PLAYBOOK
+from tests.world import PLAYBOOK
 
 BOMB = "\n".join(
     [f'a: &a [{", ".join(["lol"] * 9)}]']

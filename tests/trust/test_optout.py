@@ -21,7 +21,7 @@ from legato.trust.inbound import confirm_opt_out, receive
 from legato.trust.optout import Verdict, detect, fold
 from legato.trust.review import expire_overdue, list_items, resolve
 
-from tests.test_engine import AT
+from tests.world import AT
 
 DEV_SET = Path(__file__).with_name("optout_dev.jsonl")
 EXPECTED = {"opt_out": Verdict.revoke, "unclear": Verdict.unclear, "not": Verdict.none}
