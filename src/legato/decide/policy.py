@@ -18,10 +18,22 @@ action is allowed and costs nothing. A row with no allowed action, a matrix of t
 shape or values other than booleans (or 0/1) raise ``ValueError``: the engine removes such
 customers before it asks (an action space of size zero after consent filtering is its
 error to report, with the customer, not the policy's to guess).
+
+A changed action space
+----------------------
+``with_actions(source, params)`` carries what a policy learned over to a changed action
+space (a creative, offer or send window added or removed): new action ``j`` continues old
+action ``source[j]``, or starts from the prior when ``source[j]`` is None; old actions that
+no index names are dropped without changing what the others learned. ``params`` are the
+playbook's parameters for the new space; the policy raises ValueError when its learned
+state cannot continue under them (it was learned under another prior, say), and the
+caller then starts afresh. The rule for when a saved state continues at all is
+:func:`legato.decide.registry.continue_policy`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -122,6 +134,8 @@ class Policy(Protocol):
 
     name: ClassVar[str]
     Params: ClassVar[type[PolicyParams]]
+    n_actions: int
+    params: Any  # an instance of Params
 
     def decide(
         self, features: npt.NDArray[np.float64], rng: np.random.Generator, allowed: BoolArray | None = None
@@ -139,6 +153,8 @@ class Policy(Protocol):
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Policy: ...
+
+    def with_actions(self, source: Sequence[int | None], params: Any) -> Policy: ...
 
 
 class UniformRandom:
@@ -181,6 +197,10 @@ class UniformRandom:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> UniformRandom:
         return cls(int(state["n_actions"]), cls.Params.model_validate(state.get("params", {})))
+
+    def with_actions(self, source: Sequence[int | None], params: Params) -> UniformRandom:
+        """Nothing learned to carry: uniform over the new actions."""
+        return type(self)(len(source), params)
 
 
 class FixedAction:
@@ -233,3 +253,7 @@ class FixedAction:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> FixedAction:
         return cls(int(state["n_actions"]), cls.Params.model_validate(state.get("params", {})))
+
+    def with_actions(self, source: Sequence[int | None], params: Params) -> FixedAction:
+        """Nothing learned to carry: the rule as the playbook now states it."""
+        return type(self)(len(source), params)

@@ -1,7 +1,8 @@
-"""The policies a playbook can name, and how they are built, checked and restored."""
+"""The policies a playbook can name, and how they are built, checked, restored and continued."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -52,3 +53,62 @@ def build_policy(name: str, params: dict[str, Any], n_actions: int) -> Policy:
 def restore_policy(name: str, state: dict[str, Any]) -> Policy:
     """Rebuild a policy from its saved state; raises ValueError/KeyError/TypeError if it does not fit."""
     return POLICIES[name].from_state(state)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """The policy an agent decides with now, and how it relates to its saved state."""
+
+    policy: Policy
+    changed: bool  # differs from the saved state: save it as a new version
+    reset_reason: str | None = None  # the learned state was discarded, and why
+    added: list[str] = field(default_factory=list)  # action keys new to the policy
+    removed: list[str] = field(default_factory=list)  # action keys it dropped
+
+
+def continue_policy(
+    name: str,
+    params: dict[str, Any],
+    features: list[str],
+    action_keys: list[str],
+    saved_policy: str | None,
+    saved_state: dict[str, Any] | None,
+) -> Continuation:
+    """The one rule for whether an agent's saved policy state continues under the playbook.
+
+    It continues when it is the same policy on the same customer features. A changed action
+    space (matched by action key, :attr:`legato.decide.actions.Action.key`) keeps what the
+    remaining actions learned and starts new ones at the prior (see
+    :meth:`~legato.decide.policy.Policy.with_actions`). It starts afresh, with the reason,
+    when the policy or the features changed, when a parameter the state depends on changed,
+    or when the saved state cannot be restored. ``saved_state`` holds the policy's own state
+    plus ``action_keys`` and ``features``, as the cycle saves it.
+    """
+    fresh = build_policy(name, params, len(action_keys))
+    if saved_state is None or saved_policy is None:
+        return Continuation(fresh, changed=True)
+    if saved_policy != name:
+        return Continuation(fresh, changed=True, reset_reason=f"the policy changed from {saved_policy} to {name}")
+    if saved_state.get("features") != features:
+        return Continuation(fresh, changed=True, reset_reason="the features changed")
+    try:
+        saved = restore_policy(name, saved_state)
+        saved_keys = list(saved_state["action_keys"])
+        if len(saved_keys) != len(set(saved_keys)) or len(action_keys) != len(set(action_keys)):
+            raise ValueError("an action key appears twice, so actions cannot be matched by key")
+        if len(saved_keys) != saved.n_actions:
+            raise ValueError(f"the state has {saved.n_actions} actions but {len(saved_keys)} action keys")
+        new_params = fresh.params
+        if saved_keys == action_keys and saved.params == new_params:
+            return Continuation(saved, changed=False)
+        position = {key: i for i, key in enumerate(saved_keys)}
+        policy = saved.with_actions([position.get(key) for key in action_keys], new_params)
+    except (ValueError, KeyError, TypeError) as exc:
+        return Continuation(fresh, changed=True, reset_reason=f"the saved state could not continue: {exc}")
+    known = set(saved_keys)
+    return Continuation(
+        policy,
+        changed=True,
+        added=[key for key in action_keys if key not in known],
+        removed=[key for key in saved_keys if key not in set(action_keys)],
+    )

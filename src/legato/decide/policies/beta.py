@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -13,6 +14,7 @@ from legato.decide.policies.common import (
     FloatArray,
     IntArray,
     _check_n_actions,
+    _check_source,
     _check_state,
     _ensemble_choice,
     _feedback,
@@ -20,6 +22,7 @@ from legato.decide.policies.common import (
     _groups,
     _LearningParams,
     _mask_keys,
+    _require_same_params,
 )
 from legato.decide.policy import BatchDecision, BoolArray, check_allowed
 
@@ -171,6 +174,18 @@ class BetaThompson:
             "beta": self.beta.tolist(),
             "n_updates": self.n_updates,
         }
+
+    def with_actions(self, source: Sequence[int | None], params: Params) -> Self:
+        """The posteriors of the actions that remain, unchanged; a new action starts at the
+        prior (``prior_alpha``, ``prior_beta``) in every segment (see
+        :mod:`legato.decide.policy`). The arms are independent, so dropping one changes no other."""
+        pairs = _check_source(source, self.n_actions)
+        _require_same_params(self.params, params)
+        policy = type(self)(len(source), params)
+        policy.alpha[:, pairs[:, 0]] = self.alpha[:, pairs[:, 1]]
+        policy.beta[:, pairs[:, 0]] = self.beta[:, pairs[:, 1]]
+        policy.n_updates = self.n_updates
+        return policy
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Self:

@@ -4,7 +4,7 @@ docstring)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -96,3 +96,27 @@ def _groups(keys: IntArray) -> Iterator[tuple[int, IntArray]]:
     for key, start, stop in zip(present, starts, ends[: present.size], strict=True):
         yield int(key), order[start:stop]
 
+
+# ------------------------------------------------------------------ a changed action space
+
+
+def _check_source(source: Sequence[int | None], n_old: int) -> IntArray:
+    """The new actions that continue an old one, as (new index, old index) rows; raises
+    ValueError for an index outside the old space or one old action continued twice."""
+    if not source:
+        raise ValueError("a policy needs at least one action, got an empty action space")
+    pairs = np.array([(new, old) for new, old in enumerate(source) if old is not None], dtype=np.int64).reshape(-1, 2)
+    if pairs.size and (pairs[:, 1].min() < 0 or pairs[:, 1].max() >= n_old):
+        raise ValueError(f"old actions are 0..{n_old - 1}, got {pairs[:, 1].min()}..{pairs[:, 1].max()}")
+    if np.unique(pairs[:, 1]).size != pairs.shape[0]:
+        raise ValueError("one old action cannot continue as two new ones")
+    return pairs
+
+
+def _require_same_params(old: PolicyParams, new: PolicyParams, per_action: frozenset[str] = frozenset()) -> None:
+    """The learned state was computed under ``old``; only the per-action parameters (which
+    describe the actions, not the prior) may differ in ``new``."""
+    before, after = old.model_dump(exclude=set(per_action)), new.model_dump(exclude=set(per_action))
+    changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    if changed:
+        raise ValueError(f"the policy parameters changed ({', '.join(changed)}); what was learned under the old ones does not carry over")

@@ -3,6 +3,7 @@ and its saved state."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -13,10 +14,12 @@ from legato.decide.policies.common import (
     STATE_VERSION,
     FloatArray,
     _check_n_actions,
+    _check_source,
     _check_state,
     _feedback,
     _features,
     _LearningParams,
+    _require_same_params,
 )
 from legato.decide.policies.ridge import _DisjointRidge, _NoisePrior, _SharedRidge
 
@@ -118,6 +121,43 @@ class _LinearPolicy:
             "model": None if self.model is None else self.model.state(),
             "n_updates": self.n_updates,
         }
+
+    def with_actions(self, source: Sequence[int | None], params: _LinearParams) -> Self:
+        """The posterior carried over to a changed action space (see :mod:`legato.decide.policy`).
+
+        Disjoint (no ``action_features``): each remaining action keeps its regression, a new
+        one starts at the prior. Shared: the posterior is on Θ, which does not depend on the
+        actions, so it is kept whole and a new action is scored from its feature row at once;
+        with ``action_identity`` the removed actions' identity weights are marginalized out and
+        a new action's start at the prior (:meth:`_SharedRidge.carry_from`). Only
+        ``action_features`` may differ from the old parameters, and only in its rows: the
+        number of action-feature columns is the shape of Θ.
+        """
+        pairs = _check_source(source, self.n_actions)
+        _require_same_params(self.params, params, frozenset({"action_features"}))
+        if (self.params.action_features is None) != (params.action_features is None):
+            raise ValueError(
+                "action_features were added or removed: the model changes between one per action and one shared"
+            )
+        if self._phi is not None and params.action_features is not None:
+            before, after = len(self.params.action_features[0]), len(params.action_features[0])
+            if before != after:
+                raise ValueError(f"action_features rows have {after} columns, the learned model has {before}")
+        policy = type(self)(len(source), params)
+        policy.n_updates = self.n_updates
+        if self.model is None:
+            return policy
+        model = policy._model(self.model.n_features)
+        if isinstance(self.model, _DisjointRidge) and isinstance(model, _DisjointRidge):
+            model.carry_from(self.model, pairs)
+        elif isinstance(self.model, _SharedRidge) and isinstance(model, _SharedRidge):
+            assert params.action_features is not None
+            width = len(params.action_features[0])
+            columns: list[int | None] = list(range(width))
+            if params.action_identity:
+                columns += [None if old is None else width + old for old in source]
+            model.carry_from(self.model, columns)
+        return policy
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Self:

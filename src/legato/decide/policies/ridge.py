@@ -99,6 +99,14 @@ class _DisjointRidge(_RidgeState):
             self.n[action] += rows.size
         self._cache = None
 
+    def carry_from(self, old: _DisjointRidge, pairs: IntArray) -> None:
+        """Take over ``old``'s regressions: row (new, old) of ``pairs`` copies old action
+        ``old``'s A, b, Σr² and count to new action ``new``; the others stay at the prior."""
+        new, previous = pairs[:, 0], pairs[:, 1]
+        self.A[new], self.b[new] = old.A[previous], old.b[previous]
+        self.yy[new], self.n[new] = old.yy[previous], old.n[previous]
+        self._cache = None
+
     def _factors(self) -> tuple[FloatArray, FloatArray, FloatArray]:
         """(mean per action (K, d), L⁻¹ per action (K, d, d) with A = L Lᵀ, bᵀA⁻¹b per action (K,))."""
         if self._cache is None:
@@ -157,6 +165,40 @@ class _SharedRidge(_RidgeState):
         self.b += np.einsum("ka,kb->ab", moments, self.phi).reshape(d * m)
         self.yy = self.yy + r @ r
         self.n = self.n + r.size
+        self._cache = None
+
+    def carry_from(self, old: _SharedRidge, columns: list[int | None]) -> None:
+        """Take over ``old``'s posterior on Θ when the action-feature columns change: new
+        column c continues old column ``columns[c]`` or, when None, starts at the prior.
+
+        Only ``action_identity`` columns come and go (one per action). An old column no new
+        one continues is marginalized out: the precision of the weights that remain is the
+        Schur complement A_RR − A_RD A_DD⁻¹ A_DR and their mean is unchanged, so every
+        remaining action's score keeps exactly its posterior (dropping rows of A instead
+        would forget the correlation the removed action's data set up). A new column's
+        weights are independent of the rest, at the prior N(0, σ²/λ): a new action is
+        scored from its features alone until it has data. The residual sum of squares, and so
+        the noise posterior, is kept.
+        """
+        d, m_old, m_new = self.n_features, old.phi.shape[1], self.phi.shape[1]
+        kept = [(c, previous) for c, previous in enumerate(columns) if previous is not None]
+        new_index = np.array([a * m_new + c for a in range(d) for c, _ in kept], dtype=np.int64)
+        old_index = np.array([a * m_old + previous for a in range(d) for _, previous in kept], dtype=np.int64)
+        dropped = np.setdiff1d(np.arange(d * m_old), old_index)
+        if dropped.size:
+            mean, _, explained = old._factors()
+            a_rr = old.A[np.ix_(old_index, old_index)]
+            a_rd = old.A[np.ix_(old_index, dropped)]
+            precision = a_rr - a_rd @ np.linalg.solve(old.A[np.ix_(dropped, dropped)], a_rd.T)
+            precision = (precision + precision.T) / 2.0  # exact symmetry for the Cholesky factor
+            moment = precision @ mean[old_index]
+            # Σr² − bᵀA⁻¹b (the residual) stays; bᵀA⁻¹b is now the kept weights' share.
+            yy = old.yy - explained + moment @ mean[old_index]
+        else:
+            precision, moment, yy = old.A[np.ix_(old_index, old_index)], old.b[old_index], old.yy
+        self.A[np.ix_(new_index, new_index)] = precision
+        self.b[new_index] = moment
+        self.yy, self.n = np.asarray(yy, dtype=np.float64).reshape(()), old.n.copy()
         self._cache = None
 
     def _factors(self) -> tuple[FloatArray, FloatArray, FloatArray]:
