@@ -124,3 +124,16 @@ def test_forbidden_attribute_access_in_a_template_fails_validation() -> None:
     text = EXAMPLE.replace("The spring men's collection has arrived at {{ brand.name }}.", "The spring collection {{ customer.__class__ }}.", 1)
     (only,) = problems(text)
     assert "creatives[0]" in only and "sandbox forbids" in only
+
+
+def test_action_features_need_one_row_per_action_in_the_action_space_order() -> None:
+    """Adding a creative to a shared linear policy needs its feature row: a missing row is a
+    playbook problem with the order of the actions, not a traceback in the next cycle."""
+    rows = "[[0, 0], [1, 0], [1, 0], [0, 1], [0, 1]]"
+    good = EXAMPLE.replace("    policy: {name: lin_ts, params: {alpha: 0.5}}", f"    policy: {{name: lin_ts, params: {{alpha: 0.5, action_features: {rows}}}}}")
+    assert parse_playbook(good).agents[0].policy.params["action_features"][4] == [0, 1]
+    added = good.replace("      creatives: [mens_collection, womens_collection]\n      offers:", "      creatives: [mens_collection, womens_collection, spring_sale]\n      offers:", 1)
+    added = added.replace("\nagents:", '  - {id: spring_sale, channel: email, subject: "Sale", body: "Sale. Unsubscribe: {{ unsubscribe_url }} {{ brand.postal_address }}"}\n\nagents:', 1)
+    (only,) = problems(added)
+    assert "agents[0].policy.params.action_features: action_features has 5 rows but the action space has 7 actions" in only
+    assert "nothing, mens_collection/free_shipping/09:00-11:00, " in only and "spring_sale/free_shipping/18:00-20:00" in only

@@ -7,6 +7,7 @@ when the playbook allows it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from legato.playbook.models import Agent, Playbook, SendWindow
@@ -35,12 +36,22 @@ class Action:
 
 
 def action_space(playbook: Playbook, agent: Agent) -> list[Action]:
+    return _actions(agent, lambda creative_id: playbook.creative(creative_id).channel.value)
+
+
+def action_keys(agent: Agent) -> list[str]:
+    """The keys of :func:`action_space`, in its order, without looking the creatives up (so a
+    playbook whose references are still being checked can be asked)."""
+    return [action.key for action in _actions(agent, lambda creative_id: None)]
+
+
+def _actions(agent: Agent, channel_of: Callable[[str], str | None]) -> list[Action]:
     actions: list[Action] = []
     if agent.actions.do_nothing:
         actions.append(Action(None, None, None, None))
     offers: list[str | None] = list(agent.actions.offers) or [None]
     for creative_id in agent.actions.creatives:
-        channel = playbook.creative(creative_id).channel.value
+        channel = channel_of(creative_id)
         for offer_id in offers:
             for window in agent.actions.send_windows:
                 actions.append(Action(creative_id, offer_id, channel, window))

@@ -27,12 +27,22 @@ class PolicyConfigError(ValueError):
         self.hint = hint
 
 
-def check_policy(name: str, params: dict[str, Any]) -> list[PolicyConfigError]:
-    """Problems with a policy name and its parameters, without building the policy."""
+def check_policy(name: str, params: dict[str, Any], action_keys: list[str] | None = None) -> list[PolicyConfigError]:
+    """Problems with a policy name and its parameters; with ``action_keys`` (the agent's
+    actions, in order) also those of the parameters against that action space, such as
+    ``action_features`` without one row per action (found by building the policy)."""
     if name not in POLICIES:
         return [PolicyConfigError(("name",), f"unknown policy '{name}'", f"known policies: {', '.join(sorted(POLICIES))}")]
     try:
-        POLICIES[name].Params.model_validate(params)
+        validated = POLICIES[name].Params.model_validate(params)
+        if action_keys is not None:
+            try:
+                POLICIES[name](len(action_keys), validated)
+            except ValueError as exc:
+                # The policies name the parameter at fault first ("action_features has 3 rows ...").
+                first = str(exc).split(" ", 1)[0]
+                at = ("params", first) if first in POLICIES[name].Params.model_fields else ("params",)
+                return [PolicyConfigError(at, str(exc), f"the agent's actions, in order: {', '.join(action_keys)}")]
     except ValidationError as exc:
         return [
             PolicyConfigError(

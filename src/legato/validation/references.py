@@ -17,6 +17,7 @@ from difflib import get_close_matches
 from legato.audience.expr import Comparison, ExpressionError, InList, Literal, Name, Node, identifiers, parse, walk
 from legato.audience.fields import LIFECYCLE_STAGE, field_types, known_fields
 from legato.audience.sql import FieldType, check_expression, check_value
+from legato.decide.actions import action_keys
 from legato.decide.registry import check_policy
 from legato.deliver.render import check_template, check_template_access
 from legato.playbook.problems import Problem
@@ -150,7 +151,7 @@ def _policies(playbook: Playbook) -> Iterator[Problem]:
                 continue
             if kind not in (FieldType.NUMBER, FieldType.BOOLEAN):
                 yield Problem(path, f"feature '{text}' is a {kind.value}; policies need numbers or booleans", "compare it, e.g. zip_code = \"Urban\"")
-        for error in check_policy(agent.policy.name, agent.policy.params):
+        for error in check_policy(agent.policy.name, agent.policy.params, action_keys(agent)):
             yield Problem(("agents", i, "policy", *error.field), error.message, error.hint)
 
 
