@@ -103,7 +103,7 @@ def save_version(connection: Connection, agent_id: str, policy: str, state: dict
         version = connection.execute(statement).scalar()
         if version is not None:
             return int(version)
-    raise LegatoError(
+    raise Conflict(
         f"could not save a policy version for agent '{agent_id}': {_MAX_ATTEMPTS} other versions were saved meanwhile",
         hint="another process is saving this agent's policy in a loop; stop it and run again",
     )
