@@ -27,7 +27,8 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql, sqlite
 
 from legato.errors import Conflict, Invalid, NotFound
-from legato.store.schema import audit_log, policy_states
+from legato.store.audit import record
+from legato.store.schema import policy_states
 
 
 @dataclass(frozen=True)
@@ -149,15 +150,9 @@ def roll_back(engine: Engine, agent_id: str, to_version: int, by: str, reason: s
             sa.select(policy_states.c.state).where(policy_states.c.agent_id == agent_id, policy_states.c.version == to_version)
         ).scalar_one()
         version = save_version(connection, agent_id, versions[to_version], {**old, "restored_from": to_version}, now)
-        connection.execute(
-            sa.insert(audit_log).values(
-                at=now,
-                actor=by.strip(),
-                action="policy_rolled_back",
-                entity="agent",
-                entity_id=agent_id,
-                detail={"from_version": latest, "to_version": to_version, "new_version": version, "reason": reason.strip()},
-            )
+        record(
+            connection, now, by.strip(), "policy_rolled_back", "agent", agent_id,
+            {"from_version": latest, "to_version": to_version, "new_version": version, "reason": reason.strip()},
         )
         row = connection.execute(
             sa.select(policy_states.c.version, policy_states.c.policy, policy_states.c.created_at, policy_states.c.state).where(

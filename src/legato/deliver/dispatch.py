@@ -17,7 +17,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy import Engine, bindparam, select, update
 
 from legato.clock import Clock
@@ -39,7 +38,10 @@ from legato.guard.defaults import guardrails_in_force
 from legato.guard.message import ContentChanged, MessageChecker, Recipient, Variant
 from legato.guard.quiet_hours import candidate_zones, quiet_between
 from legato.playbook.models import Playbook
-from legato.store.schema import agents, audit_log, customers, decisions, outbox
+from legato.store.schema import customers, decisions, outbox
+from legato.store.status import DecisionStatus, OutboxStatus
+from legato.trust.agent_state import StageCause, change_stage
+from legato.trust.ladder import Stage
 
 CHUNK = 5_000
 
@@ -94,7 +96,7 @@ def dispatch_due(
             *standing_columns(outbox.c.channel),
         )
         .select_from(standing_joins(outbox.join(decisions, decisions.c.id == outbox.c.decision_id).join(customers, customers.c.id == outbox.c.customer_id), outbox.c.channel))
-        .where(outbox.c.status == "pending", outbox.c.send_at <= now)
+        .where(outbox.c.status == OutboxStatus.PENDING, outbox.c.send_at <= now)
         .order_by(outbox.c.send_at, outbox.c.id)
         .limit(CHUNK)
     )
@@ -133,10 +135,10 @@ def dispatch_due(
                 by_channel[row.channel].append(message)
                 sent.append({"o_id": row.id, "d_id": row.decision_id, "error": None})
                 report.sent[row.agent_id] += 1
-            _mark(connection, sent, "sent", now)
-            _mark(connection, failed, "failed", now)
+            _mark(connection, sent, OutboxStatus.SENT, now)
+            _mark(connection, failed, OutboxStatus.FAILED, now)
             for agent_id, detail in breaches.items():
-                _demote_for_compliance(connection, agent_id, detail, now)
+                demote_for_compliance(connection, agent_id, detail, now)
                 report.demoted.append(agent_id)
             if later:
                 connection.execute(update(outbox).where(outbox.c.id == bindparam("o_id")).values(send_at=bindparam("resume")), later)
@@ -156,18 +158,10 @@ class BlockedContent(RenderError):
         self.rules = rules
 
 
-def _demote_for_compliance(connection: Any, agent_id: str, detail: dict[str, Any], now: datetime) -> None:
+def demote_for_compliance(connection: Any, agent_id: str, detail: dict[str, Any], now: datetime) -> None:
     """Back to stage 0 (Manual) at once, recorded; a person decides when it earns trust again."""
-    stage = connection.execute(select(agents.c.trust_stage).where(agents.c.id == agent_id)).scalar()
-    if stage is None or stage == 0:
-        return
-    connection.execute(update(agents).where(agents.c.id == agent_id).values(trust_stage=0, updated_at=now))
-    connection.execute(
-        sa.insert(audit_log).values(
-            at=now, actor="dispatcher", action="compliance_breach", entity="agent", entity_id=agent_id,
-            detail={**detail, "from": int(stage), "to": 0},
-        )
-    )
+    reason = f"blocking content at send time: {', '.join(detail.get('rules', [])) or 'content guardrails'}"
+    change_stage(connection, agent_id, Stage.MANUAL, cause=StageCause.COMPLIANCE, actor="dispatcher", reason=reason, now=now, detail=detail)
 
 
 def check_contact_now(playbook: Playbook, row: Any, now: datetime, *, purpose: str = MARKETING) -> None:
@@ -238,16 +232,17 @@ def _headers(playbook: Playbook, row: Any, purpose: str, token: str) -> dict[str
     return {"List-Unsubscribe": f"<{unsubscribe_link(playbook, token)}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
 
-def _mark(connection: Any, rows: list[dict[str, Any]], status: str, now: datetime) -> None:
+def _mark(connection: Any, rows: list[dict[str, Any]], status: OutboxStatus, now: datetime) -> None:
+    """The outbox row and its decision take the same status (sent or failed): one spelling in both."""
     if not rows:
         return
     connection.execute(
         update(outbox)
         .where(outbox.c.id == bindparam("o_id"))
-        .values(status=status, sent_at=now if status == "sent" else None, attempts=outbox.c.attempts + 1, error=bindparam("error")),
+        .values(status=status, sent_at=now if status == OutboxStatus.SENT else None, attempts=outbox.c.attempts + 1, error=bindparam("error")),
         rows,
     )
     connection.execute(
-        update(decisions).where(decisions.c.id == bindparam("d_id")).values(status=status),
+        update(decisions).where(decisions.c.id == bindparam("d_id")).values(status=DecisionStatus(status.value)),
         [{"d_id": r["d_id"]} for r in rows],
     )

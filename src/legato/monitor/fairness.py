@@ -29,11 +29,13 @@ from sqlalchemy import Connection, Engine
 
 from legato.playbook.models import Playbook
 from legato.store.schema import audit_log, customers, decisions, review_items
-from legato.trust.review import FINDING, OPEN, due_at_for
+from legato.store.audit import record
+from legato.store.status import DecisionStatus, ReviewKind, ReviewStatus
+from legato.trust.review.items import NewItem, open_item
 
 FOUR_FIFTHS = 0.8
 ALPHA = 0.05
-SELECTED = ("scheduled", "sent", "queued")
+SELECTED = (DecisionStatus.SCHEDULED, DecisionStatus.SENT, DecisionStatus.QUEUED)
 REASON = "fairness_breach"
 PRIORITY = 80  # above the stage-0 backlog: unfair targeting is an ethical matter, not a routine proposal
 DAILY_WINDOW_DAYS = 30.0
@@ -99,24 +101,18 @@ def audit_fairness(engine: Engine, playbook: Playbook, now: datetime, *, since: 
                 groups = [GroupRate(str(name), int(total), chosen.get(str(name), 0)) for name, total in sorted(population.items())]
                 audit = _assess(agent_id, attribute, groups)
                 for breach in audit.breaches:
-                    connection.execute(
-                        sa.insert(audit_log).values(
-                            at=now, actor=ACTOR, action="fairness_breach", entity="agent", entity_id=agent_id, detail={"attribute": attribute, **breach}
-                        )
-                    )
+                    record(connection, now, ACTOR, "fairness_breach", "agent", agent_id, {"attribute": attribute, **breach})
                 if audit.breaches:
                     audit.review_item_id = _raise_finding(connection, playbook, audit, now, since)
                 audits.append(audit)
-        connection.execute(
-            sa.insert(audit_log).values(
-                at=now, actor=ACTOR, action="fairness_audit_run", entity="fairness_audit", entity_id=_period(now),
-                detail={
-                    "since": since.isoformat() if since else None,
-                    "attributes": list(playbook.guardrails.protected_attributes),
-                    "breaches": sum(len(a.breaches) for a in audits),
-                    "review_items": [a.review_item_id for a in audits if a.review_item_id is not None],
-                },
-            )
+        record(
+            connection, now, ACTOR, "fairness_audit_run", "fairness_audit", _period(now),
+            {
+                "since": since.isoformat() if since else None,
+                "attributes": list(playbook.guardrails.protected_attributes),
+                "breaches": sum(len(a.breaches) for a in audits),
+                "review_items": [a.review_item_id for a in audits if a.review_item_id is not None],
+            },
         )
     return audits
 
@@ -150,12 +146,12 @@ def _raise_finding(connection: Connection, playbook: Playbook, audit: FairnessAu
     period = _period(now)
     earlier = connection.execute(
         sa.select(review_items.c.status, review_items.c.evidence).where(
-            review_items.c.kind == FINDING, review_items.c.reason == REASON, review_items.c.agent_id == audit.agent_id
+            review_items.c.kind == ReviewKind.FINDING, review_items.c.reason == REASON, review_items.c.agent_id == audit.agent_id
         )
     ).all()
     for status, evidence in earlier:
         same = (evidence or {}).get("attribute") == audit.attribute
-        if same and (status == OPEN or (evidence or {}).get("period") == period):
+        if same and (status == ReviewStatus.OPEN or (evidence or {}).get("period") == period):
             return None
     evidence = {
         "attribute": audit.attribute,
@@ -168,16 +164,8 @@ def _raise_finding(connection: Connection, playbook: Playbook, audit: FairnessAu
         "breaches": audit.breaches,
         "groups": [{"group": g.group, "customers": g.customers, "selected": g.selected, "rate": g.rate} for g in audit.groups],
     }
-    return int(
-        connection.execute(
-            sa.insert(review_items)
-            .values(
-                kind=FINDING, decision_id=None, inbound_message_id=None, agent_id=audit.agent_id, reason=REASON, priority=PRIORITY,
-                status=OPEN, created_at=now, due_at=due_at_for(REASON, now, playbook.review.sla_hours), evidence=evidence,
-            )
-            .returning(review_items.c.id)
-        ).scalar_one()
-    )
+    item = NewItem(kind=ReviewKind.FINDING, reason=REASON, priority=PRIORITY, created_at=now, agent_id=audit.agent_id, evidence=evidence)
+    return open_item(connection, item, playbook.review.sla_hours)
 
 
 def _assess(agent_id: str, attribute: str, groups: list[GroupRate]) -> FairnessAudit:

@@ -3,7 +3,8 @@
 Measured on the sends settled (attribution window closed) in the last ``LOOKBACK_DAYS``,
 and only once at least ``min_sends`` of them exist, so a handful of early unsubscribes does
 not demote an agent on noise. A breach demotes the agent to the rule's stage (default 0,
-Manual) and writes a ``stop_loss_breach`` audit row, which promotion checks read.
+Manual) through the one writer of trust stages (:mod:`legato.trust.agent_state`), which
+audits it as ``stop_loss_breach``; promotion checks read that row.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from legato.playbook.models import Agent, Metric
-from legato.store.schema import agents, audit_log, decisions
+from legato.store.schema import decisions
+from legato.store.status import DecisionStatus
+from legato.trust.agent_state import StageCause, change_stage
 
 LOOKBACK_DAYS = 7
 
@@ -48,7 +51,7 @@ def check_stop_loss(connection: Connection, agent: Agent, stage: int, now: datet
             as_int(decisions.c.complained).label("complaints"),
         ).where(
             decisions.c.agent_id == agent.id,
-            decisions.c.status == "sent",
+            decisions.c.status == DecisionStatus.SENT,
             decisions.c.settled_at >= now - timedelta(days=LOOKBACK_DAYS),
         )
     ).one()
@@ -72,13 +75,8 @@ def check_stop_loss(connection: Connection, agent: Agent, stage: int, now: datet
             continue
         limit = rule.max if rule.max is not None and value > rule.max else rule.min
         breach = Breach(rule.metric.value, value, float(limit or 0.0), sends, rule.demote_to)
-        connection.execute(sa.update(agents).where(agents.c.id == agent.id).values(trust_stage=rule.demote_to, updated_at=now))
-        connection.execute(
-            sa.insert(audit_log).values(
-                at=now, actor="stop_loss", action="stop_loss_breach", entity="agent", entity_id=agent.id,
-                detail={**breach.to_dict(), "from": stage},
-            )
-        )
+        reason = f"{breach.metric} {value:.4g} crossed {breach.limit:.4g} over {sends} settled sends"
+        change_stage(connection, agent.id, rule.demote_to, cause=StageCause.STOP_LOSS, actor="stop_loss", reason=reason, now=now, detail=breach.to_dict())
         breaches.append(breach)
         stage = rule.demote_to
     return stage, breaches

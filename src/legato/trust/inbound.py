@@ -50,10 +50,13 @@ from legato.errors import Invalid, LegatoError, NotFound
 from legato.guard.normalize import normalize
 from legato.guard.redact import mask
 from legato.playbook.models import ChannelKind, Playbook
-from legato.store.schema import audit_log, consents, customers, decisions, inbound_messages, outbox, review_items
+from legato.store.audit import record
+from legato.store.schema import consents, customers, decisions, inbound_messages, outbox, review_items
+from legato.store.status import InboundStatus, OutboxStatus, ReviewKind
 from legato.trust.escalation import INBOUND_FIELDS, RuleSet, inbound_facts, inbound_rules
 from legato.trust.optout import POSSIBLE_OPT_OUT, OptOut, Verdict, detect, fold
-from legato.trust.review import CONVERSATION, CONVERSATION_SLA_HOURS, OPEN, due_at_for, resolve
+from legato.trust.review import CONVERSATION_SLA_HOURS, due_at_for, resolve
+from legato.trust.review.items import NewItem, open_item
 
 HELP = ("help", "info", "aide", "ayuda", "hilfe", "aiuto", "ajuda")
 NEGATIVE = -0.5  # VADER compound at or below which a message reads as strongly negative
@@ -177,25 +180,23 @@ def receive(engine: Engine, playbook: Playbook, customer_id: str, channel: str, 
             .values(
                 customer_id=customer_id, channel=channel, received_at=now, text=text, sentiment=found.sentiment,
                 intents={"intents": found.intents, "evidence": found.evidence}, action=action, reason=reason,
-                priority=chosen.priority if chosen else 0, status=OPEN if chosen else "closed", due_at=due_at,
+                priority=chosen.priority if chosen else 0, status=InboundStatus.OPEN if chosen else InboundStatus.CLOSED, due_at=due_at,
             )
             .returning(inbound_messages.c.id)
         ).scalar_one()
         if chosen is not None:
-            item_id = connection.execute(
-                sa.insert(review_items)
-                .values(
-                    kind=CONVERSATION, inbound_message_id=message_id, decision_id=None, agent_id=_last_sender(connection, customer_id),
-                    reason=chosen.reason, priority=chosen.priority, status=OPEN, created_at=now, due_at=due_at,
-                    assigned_role=chosen.role, evidence=_evidence(text, found, matches),
-                )
-                .returning(review_items.c.id)
-            ).scalar_one()
-        connection.execute(
-            sa.insert(audit_log).values(
-                at=now, actor=f"customer:{customer_id}", action=f"inbound_{action}", entity="inbound_message", entity_id=str(message_id),
-                detail={"channel": channel, "intents": found.intents, "evidence": found.evidence, "reason": reason, "review_item": item_id},
+            item_id = open_item(
+                connection,
+                NewItem(
+                    kind=ReviewKind.CONVERSATION, reason=chosen.reason, priority=chosen.priority, created_at=now,
+                    agent_id=_last_sender(connection, customer_id), inbound_message_id=message_id, assigned_role=chosen.role,
+                    evidence=_evidence(text, found, matches),
+                ),
+                playbook.review.sla_hours,
             )
+        record(
+            connection, now, f"customer:{customer_id}", f"inbound_{action}", "inbound_message", str(message_id),
+            {"channel": channel, "intents": found.intents, "evidence": found.evidence, "reason": reason, "review_item": item_id},
         )
     return Handled(message_id, action, found.intents, reason, reply, item_id)
 
@@ -238,7 +239,7 @@ def _last_sender(connection: Any, customer_id: str) -> str | None:
     return connection.execute(
         sa.select(decisions.c.agent_id)
         .join(outbox, outbox.c.decision_id == decisions.c.id)
-        .where(outbox.c.customer_id == customer_id, outbox.c.status == "sent")
+        .where(outbox.c.customer_id == customer_id, outbox.c.status == OutboxStatus.SENT)
         .order_by(outbox.c.sent_at.desc(), outbox.c.id.desc())
         .limit(1)
     ).scalar_one_or_none()
@@ -336,12 +337,8 @@ def confirm_opt_out(
         for each in sorted(revoked):
             _revoke(connection, row.customer_id, each, now, source=f"review:{reviewer}")
         reply = confirmation(playbook, revoked, _still_allowed(connection, playbook, row.customer_id), detect(row.text).language)
-        connection.execute(
-            sa.insert(audit_log).values(
-                at=now, actor=f"reviewer:{reviewer}", action="inbound_opted_out", entity="inbound_message", entity_id=str(row.id),
-                detail={"channels": sorted(revoked), "review_item": item_id},
-            )
-        )
+        record(connection, now, f"reviewer:{reviewer}", "inbound_opted_out", "inbound_message", str(row.id),
+               {"channels": sorted(revoked), "review_item": item_id})
     resolve(engine, item_id, reviewer, note=f"opt-out confirmed: {', '.join(sorted(revoked))}", now=now)
     return revoked, reply
 
@@ -374,12 +371,8 @@ def unsubscribe(engine: Engine, token: str, now: datetime) -> Unsubscribed:
         if row is None or not verify_token(token, message_id, row.customer_id, ring):
             raise refused
         _revoke(connection, row.customer_id, row.channel, now, source="unsubscribe_link")
-        connection.execute(
-            sa.insert(audit_log).values(
-                at=now, actor=f"customer:{row.customer_id}", action="unsubscribed", entity="outbox", entity_id=message_id,
-                detail={"channel": row.channel, "via": "unsubscribe link"},
-            )
-        )
+        record(connection, now, f"customer:{row.customer_id}", "unsubscribed", "outbox", str(message_id),
+               {"channel": row.channel, "via": "unsubscribe link"})
     return Unsubscribed(message_id, row.customer_id, row.channel)
 
 
@@ -396,7 +389,7 @@ def _revoke(connection: Any, customer_id: str, channel: str, now: datetime, *, s
 
 
 def _cancel_pending(connection: Any, customer_id: str, channel: str | None) -> int:
-    where = (outbox.c.customer_id == customer_id) & (outbox.c.status == "pending")
+    where = (outbox.c.customer_id == customer_id) & (outbox.c.status == OutboxStatus.PENDING)
     if channel is not None:
         where = where & (outbox.c.channel == channel)
-    return int(connection.execute(sa.update(outbox).where(where).values(status="cancelled")).rowcount or 0)
+    return int(connection.execute(sa.update(outbox).where(where).values(status=OutboxStatus.CANCELLED)).rowcount or 0)

@@ -27,6 +27,8 @@ from sqlalchemy import Connection, Engine, Row
 from legato.errors import Conflict, Invalid, LegatoError, NotFound
 from legato.monitor.lift import Lift, lift
 from legato.store.schema import agents, audit_log, decisions, review_items
+from legato.store.status import AgentStatus
+from legato.trust.agent_state import StageCause, change_stage, change_status
 from legato.trust.ladder import Stage
 
 STOP_LOSS_BREACH = "stop_loss_breach"
@@ -335,10 +337,8 @@ def promote(
                 f"agent '{agent_id}' does not qualify for stage {to_stage}: " + "; ".join(unmet),
                 hint="wait for a longer record, or promote anyway with --override REASON (the reason is audited)",
             )
-        _set(connection, agent_id, now, trust_stage=to_stage)
-        detail = {"from": agent.trust_stage, "to": to_stage, "unmet": unmet, "override_reason": override,
-                  "criteria": criteria.__dict__, "record": _summary(record)}
-        _audit(connection, now, by, "trust_promoted", agent_id, detail)
+        detail = {"unmet": unmet, "override_reason": override, "criteria": criteria.__dict__, "record": _summary(record)}
+        change_stage(connection, agent_id, to_stage, cause=StageCause.PROMOTION, actor=by, reason=override or "record qualifies", now=now, detail=detail)
         return StageChange(agent_id, agent.trust_stage, to_stage, unmet, override)
 
 
@@ -354,33 +354,30 @@ def demote(engine: Engine, agent_id: str, to_stage: int, by: str, reason: str, n
                 f"agent '{agent_id}' is at stage {agent.trust_stage}; demoting to {to_stage} is not down",
                 hint="use `legato agents promote` to raise a stage",
             )
-        _set(connection, agent_id, now, trust_stage=to_stage)
-        _audit(connection, now, by, "trust_demoted", agent_id, {"from": agent.trust_stage, "to": to_stage, "reason": reason})
+        change_stage(connection, agent_id, to_stage, cause=StageCause.DEMOTION, actor=by, reason=reason, now=now)
         return StageChange(agent_id, agent.trust_stage, to_stage, [], None)
 
 
 def pause(engine: Engine, agent_id: str, by: str, reason: str, now: datetime) -> AgentState:
     """Stop the agent deciding until it is resumed; its stage is kept."""
-    return _set_status(engine, agent_id, by, "paused", now, reason=_reason(reason, "a pause"))
+    return _set_status(engine, agent_id, by, AgentStatus.PAUSED, now, reason=_reason(reason, "a pause"))
 
 
 def resume(engine: Engine, agent_id: str, by: str, now: datetime) -> AgentState:
     """Let a paused agent decide again at its stage."""
-    return _set_status(engine, agent_id, by, "active", now, reason=None)
+    return _set_status(engine, agent_id, by, AgentStatus.ACTIVE, now, reason=None)
 
 
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _set_status(engine: Engine, agent_id: str, by: str, status: str, now: datetime, *, reason: str | None) -> AgentState:
+def _set_status(engine: Engine, agent_id: str, by: str, status: AgentStatus, now: datetime, *, reason: str | None) -> AgentState:
     by = _name(by)
     with engine.begin() as connection:
         agent = _agent(connection, agent_id, lock=True)
         if agent.status == status:
             raise TrustConflict(f"agent '{agent_id}' is already {status}", hint="nothing was changed")
-        _set(connection, agent_id, now, status=status)
-        action = "agent_paused" if status == "paused" else "agent_resumed"
-        _audit(connection, now, by, action, agent_id, {"from": agent.status, "to": status, "reason": reason})
+        change_status(connection, agent_id, status, actor=by, reason=reason, now=now)
     return next(a for a in list_agents(engine) if a.id == agent_id)
 
 
@@ -396,14 +393,6 @@ def _agent(connection: Connection, agent_id: str, *, lock: bool = False) -> Row[
             hint=f"agents: {', '.join(known)}" if known else "agents appear after their first cycle (`legato run`)",
         )
     return row
-
-
-def _set(connection: Connection, agent_id: str, now: datetime, **values: Any) -> None:
-    connection.execute(sa.update(agents).where(agents.c.id == agent_id).values(updated_at=now, **values))
-
-
-def _audit(connection: Connection, at: datetime, actor: str, action: str, agent_id: str, detail: dict[str, Any]) -> None:
-    connection.execute(sa.insert(audit_log).values(at=at, actor=actor, action=action, entity="agent", entity_id=agent_id, detail=detail))
 
 
 def _summary(record: TrackRecord) -> dict[str, Any]:

@@ -17,7 +17,9 @@ from legato.deliver.render import variant_hash
 from legato.guard.standing import explain, standing_now
 from legato.guard.content import Finding
 from legato.playbook.models import Playbook
-from legato.store.schema import audit_log, customers, decisions, inbound_messages, outbox, review_items
+from legato.store.audit import record
+from legato.store.schema import customers, decisions, inbound_messages, outbox, review_items
+from legato.store.status import DecisionStatus, InboundStatus, OutboxStatus
 from legato.trust.optout import POSSIBLE_OPT_OUT
 from legato.trust.review.message import PREVIEW_TOKEN, current_creative, original_hash, render_and_check
 from legato.trust.review.model import (
@@ -86,28 +88,28 @@ def approve(
         live = connection.execute(
             sa.select(outbox.c.status).where(outbox.c.decision_id == row.decision_id)
         ).scalar_one_or_none()
-        if live in (None, "cancelled"):
+        if live in (None, OutboxStatus.CANCELLED):
             send_at = max(row.send_at, now) if row.send_at is not None else now
             if live is None:
                 connection.execute(
                     sa.insert(outbox).values(
                         decision_id=row.decision_id, customer_id=row.customer_id, channel=row.channel,
-                        send_at=send_at, status="pending", attempts=0,
+                        send_at=send_at, status=OutboxStatus.PENDING, attempts=0,
                     )
                 )
             else:  # withdrawn earlier: the decision keeps its one outbox row
                 connection.execute(
                     sa.update(outbox)
                     .where(outbox.c.decision_id == row.decision_id)
-                    .values(status="pending", send_at=send_at, sent_at=None, error=None)
+                    .values(status=OutboxStatus.PENDING, send_at=send_at, sent_at=None, error=None)
                 )
             connection.execute(
-                sa.update(decisions).where(decisions.c.id == row.decision_id).values(status="scheduled", approved_by=reviewer)
+                sa.update(decisions).where(decisions.c.id == row.decision_id).values(status=DecisionStatus.SCHEDULED, approved_by=reviewer)
             )
         else:
             # Already on its way (an after-the-fact audit sample): the approval is recorded only.
             connection.execute(sa.update(decisions).where(decisions.c.id == row.decision_id).values(approved_by=reviewer))
-        _audit(connection, now, reviewer, "review_approved", row, {"send": live in (None, "cancelled")}, row.content_hash, row.content_hash)
+        _audit(connection, now, reviewer, "review_approved", row, {"send": live in (None, OutboxStatus.CANCELLED)}, row.content_hash, row.content_hash)
         return queue_item(load_row(connection, item_id))
 
 
@@ -164,7 +166,7 @@ def edit(
         _require_decision(row, "edit")
         _require_actionable(row, now, "edit", allow={OPEN, APPROVED})
         sent = _outbox_status(connection, row)
-        if sent in ("sent", "failed"):
+        if sent in (OutboxStatus.SENT, OutboxStatus.FAILED):
             raise ReviewConflict(f"review item {item_id}: the message was already {sent}; it can no longer be edited", hint=LIST_HINT)
         if row.creative_id is None:
             raise ReviewInvalid(f"review item {item_id} proposes no message", hint="only messages can be edited")
@@ -203,11 +205,11 @@ def edit(
         }
         invalidated = row.status == APPROVED
         _transition(connection, row, {row.status}, status=OPEN, decided_by=None, decided_at=None, content_hash=new_hash)
-        if invalidated and sent == "pending":
-            connection.execute(sa.update(outbox).where(outbox.c.decision_id == row.decision_id, outbox.c.status == "pending").values(status="cancelled"))
+        if invalidated and sent == OutboxStatus.PENDING:
+            connection.execute(sa.update(outbox).where(outbox.c.decision_id == row.decision_id, outbox.c.status == OutboxStatus.PENDING).values(status=OutboxStatus.CANCELLED))
         values: dict[str, Any] = {"content_override": override, "content_hash": new_hash}
         if invalidated:
-            values |= {"status": "queued", "approved_by": None}
+            values |= {"status": DecisionStatus.QUEUED, "approved_by": None}
         connection.execute(sa.update(decisions).where(decisions.c.id == row.decision_id).values(**values))
         detail = {
             "subject": subject, "body": body, "findings": [finding_dict(f) for f in findings],
@@ -232,12 +234,12 @@ def reject(engine: Engine, item_id: int, reviewer: str, reason_code: str, *, not
         _require_actionable(row, now, "reject", allow=UNDECIDED)
         _transition(connection, row, UNDECIDED, status=REJECTED, decided_by=reviewer, decided_at=now)
         stopped = connection.execute(
-            sa.update(outbox).where(outbox.c.decision_id == row.decision_id, outbox.c.status == "pending").values(status="cancelled")
+            sa.update(outbox).where(outbox.c.decision_id == row.decision_id, outbox.c.status == OutboxStatus.PENDING).values(status=OutboxStatus.CANCELLED)
         ).rowcount
         connection.execute(
             sa.update(decisions)
-            .where(decisions.c.id == row.decision_id, decisions.c.status != "sent", decisions.c.status != "failed")
-            .values(status="rejected")
+            .where(decisions.c.id == row.decision_id, decisions.c.status.not_in((DecisionStatus.SENT, DecisionStatus.FAILED)))
+            .values(status=DecisionStatus.REJECTED)
         )
         detail = {"reason": reason_code, "note": note, "after_the_fact": row.status == AUDIT, "stopped_message": bool(stopped)}
         _audit(connection, now, reviewer, "review_rejected", row, detail, row.content_hash, row.content_hash)
@@ -283,7 +285,7 @@ def resolve(engine: Engine, item_id: int, reviewer: str, *, note: str, now: date
             connection.execute(
                 sa.update(inbound_messages)
                 .where(inbound_messages.c.id == row.inbound_message_id)
-                .values(status=RESOLVED, handled_by=reviewer, handled_at=now, note=note)
+                .values(status=InboundStatus.RESOLVED, handled_by=reviewer, handled_at=now, note=note)
             )
         _audit(connection, now, reviewer, "review_resolved", row, {"note": note}, row.content_hash, row.content_hash)
         return queue_item(load_row(connection, item_id))
@@ -298,7 +300,7 @@ def withdraw(engine: Engine, item_id: int, reviewer: str, now: datetime) -> Queu
         if row.status != APPROVED:
             raise ReviewConflict(f"review item {item_id} is {row.status}, not approved; there is nothing to withdraw", hint=LIST_HINT)
         cancelled = connection.execute(
-            sa.update(outbox).where(outbox.c.decision_id == row.decision_id, outbox.c.status == "pending").values(status="cancelled")
+            sa.update(outbox).where(outbox.c.decision_id == row.decision_id, outbox.c.status == OutboxStatus.PENDING).values(status=OutboxStatus.CANCELLED)
         ).rowcount
         if not cancelled:
             state = _outbox_status(connection, row) or "not scheduled"
@@ -307,7 +309,7 @@ def withdraw(engine: Engine, item_id: int, reviewer: str, now: datetime) -> Queu
                 hint="nothing was changed",
             )
         _transition(connection, row, {APPROVED}, status=OPEN, decided_by=None, decided_at=None)
-        connection.execute(sa.update(decisions).where(decisions.c.id == row.decision_id).values(status="queued", approved_by=None))
+        connection.execute(sa.update(decisions).where(decisions.c.id == row.decision_id).values(status=DecisionStatus.QUEUED, approved_by=None))
         _audit(connection, now, reviewer, "review_withdrawn", row, {"approved_by": row.decided_by}, row.content_hash, row.content_hash)
         return queue_item(load_row(connection, item_id))
 
@@ -369,9 +371,4 @@ def _outbox_status(connection: Connection, row: Row[Any]) -> str | None:
 def _audit(
     connection: Connection, at: datetime, actor: str, action: str, row: Row[Any], detail: dict[str, Any], before: str | None, after: str | None
 ) -> None:
-    connection.execute(
-        sa.insert(audit_log).values(
-            at=at, actor=actor, action=action, entity="review_item", entity_id=str(row.id),
-            detail={**audit_subject(row), **detail}, before_hash=before, after_hash=after,
-        )
-    )
+    record(connection, at, actor, action, "review_item", str(row.id), {**audit_subject(row), **detail}, before_hash=before, after_hash=after)

@@ -8,7 +8,9 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
-from legato.store.schema import audit_log, decisions, inbound_messages, outbox, review_items
+from legato.store.audit import Entry, record_many
+from legato.store.schema import decisions, inbound_messages, outbox, review_items
+from legato.store.status import DecisionStatus, InboundStatus, OutboxStatus
 from legato.trust.optout import POSSIBLE_OPT_OUT
 from legato.trust.review.model import DEFAULT_SLA_HOURS, EXPIRED, OPEN, SLA_ACTOR, audit_subject
 
@@ -77,28 +79,25 @@ def expire_overdue(engine: Engine, now: datetime, *, sla_hours: Mapping[str, flo
         ids = [{"d": row.decision_id} for row in expired if row.decision_id is not None]
         if ids:
             connection.execute(
-                sa.update(outbox).where(outbox.c.decision_id == sa.bindparam("d"), outbox.c.status == "pending").values(status="cancelled"), ids
+                sa.update(outbox).where(outbox.c.decision_id == sa.bindparam("d"), outbox.c.status == OutboxStatus.PENDING).values(status=OutboxStatus.CANCELLED), ids
             )
             connection.execute(
                 sa.update(decisions)
-                .where(decisions.c.id == sa.bindparam("d"), decisions.c.status != "sent", decisions.c.status != "failed")
-                .values(status="expired"),
+                .where(decisions.c.id == sa.bindparam("d"), decisions.c.status != DecisionStatus.SENT, decisions.c.status != DecisionStatus.FAILED)
+                .values(status=DecisionStatus.EXPIRED),
                 ids,
             )
         messages = [{"m": row.inbound_message_id} for row in expired if row.inbound_message_id is not None]
         if messages:
             connection.execute(
-                sa.update(inbound_messages).where(inbound_messages.c.id == sa.bindparam("m"), inbound_messages.c.status == OPEN).values(status=EXPIRED),
+                sa.update(inbound_messages).where(inbound_messages.c.id == sa.bindparam("m"), inbound_messages.c.status == InboundStatus.OPEN).values(status=InboundStatus.EXPIRED),
                 messages,
             )
-        connection.execute(
-            sa.insert(audit_log),
+        record_many(
+            connection,
             [
-                {
-                    "at": now, "actor": SLA_ACTOR, "action": "review_expired", "entity": "review_item", "entity_id": str(row.id),
-                    "detail": {**audit_subject(row), "due_at": row.due_at.isoformat()},
-                    "before_hash": row.content_hash, "after_hash": row.content_hash,
-                }
+                Entry(now, SLA_ACTOR, "review_expired", "review_item", str(row.id), {**audit_subject(row), "due_at": row.due_at.isoformat()},
+                      row.content_hash, row.content_hash)
                 for row in expired
             ],
         )

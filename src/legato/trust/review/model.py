@@ -12,13 +12,14 @@ from sqlalchemy import Row
 
 from legato.errors import Conflict, Forbidden, Invalid, LegatoError, NotFound
 from legato.guard.content import Finding
+from legato.store.status import ReviewKind, ReviewStatus
 
-OPEN, AUDIT, APPROVED, REJECTED, EXPIRED, RESOLVED = "open", "audit", "approved", "rejected", "expired", "resolved"
-# "audit": a stage-2 sample shown to a person after the fact; its message was scheduled anyway.
-# "resolved": a conversation or finding a person dealt with (there is nothing to approve).
-STATUSES = (OPEN, AUDIT, APPROVED, REJECTED, EXPIRED, RESOLVED)
-DECISION, CONVERSATION, FINDING = "decision", "conversation", "finding"
-KINDS = (DECISION, CONVERSATION, FINDING)
+# Short names for the enum members (legato.store.status), which every writer uses.
+OPEN, AUDIT, APPROVED = ReviewStatus.OPEN, ReviewStatus.AUDIT, ReviewStatus.APPROVED
+REJECTED, EXPIRED, RESOLVED = ReviewStatus.REJECTED, ReviewStatus.EXPIRED, ReviewStatus.RESOLVED
+STATUSES = tuple(s.value for s in ReviewStatus)
+DECISION, CONVERSATION, FINDING = ReviewKind.DECISION, ReviewKind.CONVERSATION, ReviewKind.FINDING
+KINDS = tuple(k.value for k in ReviewKind)
 UNDECIDED = (OPEN, AUDIT)
 REASON_CODES = ("off_brand", "wrong_audience", "wrong_offer", "compliance", "timing", "other")
 DEFAULT_SLA_HOURS = 48.0

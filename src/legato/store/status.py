@@ -1,0 +1,115 @@
+"""Every status column's values, one ``StrEnum`` per column, and the CHECK each column carries.
+
+A member is a ``str``, so it binds to SQL as its value on SQLite and PostgreSQL alike and
+compares equal to the text read back. Writers use the members; migration 0009 adds a CHECK
+built from the same members (:func:`check`), so a value spelled any other way is refused by
+the database itself.
+
+A decision's ``route`` is what the cycle decided for it and never changes; its ``status``
+starts at the same value and moves on (a queued proposal is approved and scheduled, a
+scheduled message is sent). Both use one spelling: a route is the status a decision was
+written with (:class:`Route` is that subset of :class:`DecisionStatus`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import sqlalchemy as sa
+
+
+class DecisionStatus(StrEnum):
+    NOTHING = "nothing"  # the policy chose to do nothing, or the customer was not worth contacting
+    HOLDOUT = "holdout"  # the agent's own holdout: no message, kept for lift
+    CONTROL = "control"  # the global control group: no marketing from any agent
+    GATED = "gated"  # the uplift gate predicted too little uplift
+    SUPPRESSED = "suppressed"  # a guardrail, the budget or reachability stopped the message
+    QUEUED = "queued"  # waiting for a person in the review queue
+    SCHEDULED = "scheduled"  # pending in the outbox
+    SENT = "sent"
+    FAILED = "failed"  # the dispatcher could not send it (it says why in the outbox row)
+    REJECTED = "rejected"  # a reviewer refused it
+    EXPIRED = "expired"  # nobody reviewed it in time
+
+
+class Route(StrEnum):
+    """What the cycle decided: the first status of every decision, in the same spelling."""
+
+    NOTHING = DecisionStatus.NOTHING.value
+    HOLDOUT = DecisionStatus.HOLDOUT.value
+    CONTROL = DecisionStatus.CONTROL.value
+    GATED = DecisionStatus.GATED.value
+    SUPPRESSED = DecisionStatus.SUPPRESSED.value
+    QUEUED = DecisionStatus.QUEUED.value  # stage 0, an escalation, or a stage-2 audit sample's proposal
+    SCHEDULED = DecisionStatus.SCHEDULED.value
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    CANCELLED = "cancelled"  # rejected, withdrawn or expired before it left
+
+
+class ReviewStatus(StrEnum):
+    OPEN = "open"
+    AUDIT = "audit"  # a stage-2 sample shown to a person after the fact; its message was scheduled anyway
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    RESOLVED = "resolved"  # a conversation or finding a person dealt with (there is nothing to approve)
+
+
+class ReviewKind(StrEnum):
+    DECISION = "decision"  # a proposed message
+    CONVERSATION = "conversation"  # a customer's reply that needs a person
+    FINDING = "finding"  # something about an agent, such as a fairness breach
+
+
+class InboundStatus(StrEnum):
+    OPEN = "open"  # waiting for a person
+    RESOLVED = "resolved"
+    EXPIRED = "expired"  # nobody answered in time
+    CLOSED = "closed"  # handled automatically (STOP, HELP, nothing to do)
+
+
+class CycleStatus(StrEnum):
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+class AgentStatus(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+
+
+# (table, column) -> its enum: what migration 0009 constrains and the conformance test reads.
+COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
+    ("decisions", "status"): DecisionStatus,
+    ("decisions", "route"): Route,
+    ("outbox", "status"): OutboxStatus,
+    ("review_items", "status"): ReviewStatus,
+    ("review_items", "kind"): ReviewKind,
+    ("inbound_messages", "status"): InboundStatus,
+    ("cycles", "status"): CycleStatus,
+    ("agents", "status"): AgentStatus,
+}
+
+
+def values(enum: type[StrEnum]) -> tuple[str, ...]:
+    return tuple(member.value for member in enum)
+
+
+def check_name(table: str, column: str) -> str:
+    return f"ck_{table}_{column}"
+
+
+def check_sql(column: str, enum: type[StrEnum]) -> str:
+    """The CHECK's condition: the column holds one of the enum's values."""
+    return f"{column} IN ({', '.join(repr(v) for v in values(enum))})"
+
+
+def check(table: str, column: str) -> sa.CheckConstraint:
+    """The named CHECK constraint of one status column (schema and migration share it)."""
+    return sa.CheckConstraint(check_sql(column, COLUMNS[(table, column)]), name=check_name(table, column))
