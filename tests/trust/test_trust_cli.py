@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from legato.cli.trust import agents_app, review_app
+from legato.cli.agents import agents_app
+from legato.cli.review import review_app
 from legato.store.schema import agents, audit_log, outbox
 
 

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from legato.cli.output import console, emit_json, fail
 from legato.clock import FixedClock, SystemClock, parse_instant
-from legato.errors import Conflict, LegatoError
+from legato.errors import LegatoError
 
 app = typer.Typer(
     name="legato",
@@ -41,8 +41,9 @@ def _register_sub_apps() -> None:
     from legato.cli.inbound import inbound_app
     from legato.cli.learning import bench, evaluate, score, simulate
     from legato.cli.reports import report_app, suppress_app
+    from legato.cli.agents import agents_app
+    from legato.cli.review import review_app
     from legato.cli.secret import secret_app
-    from legato.cli.trust import agents_app, review_app
 
     app.add_typer(import_app, name="import")
     app.add_typer(check_app, name="check")
@@ -195,7 +196,7 @@ def run(
     Example: `legato run playbook.yaml --at 2024-03-04T09:00`
     """
     from legato.deliver.dispatch import transports
-    from legato.cycle import run_cycle
+    from legato.service import cycles
     from legato.validation import load_playbook
     from legato.store.db import connect
 
@@ -203,7 +204,6 @@ def run(
         loaded = load_playbook(playbook)
         clock = FixedClock(parse_instant(at)) if at else SystemClock()
         engine = connect(database)
-        _refuse_going_back(engine, clock.now())
         with _progress(as_json) as progress:
             tasks: dict[str, int] = {}
 
@@ -212,7 +212,7 @@ def run(
                     tasks[agent_id] = progress.add_task(agent_id, total=None)
                 progress.advance(tasks[agent_id], count)
 
-            report = run_cycle(engine, loaded, clock, transports(loaded, playbook.parent), progress=advance)
+            report = cycles.run(engine, loaded, clock, transports(loaded, playbook.parent), progress=advance)
     except LegatoError as error:
         fail(error)
     if as_json:
@@ -231,21 +231,6 @@ def run(
             console.print(f"{agent.agent_id}: uplift gate {state}")
     for problem in report.dispatch.errors[:10]:
         console.print(f"[yellow]not sent:[/] {problem}")
-
-
-def _refuse_going_back(engine: object, now: object) -> None:
-    """A cycle before the last one would decide as if later sends, caps and outcomes had not happened."""
-    import sqlalchemy as sa
-
-    from legato.store.schema import cycles
-
-    with engine.connect() as connection:  # type: ignore[attr-defined]
-        last = connection.execute(sa.select(sa.func.max(cycles.c.at))).scalar()
-    if last is not None and now < last:  # type: ignore[operator]
-        raise Conflict(
-            f"the last cycle ran at {last:%Y-%m-%d %H:%M} UTC, after {now:%Y-%m-%d %H:%M} UTC",
-            hint="run at or after the last cycle (--at), or use another database for what-if runs (legato simulate)",
-        )
 
 
 def cycle_table(title: str, report: object) -> Table:

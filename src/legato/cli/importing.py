@@ -19,7 +19,7 @@ from rich.table import Table
 
 from legato.cli.output import console, emit_json, errors, fail
 from legato.errors import LegatoError
-from legato.store.ingest import ATTRIBUTE_TYPES, FORMATS, ImportReport
+from legato.store.ingest import ImportReport
 
 SHOWN_ERRORS = 20
 
@@ -92,33 +92,26 @@ def customers(
 
     Example: `legato import customers crm.csv --playbook playbook.yaml --map cust_no=id --errors rejected.csv`
     """
-    from legato.store.ingest import import_customers
+    from legato.service import imports
 
     mapping = _pairs(map, "--map")
-    types: dict[str, str] = {}
+    given = _pairs(attribute_type, "--attribute-type")
+    declared = None
     if playbook is not None:
         from legato.validation import load_playbook
 
         try:
-            types = {name: kind.value for name, kind in load_playbook(playbook).attributes.items()}
+            declared = load_playbook(playbook)
         except LegatoError as error:
             fail(error)
-    types.update(_pairs(attribute_type, "--attribute-type"))
-    for name, kind in types.items():
-        if kind not in ATTRIBUTE_TYPES:
-            raise typer.BadParameter(
-                f"{name}={kind}: the type must be one of {', '.join(ATTRIBUTE_TYPES)}",
-                param_hint="--attribute-type",
-            )
     _run(
         "customers",
         file,
-        format,
         database,
         errors_file,
         as_json,
-        lambda engine, progress: import_customers(
-            engine, file, format=format, mapping=mapping, attribute_types=types, progress=progress
+        lambda engine, progress: imports.customers(
+            engine, file, format=format, mapping=mapping, playbook=declared, types=given, progress=progress
         ),
     )
 
@@ -144,19 +137,16 @@ def events(
 
     Example: `legato import events orders.jsonl --map order_id=id --map ts=occurred_at`
     """
-    from legato.store.ingest import import_events
+    from legato.service import imports
 
     mapping = _pairs(map, "--map")
     _run(
         "events",
         file,
-        format,
         database,
         errors_file,
         as_json,
-        lambda engine, progress: import_events(
-            engine, file, format=format, mapping=mapping, progress=progress
-        ),
+        lambda engine, progress: imports.events(engine, file, format=format, mapping=mapping, progress=progress),
     )
 
 
@@ -174,7 +164,6 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
 def _run(
     kind: str,
     file: Path,
-    format: str | None,
     database: str | None,
     errors_file: Path | None,
     as_json: bool,
@@ -182,8 +171,6 @@ def _run(
 ) -> None:
     from legato.store.db import connect
 
-    if format is not None and format.lower() not in FORMATS:
-        raise typer.BadParameter(f"'{format}' is not one of {', '.join(FORMATS)}", param_hint="--format")
     try:
         engine = connect(database)
         try:

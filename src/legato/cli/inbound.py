@@ -35,17 +35,12 @@ def receive_command(
 
     Example: `legato inbound receive playbook.yaml --customer C42 --channel sms --text "STOP"`
     """
+    from legato.service import replies
     from legato.validation import load_playbook
     from legato.store.db import connect
-    from legato.trust.inbound import receive
 
     try:
-        loaded = load_playbook(playbook)
-        channels = [c.value for c in loaded.channels]
-        if channel is not None and channel not in channels:
-            raise LegatoError(f"the playbook has no channel '{channel}'", hint=f"its channels: {', '.join(channels)}")
-        chosen = channel or ("sms" if "sms" in channels else channels[0])
-        handled = receive(connect(database), loaded, customer, chosen, text, _now(at))
+        handled = replies.receive(connect(database), load_playbook(playbook), customer, text, now=_now(at), channel=channel)
     except LegatoError as error:
         fail(error)
     if as_json:
@@ -130,11 +125,12 @@ def list_command(
     from dataclasses import replace
 
     from legato.guard.redact import mask
+    from legato.service import review
     from legato.store.db import connect
-    from legato.trust.review import CONVERSATION, list_items
+    from legato.store.status import ReviewKind
 
     try:
-        items = list_items(connect(database), kind=CONVERSATION, limit=limit)
+        items = review.queue(connect(database), kind=ReviewKind.CONVERSATION, limit=limit)
     except LegatoError as error:
         fail(error)
     # Replies are masked when stored; replies stored before that are masked when shown.
