@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from legato.clock import FixedClock
 from legato.errors import Conflict, Invalid
-from legato.playbook.loader import parse_playbook
+from legato.validation import parse_playbook
 from legato.service import cycles, imports, replies, review
 from legato.store.schema import cycles as cycles_table
 from legato.store.status import CycleStatus

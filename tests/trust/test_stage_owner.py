@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 
 from legato.deliver.dispatch import demote_for_compliance
 from legato.monitor.stop_loss import check_stop_loss
-from legato.playbook.loader import parse_playbook
+from legato.validation import parse_playbook
 from legato.playbook.models import StopLoss
 from legato.store.schema import agents, audit_log, cycles, decisions
 from legato.store.status import AgentStatus, CycleStatus, DecisionStatus, Route
