@@ -221,7 +221,7 @@ def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
     say("\n[bold]What to look at next[/] (the demo runs on a simulated clock, hence --at)")
     for line in (
         f"the review queue:      {program} review list --database {url}",
-        f"one item:              {program} review show ID --playbook {playbook_path} --database {url}",
+        f"one item:              {program} review show ID --database {url}",
         f"approve it:            {program} review approve ID --hash HASH --reviewer NAME --database {url} {at}",
         f"an agent's record:     {program} agents show welcome_email --database {url} {at}",
         f"what guardrails did:   {program} report guardrails --database {url}",

@@ -118,15 +118,22 @@ def test_a_revocation_after_the_decision_wins_over_the_soft_opt_in(engine: Engin
 
 
 def test_a_creative_edited_between_decision_and_send_is_not_sent(engine: Engine, tmp_path: Path) -> None:
+    """Defect 3: the edited text never goes out. What goes out is what the decision named and
+    the cycle checked, rendered from the decision's playbook version; a decision with no
+    stored version (made before migration 0010) whose creative changed is not sent at all."""
     customers(engine, {"a": "express", "b": "express"})
     decided = make_playbook()
     run_cycle(engine, decided, FixedClock(AT), transports(decided, tmp_path))
     edited = make_playbook(body="ACT NOW!!!! LAST CHANCE!!!! Hello {{ customer.nickname }}")
+    with engine.begin() as c:
+        c.execute(sa.update(decisions).where(decisions.c.customer_id == "b").values(playbook_version_id=None))
     report = dispatch_due(engine, edited, FixedClock(SEND), transports(edited, tmp_path))
-    assert (report.sent["mailer"], report.failed["mailer"]) == (0, 2)
-    assert all("changed after the decision" in error for error in report.errors)
-    assert written(tmp_path / "out/email.jsonl") == []
-    assert {status for status, _ in outbox_rows(engine).values()} == {"failed"}
+    assert (report.sent["mailer"], report.failed["mailer"]) == (1, 1)
+    assert len(report.errors) == 1 and "changed after the decision" in report.errors[0]
+    [message] = written(tmp_path / "out/email.jsonl")
+    assert message["customer_id"] == "a" and "ACT NOW" not in str(message["body"])
+    assert str(message["body"]).startswith("Hello Sam, our spring range is in.")
+    assert sorted(status for status, _ in outbox_rows(engine).values()) == ["failed", "sent"]
 
 
 def test_the_content_the_decision_named_goes_out_rendered_for_each_customer(engine: Engine, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 
 from legato.clock import FixedClock
 from legato.deliver.dispatch import dispatch_due, transports
+from legato.deliver.outbox import schedule_message
 from legato.deliver.render import variant_hash
 from legato.playbook.models import Playbook
 from legato.store.schema import cycles, decisions, outbox, review_items
@@ -64,7 +65,7 @@ def dispatch_all(tmp_path: Path) -> Callable[[Engine, Playbook, Proposals, datet
             for (agent, customer), decision in ids.items():
                 spec = next(a for a in pb.agents if a.id == agent)
                 channel = pb.creative(spec.actions.creatives[0]).channel.value
-                c.execute(sa.insert(outbox).values(decision_id=decision, customer_id=customer, channel=channel, send_at=at, status="pending", attempts=0))
+                schedule_message(c, decision, customer, channel, at)
         dispatch_due(engine, pb, FixedClock(at), transports(pb, tmp_path / "dispatched"))
         with engine.connect() as c:
             rows = {d: (s, e) for d, s, e in c.execute(sa.select(outbox.c.decision_id, outbox.c.status, outbox.c.error))}

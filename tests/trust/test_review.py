@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from legato.clock import FixedClock
 from legato.deliver.channels import Transport
+from legato.deliver.outbox import schedule_message
 from legato.deliver.dispatch import dispatch_due, transports
 from legato.cycle import run_cycle
 from legato.validation import parse_playbook
@@ -236,8 +237,7 @@ def test_expiry_cancels_a_pending_message_of_an_open_item(engine: Engine, tmp_pa
     pb, clock, sinks = stage0_queue(engine, tmp_path)
     item = list_items(engine)[0]
     with engine.begin() as c:
-        c.execute(sa.insert(outbox).values(decision_id=item.decision_id, customer_id=item.customer_id, channel="email",
-                                           send_at=AT + timedelta(days=5), status="pending", attempts=0))
+        schedule_message(c, item.decision_id, item.customer_id, "email", AT + timedelta(days=5))
     assert expire_overdue(engine, AT + timedelta(hours=48)) == len(expected_eligible())  # default SLA: 48 h
     with engine.connect() as c:
         assert c.execute(sa.select(outbox.c.status).where(outbox.c.decision_id == item.decision_id)).scalar_one() == "cancelled"
@@ -324,15 +324,23 @@ def test_withdraw_cancels_before_dispatch_and_is_refused_after(engine: Engine, t
     assert sorted(line["customer_id"] for line in sent_lines(tmp_path)) == sorted([first.customer_id, second.customer_id])
 
 
-def test_show_flags_a_playbook_whose_creative_changed(engine: Engine, tmp_path: Path) -> None:
-    stage0_queue(engine, tmp_path)
+def test_a_changed_playbook_file_changes_neither_what_is_shown_nor_what_is_approved_and_sent(engine: Engine, tmp_path: Path) -> None:
+    """Review renders from the playbook version the decision was made with; a file edited
+    since is flagged, never rendered in its place, and approval needs no playbook at all."""
+    _, clock, sinks = stage0_queue(engine, tmp_path)
     item = list_items(engine)[0]
     changed = parse_playbook(stage0_playbook_text().replace('subject: "Hi {{ customer.tier }}"', 'subject: "Hey {{ customer.tier }}"'))
     shown = show_item(engine, item.id, playbook=changed)
     assert shown.matches_playbook is False
-    with pytest.raises(ReviewError, match="is not the one this decision was made with"):
-        edit(engine, item.id, "bob", playbook=changed, body="x", now=AT)
-    assert show_item(engine, item.id).content is None  # without a playbook nothing is rendered
+    assert shown.content is not None and shown.content["subject"] == "Hi gold"  # the decision's own
+    plain = show_item(engine, item.id)  # no playbook needed
+    assert plain.matches_playbook is True and plain.content == shown.content and plain.content_hash == item.content_hash
+    edited, _ = edit(engine, item.id, "bob", playbook=changed, subject="Hello {{ customer.tier }}", now=AT)
+    assert show_item(engine, item.id, playbook=changed).content["subject"] == "Hello gold"
+    approve(engine, item.id, "ana", content_hash=edited.content_hash, now=AT)
+    clock.set(AT + timedelta(hours=2))
+    assert dispatch_due(engine, changed, clock, sinks).sent == {"mailer": 1}
+    assert [line["subject"] for line in sent_lines(tmp_path)] == ["Hello gold"]
 
 
 # --- speed -------------------------------------------------------------------------------------
@@ -362,8 +370,7 @@ def test_after_the_fact_audit_samples_can_be_approved_or_rejected(engine: Engine
     first, second = list_items(engine)[:2]
     with engine.begin() as c:
         for item in (first, second):
-            c.execute(sa.insert(outbox).values(decision_id=item.decision_id, customer_id=item.customer_id, channel="email",
-                                               send_at=AT + timedelta(hours=1), status="pending", attempts=0))
+            schedule_message(c, item.decision_id, item.customer_id, "email", AT + timedelta(hours=1))
             c.execute(sa.update(decisions).where(decisions.c.id == item.decision_id).values(status="scheduled", route="execute"))
             c.execute(sa.update(review_items).where(review_items.c.id == item.id).values(status="audit"))
     assert [i.id for i in list_items(engine, status="audit")] == [first.id, second.id]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from legato.clock import FixedClock
@@ -16,6 +17,7 @@ from legato.cycle import run_cycle
 from legato.validation import parse_playbook
 from legato.playbook.models import Playbook
 from legato.store.ingest import import_customers
+from legato.store.schema import decisions
 from legato.trust.review import ReviewError, approve, edit, list_items, show_item
 
 AT = datetime(2024, 3, 4, 8, 0, tzinfo=timezone.utc)
@@ -72,28 +74,52 @@ def test_a_transactional_receipt_is_not_judged_as_marketing(engine: Engine, tmp_
     assert all(f.severity != "block" for f in findings)
 
 
+MARKETING_BODY = "Thank you for your order. Unsubscribe: {{ unsubscribe_url }} {{ brand.postal_address }}"
+
+
+def marketing_playbook() -> Playbook:
+    return parse_playbook(PLAYBOOK.replace("PURPOSE", "marketing").replace("Thank you for your order. It ships tomorrow.", MARKETING_BODY))
+
+
 def test_the_queue_says_whether_the_customer_could_be_sent_it_now(engine: Engine, tmp_path: Path) -> None:
     pb = make_playbook()
     item = queue_one(engine, tmp_path, pb)
-    assert show_item(engine, item, playbook=pb, now=AT).standing is None  # a receipt needs no marketing consent
-    as_marketing = make_playbook("marketing")
-    assert show_item(engine, item, playbook=as_marketing, now=AT).standing == "no_consent:email"
+    assert show_item(engine, item, now=AT).standing is None  # a receipt needs no marketing consent
+    # A playbook file that now calls the creative marketing changes neither what was decided nor its purpose.
+    assert show_item(engine, item, playbook=make_playbook("marketing"), now=AT).standing is None
 
 
-def test_the_same_text_as_marketing_is_blocked_in_review(engine: Engine, tmp_path: Path) -> None:
-    pb = make_playbook("marketing")
-    # The cycle itself refuses a marketing e-mail with no opt-out, so the item comes from a receipt...
-    item = queue_one(engine, tmp_path, make_playbook(), consent="express")
-    # ...and a reviewer who edits it under a playbook where it is marketing cannot save it.
+def test_a_marketing_message_stands_by_the_consent_of_now(engine: Engine, tmp_path: Path) -> None:
+    pb = marketing_playbook()
+    item = queue_one(engine, tmp_path, pb, consent="express")
+    assert show_item(engine, item, now=AT).standing is None
+    import_customers(
+        engine,
+        pa.table({"id": ["c1"], "email": ["c1@people.example"], "time_zone": ["UTC"], "consent_email_marketing": ["revoked"]}),
+        clock=FixedClock(AT),
+    )
+    assert show_item(engine, item, now=AT).standing == "consent_revoked:email"
+    with pytest.raises(ReviewError, match="cannot be sent now"):
+        approve(engine, item, "ana", now=AT + timedelta(minutes=2))
+
+
+def test_an_edit_that_drops_the_opt_out_of_a_marketing_message_is_blocked(engine: Engine, tmp_path: Path) -> None:
+    item = queue_one(engine, tmp_path, marketing_playbook(), consent="express")
     with pytest.raises(ReviewError, match="unsubscribe_missing"):
-        edit(engine, item, "ana", playbook=pb, body="Thank you for your order. It ships on Monday.", now=AT + timedelta(minutes=1))
+        edit(engine, item, "ana", body="Thank you for your order. It ships on Monday.", now=AT + timedelta(minutes=1))
 
 
-def test_approval_asks_what_the_dispatcher_will_ask(engine: Engine, tmp_path: Path) -> None:
+def test_approval_checks_the_decisions_own_message_whatever_file_is_given(engine: Engine, tmp_path: Path) -> None:
+    """The one check runs on the decision's version: a changed file neither blocks nor changes
+    the approval; a decision without a stored version is checked against the file given."""
     pb = make_playbook()
-    item = queue_one(engine, tmp_path, pb)
+    first = queue_one(engine, tmp_path, pb)
     changed = parse_playbook(PLAYBOOK.replace("PURPOSE", "transactional").replace("It ships tomorrow.", "It ships today."))
+    assert approve(engine, first, "ana", now=AT + timedelta(minutes=2), playbook=changed).status == "approved"
+    run_cycle(engine, pb, FixedClock(AT + timedelta(days=1)), transports(pb, tmp_path))
+    [second] = [i.id for i in list_items(engine)]
+    with engine.begin() as c:  # as migration 0010 leaves a decision made before it
+        c.execute(sa.update(decisions).values(playbook_version_id=None).where(decisions.c.id == next(i.decision_id for i in list_items(engine))))
     with pytest.raises(ReviewError, match="not the one this decision was made with"):
-        approve(engine, item, "ana", now=AT + timedelta(minutes=2), playbook=changed)
-    done = approve(engine, item, "ana", now=AT + timedelta(minutes=2), playbook=pb)
-    assert done.status == "approved"
+        approve(engine, second, "ana", now=AT + timedelta(days=1, minutes=2), playbook=changed)
+    assert approve(engine, second, "ana", now=AT + timedelta(days=1, minutes=2), playbook=pb).status == "approved"

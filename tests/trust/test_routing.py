@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -113,8 +114,10 @@ def test_stop_loss_breach_demotes_at_once(engine: Engine, tmp_path: Path) -> Non
 
 
 def test_approval_is_bound_to_the_content_a_person_saw(engine: Engine, tmp_path: Path) -> None:
-    """A stage-0 agent sends nothing until approved, then exactly what was approved, and
-    nothing at all if the playbook's creative changed after the approval."""
+    """A stage-0 agent sends nothing until approved, then exactly what was approved, even if
+    the playbook file's creative changed after the approval (the message is rendered from the
+    decision's own playbook version); without a stored version (a decision from before them),
+    changed content is not sent at all."""
     load_customers(engine, n=8)
     clock = FixedClock(AT)
     manual = playbook(0)
@@ -136,8 +139,17 @@ def test_approval_is_bound_to_the_content_a_person_saw(engine: Engine, tmp_path:
         PLAYBOOK.replace("STAGE", "0").replace("HOLDOUT", "0").replace("BUDGET", "{}").replace('subject: "Hi {{ customer.tier }}"', 'subject: "Big news {{ customer.tier }}"')
     )
     report = dispatch_due(engine, changed, clock, transports(changed, tmp_path))
+    assert report.sent["mailer"] == 1 and report.errors == []
+    lines = [json.loads(line) for line in (tmp_path / "out/email.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and lines[-1]["subject"] == "Hi gold"
+
+    fourth = list_items(engine)[0]
+    approve(engine, fourth.id, "rita", content_hash=fourth.content_hash, now=clock.now())
+    with engine.begin() as c:
+        c.execute(sa.update(decisions).where(decisions.c.id == fourth.decision_id).values(playbook_version_id=None))
+    report = dispatch_due(engine, changed, clock, transports(changed, tmp_path))
     assert report.failed["mailer"] == 1 and "changed after rita approved it" in report.errors[0]
-    assert len((tmp_path / "out/email.jsonl").read_text().splitlines()) == 2
+    assert len((tmp_path / "out/email.jsonl").read_text().splitlines()) == 3
 
 
 def test_low_confidence_decisions_escalate(engine: Engine, tmp_path: Path) -> None:

@@ -90,6 +90,8 @@ def test_review_edit_reject_escalate_withdraw(engine: Engine, database_url: str,
     # The playbook's review.allow_self_approval (false unless it says otherwise) decides when no flag is given.
     by_playbook = run(review_app, "approve", str(ids[0]), "-d", database_url, "--reviewer", "bob", "--playbook", str(playbook), "--at", AT)
     assert by_playbook.exit_code == 5 and "cannot also approve it" in by_playbook.output
+    by_version = run(review_app, "approve", str(ids[0]), "-d", database_url, "--reviewer", "bob", "--at", AT)
+    assert by_version.exit_code == 5 and "cannot also approve it" in by_version.output  # the decision's playbook says so
 
     bad = run(review_app, "reject", str(ids[1]), "-d", database_url, "--reviewer", "ana", "--reason", "meh", "--at", AT)
     assert bad.exit_code == 2 and "off_brand" in bad.output
@@ -109,6 +111,23 @@ def test_review_edit_reject_escalate_withdraw(engine: Engine, database_url: str,
         assert c.execute(sa.select(outbox.c.status)).scalars().all() == ["cancelled"]
         actions = c.execute(sa.select(audit_log.c.action).where(audit_log.c.entity == "review_item")).scalars().all()
     assert sorted(actions) == sorted(["review_edited", "review_rejected", "review_escalated", "review_approved", "review_withdrawn"])
+
+
+def test_review_show_and_approve_need_no_playbook_and_a_changed_file_changes_nothing(engine: Engine, database_url: str, tmp_path: Path) -> None:
+    """The message shown and approved is the decision's own (its playbook version is in the store)."""
+    playbook = queue(engine, tmp_path)
+    item = json.loads(run(review_app, "list", "-d", database_url, "--limit", "1", "--json").stdout)["items"][0]["id"]
+    plain = run(review_app, "show", str(item), "-d", database_url, "--json")
+    assert plain.exit_code == 0, plain.output
+    detail = json.loads(plain.stdout)
+    assert detail["content"]["subject"] == "Hi gold" and detail["matches_playbook"] is True
+    playbook.write_text(review.stage0_playbook_text().replace('subject: "Hi {{ customer.tier }}"', 'subject: "URGENT {{ customer.tier }}"'), encoding="utf-8")
+    flagged = run(review_app, "show", str(item), "-d", database_url, "--playbook", str(playbook))
+    assert flagged.exit_code == 0, flagged.output
+    assert "subject: Hi gold" in flagged.stdout and "URGENT" not in flagged.stdout
+    assert "the playbook file's creative differs" in flagged.stdout
+    approved = run(review_app, "approve", str(item), "-d", database_url, "--reviewer", "ana", "--hash", detail["content_hash"], "--at", AT)
+    assert approved.exit_code == 0, approved.output
 
 
 def test_agents_list_show_promote_demote_pause_resume(engine: Engine, database_url: str, tmp_path: Path) -> None:

@@ -86,14 +86,21 @@ def _what(item: Any) -> str:
 @review_app.command("show")
 def show_command(
     item: ItemArgument,
-    playbook: Annotated[Path | None, typer.Option(help="The playbook the agent ran on, to render the message.")] = None,
+    playbook: Annotated[
+        Path | None,
+        typer.Option(
+            help="Not needed: the message is rendered from the playbook version its decision was made with. "
+            "Given, this file is compared with that version (a warning if its creative changed since), "
+            "its rules judge the customer's standing, and it renders decisions made before versions were stored."
+        ),
+    ] = None,
     at: AtOption = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show one item: the decision, the message as it would be sent, its content checks and hash.
 
-    Example: `legato review show 42 --playbook playbook.yaml`
+    Example: `legato review show 42`
     """
     try:
         detail = review.show(engine_for(database), item, playbook=playbook_at(playbook), now=now_at(at))
@@ -115,7 +122,10 @@ def show_command(
     if detail.override:
         console.print(f"[yellow]edited by {detail.override.get('edited_by')} at {detail.override.get('edited_at')}[/]")
     if detail.matches_playbook is False:
-        console.print("[bold red]warning:[/] this playbook's creative differs from the one the decision was made with")
+        console.print(
+            "[bold red]warning:[/] the playbook file's creative differs from the one the decision was made with; "
+            "shown below is the decision's own, which is what will be sent"
+        )
     if detail.content:
         for part in ("subject", "title"):
             if detail.content[part] is not None:
@@ -124,7 +134,7 @@ def show_command(
     elif detail.render_error:
         console.print(f"[red]cannot render:[/] {detail.render_error}")
     else:
-        console.print("(give --playbook to see the message)")
+        console.print("(decided before playbook versions were stored: give --playbook to see the message)")
     for finding in detail.findings:
         console.print(f"  {finding['severity']}: {finding['rule']}: {finding['reason']}", markup=False, highlight=False)
     if detail.standing is not None:
@@ -163,11 +173,18 @@ def approve_command(
         Optional[bool],
         typer.Option(
             "--self-approval/--no-self-approval",
-            help="May the person who edited the content approve it? Default: the playbook's review.allow_self_approval with --playbook, else allowed.",
+            help="May the person who edited the content approve it? Default: review.allow_self_approval "
+            "of the playbook the decision was made with (and of --playbook, if given: both must allow it).",
         ),
     ] = None,
     playbook: Annotated[
-        Optional[Path], typer.Option("--playbook", help="Check the message with this playbook and take its review settings.")
+        Optional[Path],
+        typer.Option(
+            "--playbook",
+            help="Not needed. Given, the customer's standing is judged by its rules and its "
+            "review.allow_self_approval must also allow self-approval; it never changes the content "
+            "checked and approved, which is the decision's own (see `show`).",
+        ),
     ] = None,
     at: AtOption = None,
     database: DatabaseOption = None,
@@ -175,7 +192,7 @@ def approve_command(
 ) -> None:
     """Approve an item: its message is scheduled at the decision's send time (or now).
 
-    Example: `legato review approve 42 --hash 3f1c... --reviewer ana --playbook playbook.yaml`
+    Example: `legato review approve 42 --hash 3f1c... --reviewer ana`
     """
     try:
         done = review.approve(
@@ -191,7 +208,13 @@ def approve_command(
 def edit_command(
     item: ItemArgument,
     reviewer: ReviewerOption,
-    playbook: Annotated[Path, typer.Option(help="The playbook the agent ran on (brand, creatives, offers).")],
+    playbook: Annotated[
+        Path | None,
+        typer.Option(
+            help="Not needed: the edit is rendered and checked with the playbook version the decision was made with. "
+            "Used only for decisions made before versions were stored."
+        ),
+    ] = None,
     subject: Annotated[str | None, typer.Option(help="New subject (e-mail), a template like the creatives.")] = None,
     body: Annotated[str | None, typer.Option(help="New body, a template like the creatives.")] = None,
     body_file: Annotated[Path | None, typer.Option("--body-file", help="Read the new body from this UTF-8 file.")] = None,
@@ -201,7 +224,7 @@ def edit_command(
 ) -> None:
     """Edit an item's message; the content guardrails run again and the item needs a new approval.
 
-    Example: `legato review edit 42 --playbook playbook.yaml --subject "A gift for you" --reviewer ana`
+    Example: `legato review edit 42 --subject "A gift for you" --reviewer ana`
     """
     try:
         if body_file is not None:

@@ -31,6 +31,7 @@ from legato.errors import NothingToDoError
 from legato.learn.scoring import refresh_if_due
 from legato.monitor.fairness import audit_daily
 from legato.playbook.models import Agent, Playbook
+from legato.store import playbook_versions
 from legato.store import traits as trait_store
 from legato.store.db import is_empty
 from legato.store.schema import cycles
@@ -60,8 +61,9 @@ def run_cycle(
     expire_overdue(engine, now, sla_hours=playbook.review.sla_hours)
     with engine.begin() as connection:
         trait_store.roll_windows(connection, now)
+        version_id = playbook_versions.record(connection, playbook, now)
         cycle_id = connection.execute(
-            sa.insert(cycles).values(at=now, started_at=now, status="running").returning(cycles.c.id)
+            sa.insert(cycles).values(at=now, started_at=now, status="running", playbook_version_id=version_id).returning(cycles.c.id)
         ).scalar_one()
         stages = sync_agents(connection, playbook, now)
         # The same customer-id ranges for every agent of the cycle.

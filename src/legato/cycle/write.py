@@ -16,10 +16,11 @@ from legato.cycle.audit import audit
 from legato.cycle.partitions import Partition
 from legato.decide.actions import NOTHING
 from legato.decide.features import encode_context
+from legato.deliver import outbox as outbox_writer
 from legato.playbook.models import Agent, Playbook
 from legato.store.bulk import insert_columns, insert_many
 from legato.store.fetch import fetch_columns
-from legato.store.schema import decisions, outbox, review_items
+from legato.store.schema import cycles, decisions, review_items
 from legato.trust.escalation import evidence_for_reason
 from legato.trust.ladder import EXECUTE, REVIEW
 from legato.trust.review import AUDIT, OPEN, due_at_for
@@ -104,6 +105,8 @@ def write_page(
     n = len(ids)
     findings = {reason: json.dumps([reason] if reason else []) for reason in set(reasons.tolist())}
     nothing = np.full(n, None, dtype=object)
+    # The playbook the decisions were made with is their cycle's: review and dispatch render from it.
+    version_id = connection.execute(sa.select(cycles.c.playbook_version_id).where(cycles.c.id == cycle_id)).scalar_one()
     columns = {
         "cycle_id": [cycle_id] * n,
         "agent_id": [agent.id] * n,
@@ -124,20 +127,9 @@ def write_page(
         "context": encode_context(features),
         "action_index": np.where(acting, chosen, nothing),
         "allowed_actions": allowed,
+        "playbook_version_id": [version_id] * n,
     }
     insert_columns(connection, decisions, columns)
-    connection.execute(
-        sa.insert(outbox).from_select(
-            ["decision_id", "customer_id", "channel", "send_at", "status", "attempts"],
-            sa.select(
-                decisions.c.id,
-                decisions.c.customer_id,
-                decisions.c.channel,
-                decisions.c.send_at,
-                sa.literal("pending"),
-                sa.literal(0),
-            ).where(partition_rows(cycle_id, agent.id, partition), decisions.c.route == EXECUTE),
-        )
-    )
+    outbox_writer.schedule_decided(connection, sa.and_(partition_rows(cycle_id, agent.id, partition), decisions.c.route == EXECUTE))
     counts = Counter(status.tolist())
     audit(connection, now, f"agent:{agent.id}", "decided", "cycle", str(cycle_id), {"decisions": len(ids), **counts})

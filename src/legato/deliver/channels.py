@@ -1,8 +1,14 @@
 """Transports that carry rendered messages out of Legato.
 
+Each message a transport receives carries ``message_id``, a UUID unique across databases
+(:mod:`legato.deliver.outbox`): the idempotency key a provider receives, so a retried send
+of the same message is recognised and a different message never is.
+
 ``file`` appends JSON Lines (one message a line, keyed by message id) and skips ids it has
 written before, so a dispatcher that crashed after writing but before recording the send
-does not deliver twice. ``console`` prints, for trying a playbook by hand.
+does not deliver twice; since the ids are UUIDs, a file that another database (or an older
+Legato, whose ids were row numbers) wrote to holds no id of this database's messages.
+``console`` prints, for trying a playbook by hand.
 """
 
 from __future__ import annotations
@@ -22,9 +28,9 @@ class Transport(Protocol):
 class FileTransport:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._written: set[int] | None = None
+        self._written: set[object] | None = None
 
-    def _already_written(self) -> set[int]:
+    def _already_written(self) -> set[object]:
         if self._written is None:
             self._written = set()
             if self.path.exists():

@@ -5,8 +5,10 @@ at send time: the consent rule (:mod:`legato.guard.consent`), the contact point 
 channel registry, :mod:`legato.channels`), quiet hours, and the one check of its content
 (:mod:`legato.guard.message`), bound to the content hash the decision recorded: content
 that changed since is not sent. It is rendered when it is sent (so personal data is read
-fresh), written to its channel's transport, and marked sent in the same transaction that
-read it. Messages that fail any of these are marked failed with the reason and never sent.
+fresh) from the playbook version its decision was made with
+(:mod:`legato.store.playbook_versions`: editing the file later changes no message already
+decided; retiring its creative or offer stops it), written to its channel's transport, and
+marked sent in the same transaction that read it. Messages that fail any of these are marked failed with the reason and never sent.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqlalchemy import Engine, bindparam, select, update
 
 from legato.clock import Clock
 from legato.channels import REGISTRY
+from legato.deliver import outbox as outbox_writer
 from legato.deliver.channels import ConsoleTransport, FileTransport, Transport
 from legato.deliver.render import (  # noqa: F401 - re-exported: what a template sees is render's
     RenderError,
@@ -38,6 +41,7 @@ from legato.guard.defaults import guardrails_in_force
 from legato.guard.message import ContentChanged, MessageChecker, Recipient, Variant
 from legato.guard.quiet_hours import candidate_zones, quiet_between
 from legato.playbook.models import Playbook
+from legato.store.playbook_versions import Versions
 from legato.store.schema import customers, decisions, outbox
 from legato.store.status import DecisionStatus, OutboxStatus
 from legato.trust.agent_state import StageCause, change_stage
@@ -72,12 +76,12 @@ def dispatch_due(
     now = clock.now()
     report = DispatchReport()
     ring = ring_for(engine)  # read once: the key does not change during a run
-    checker = MessageChecker(playbook)
-    purposes = {c.id: c.purpose for c in playbook.creatives}
-    variants: dict[tuple[str, str | None], Variant] = {}
+    kits = _Kits(playbook)
+    offered = {c.id for c in playbook.creatives}, {o.id for o in playbook.offers}
     query = (
         select(
             outbox.c.id,
+            outbox.c.message_id,
             outbox.c.channel,
             outbox.c.decision_id,
             decisions.c.agent_id,
@@ -86,6 +90,7 @@ def dispatch_due(
             decisions.c.content_override,
             decisions.c.content_hash,
             decisions.c.approved_by,
+            decisions.c.playbook_version_id,
             customers.c.id.label("customer_id"),
             customers.c.email,
             customers.c.phone,
@@ -115,22 +120,26 @@ def dispatch_due(
             breaches: dict[str, dict[str, Any]] = {}
             for row in rows:
                 try:
-                    purpose = purposes.get(row.creative_id, MARKETING)
+                    # The message is the decision's: rendered from the playbook version it was
+                    # made with. When and whether it may go is decided by the rules in force now.
+                    kit = kits.of(connection, row.playbook_version_id)
+                    purpose = kit.purposes.get(row.creative_id, MARKETING)
                     resume = quiet_until(playbook, row, now) if purpose == MARKETING else None
                     if resume is not None:  # dispatched late into the night: wait for the morning
                         later.append({"o_id": row.id, "resume": resume})
                         continue
                     check_contact_now(playbook, row, now, purpose=purpose)
+                    _check_still_offered(row, *offered)
                     if row.channel not in channel_transports:
                         raise RenderError(f"no transport for channel '{row.channel}' in the playbook")
-                    message = _message(row, playbook, checker, variants, now, ring)
+                    message = _message(row, kit, now, ring)
                 except (RenderError, LegatoError) as exc:
                     reason = str(exc) if isinstance(exc, RenderError) else exc.message
                     if isinstance(exc, BlockedContent):
-                        breaches.setdefault(row.agent_id, {"message": row.id, "decision": row.decision_id, "rules": exc.rules})
+                        breaches.setdefault(row.agent_id, {"message": row.message_id, "decision": row.decision_id, "rules": exc.rules})
                     failed.append({"o_id": row.id, "d_id": row.decision_id, "error": reason})
                     report.failed[row.agent_id] += 1
-                    report.errors.append(f"message {row.id} (decision {row.decision_id}): {reason}")
+                    report.errors.append(f"message {row.message_id} (decision {row.decision_id}): {reason}")
                     continue
                 by_channel[row.channel].append(message)
                 sent.append({"o_id": row.id, "d_id": row.decision_id, "error": None})
@@ -140,11 +149,11 @@ def dispatch_due(
             for agent_id, detail in breaches.items():
                 demote_for_compliance(connection, agent_id, detail, now)
                 report.demoted.append(agent_id)
-            if later:
-                connection.execute(update(outbox).where(outbox.c.id == bindparam("o_id")).values(send_at=bindparam("resume")), later)
+            outbox_writer.postpone(connection, later)
             # Transports are written last, inside the transaction: if one fails the marks roll
             # back and the messages stay pending; if the process dies after writing, the file
-            # transport recognises the message ids it already holds.
+            # transport recognises the message ids it already holds (UUIDs: no other database's
+            # messages share them).
             for channel, messages in by_channel.items():
                 channel_transports[channel].send(messages)
 
@@ -162,6 +171,16 @@ def demote_for_compliance(connection: Any, agent_id: str, detail: dict[str, Any]
     """Back to stage 0 (Manual) at once, recorded; a person decides when it earns trust again."""
     reason = f"blocking content at send time: {', '.join(detail.get('rules', [])) or 'content guardrails'}"
     change_stage(connection, agent_id, Stage.MANUAL, cause=StageCause.COMPLIANCE, actor="dispatcher", reason=reason, now=now, detail=detail)
+
+
+def _check_still_offered(row: Any, creatives: set[str], offers: set[str]) -> None:
+    """A creative or offer the marketer retired from the playbook since the decision stops its
+    pending messages (what a message says comes from the decision's version; whether it may
+    still go out is the playbook's of today)."""
+    if row.creative_id not in creatives:
+        raise RenderError(f"creative '{row.creative_id}' is no longer in the playbook; not sent")
+    if row.offer_id is not None and row.offer_id not in offers:
+        raise RenderError(f"offer '{row.offer_id}' is no longer in the playbook; not sent")
 
 
 def check_contact_now(playbook: Playbook, row: Any, now: datetime, *, purpose: str = MARKETING) -> None:
@@ -186,16 +205,50 @@ def quiet_until(playbook: Playbook, row: Any, now: datetime) -> datetime | None:
     return resume
 
 
-def _message(
-    row: Any, playbook: Playbook, checker: MessageChecker, variants: dict[tuple[str, str | None], Variant], now: datetime, ring: KeyRing
-) -> dict[str, Any]:
+@dataclass
+class _Kit:
+    """The one check of a message for one playbook version, and what it has built so far."""
+
+    playbook: Playbook
+    checker: MessageChecker
+    purposes: dict[str, str]
+    variants: dict[tuple[str, str | None], Variant] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, playbook: Playbook) -> _Kit:
+        return cls(playbook, MessageChecker(playbook), {c.id: c.purpose for c in playbook.creatives})
+
+
+class _Kits:
+    """One kit per playbook version met in a dispatch run; decisions made before versions
+    were stored (no version) are rendered from the playbook given."""
+
+    def __init__(self, given: Playbook) -> None:
+        self._given = given
+        self._versions = Versions()
+        self._kits: dict[int | None, _Kit] = {}
+
+    def of(self, connection: Any, version_id: int | None) -> _Kit:
+        kit = self._kits.get(version_id)
+        if kit is None:
+            try:
+                source = self._versions.for_decision(connection, version_id, self._given)
+            except LegatoError as exc:  # that message fails with the reason; the others go on
+                raise RenderError(exc.message) from None
+            assert source is not None
+            kit = self._kits[version_id] = _Kit.of(source)
+        return kit
+
+
+def _message(row: Any, kit: _Kit, now: datetime, ring: KeyRing) -> dict[str, Any]:
     """The message of one outbox row, through the one check bound to the decision's content hash."""
+    playbook, checker, variants = kit.playbook, kit.checker, kit.variants
     if row.content_override:  # a reviewer's edit, approved as it stands: send it, not the creative
         variant = checker.variant(row.creative_id, row.offer_id, row.content_override)
     else:
         key = (row.creative_id, row.offer_id)
         variant = variants.get(key) or variants.setdefault(key, checker.variant(row.creative_id, row.offer_id))
-    token = message_token(row.id, row.customer_id, ring)
+    token = message_token(row.message_id, row.customer_id, ring)
     recipient = Recipient(row.customer_id, row.email, row.phone, row.attributes)
     try:
         check = checker.check(variant, expected_hash=row.content_hash, recipient=recipient, token=token)
@@ -210,7 +263,7 @@ def _message(
     rendered = check.rendered
     assert rendered is not None
     return {
-        "message_id": row.id,
+        "message_id": row.message_id,  # a UUID: the provider's idempotency key
         "decision_id": row.decision_id,
         "agent_id": row.agent_id,
         "channel": row.channel,
@@ -236,12 +289,7 @@ def _mark(connection: Any, rows: list[dict[str, Any]], status: OutboxStatus, now
     """The outbox row and its decision take the same status (sent or failed): one spelling in both."""
     if not rows:
         return
-    connection.execute(
-        update(outbox)
-        .where(outbox.c.id == bindparam("o_id"))
-        .values(status=status, sent_at=now if status == OutboxStatus.SENT else None, attempts=outbox.c.attempts + 1, error=bindparam("error")),
-        rows,
-    )
+    outbox_writer.record_results(connection, rows, status, now)
     connection.execute(
         update(decisions).where(decisions.c.id == bindparam("d_id")).values(status=DecisionStatus(status.value)),
         [{"d_id": r["d_id"]} for r in rows],

@@ -102,6 +102,36 @@ def parse_playbook(text: str, file: str = "<playbook>", *, checks: PlaybookCheck
     problems.extend(checks.model(playbook))
     if problems:
         raise PlaybookError(file, _render(file, problems, positions))
+    playbook._source = (text, playbook.model_dump_json())
+    return playbook
+
+
+def playbook_text(playbook: Playbook) -> str:
+    """The text of exactly this playbook: the file it was parsed from if it is unchanged since,
+    else its fields written out as YAML (a playbook built in code, or a changed copy).
+
+    Either text parses back to an equal playbook; it is what the store records as the version
+    a cycle ran (:mod:`legato.store.playbook_versions`).
+    """
+    source = playbook._source
+    if source is not None and source[1] == playbook.model_dump_json():
+        return source[0]
+    data = playbook.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def playbook_from_text(text: str, file: str) -> Playbook:
+    """A playbook the store recorded, read back without the cross-section checks: it passed
+    them when it ran, and a message already decided must stay readable."""
+    try:
+        data = yaml.safe_load(text)
+        playbook = Playbook.model_validate(data)
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise LegatoError(
+            f"{file}: the stored playbook can no longer be read ({type(exc).__name__}: {str(exc).splitlines()[0]})",
+            hint="this Legato reads playbooks differently from the one that stored it; reject the item or send it with the Legato that decided it",
+        ) from None
+    playbook._source = (text, playbook.model_dump_json())
     return playbook
 
 

@@ -13,7 +13,7 @@ from datetime import datetime, time
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 Identifier = Annotated[
     str,
@@ -451,6 +451,10 @@ class Playbook(Strict):
         description="Share of customers no agent contacts with marketing, to measure the whole program's "
         "lift (stable per customer, independent of each agent's own holdout).",
     )
+    # The YAML text this playbook was parsed from and the JSON of what it parsed to, so the
+    # store can keep the marketer's own text when recording the version a cycle ran (see
+    # legato.playbook.loader.playbook_text); a copy with changes no longer matches the JSON.
+    _source: tuple[str, str] | None = PrivateAttr(default=None)
 
     @field_validator("segments")
     @classmethod

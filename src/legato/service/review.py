@@ -45,12 +45,13 @@ def approve(
 ) -> QueueItem:
     return review.approve(
         engine, item_id, reviewer, content_hash=content_hash, now=now, playbook=playbook,
-        allow_self_approval=self_approval_allowed(playbook, allow_self_approval),
+        # None: the decision's playbook version decides (and the given playbook's too).
+        allow_self_approval=allow_self_approval,
     )
 
 
 def edit(
-    engine: Engine, item_id: int, reviewer: str, *, playbook: Playbook, now: datetime, subject: str | None = None, body: str | None = None
+    engine: Engine, item_id: int, reviewer: str, *, playbook: Playbook | None = None, now: datetime, subject: str | None = None, body: str | None = None
 ) -> tuple[QueueItem, list[Finding]]:
     return review.edit(engine, item_id, reviewer, playbook=playbook, subject=subject, body=body, now=now)
 

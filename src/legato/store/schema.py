@@ -152,6 +152,17 @@ policy_states = Table(
     Column("created_at", UTCDateTime, nullable=False),
 )
 
+# Every playbook a cycle ran, once per distinct text (legato.store.playbook_versions): what
+# review and dispatch render a decision's message from, whatever the file says later.
+playbook_versions = Table(
+    "playbook_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("hash", String(64), nullable=False, unique=True),  # SHA-256 of text
+    Column("text", Text, nullable=False),
+    Column("recorded_at", UTCDateTime, nullable=False),
+)
+
 cycles = Table(
     "cycles",
     metadata,
@@ -160,6 +171,7 @@ cycles = Table(
     Column("started_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),
     Column("status", String(16), nullable=False),  # running | finished | failed
+    Column("playbook_version_id", Integer, ForeignKey("playbook_versions.id")),  # NULL before migration 0010
 )
 
 decisions = Table(
@@ -186,6 +198,9 @@ decisions = Table(
     # A reviewer's edit of this decision's message: {"subject", "title", "body"} templates
     # rendered in place of the creative's, plus who edited it (see legato.trust.review).
     Column("content_override", JSON),
+    # The playbook the decision was made with (its cycle's): its message is rendered from this
+    # version's creative, offer and brand. NULL for decisions made before migration 0010.
+    Column("playbook_version_id", Integer, ForeignKey("playbook_versions.id")),
     # What the policy saw (float32 features) and, once the attribution window has closed,
     # what came of it: the learning loop reads these instead of recomputing stale features.
     Column("context", LargeBinary),
@@ -243,6 +258,9 @@ outbox = Table(
     "outbox",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
+    # The message's own id, a random UUID unique across databases: what transports and
+    # providers see and the provider's idempotency key (legato.deliver.outbox writes it).
+    Column("message_id", String(36), nullable=False, unique=True),
     Column("decision_id", Integer, ForeignKey("decisions.id"), nullable=False, unique=True),
     Column("customer_id", ID, nullable=False),
     Column("channel", String(32), nullable=False),

@@ -46,6 +46,7 @@ from sqlalchemy import Engine
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from legato.audience.fields import StoreResolver, audience_from
+from legato.deliver import outbox as outbox_writer
 from legato.errors import Invalid, LegatoError, NotFound
 from legato.guard.normalize import normalize
 from legato.guard.redact import mask
@@ -363,11 +364,11 @@ def unsubscribe(engine: Engine, token: str, now: datetime) -> Unsubscribed:
 
     message_id = token_message_id(token)
     refused = Invalid("the unsubscribe token is not valid", hint="use the token from the link exactly as the message gave it; nothing was changed")
-    if message_id is None or not message_id.isdigit():
+    if message_id is None or len(message_id) > 36:
         raise refused
     ring = ring_for(engine)
     with engine.begin() as connection:
-        row = connection.execute(sa.select(outbox.c.customer_id, outbox.c.channel).where(outbox.c.id == int(message_id))).first()
+        row = connection.execute(sa.select(outbox.c.customer_id, outbox.c.channel).where(outbox.c.message_id == message_id)).first()
         if row is None or not verify_token(token, message_id, row.customer_id, ring):
             raise refused
         _revoke(connection, row.customer_id, row.channel, now, source="unsubscribe_link")
@@ -389,7 +390,4 @@ def _revoke(connection: Any, customer_id: str, channel: str, now: datetime, *, s
 
 
 def _cancel_pending(connection: Any, customer_id: str, channel: str | None) -> int:
-    where = (outbox.c.customer_id == customer_id) & (outbox.c.status == OutboxStatus.PENDING)
-    if channel is not None:
-        where = where & (outbox.c.channel == channel)
-    return int(connection.execute(sa.update(outbox).where(where).values(status=OutboxStatus.CANCELLED)).rowcount or 0)
+    return outbox_writer.cancel_for_customer(connection, customer_id, channel)

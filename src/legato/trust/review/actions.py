@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, Row
 
+from legato.deliver import outbox as outbox_writer
 from legato.deliver.render import variant_hash
 from legato.guard.standing import explain, standing_now
 from legato.guard.content import Finding
@@ -21,7 +22,7 @@ from legato.store.audit import record
 from legato.store.schema import customers, decisions, inbound_messages, outbox, review_items
 from legato.store.status import DecisionStatus, InboundStatus, OutboxStatus
 from legato.trust.optout import POSSIBLE_OPT_OUT
-from legato.trust.review.message import PREVIEW_TOKEN, current_creative, original_hash, render_and_check
+from legato.trust.review.message import PREVIEW_TOKEN, current_creative, decision_playbook, original_hash, render_and_check
 from legato.trust.review.model import (
     APPROVED,
     AUDIT,
@@ -54,30 +55,38 @@ def approve(
     *,
     content_hash: str | None = None,
     now: datetime,
-    allow_self_approval: bool = True,
+    allow_self_approval: bool | None = None,
     playbook: Playbook | None = None,
 ) -> QueueItem:
     """Approve the content the reviewer saw: the message is scheduled (pending in the outbox).
 
     ``content_hash`` is the hash shown with the item; if the content changed since, the
     approval is refused. It goes out at the decision's send time, or now if that has passed.
-    With ``allow_self_approval=False`` the person who last edited the content cannot approve it.
-    Given the playbook, the message goes through the one check first, bound to the item's
-    hash, and the customer's standing (suppression list, contact point, consent) is asked
-    as the dispatcher will ask it: a message that could not be sent is not approved.
+    With ``allow_self_approval=False`` the person who last edited the content cannot approve
+    it; left ``None``, the playbook's ``review.allow_self_approval`` decides: the decision's
+    version's and, if a ``playbook`` is given, its too (self-approval needs both to allow it).
+    The message goes through the one check first, rendered from the decision's playbook
+    version (``playbook`` only for a decision made before versions were stored) and bound to
+    the item's hash, and the customer's standing (suppression list, contact point, consent)
+    is asked as the dispatcher will ask it, by the rules of ``playbook`` if given, else of
+    the version: a message that could not be sent is not approved.
     """
     reviewer = person_name(reviewer, "reviewer")
     with engine.begin() as connection:
         row = load_row(connection, item_id, lock=True)
         _require_decision(row, "approve")
+        version = decision_playbook(connection, row, None)
+        if allow_self_approval is None:
+            allow_self_approval = all(p.review.allow_self_approval for p in (version, playbook) if p is not None)
         _require_actionable(row, now, "approve", allow=UNDECIDED)
         if content_hash is not None and content_hash != row.content_hash:
             raise ReviewConflict(
                 f"review item {item_id}: content changed since you looked; review again",
                 hint=f"show it again with `legato review show {item_id}`; it is now {row.content_hash}",
             )
-        if playbook is not None and row.creative_id is not None:
-            _require_sendable(connection, playbook, row, now)
+        source = version or playbook
+        if source is not None and row.creative_id is not None:
+            _require_sendable(connection, source, playbook or source, row, now)
         edited_by = (row.content_override or {}).get("edited_by")
         if not allow_self_approval and edited_by == reviewer:
             raise ReviewForbidden(
@@ -90,19 +99,8 @@ def approve(
         ).scalar_one_or_none()
         if live in (None, OutboxStatus.CANCELLED):
             send_at = max(row.send_at, now) if row.send_at is not None else now
-            if live is None:
-                connection.execute(
-                    sa.insert(outbox).values(
-                        decision_id=row.decision_id, customer_id=row.customer_id, channel=row.channel,
-                        send_at=send_at, status=OutboxStatus.PENDING, attempts=0,
-                    )
-                )
-            else:  # withdrawn earlier: the decision keeps its one outbox row
-                connection.execute(
-                    sa.update(outbox)
-                    .where(outbox.c.decision_id == row.decision_id)
-                    .values(status=OutboxStatus.PENDING, send_at=send_at, sent_at=None, error=None)
-                )
+            # Withdrawn earlier: the decision keeps its one outbox row (and its message id).
+            outbox_writer.schedule_message(connection, row.decision_id, row.customer_id, row.channel, send_at)
             connection.execute(
                 sa.update(decisions).where(decisions.c.id == row.decision_id).values(status=DecisionStatus.SCHEDULED, approved_by=reviewer)
             )
@@ -113,8 +111,9 @@ def approve(
         return queue_item(load_row(connection, item_id))
 
 
-def _require_sendable(connection: Connection, playbook: Playbook, row: Row[Any], now: datetime) -> None:
-    """Refuse to approve what the dispatcher would refuse to send."""
+def _require_sendable(connection: Connection, playbook: Playbook, rules: Playbook, row: Row[Any], now: datetime) -> None:
+    """Refuse to approve what the dispatcher would refuse to send: the message from
+    ``playbook`` (the decision's version), the standing by the ``rules`` in force."""
     creative = current_creative(playbook, row)
     if variant_hash(creative, row.offer_id) != row.content_hash:
         raise ReviewConflict(
@@ -131,7 +130,7 @@ def _require_sendable(connection: Connection, playbook: Playbook, row: Row[Any],
             f"review item {row.id}: the content guardrails block this message ({rules})",
             hint=f"see the findings with `legato review show {row.id}`; edit it or reject it",
         )
-    standing = standing_now(connection, playbook.guardrails, row.customer_id, row.channel, creative.purpose, now)
+    standing = standing_now(connection, rules.guardrails, row.customer_id, row.channel, creative.purpose, now)
     if standing is not None:
         raise ReviewForbidden(
             f"review item {row.id}: the message cannot be sent now: {explain(standing)} ({standing})",
@@ -144,7 +143,7 @@ def edit(
     item_id: int,
     reviewer: str,
     *,
-    playbook: Playbook,
+    playbook: Playbook | None = None,
     subject: str | None = None,
     body: str | None = None,
     now: datetime,
@@ -152,9 +151,10 @@ def edit(
     """Replace the message's subject and/or body, after the content guardrails pass it.
 
     The edit is a template rendered with the same context as the creative (``{{ customer.id }}``,
-    ``{{ unsubscribe_url }}``...). A "block" verdict refuses it and saves nothing; other
-    findings are returned and audited. The content hash changes, so an approval given before
-    is withdrawn (its pending message cancelled) and the item is open again.
+    ``{{ unsubscribe_url }}``...), from the decision's playbook version (``playbook`` only
+    for decisions made before versions were stored). A "block" verdict refuses it and saves
+    nothing; other findings are returned and audited. The content hash changes, so an
+    approval given before is withdrawn (its pending message cancelled) and the item is open again.
     """
     reviewer = person_name(reviewer, "reviewer")
     if subject is None and body is None:
@@ -170,6 +170,13 @@ def edit(
             raise ReviewConflict(f"review item {item_id}: the message was already {sent}; it can no longer be edited", hint=LIST_HINT)
         if row.creative_id is None:
             raise ReviewInvalid(f"review item {item_id} proposes no message", hint="only messages can be edited")
+        source = decision_playbook(connection, row, playbook)
+        if source is None:
+            raise ReviewInvalid(
+                f"review item {item_id}: its decision was made before playbook versions were stored",
+                hint="give the playbook the agent ran on: --playbook FILE",
+            )
+        playbook = source
         base = current_creative(playbook, row)
         if row.content_override is None and variant_hash(base, row.offer_id) != row.content_hash:
             raise ReviewConflict(
@@ -206,7 +213,7 @@ def edit(
         invalidated = row.status == APPROVED
         _transition(connection, row, {row.status}, status=OPEN, decided_by=None, decided_at=None, content_hash=new_hash)
         if invalidated and sent == OutboxStatus.PENDING:
-            connection.execute(sa.update(outbox).where(outbox.c.decision_id == row.decision_id, outbox.c.status == OutboxStatus.PENDING).values(status=OutboxStatus.CANCELLED))
+            outbox_writer.cancel_for_decisions(connection, [row.decision_id])
         values: dict[str, Any] = {"content_override": override, "content_hash": new_hash}
         if invalidated:
             values |= {"status": DecisionStatus.QUEUED, "approved_by": None}
@@ -233,9 +240,7 @@ def reject(engine: Engine, item_id: int, reviewer: str, reason_code: str, *, not
         _require_decision(row, "reject")
         _require_actionable(row, now, "reject", allow=UNDECIDED)
         _transition(connection, row, UNDECIDED, status=REJECTED, decided_by=reviewer, decided_at=now)
-        stopped = connection.execute(
-            sa.update(outbox).where(outbox.c.decision_id == row.decision_id, outbox.c.status == OutboxStatus.PENDING).values(status=OutboxStatus.CANCELLED)
-        ).rowcount
+        stopped = outbox_writer.cancel_for_decisions(connection, [row.decision_id])
         connection.execute(
             sa.update(decisions)
             .where(decisions.c.id == row.decision_id, decisions.c.status.not_in((DecisionStatus.SENT, DecisionStatus.FAILED)))
@@ -299,9 +304,7 @@ def withdraw(engine: Engine, item_id: int, reviewer: str, now: datetime) -> Queu
         _require_decision(row, "withdraw")
         if row.status != APPROVED:
             raise ReviewConflict(f"review item {item_id} is {row.status}, not approved; there is nothing to withdraw", hint=LIST_HINT)
-        cancelled = connection.execute(
-            sa.update(outbox).where(outbox.c.decision_id == row.decision_id, outbox.c.status == OutboxStatus.PENDING).values(status=OutboxStatus.CANCELLED)
-        ).rowcount
+        cancelled = outbox_writer.cancel_for_decisions(connection, [row.decision_id])
         if not cancelled:
             state = _outbox_status(connection, row) or "not scheduled"
             raise ReviewConflict(

@@ -8,8 +8,9 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
+from legato.deliver import outbox as outbox_writer
 from legato.store.audit import Entry, record_many
-from legato.store.schema import decisions, inbound_messages, outbox, review_items
+from legato.store.schema import decisions, inbound_messages, review_items
 from legato.store.status import DecisionStatus, InboundStatus, OutboxStatus
 from legato.trust.optout import POSSIBLE_OPT_OUT
 from legato.trust.review.model import DEFAULT_SLA_HOURS, EXPIRED, OPEN, SLA_ACTOR, audit_subject
@@ -78,9 +79,7 @@ def expire_overdue(engine: Engine, now: datetime, *, sla_hours: Mapping[str, flo
             return 0
         ids = [{"d": row.decision_id} for row in expired if row.decision_id is not None]
         if ids:
-            connection.execute(
-                sa.update(outbox).where(outbox.c.decision_id == sa.bindparam("d"), outbox.c.status == OutboxStatus.PENDING).values(status=OutboxStatus.CANCELLED), ids
-            )
+            outbox_writer.cancel_for_decisions(connection, [i["d"] for i in ids])
             connection.execute(
                 sa.update(decisions)
                 .where(decisions.c.id == sa.bindparam("d"), decisions.c.status != DecisionStatus.SENT, decisions.c.status != DecisionStatus.FAILED)

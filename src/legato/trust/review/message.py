@@ -6,14 +6,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Row
+from sqlalchemy import Connection, Row
 
 from legato.deliver.render import edited_creative, variant_hash
 from legato.guard.message import MessageCheck, MessageChecker, Recipient, Variant
 from legato.playbook.models import Creative, Playbook
+from legato.store.playbook_versions import Versions
 from legato.trust.review.model import ReviewConflict, ReviewInvalid
 
 PREVIEW_TOKEN = "preview"  # the unsubscribe token before the message has an outbox row
+
+
+def decision_playbook(connection: Connection, row: Row[Any], given: Playbook | None) -> Playbook | None:
+    """The playbook an item's message is rendered and checked from: its decision's version;
+    for an item without one (decided before versions were stored, or not a decision), ``given``."""
+    version = getattr(row, "playbook_version_id", None)
+    return Versions().for_decision(connection, version, given)
 
 
 def current_creative(playbook: Playbook, row: Row[Any]) -> Creative:

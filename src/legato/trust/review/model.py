@@ -101,9 +101,12 @@ class ItemDetail:
     (same context; the unsubscribe token is a preview until the item is approved) and
     ``findings`` are the one check's findings on it (:mod:`legato.guard.message`): the
     variant's, and what this customer's copy adds. ``standing`` is why the customer could
-    not be sent it now (suppression list, contact point, consent), None when they could. ``matches_playbook`` is False when the
-    playbook's creative is no longer the one the decision was made with: what is rendered
-    then is not what the hash stands for. A conversation has ``message`` (what the customer
+    not be sent it now (suppression list, contact point, consent), None when they could.
+    The message is rendered from the playbook version the decision was made with (stored by
+    its cycle), so it is what the hash stands for and what will be sent, whatever playbook
+    file is given. ``matches_playbook`` says whether a given playbook file still holds the
+    same creative (False: the file changed since; what is shown and sent is still the
+    decision's own); without a file, whether the decision's version does. A conversation has ``message`` (what the customer
     wrote) and no decision; a finding has neither. ``evidence`` is the item's own, or for a
     decision escalated by a company value, the value's statement from the playbook.
     """

@@ -14,7 +14,7 @@ from legato.guard.standing import standing_now
 from legato.playbook.models import Playbook
 from legato.store.schema import audit_log, customers, decisions, inbound_messages, outbox, review_items
 from legato.trust.escalation import evidence_for_reason
-from legato.trust.review.message import PREVIEW_TOKEN, current_creative, playbook_hash, render_and_check
+from legato.trust.review.message import PREVIEW_TOKEN, current_creative, decision_playbook, playbook_hash, render_and_check
 from legato.trust.review.model import (
     KINDS,
     LIST_HINT,
@@ -105,21 +105,25 @@ def list_items(
 def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None, now: datetime | None = None) -> ItemDetail:
     """One item with its decision (or the customer's message), its history and evidence.
 
-    Given the playbook, a decision's message is rendered and checked as the dispatcher would
-    (the one check of :mod:`legato.guard.message`), ``standing`` says whether the customer
-    could be sent it at ``now`` (default: the wall clock), and a decision escalated by a
-    company value shows the value's statement.
+    A decision's message is rendered and checked as the dispatcher would (the one check of
+    :mod:`legato.guard.message`), from the playbook version the decision was made with;
+    ``standing`` says whether the customer could be sent it at ``now`` (default: the wall
+    clock), by the rules of ``playbook`` if given, else of that version; and a decision
+    escalated by a company value shows the value's statement. ``playbook`` (the file)
+    renders only decisions made before versions were stored; for the others it is compared
+    with the decision's version (``matches_playbook``).
     """
     now = now or datetime.now(timezone.utc)
     with engine.connect() as connection:
         row = load_row(connection, item_id)
+        source = decision_playbook(connection, row, playbook)
         customer = connection.execute(
             sa.select(customers.c.id, customers.c.email, customers.c.phone, customers.c.attributes).where(
                 customers.c.id == row.customer_id
             )
         ).first() if row.customer_id is not None else None
         sent = connection.execute(
-            sa.select(outbox.c.id, outbox.c.status, outbox.c.send_at, outbox.c.sent_at).where(outbox.c.decision_id == row.decision_id)
+            sa.select(outbox.c.message_id, outbox.c.status, outbox.c.send_at, outbox.c.sent_at).where(outbox.c.decision_id == row.decision_id)
         ).first() if row.decision_id is not None else None
         history = connection.execute(
             sa.select(audit_log.c.at, audit_log.c.actor, audit_log.c.action, audit_log.c.detail, audit_log.c.before_hash, audit_log.c.after_hash)
@@ -128,11 +132,12 @@ def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None,
         ).all()
     content = render_error = matches = standing = None
     findings: list[dict[str, Any]] = []
-    if playbook is not None and row.creative_id is not None:
-        matches = row.content_override is not None or playbook_hash(playbook, row) == row.content_hash
+    if source is not None and row.creative_id is not None:
+        against = playbook if playbook is not None else source
+        matches = row.content_override is not None or playbook_hash(against, row) == row.content_hash
         try:
-            creative = current_creative(playbook, row)
-            check = render_and_check(playbook, creative, row, customer, message_token(sent.id, row.customer_id, ring_for(engine)) if sent else PREVIEW_TOKEN)
+            creative = current_creative(source, row)
+            check = render_and_check(source, creative, row, customer, message_token(sent.message_id, row.customer_id, ring_for(engine)) if sent else PREVIEW_TOKEN)
             rendered = check.rendered
             if rendered is not None:
                 content = {"subject": rendered.subject, "title": rendered.title, "body": rendered.body}
@@ -142,7 +147,7 @@ def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None,
             findings = [finding_dict(f) | {"in": "variant"} for f in check.variant_findings]
             findings += [finding_dict(f) | {"in": "copy"} for f in check.copy_findings]
             with engine.connect() as connection:
-                standing = standing_now(connection, playbook.guardrails, row.customer_id, row.channel, creative.purpose, now)
+                standing = standing_now(connection, (playbook or source).guardrails, row.customer_id, row.channel, creative.purpose, now)
         except (RenderError, ReviewError) as exc:
             render_error = str(exc.message if isinstance(exc, ReviewError) else exc)
     decision: dict[str, Any] | None = None
@@ -151,8 +156,8 @@ def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None,
         decision |= {name: getattr(row, name) for name in ("agent_id", "customer_id", "offer_id", "creative_id", "channel", "send_at")}
     message = {name: getattr(row, f"m_{name}") for name in _MESSAGE_FIELDS} if row.inbound_message_id is not None else None
     evidence = row.evidence
-    if evidence is None and playbook is not None:
-        evidence = evidence_for_reason(playbook, row.reason)
+    if evidence is None and source is not None:
+        evidence = evidence_for_reason(source, row.reason)
     return ItemDetail(
         item=queue_item(row),
         decision=decision,
@@ -174,6 +179,7 @@ def load_row(connection: Connection, item_id: int, *, lock: bool = False) -> Row
     query = sa.select(
         *_ITEM_COLUMNS,
         decisions.c.content_override,
+        decisions.c.playbook_version_id,
         *(decisions.c[name].label(f"d_{name}") for name in _DECISION_FIELDS),
         *(inbound_messages.c[name].label(f"m_{name}") for name in _MESSAGE_FIELDS),
     ).select_from(_FROM).where(review_items.c.id == item_id)
