@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from legato.clock import FixedClock
 from legato.errors import Conflict, Invalid
 from legato.validation import parse_playbook
-from legato.service import cycles, imports, replies, review
+from legato.service import cycles, imports, replies
 from legato.store.schema import cycles as cycles_table
 from legato.store.status import CycleStatus
 
@@ -27,15 +27,6 @@ def test_no_cycle_earlier_than_the_last_one(engine: Engine) -> None:
     cycles.refuse_going_back(engine, AT)  # the same instant again is allowed
     with pytest.raises(Conflict, match="the last cycle ran at 2024-03-10 08:00 UTC, after 2024-03-05 08:00 UTC"):
         cycles.run(engine, parse_playbook(EXAMPLE), FixedClock(AT - timedelta(days=5)), {})
-
-
-def test_self_approval_follows_the_caller_then_the_playbook() -> None:
-    playbook = parse_playbook(EXAMPLE)
-    strict = parse_playbook(EXAMPLE + "\nreview:\n  allow_self_approval: false\n")
-    assert review.self_approval_allowed(None, None) is True
-    assert review.self_approval_allowed(playbook, None) is playbook.review.allow_self_approval
-    assert review.self_approval_allowed(playbook, False) is False
-    assert review.self_approval_allowed(strict, None) is False and review.self_approval_allowed(strict, True) is True
 
 
 def test_a_reply_comes_in_on_a_channel_the_playbook_has() -> None:

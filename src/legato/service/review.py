@@ -1,7 +1,8 @@
 """The review queue's use cases: read it, and act on one item as a named person.
 
-The rule a face used to decide — whether the person who edited a message may also approve
-it — is taken here from the playbook when the caller does not say.
+Whether the person who edited a message may also approve it is decided by
+``legato.trust.review.actions.approve`` (the caller's word, else the decision's playbook
+version and the given playbook); the faces pass the caller's word through.
 """
 
 from __future__ import annotations
@@ -24,13 +25,6 @@ def queue(
 
 def show(engine: Engine, item_id: int, *, playbook: Playbook | None = None, now: datetime | None = None) -> ItemDetail:
     return review.show_item(engine, item_id, playbook=playbook, now=now)
-
-
-def self_approval_allowed(playbook: Playbook | None, asked: bool | None) -> bool:
-    """What the caller asked for; else the playbook's ``review.allow_self_approval``; else allowed."""
-    if asked is not None:
-        return asked
-    return playbook.review.allow_self_approval if playbook is not None else True
 
 
 def approve(
