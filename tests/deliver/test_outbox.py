@@ -123,7 +123,7 @@ def test_a_message_already_in_the_file_is_not_written_twice(engine: Engine, tmp_
     assert len(written(tmp_path)) == 4
 
 
-def test_migration_0008_gives_every_existing_message_its_own_uuid(tmp_path: Path) -> None:
+def test_migration_0009_gives_every_existing_message_its_own_uuid(tmp_path: Path) -> None:
     from alembic import command
 
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")

@@ -1,7 +1,7 @@
 """playbook versions: the playbook each cycle ran, referenced by its decisions
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-01 09:50:00
 
 Review and dispatch rendered a decision's message from whatever playbook file they were
@@ -20,7 +20,7 @@ import legato.store.types
 
 
 revision = '0010'
-down_revision = '0008'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 

@@ -1,6 +1,6 @@
 """cycle partitions and budget reservations
 
-Revision ID: 0011
+Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-01 10:00:00
 """
@@ -13,7 +13,7 @@ from alembic import op
 import legato.store.types
 
 
-revision = '0011'
+revision = '0008'
 down_revision = '0007'
 branch_labels = None
 depends_on = None

@@ -1,7 +1,7 @@
 """outbox message ids: a UUID per message, unique across databases
 
-Revision ID: 0008
-Revises: 0011
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-01 09:40:00
 
 Outbox row ids restart with every database, so they could not tell one database's message
@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision = '0008'
-down_revision = '0011'
+revision = '0009'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
