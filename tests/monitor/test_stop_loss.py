@@ -58,7 +58,8 @@ def test_crossing_the_limit_demotes_to_the_rules_stage_and_logs_why(
     assert stored_stage(engine) == 1
     assert breaches_logged(engine) == [
         {"actor": "stop_loss", "entity_id": "mailer", "at": now, "metric": "unsubscribe_rate", "value": 0.03,
-         "limit": 0.02, "sends": 100, "demoted_to": 1, "from": 3}
+         "limit": 0.02, "sends": 100, "demoted_to": 1, "from": 3, "to": 1,
+         "reason": "unsubscribe_rate 0.03 crossed 0.02 over 100 settled sends"}
     ]
 
 
