@@ -7,7 +7,9 @@ another; the fixtures in ``conftest.py`` (``cycle_at``, ``make_playbook``,
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
+from typing import Any
 
 import pyarrow as pa
 from sqlalchemy import Engine
@@ -87,3 +89,53 @@ def learning_playbook(policy: str = "{name: beta_thompson}") -> Playbook:
     )
     text = text.replace('do_nothing: false', 'do_nothing: true')
     return parse_playbook(text)
+
+
+# --- a text-and-e-mail world: what each customer received, round by round --------------
+
+TWO_CHANNELS = """
+brand:
+  name: Test Co
+  legal: {sender_name: Test Co, postal_address: "1 Main St", support_contact: "help@test.example", unsubscribe_url: "https://test.example/u"}
+objectives:
+  - {id: grow, goal: engagement, why: testing, stages: [any], kpis: [{metric: visit_rate, target: 0.1}]}
+lifecycle:
+  - {stage: any, when: "true"}
+channels:
+  email: {kind: file, path: out/email.jsonl}
+  sms: {kind: file, path: out/sms.jsonl}
+creatives:
+  - {id: text, channel: sms, body: "Test Co: new boots are in. Reply STOP to opt out."}
+  - {id: mail, channel: email, subject: "New boots", body: "New boots are in. Unsubscribe: {{ unsubscribe_url }} {{ brand.postal_address }}"}
+agents:
+  - {id: texter, objective: grow, audience: "true", actions: {creatives: [text], send_windows: ["09:00-17:00"], do_nothing: false}, policy: {name: uniform_random}, holdout: 0, trust_stage: 3}
+  - {id: mailer, objective: grow, audience: "true", actions: {creatives: [mail], send_windows: ["09:00-17:00"], do_nothing: false}, policy: {name: uniform_random}, holdout: 0, trust_stage: 3}
+guardrails:
+  consent:
+    - {channel: email, purpose: marketing}
+    - {channel: sms, purpose: marketing}
+  quiet_hours: []
+"""
+
+
+def two_channel_playbook() -> Playbook:
+    return parse_playbook(TWO_CHANNELS)
+
+
+def send_round(engine: Engine, pb: Playbook, at: datetime, folder: Any) -> dict[str, dict[str, str]]:
+    """A real cycle at ``at`` and the dispatcher two hours later, writing to a fresh
+    ``folder``/out/*.jsonl: per channel, the customers reached and the address used."""
+    from datetime import timedelta
+
+    from legato.cycle import run_cycle
+    from legato.deliver.dispatch import dispatch_due, transports
+
+    sinks = transports(pb, folder)
+    run_cycle(engine, pb, FixedClock(at), sinks)
+    dispatch_due(engine, pb, FixedClock(at + timedelta(hours=2)), transports(pb, folder))
+    reached: dict[str, dict[str, str]] = {}
+    for channel in ("email", "sms"):
+        path = folder / "out" / f"{channel}.jsonl"
+        lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
+        reached[channel] = {m["customer_id"]: m["to"] for m in lines}
+    return reached

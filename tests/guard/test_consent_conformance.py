@@ -51,6 +51,7 @@ RULES = {
     "express_or_implied": "{require: express_or_implied}",
     "express": "{require: express}",
     "soft_opt_in": "{require: express_or_implied, existing_customer_exception: true}",
+    "long_implied": "{require: express_or_implied, implied_lifetime_days: 3650}",  # the playbook's lifetime, not 730 days
 }
 
 BODY = {
@@ -171,5 +172,6 @@ def test_the_cycle_the_dispatcher_and_the_review_queue_agree_on_consent(
         assert cycle[(transactional, "express_no_contact")] == f"no_contact_point:{channel}"
         soft = rule == "soft_opt_in"
         assert cycle[(marketing, "none_buyer")] == (None if soft or rule == "no_rule" else f"no_consent:{channel}")
-        assert cycle[(marketing, "implied_expired_buyer")] == (None if rule == "no_rule" else f"no_consent:{channel}")
+        assert cycle[(marketing, "implied_expired_buyer")] == (None if rule in ("no_rule", "long_implied") else f"no_consent:{channel}")
         assert cycle[(marketing, "implied")] == (f"no_consent:{channel}" if rule == "express" else None)
+        assert cycle[(marketing, "implied_expired")] == (None if rule in ("no_rule", "long_implied") else f"no_consent:{channel}")

@@ -95,7 +95,7 @@ def test_customers_csv_are_stored_with_consents_attributes_and_empty_traits(
     implied = consents["C1", "sms", "marketing"]
     assert (implied["status"], implied["kind"]) == ("granted", "implied")
     assert implied["recorded_at"] == T1
-    assert implied["expires_at"] == T1 + timedelta(days=730)
+    assert implied["expires_at"] is None  # its lifetime is the consent rule's (guard.consent), not the import's
     assert consents["C2", "email", "marketing"]["status"] == "revoked"
     assert {c["source"] for c in consents.values()} == {"import:customers.csv"}
 
@@ -160,7 +160,7 @@ def test_a_consent_change_alone_updates_the_customer(engine: Engine, tmp_path: P
     assert by_id(engine, schema.customers)["C1"]["updated_at"] == T2
 
 
-def test_explicit_consent_at_sets_the_time_and_implied_expiry(engine: Engine, tmp_path: Path) -> None:
+def test_explicit_consent_at_sets_the_time(engine: Engine, tmp_path: Path) -> None:
     path = write(
         tmp_path,
         "customers.csv",
@@ -174,7 +174,7 @@ def test_explicit_consent_at_sets_the_time_and_implied_expiry(engine: Engine, tm
     assert counts(again) == (2, 0, 0, 2, 0)
     consent = {(c["customer_id"], c["channel"]): c for c in table_rows(engine, schema.consents)}
     assert consent["C1", "email"]["recorded_at"] == datetime(2023, 6, 1, 8, tzinfo=timezone.utc)
-    assert consent["C1", "email"]["expires_at"] == datetime(2025, 5, 31, 8, tzinfo=timezone.utc)
+    assert consent["C1", "email"]["expires_at"] is None
     assert consent["C1", "push"]["kind"] == "express"
     assert consent["C2", "email"]["recorded_at"] == T1  # no consent_at: the import's time
 

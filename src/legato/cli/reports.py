@@ -163,11 +163,15 @@ suppress_app = typer.Typer(help="The global suppression / do-not-contact list (n
 def suppress_add(
     reason: Annotated[str, typer.Option(help="Why, e.g. 'national do-not-call registry' or 'legal hold'.")],
     email: Annotated[Optional[str], typer.Option(help="An e-mail address.")] = None,
-    phone: Annotated[Optional[str], typer.Option(help="A phone number as stored on customers.")] = None,
+    phone: Annotated[Optional[str], typer.Option(help="A phone number in any usual form, with its country code (+1 415 555 0100) or --country.")] = None,
     customer: Annotated[Optional[str], typer.Option(help="A customer id.")] = None,
+    country: Annotated[Optional[str], typer.Option(help="The country (2 letters) a --phone without country code is read in.")] = None,
     database: DatabaseOption = None,
 ) -> None:
     """Put an address, number or customer on the list; agents and the dispatcher honour it at once.
+
+    Numbers are listed in E.164 and addresses lower-cased, the form imports store, so any
+    way of writing a number stops it.
 
     Example: `legato suppress add --email someone@example.com --reason "asked by phone"`
     """
@@ -179,7 +183,7 @@ def suppress_add(
         if len(given) != 1:
             raise LegatoError("give exactly one of --email, --phone or --customer")
         engine = connect(database)
-        add_suppression(engine, given[0][0], given[0][1], reason, SystemClock().now())
+        listed = add_suppression(engine, given[0][0], given[0][1], reason, SystemClock().now(), country=country)
     except LegatoError as error:
         fail(error)
-    console.print(f"suppressed {given[0][0]} {given[0][1]}")
+    console.print(f"suppressed {given[0][0]} {listed}", markup=False, highlight=False)

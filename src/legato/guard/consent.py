@@ -12,9 +12,11 @@ The rule (see docs/architecture.md, "Consent"):
 - A revoked consent always blocks: an objection to direct marketing is absolute (GDPR
   Art. 21(3)), and it wins over a soft opt-in.
 - A channel the playbook has no consent rule for needs none (CAN-SPAM's opt-out regime).
-- Otherwise the customer needs a granted consent that has not expired (implied consents
-  imported from files expire 730 days after they were given, CASL; the importer sets the
-  expiry) and, under ``require: express``, of the express kind.
+- Otherwise the customer needs a granted consent that has not expired and, under
+  ``require: express``, of the express kind. An implied consent holds for
+  :data:`IMPLIED_CONSENT_LIFETIME` (730 days, CASL's two years) from when it was given, or
+  for the consent rule's ``implied_lifetime_days`` in the playbook; the rule applies it
+  when it is asked, so changing the playbook changes it for every consent on file.
 - ``existing_customer_exception``: with no statement on file at all, a past purchase counts
   as consent (ePrivacy Art. 13(2) "soft opt-in"). A statement on file, even an expired or
   implied one under ``require: express``, is the customer's answer and is not overridden.
@@ -23,7 +25,7 @@ The rule (see docs/architecture.md, "Consent"):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -32,6 +34,12 @@ from sqlalchemy import ColumnElement, and_, case, func, literal, or_
 from legato.playbook.models import Guardrails
 
 MARKETING = "marketing"
+TRANSACTIONAL = "transactional"
+PURPOSES = (MARKETING, TRANSACTIONAL)
+
+# CASL treats implied consent (an existing business relationship) as valid for two years
+# from the purchase or inquiry that created it; 730 days is that period without leap days.
+IMPLIED_CONSENT_LIFETIME = timedelta(days=730)
 
 
 class ConsentStatus(str, Enum):
@@ -70,7 +78,8 @@ class ConsentRecord:
 
     status: str
     kind: str
-    expires_at: datetime | None = None
+    expires_at: datetime | None = None  # an expiry the source stated (imports state none)
+    given_at: datetime | None = None  # when it was given: an implied consent's lifetime runs from it
 
 
 @dataclass(frozen=True)
@@ -81,13 +90,18 @@ class ConsentRule:
     required: bool = False  # the playbook has a consent rule for the channel's marketing
     express_only: bool = False
     soft_opt_in: bool = False
+    implied_lifetime: timedelta = IMPLIED_CONSENT_LIFETIME
 
     @classmethod
     def of(cls, guardrails: Guardrails, channel: str) -> ConsentRule:
         rule = next((r for r in guardrails.consent if r.channel.value == channel and r.purpose.value == MARKETING), None)
         if rule is None:
             return cls(channel)
-        return cls(channel, required=True, express_only=rule.require == "express", soft_opt_in=rule.existing_customer_exception)
+        lifetime = timedelta(days=rule.implied_lifetime_days) if rule.implied_lifetime_days else IMPLIED_CONSENT_LIFETIME
+        return cls(
+            channel, required=True, express_only=rule.require == "express", soft_opt_in=rule.existing_customer_exception,
+            implied_lifetime=lifetime,
+        )
 
     # --- in Python: one message at a time ------------------------------------------------
 
@@ -104,6 +118,11 @@ class ConsentRule:
         valid = (
             record.status == ConsentStatus.GRANTED.value
             and (record.expires_at is None or record.expires_at > now)
+            and (
+                record.kind != ConsentKind.IMPLIED.value
+                or record.given_at is None
+                or record.given_at > now - self.implied_lifetime
+            )
             and (not self.express_only or record.kind == ConsentKind.EXPRESS.value)
         )
         return None if valid else ConsentBlock.MISSING
@@ -119,6 +138,7 @@ class ConsentRule:
         valid = and_(
             consent.c.status == ConsentStatus.GRANTED.value,
             or_(consent.c.expires_at.is_(None), consent.c.expires_at > now),
+            or_(consent.c.kind != ConsentKind.IMPLIED.value, given_at(consent) > now - self.implied_lifetime),
         )
         if self.express_only:
             valid = and_(valid, consent.c.kind == ConsentKind.EXPRESS.value)
@@ -129,6 +149,11 @@ class ConsentRule:
             (valid, literal(ALLOWED)),
             else_=literal(ConsentBlock.MISSING.code),
         )
+
+
+def given_at(consent: Any) -> ColumnElement[Any]:
+    """When a ``consents`` row's statement was made (the instant an implied consent's lifetime runs from)."""
+    return consent.c.recorded_at
 
 
 ALLOWED = 0

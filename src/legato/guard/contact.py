@@ -20,7 +20,7 @@ import numpy.typing as npt
 from sqlalchemy import ColumnElement, Select, String, and_, case, func, literal, or_, select, union_all
 from sqlalchemy import cast as sa_cast
 
-from legato.channels import REGISTRY
+from legato.channels import REGISTRY, normalize_contact
 from legato.errors import LegatoError
 from legato.guard.consent import ALLOWED, MARKETING, ConsentBlock, ConsentRule
 from legato.guard.quiet_hours import apply_quiet_hours, candidate_zones, zone_named
@@ -128,17 +128,23 @@ def on_suppression_list() -> ColumnElement[bool]:
     )
 
 
-def add_suppression(engine: Any, kind: str, value: str, reason: str, now: datetime) -> None:
-    """Put a customer id, e-mail address or phone number on the list (again: no change)."""
+def add_suppression(engine: Any, kind: str, value: str, reason: str, now: datetime, *, country: str | None = None) -> str:
+    """Put a customer id, e-mail address or phone number on the list (again: no change).
+
+    Addresses and numbers are put in their one form first (:func:`legato.channels.normalize_contact`),
+    the form imports store, so ``+1 (415) 555-0100`` on the list stops ``+14155550100``;
+    ``country`` reads a number written without its country code. Returns the value listed.
+    """
     if kind not in ("customer", "email", "phone"):
         raise LegatoError(f"'{kind}' is not a suppression kind", hint="use customer, email or phone")
-    value = value.strip().lower() if kind == "email" else value.strip()
-    if not value or not reason.strip():
+    if not value.strip() or not reason.strip():
         raise LegatoError("a suppression needs a value and a reason")
+    value = value.strip() if kind == "customer" else normalize_contact(kind, value, country)
     with engine.begin() as connection:
         exists = connection.execute(select(suppressions.c.kind).where(suppressions.c.kind == kind, suppressions.c.value == value)).first()
         if exists is None:
             connection.execute(suppressions.insert().values(kind=kind, value=value, reason=reason, added_at=now))
+    return value
 
 
 def _cap_counts(

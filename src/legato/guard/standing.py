@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, literal, select
 
 from legato.channels import REGISTRY
-from legato.guard.consent import MARKETING, ConsentRecord, ConsentRule
+from legato.guard.consent import MARKETING, ConsentRecord, ConsentRule, given_at
 from legato.guard.contact import on_suppression_list
 from legato.playbook.models import Guardrails
 from legato.store.schema import consents, customers, traits
@@ -32,6 +32,7 @@ def standing_columns(channel: ColumnElement[str]) -> list[ColumnElement[Any]]:
         consent.c.status.label("standing_consent_status"),
         consent.c.kind.label("standing_consent_kind"),
         consent.c.expires_at.label("standing_consent_expires_at"),
+        given_at(consent).label("standing_consent_given_at"),
         traits.c.purchase_count.label("standing_purchases"),
         on_suppression_list().label("standing_suppressed"),
     ]
@@ -61,7 +62,11 @@ def standing_reason(guardrails: Guardrails, row: Any, channel: str, purpose: str
     if REGISTRY[channel].address(row.standing_customer, row.standing_email, row.standing_phone) is None:
         return f"no_contact_point:{channel}"
     status = row.standing_consent_status
-    record = ConsentRecord(status, row.standing_consent_kind, row.standing_consent_expires_at) if status else None
+    record = (
+        ConsentRecord(status, row.standing_consent_kind, row.standing_consent_expires_at, row.standing_consent_given_at)
+        if status
+        else None
+    )
     block = ConsentRule.of(guardrails, channel).verdict(purpose, record, row.standing_purchases, now)
     return block.reason(channel) if block is not None else None
 

@@ -322,6 +322,13 @@ class ConsentRule(Strict):
         description="Customers who bought before may receive marketing of similar products without a "
         "consent on file (ePrivacy Art. 13(2) 'soft opt-in'); an objection still always wins.",
     )
+    implied_lifetime_days: int | None = Field(
+        None,
+        ge=1,
+        le=3650,
+        description="How long an implied consent holds from when it was given; default 730 days "
+        "(CASL's two years). The consent rule (legato.guard.consent) applies it.",
+    )
 
 
 class FrequencyCap(Strict):

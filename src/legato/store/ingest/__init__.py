@@ -19,7 +19,6 @@ raised as :class:`ImportFileError` before anything is written.
 The names below are the public API; the modules behind them are the package's own.
 """
 
-from legato.store.ingest.consent import CHANNELS, IMPLIED_CONSENT_LIFETIME, PURPOSES
 from legato.store.ingest.customers import import_customers
 from legato.store.ingest.events import import_events
 from legato.store.ingest.json_columns import ATTRIBUTE_TYPES
@@ -29,10 +28,7 @@ from legato.store.ingest.stage import Progress
 
 __all__ = [
     "ATTRIBUTE_TYPES",
-    "CHANNELS",
     "FORMATS",
-    "IMPLIED_CONSENT_LIFETIME",
-    "PURPOSES",
     "ImportFileError",
     "ImportReport",
     "Progress",

@@ -1,25 +1,24 @@
-"""Consent columns of a customer import: ``consent_<channel>_<purpose>`` cells become consent rows."""
+"""Consent columns of a customer import: ``consent_<channel>_<purpose>`` cells become consent rows.
+
+Channels are the channel registry's (:data:`legato.channels.NAMES`), purposes and how long
+an implied consent lasts are the consent rule's (:mod:`legato.guard.consent`).
+"""
 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from legato.channels import NAMES as CHANNELS
+from legato.guard.consent import PURPOSES
 from legato.store.ingest.columns import cell_text, mask, quoted
 from legato.store.ingest.read import Frame
 from legato.store.ingest.report import ImportFileError
 from legato.store.ingest.rows import Problems
-
-CHANNELS = ("email", "sms", "push", "whatsapp", "webhook")
-PURPOSES = ("marketing", "transactional")
-
-# CASL treats implied consent (an existing business relationship) as valid for two years
-# from the purchase or inquiry that created it; 730 days is that period without leap days.
-IMPLIED_CONSENT_LIFETIME = timedelta(days=730)
 
 # consent cell -> (status, kind); an empty cell means "no statement", so no row
 _CONSENT_VALUES = {
@@ -88,12 +87,10 @@ def consent_stage_rows(
     else:
         recorded = pc.fill_null(consent_at, now_scalar)
         explicit = pc.cast(pc.is_valid(consent_at), pa.int64())
-    lifetime = pa.scalar(IMPLIED_CONSENT_LIFETIME, pa.duration("us"))
     parts = []
     for channel, purpose, statuses, kinds in consents:
-        expires = pc.if_else(
-            pc.equal(kinds, "implied"), pc.add(recorded, lifetime), pa.scalar(None, recorded.type)
-        )
+        # An implied consent's lifetime is the consent rule's to apply (it may be the playbook's).
+        expires = pa.nulls(rows, recorded.type)
         part = pa.table(
             {
                 "customer_id": ids,

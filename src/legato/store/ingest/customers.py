@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, Engine, text
 
+from legato.channels import CONTACT_FIELDS, ContactError, normalize_emails, normalize_phone
 from legato.clock import Clock, SystemClock, as_utc
 from legato.errors import LegatoError
 from legato.store import traits
@@ -24,10 +25,9 @@ from legato.store.ingest.rows import Problems, check_ids, check_unique_ids
 from legato.store.ingest.stage import Progress, Steps, drop_stage, load_stage, timed
 
 # Column lengths from the schema: checking them here turns what would be a PostgreSQL
-# error aborting the whole import (SQLite does not enforce them) into a row error.
-_CUSTOMER_FIELDS = {"email": 320, "phone": 32, "time_zone": 64, "country": 2, "region": 16}
-
-_EMAIL = r"^[^@\s]+@[^@\s]+$"
+# error aborting the whole import (SQLite does not enforce them) into a row error. The
+# contact columns (email, phone), their lengths and their one form are the channel registry's.
+_CUSTOMER_FIELDS = {**CONTACT_FIELDS, "time_zone": 64, "country": 2, "region": 16}
 
 _CUSTOMER_STAGE = "legato_stage_customers"
 _CONSENT_STAGE = "legato_stage_consents"
@@ -67,7 +67,9 @@ def import_customers(
 
     ids = check_ids(frame, problems, "id", "id (every customer needs one)")
     check_unique_ids(frame, problems, ids)
-    fields = {name: _customer_field(frame, problems, name) for name in _CUSTOMER_FIELDS}
+    fields: dict[str, pa.Array] = {}
+    for name in sorted(_CUSTOMER_FIELDS, key=lambda n: n == "phone"):  # a phone is read in the row's country
+        fields[name] = _customer_field(frame, problems, name, fields.get("country"))
 
     consent_at: pa.Array | None = None
     if "consent_at" in frame.names:
@@ -128,8 +130,9 @@ def import_customers(
     return report
 
 
-def _customer_field(frame: Frame, problems: Problems, name: str) -> pa.Array:
-    """email, phone, time_zone, country or region, checked; null where absent or empty."""
+def _customer_field(frame: Frame, problems: Problems, name: str, countries: pa.Array | None = None) -> pa.Array:
+    """email, phone, time_zone, country or region, checked; null where absent or empty.
+    E-mail addresses and phone numbers are put in their one form (:mod:`legato.channels`)."""
     if name not in frame.names:
         return pa.nulls(frame.table.num_rows, pa.string())
     values = cell_text(frame.column(name), name)
@@ -147,10 +150,35 @@ def _customer_field(frame: Frame, problems: Problems, name: str) -> pa.Array:
         return values
     limit = _CUSTOMER_FIELDS[name]
     if name == "email":
-        bad = mask(pc.is_valid(values)) & ~mask(pc.match_substring_regex(values, _EMAIL))
+        values, bad = normalize_emails(values)
         problems.add(bad, name, values, lambda v: f"{quoted(v)} is not an email address")
+    elif name == "phone":
+        return _phones(problems, values, countries, limit)
     problems.add(too_long(values, limit), name, values, lambda v: f"{quoted(v)} is longer than {limit} characters")
     return values
+
+
+def _phones(problems: Problems, values: pa.Array, countries: pa.Array | None, limit: int) -> pa.Array:
+    """Phone numbers in E.164, each read in its row's country when it has no country code."""
+    shown = values.to_pylist()
+    places = countries.to_pylist() if countries is not None else [None] * len(shown)
+    result: list[str | None] = []
+    failed: list[tuple[int, str, str]] = []
+    for index, (value, country) in enumerate(zip(shown, places)):
+        if value is None:
+            result.append(None)
+            continue
+        if len(value) > 2 * limit:  # room for spaces, dashes and brackets around the digits
+            failed.append((index, value, f"{quoted(value)} is longer than {2 * limit} characters"))
+            result.append(None)
+            continue
+        try:
+            result.append(normalize_phone(value, country if country and len(country) == 2 else None))
+        except ContactError as error:
+            failed.append((index, value, f"{error.message}; {error.hint}"))
+            result.append(None)
+    problems.add_rows(failed, "phone")
+    return pa.array(result, pa.string())
 
 
 def _is_zone(name: str) -> bool:
