@@ -82,6 +82,24 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     _truncate(engine)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def blank_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database with no schema at all, once per backend: for migration tests."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'blank.db'}"
+        return
+    if os.environ.get("LEGATO_TEST_SKIP_POSTGRES") == "1":
+        pytest.skip("LEGATO_TEST_SKIP_POSTGRES=1: PostgreSQL tests skipped on purpose")
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    name = f"legato_blank_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     """A migrated, empty store on each backend."""
@@ -127,10 +145,10 @@ def _per_row(column: str, value: Any) -> bool:
 
 # The columns a decision gets from its route, as the cycle writes them, and once dispatched.
 DECISION_KINDS: dict[str, dict[str, Any]] = {
-    "sent": {"route": "execute", "status": "sent", "holdout": False, "creative_id": "hello", "channel": "email"},
+    "sent": {"route": "scheduled", "status": "sent", "holdout": False, "creative_id": "hello", "channel": "email"},
     "holdout": {"route": "holdout", "status": "holdout", "holdout": True},
     "control": {"route": "control", "status": "control", "holdout": False},
-    "suppressed": {"route": "suppress", "status": "suppressed", "holdout": False},
+    "suppressed": {"route": "suppressed", "status": "suppressed", "holdout": False},
 }
 
 

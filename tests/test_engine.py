@@ -325,7 +325,7 @@ def test_calendar_day_cap_resets_at_local_midnight(engine: Engine, tmp_path: Pat
             with engine.connect() as c:
                 moved = set(
                     c.execute(
-                        sa.select(decisions.c.send_at).where(decisions.c.decided_at == AT + timedelta(hours=10), decisions.c.route == "execute")
+                        sa.select(decisions.c.send_at).where(decisions.c.decided_at == AT + timedelta(hours=10), decisions.c.route == "scheduled")
                     ).scalars()
                 )
             assert moved == {AT + timedelta(hours=16)}  # midnight UTC after 2024-03-04

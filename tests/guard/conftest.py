@@ -39,7 +39,7 @@ def propose() -> Callable[[Engine, Playbook, Iterable[str], datetime], Proposals
                         sa.insert(decisions).values(
                             cycle_id=cycle, agent_id=agent.id, customer_id=customer, decided_at=at, action=creative.id,
                             creative_id=creative.id, channel=creative.channel.value, send_at=at, propensity=1.0,
-                            expected_value=0.0, holdout=False, findings="[]", route="review", status="queued",
+                            expected_value=0.0, holdout=False, findings="[]", route="queued", status="queued",
                             content_hash=content_hash,
                         ).returning(decisions.c.id)
                     ).scalar_one()

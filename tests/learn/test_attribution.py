@@ -171,7 +171,7 @@ def test_the_penalty_of_a_rejection_reaches_the_policy_not_the_stored_reward(eng
         from legato.store.schema import cycles
 
         cycle = c.execute(sa.insert(cycles).values(at=AT, started_at=AT, status="finished").returning(cycles.c.id)).scalar_one()
-        base = {"cycle_id": cycle, "agent_id": "mailer", "decided_at": AT, "action": "hello/no_offer/09:00-17:00", "propensity": 1.0, "holdout": False, "findings": [], "route": "review"}
+        base = {"cycle_id": cycle, "agent_id": "mailer", "decided_at": AT, "action": "hello/no_offer/09:00-17:00", "propensity": 1.0, "holdout": False, "findings": [], "route": "queued"}
         rejected = c.execute(sa.insert(decisions).values(customer_id="c001", status="rejected", **base).returning(decisions.c.id)).scalar_one()
         c.execute(sa.insert(review_items).values(kind="decision", decision_id=rejected, agent_id="mailer", reason="trust_stage_0", priority=50, status="rejected", created_at=AT))
         settled = settle(c, "mailer", pb.objective("grow"), {}, AT + timedelta(days=2))
@@ -192,7 +192,7 @@ def test_an_outcome_naming_a_decision_is_exclusive_within_its_agent_only(engine:
             h: c.execute(sa.insert(cycles).values(at=AT + timedelta(hours=h), started_at=AT + timedelta(hours=h), status="finished").returning(cycles.c.id)).scalar_one()
             for h in (0, 1)
         }
-        base = {"customer_id": "c001", "action": "hello/no_offer/09:00-17:00", "propensity": 1.0, "holdout": False, "findings": [], "route": "execute", "status": "sent"}
+        base = {"customer_id": "c001", "action": "hello/no_offer/09:00-17:00", "propensity": 1.0, "holdout": False, "findings": [], "route": "scheduled", "status": "sent"}
         ids = {
             name: c.execute(
                 sa.insert(decisions).values(cycle_id=cycle[h], agent_id=agent, decided_at=AT + timedelta(hours=h), send_at=AT + timedelta(hours=h), **base).returning(decisions.c.id)

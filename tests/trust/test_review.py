@@ -221,7 +221,7 @@ def test_an_expired_item_is_never_sent(engine: Engine, tmp_path: Path) -> None:
     assert list_items(engine) == []
     assert len(list_items(engine, status="expired")) == len(items)
     with engine.connect() as c:
-        assert set(c.execute(sa.select(decisions.c.status).where(decisions.c.route == "review")).scalars()) == {"expired"}
+        assert set(c.execute(sa.select(decisions.c.status).where(decisions.c.route == "queued")).scalars()) == {"expired"}
     assert len(audits(engine, "review_expired")) == len(items)
     before = snapshot(engine)
     with pytest.raises(ReviewError, match="already expired by sla"):
@@ -371,7 +371,7 @@ def test_after_the_fact_audit_samples_can_be_approved_or_rejected(engine: Engine
     with engine.begin() as c:
         for item in (first, second):
             schedule_message(c, item.decision_id, item.customer_id, "email", AT + timedelta(hours=1))
-            c.execute(sa.update(decisions).where(decisions.c.id == item.decision_id).values(status="scheduled", route="execute"))
+            c.execute(sa.update(decisions).where(decisions.c.id == item.decision_id).values(status="scheduled", route="scheduled"))
             c.execute(sa.update(review_items).where(review_items.c.id == item.id).values(status="audit"))
     assert [i.id for i in list_items(engine, status="audit")] == [first.id, second.id]
     with pytest.raises(ReviewError, match="after-the-fact audit sample"):

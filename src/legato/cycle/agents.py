@@ -7,9 +7,11 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from legato.cycle.audit import audit
 from legato.playbook.models import Playbook
 from legato.store.schema import agents, settings
+from legato.store.status import AgentStatus
+from legato.trust import agent_state
+from legato.trust.agent_state import StageCause
 
 
 def sync_agents(connection: Connection, playbook: Playbook, now: datetime) -> dict[str, tuple[int, str]]:
@@ -17,7 +19,8 @@ def sync_agents(connection: Connection, playbook: Playbook, now: datetime) -> di
 
     The playbook's trust stage applies when an agent is created and whenever the playbook
     itself changes it; otherwise a promotion, demotion or pause made at run time (by a person
-    or by a stop-loss) stands. Every change is audited.
+    or by a stop-loss) stands. Every change goes through the agent's one writer
+    (:mod:`legato.trust.agent_state`), which audits it.
     """
     known = {row.id: row for row in connection.execute(sa.select(agents))}
     declared = dict(connection.execute(sa.select(settings.c.key, settings.c.value).where(settings.c.key.like("agent:%:playbook_stage"))).all())
@@ -26,12 +29,13 @@ def sync_agents(connection: Connection, playbook: Playbook, now: datetime) -> di
         key = f"agent:{agent.id}:playbook_stage"
         row = known.get(agent.id)
         if row is None:
-            connection.execute(sa.insert(agents).values(id=agent.id, trust_stage=agent.trust_stage, status="active", updated_at=now))
-            audit(connection, now, "playbook", "agent_created", "agent", agent.id, {"trust_stage": agent.trust_stage})
-            result[agent.id] = (agent.trust_stage, "active")
+            agent_state.create(connection, agent.id, agent.trust_stage, now)
+            result[agent.id] = (agent.trust_stage, AgentStatus.ACTIVE)
         elif declared.get(key) != str(agent.trust_stage) and row.trust_stage != agent.trust_stage:
-            connection.execute(sa.update(agents).where(agents.c.id == agent.id).values(trust_stage=agent.trust_stage, updated_at=now))
-            audit(connection, now, "playbook", "trust_stage_changed", "agent", agent.id, {"from": row.trust_stage, "to": agent.trust_stage})
+            agent_state.change_stage(
+                connection, agent.id, agent.trust_stage, cause=StageCause.PLAYBOOK, actor="playbook",
+                reason="the playbook's trust stage changed", now=now,
+            )
             result[agent.id] = (agent.trust_stage, row.status)
         else:
             result[agent.id] = (row.trust_stage, row.status)

@@ -23,7 +23,8 @@ from sqlalchemy import Connection
 
 from legato.decide.holdout import unit_hash
 from legato.playbook.models import Agent, Playbook
-from legato.store.schema import agents, budget_reservations, decisions
+from legato.store.schema import budget_reservations, decisions
+from legato.trust import agent_state
 from legato.trust.ladder import EXECUTE, REVIEW
 
 OFFER_COST = "budget:daily_offer_cost"
@@ -177,11 +178,10 @@ def reserve(
 ) -> BudgetCut:
     """Allocate what is left of today's budget and record it as this cycle's reservation.
 
-    The agent's row is written first: on PostgreSQL that locks it until commit, on SQLite it
-    takes the database's write lock, so a second cycle reads what is left only after this
-    reservation is in.
+    The agent is held first (:func:`legato.trust.agent_state.hold`), so a second cycle reads
+    what is left only after this reservation is in.
     """
-    connection.execute(sa.update(agents).where(agents.c.id == agent.id).values(updated_at=agents.c.updated_at))
+    agent_state.hold(connection, agent.id)
     budget = budget_left(connection, playbook, agent, now)
     cut, sends, cost = allocate(salt, found, budget)
     if budget.limited:

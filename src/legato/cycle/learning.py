@@ -7,13 +7,13 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy import Connection
 
-from legato.cycle.audit import audit
 from legato.cycle.policy_io import save_policy
 from legato.cycle.report import AgentReport
 from legato.decide.features import decode_context
 from legato.decide.policy import Policy
 from legato.learn.attribution import settle
 from legato.playbook.models import Agent, Playbook
+from legato.store.audit import record
 
 
 def learn(connection: Connection, playbook: Playbook, agent: Agent, policy: Policy, action_keys: list[str], now: datetime, report: AgentReport) -> None:
@@ -35,7 +35,7 @@ def learn(connection: Connection, playbook: Playbook, agent: Agent, policy: Poli
     except ValueError as exc:
         # Keep deciding with the last good state; the reason is audited and reported.
         report.learning_error = str(exc)
-        audit(connection, now, "engine", "policy_update_failed", "agent", agent.id, {"reason": str(exc)})
+        record(connection, now, "engine", "policy_update_failed", "agent", agent.id, {"reason": str(exc)})
         return
     report.learned_from = int(usable.sum())
     report.policy_version = save_policy(connection, agent, policy, action_keys, now)

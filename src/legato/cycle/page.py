@@ -26,6 +26,7 @@ from legato.decide.uplift_gate import HOLDOUT_UNREACHABLE
 from legato.guard.contact import check_contacts, facts_from_columns
 from legato.guard.defaults import guardrails_in_force
 from legato.playbook.models import Agent, Playbook
+from legato.store.status import Route
 from legato.trust.ladder import EXECUTE, REVIEW, Stage
 
 
@@ -185,19 +186,19 @@ def complete(
         audited = (routes == EXECUTE) & (unit_hash(ids, f"audit:{agent.id}:{now.isoformat()}") < agent.audit_sample)
         review_reason[audited], review_priority[audited] = "audit_sample", 10
 
-    status = np.full(n, "nothing", dtype=object)
-    route_column = np.full(n, "none", dtype=object)
-    status[holdout], route_column[holdout] = "holdout", "holdout"
-    status[control], route_column[control] = "control", "control"
+    # A decision's route is the status it is written with (one spelling, store.status.Route).
+    status = np.full(n, Route.NOTHING, dtype=object)
+    status[holdout] = Route.HOLDOUT
+    status[control] = Route.CONTROL
     # Not the policy's choice: kept out of learning and off-policy evaluation.
-    status[gated], route_column[gated], reasons[gated] = "gated", "gate", "uplift_gate"
+    status[gated], reasons[gated] = Route.GATED, "uplift_gate"
     # Held-out customers no message could have reached: lift keeps them (intent to treat), the
     # uplift gate leaves them out so that its two arms are both reachable customers.
     reasons[holdout & ~p.reachable] = HOLDOUT_UNREACHABLE
     suppressed = over_budget | blocked | unreachable | declined
-    status[suppressed], route_column[suppressed] = "suppressed", "suppress"
-    status[routes == REVIEW], route_column[routes == REVIEW] = "queued", REVIEW
-    status[routes == EXECUTE], route_column[routes == EXECUTE] = "scheduled", EXECUTE
+    status[suppressed] = Route.SUPPRESSED
+    status[routes == REVIEW] = Route.QUEUED
+    status[routes == EXECUTE] = Route.SCHEDULED
 
     report.holdout += int(holdout.sum())
     report.global_control += int(control.sum())
@@ -211,6 +212,6 @@ def complete(
     report.suppressed.update(reasons[suppressed].tolist())
 
     allowed_blobs = encode_allowed(p.reach, active)
-    write_page(connection, agent, cycle_id, now, partition, ids, chosen, propensity, expected, holdout, reasons, route_column, status, p.send_at, table, p.features, allowed_blobs)
+    write_page(connection, agent, cycle_id, now, partition, ids, chosen, propensity, expected, holdout, reasons, status, p.send_at, table, p.features, allowed_blobs)
     queue_reviews(connection, playbook, agent, cycle_id, partition, now, ids, review_reason, review_priority, routes)
     return n

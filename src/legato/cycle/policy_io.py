@@ -6,11 +6,11 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
-from legato.cycle.audit import audit
 from legato.decide.policy import Policy
 from legato.decide.registry import continue_policy
 from legato.decide.versions import latest_version, save_version
 from legato.playbook.models import Agent
+from legato.store.audit import record
 
 
 def load_policy(connection: Connection, agent: Agent, action_keys: list[str], now: datetime) -> tuple[Policy, int]:
@@ -33,10 +33,10 @@ def load_policy(connection: Connection, agent: Agent, action_keys: list[str], no
     if latest is not None and not continued.changed:
         return continued.policy, latest.version
     if latest is not None and continued.reset_reason is not None:
-        audit(connection, now, "engine", "policy_reset", "agent", agent.id, {"version": latest.version, "reason": continued.reset_reason})
+        record(connection, now, "engine", "policy_reset", "agent", agent.id, {"version": latest.version, "reason": continued.reset_reason})
     version = save_policy(connection, agent, continued.policy, action_keys, now)
     if latest is not None and (continued.added or continued.removed):
-        audit(
+        record(
             connection,
             now,
             "engine",

@@ -24,6 +24,7 @@ from legato.playbook.models import Agent, Playbook
 from legato.store.fetch import fetch_columns
 from legato.store.hints import not_indexed
 from legato.store.schema import customers, decisions, inbound_messages, review_items
+from legato.store.status import ReviewKind, ReviewStatus
 from legato.trust.escalation import Escalations
 
 
@@ -57,11 +58,11 @@ class AudienceQuery:
         waiting = sa.union(
             sa.select(decisions.c.customer_id)
             .join(review_items, review_items.c.decision_id == decisions.c.id)
-            .where(not_indexed(review_items.c.agent_id) == agent.id, not_indexed(review_items.c.status) == "open")
+            .where(not_indexed(review_items.c.agent_id) == agent.id, not_indexed(review_items.c.status) == ReviewStatus.OPEN)
             .where(decisions.c.customer_id > low, decisions.c.customer_id <= high),
             sa.select(inbound_messages.c.customer_id)
             .join(review_items, review_items.c.inbound_message_id == inbound_messages.c.id)
-            .where(review_items.c.kind == "conversation", not_indexed(review_items.c.status) == "open")
+            .where(review_items.c.kind == ReviewKind.CONVERSATION, not_indexed(review_items.c.status) == ReviewStatus.OPEN)
             .where(inbound_messages.c.customer_id > low, inbound_messages.c.customer_id <= high),
         ).subquery("awaiting")
         base = base.outerjoin(waiting, waiting.c.customer_id == customers.c.id).add_columns(

@@ -20,7 +20,6 @@ from sqlalchemy import Engine
 
 from legato.clock import Clock
 from legato.cycle.agents import sync_agents
-from legato.cycle.audit import audit
 from legato.cycle.page import complete
 from legato.cycle.partitions import Partition, mark_done, split_customers
 from legato.cycle.plan import AgentPlan, allocate_budget, plan_agent, propose_partition
@@ -33,8 +32,10 @@ from legato.monitor.fairness import audit_daily
 from legato.playbook.models import Agent, Playbook
 from legato.store import playbook_versions
 from legato.store import traits as trait_store
+from legato.store.audit import record
 from legato.store.db import is_empty
 from legato.store.schema import cycles
+from legato.store.status import AgentStatus, CycleStatus
 from legato.trust.review import expire_overdue
 
 # Customers per partition.
@@ -63,7 +64,7 @@ def run_cycle(
         trait_store.roll_windows(connection, now)
         version_id = playbook_versions.record(connection, playbook, now)
         cycle_id = connection.execute(
-            sa.insert(cycles).values(at=now, started_at=now, status="running", playbook_version_id=version_id).returning(cycles.c.id)
+            sa.insert(cycles).values(at=now, started_at=now, status=CycleStatus.RUNNING, playbook_version_id=version_id).returning(cycles.c.id)
         ).scalar_one()
         stages = sync_agents(connection, playbook, now)
         # The same customer-id ranges for every agent of the cycle.
@@ -73,20 +74,20 @@ def run_cycle(
         scores = refresh_if_due(engine, playbook, now)
         for agent in playbook.agents:
             stage, status = stages[agent.id]
-            if not agent.active or status != "active":
+            if not agent.active or status != AgentStatus.ACTIVE:
                 continue
             reports[agent.id] = _run_agent(engine, playbook, agent, stage, cycle_id, now, partitions, progress)
         dispatched = dispatch_due(engine, playbook, clock, transports)
     except Exception:
         # Pages already written stay (each was one transaction); the cycle says it did not finish.
         with engine.begin() as connection:
-            connection.execute(sa.update(cycles).where(cycles.c.id == cycle_id).values(finished_at=clock.now(), status="failed"))
+            connection.execute(sa.update(cycles).where(cycles.c.id == cycle_id).values(finished_at=clock.now(), status=CycleStatus.FAILED))
         raise
     try:
         audit_daily(engine, playbook, now)
     except Exception as exc:  # noqa: BLE001 - the audit must not undo a cycle whose messages went out
         with engine.begin() as connection:
-            audit(connection, now, "engine", "fairness_audit_failed", "cycle", str(cycle_id), {"reason": f"{type(exc).__name__}: {exc}"})
+            record(connection, now, "engine", "fairness_audit_failed", "cycle", str(cycle_id), {"reason": f"{type(exc).__name__}: {exc}"})
     for agent_id, count in dispatched.sent.items():
         if agent_id in reports:
             reports[agent_id].sent = count
@@ -95,7 +96,7 @@ def run_cycle(
             reports[agent_id].failed = count
     with engine.begin() as connection:
         connection.execute(
-            sa.update(cycles).where(cycles.c.id == cycle_id).values(finished_at=clock.now(), status="finished")
+            sa.update(cycles).where(cycles.c.id == cycle_id).values(finished_at=clock.now(), status=CycleStatus.FINISHED)
         )
     return CycleReport(cycle_id=cycle_id, at=now, agents=reports, dispatch=dispatched, scores=scores)
 

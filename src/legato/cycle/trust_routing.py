@@ -13,6 +13,7 @@ from sqlalchemy import Connection
 from legato.cycle.action_table import ActionTable
 from legato.playbook.models import Agent, Playbook
 from legato.store.schema import decisions, review_items
+from legato.store.status import ReviewStatus
 from legato.trust.escalation import Escalations
 from legato.trust.ladder import REVIEW, Stage, route
 
@@ -26,7 +27,7 @@ def approved_variants(connection: Connection, agent: Agent) -> set[str]:
     rows = connection.execute(
         sa.select(decisions.c.content_hash)
         .join(review_items, review_items.c.decision_id == decisions.c.id)
-        .where(review_items.c.agent_id == agent.id, review_items.c.status == "approved", decisions.c.content_override.is_(None))
+        .where(review_items.c.agent_id == agent.id, review_items.c.status == ReviewStatus.APPROVED, decisions.c.content_override.is_(None))
         .distinct()
     ).scalars()
     return {h for h in rows if h}

@@ -12,18 +12,19 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from legato.cycle.action_table import ActionTable
-from legato.cycle.audit import audit
 from legato.cycle.partitions import Partition
 from legato.decide.actions import NOTHING
 from legato.decide.features import encode_context
 from legato.deliver import outbox as outbox_writer
 from legato.playbook.models import Agent, Playbook
-from legato.store.bulk import insert_columns, insert_many
+from legato.store.audit import record
+from legato.store.bulk import insert_columns
 from legato.store.fetch import fetch_columns
-from legato.store.schema import cycles, decisions, review_items
+from legato.store.schema import cycles, decisions
+from legato.store.status import ReviewStatus
 from legato.trust.escalation import evidence_for_reason
 from legato.trust.ladder import EXECUTE, REVIEW
-from legato.trust.review import AUDIT, OPEN, due_at_for
+from legato.trust.review.items import DecisionItem, open_decision_items
 
 
 def queue_reviews(
@@ -38,12 +39,15 @@ def queue_reviews(
     priority: npt.NDArray[np.int64],
     routes: npt.NDArray[np.object_],
 ) -> None:
-    """One review item per decision a person must see: "open" ones wait, "audit" ones went out."""
+    """One review item per decision a person must see: "open" ones wait, "audit" ones went out.
+
+    The items go through the review queue's one writer (:mod:`legato.trust.review.items`).
+    """
     wanted = reason != None  # noqa: E711 - elementwise on objects
     if not wanted.any():
         return
     by_customer = {
-        customer: (r, int(p), OPEN if route_ == REVIEW else AUDIT)
+        customer: (r, int(p), ReviewStatus.OPEN if route_ == REVIEW else ReviewStatus.AUDIT)
         for customer, r, p, route_ in zip(ids[wanted].tolist(), reason[wanted].tolist(), priority[wanted].tolist(), routes[wanted].tolist(), strict=True)
     }
     found, _ = fetch_columns(
@@ -54,16 +58,14 @@ def queue_reviews(
         ),
     )
     # What the reviewer reads besides the decision, e.g. the statement of a company value it conflicts with.
-    evidence = {r: json.dumps(e) if (e := evidence_for_reason(playbook, r)) is not None else None for r in set(reason[wanted].tolist())}
-    # An item waiting for a person expires at its reason's SLA; an audit item went out already.
-    due = {r: due_at_for(r, now, playbook.review.sla_hours) for r in evidence}
+    evidence = {r: evidence_for_reason(playbook, r) for r in set(reason[wanted].tolist())}
     items = []
     for decision_id, customer, content_hash in zip(found["id"].tolist(), found["customer_id"].tolist(), found["content_hash"].tolist(), strict=True):
         item = by_customer.get(customer)
         if item is not None:
             why, rank, status = item
-            items.append((decision_id, agent.id, why, rank, status, now, due[why] if status == OPEN else None, content_hash, evidence[why]))
-    insert_many(connection, review_items, ["decision_id", "agent_id", "reason", "priority", "status", "created_at", "due_at", "content_hash", "evidence"], items)
+            items.append(DecisionItem(int(decision_id), agent.id, why, rank, status, content_hash, evidence[why]))
+    open_decision_items(connection, items, now, playbook.review.sla_hours)
 
 
 def partition_rows(cycle_id: int, agent_id: str, partition: Partition) -> sa.ColumnElement[bool]:
@@ -92,7 +94,6 @@ def write_page(
     expected: npt.NDArray[np.float64],
     holdout: npt.NDArray[np.bool_],
     reasons: npt.NDArray[np.object_],
-    route_column: npt.NDArray[np.object_],
     status: npt.NDArray[np.object_],
     send_at: npt.NDArray[np.datetime64],
     table: ActionTable,
@@ -121,7 +122,7 @@ def write_page(
         "expected_value": expected,
         "holdout": holdout,
         "findings": [findings[reason] for reason in reasons.tolist()],
-        "route": route_column,
+        "route": status,  # the route is the status a decision starts in
         "status": status,
         "content_hash": np.where(acting, table.content_hash[index], nothing),
         "context": encode_context(features),
@@ -132,4 +133,4 @@ def write_page(
     insert_columns(connection, decisions, columns)
     outbox_writer.schedule_decided(connection, sa.and_(partition_rows(cycle_id, agent.id, partition), decisions.c.route == EXECUTE))
     counts = Counter(status.tolist())
-    audit(connection, now, f"agent:{agent.id}", "decided", "cycle", str(cycle_id), {"decisions": len(ids), **counts})
+    record(connection, now, f"agent:{agent.id}", "decided", "cycle", str(cycle_id), {"decisions": len(ids), **{str(k): v for k, v in counts.items()}})

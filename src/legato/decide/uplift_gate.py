@@ -33,6 +33,7 @@ from legato.decide.features import decode_context
 from legato.learn.uplift import ClassTransformationUplift, TwoModelUplift
 from legato.playbook.models import Agent, Metric, Objective, UpliftGateSettings
 from legato.store.schema import decisions
+from legato.store.status import DecisionStatus
 
 FloatArray = npt.NDArray[np.float64]
 MAX_TRAINING_ROWS = 200_000  # the most recent ones; older behaviour matters less and the fit stays fast
@@ -88,7 +89,7 @@ def outcome_column(objective: Objective) -> sa.ColumnElement[bool]:
 def fit_gate(connection: Connection, agent: Agent, objective: Objective, now: datetime, settings: UpliftGateSettings) -> UpliftGate:
     """The gate from the agent's settled decisions of the last ``settings.history_days``."""
     outcome = outcome_column(objective)
-    treated = decisions.c.status == "sent"
+    treated = decisions.c.status == DecisionStatus.SENT
     rows = connection.execute(
         sa.select(decisions.c.context, decisions.c.holdout, outcome, decisions.c.findings)
         .where(

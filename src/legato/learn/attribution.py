@@ -24,9 +24,10 @@ from sqlalchemy import Connection
 
 from legato.playbook.models import Metric, Objective
 from legato.store.schema import decisions, events, review_items
+from legato.store.status import DecisionStatus, ReviewStatus
 
 OUTCOME_TYPES = ("visit", "purchase", "unsubscribe", "complaint", "open", "click")
-EXECUTED = ("sent", "nothing")  # what the customer actually experienced was the chosen action
+EXECUTED = (DecisionStatus.SENT, DecisionStatus.NOTHING)  # what the customer actually experienced was the chosen action
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def settle(
     # A later message from the same agent to the same customer cuts a window short.
     later = connection.execute(
         sa.select(decisions.c.customer_id, decisions.c.send_at).where(
-            decisions.c.agent_id == agent_id, decisions.c.decided_at > start, decisions.c.status == "sent"
+            decisions.c.agent_id == agent_id, decisions.c.decided_at > start, decisions.c.status == DecisionStatus.SENT
         )
     ).all()
     touches: dict[str, list[datetime]] = defaultdict(list)
@@ -120,7 +121,7 @@ def settle(
                 complained[i] |= kind == "complaint"
                 revenue[i] += amount if kind == "purchase" else 0.0
 
-    sent = np.array([row.status == "sent" for row in pending])
+    sent = np.array([row.status == DecisionStatus.SENT for row in pending])
     offer_cost = np.array([offer_costs.get(row.offer_id, 0.0) if row.offer_id else 0.0 for row in pending])
     reward = objective_reward(objective, visited, purchased, revenue, sent, offer_cost, unsubscribed, complained)
     # A proposal a person rejected is negative feedback: never sent, it earns only the penalty
@@ -222,7 +223,7 @@ def _rejected(connection: Connection, decision_ids: list[int]) -> set[int]:
         chunk = decision_ids[offset : offset + 10_000]
         found.update(
             connection.execute(
-                sa.select(review_items.c.decision_id).where(review_items.c.decision_id.in_(chunk), review_items.c.status == "rejected")
+                sa.select(review_items.c.decision_id).where(review_items.c.decision_id.in_(chunk), review_items.c.status == ReviewStatus.REJECTED)
             ).scalars()
         )
     return found

@@ -33,6 +33,7 @@ from legato.errors import LegatoError, NotFound
 from legato.learn.ope import IPS, SNIPS, DoublyRobust
 from legato.playbook.models import Playbook, PolicySpec
 from legato.store.schema import decisions
+from legato.store.status import DecisionStatus
 
 MIN_DECISIONS = 200
 
@@ -57,7 +58,7 @@ def logged_decisions(engine: Engine, playbook: Playbook, agent_id: str) -> Logge
                 decisions.c.agent_id == agent_id,
                 decisions.c.settled_at.is_not(None),
                 decisions.c.holdout.is_(False),
-                decisions.c.status.in_(("sent", "nothing")),
+                decisions.c.status.in_((DecisionStatus.SENT, DecisionStatus.NOTHING)),
                 decisions.c.context.is_not(None),
             )
             .order_by(decisions.c.decided_at, decisions.c.id)

@@ -25,6 +25,7 @@ from legato.learn.simulator import ARMS, HillstromWorld, Sent
 from legato.playbook.models import Playbook
 from legato.store.ingest import import_events
 from legato.store.schema import decisions, outbox
+from legato.store.status import OutboxStatus
 
 
 @dataclass
@@ -82,7 +83,7 @@ def _sent_between(engine: Engine, begin: datetime, end: datetime, arm_index: dic
                 decisions.c.action,
             )
             .join(decisions, decisions.c.id == outbox.c.decision_id)
-            .where(outbox.c.status == "sent", outbox.c.sent_at > begin, outbox.c.sent_at <= end)
+            .where(outbox.c.status == OutboxStatus.SENT, outbox.c.sent_at > begin, outbox.c.sent_at <= end)
         ).all()
     rows = [r for r in rows if r.creative_id in arm_index]
     return Sent(

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from legato.store.schema import decisions
+from legato.store.status import Route
 
 Z_95 = 1.959963984540054
 MIN_GROUP = 30
@@ -65,7 +66,7 @@ def lift(
         for name, value in measures.items()
         for part in (sa.func.sum(value).label(f"{name}_sum"), sa.func.sum(value * value).label(f"{name}_squares"))
     ]
-    in_control = decisions.c.route == "control"
+    in_control = decisions.c.route == Route.CONTROL
     if against == "holdout":
         group, scope = decisions.c.holdout, ~in_control
     else:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from legato.store.status import check
 from legato.store.types import UTCDateTime
 
 NAMING = {
@@ -125,8 +126,9 @@ agents = Table(
     metadata,
     Column("id", ID, primary_key=True),
     Column("trust_stage", Integer, nullable=False),
-    Column("status", String(16), nullable=False),  # active | paused
+    Column("status", String(16), nullable=False),  # store.status.AgentStatus
     Column("updated_at", UTCDateTime, nullable=False),
+    check("agents", "status"),
 )
 
 # Fitted customer-score models (purchase and visit propensity), one row per fit.
@@ -170,8 +172,9 @@ cycles = Table(
     Column("at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),
-    Column("status", String(16), nullable=False),  # running | finished | failed
+    Column("status", String(16), nullable=False),  # store.status.CycleStatus
     Column("playbook_version_id", Integer, ForeignKey("playbook_versions.id")),  # NULL before migration 0010
+    check("cycles", "status"),
 )
 
 decisions = Table(
@@ -191,13 +194,17 @@ decisions = Table(
     Column("expected_value", Float),
     Column("holdout", Boolean, nullable=False),
     Column("findings", JSON, nullable=False),
-    Column("route", String(16), nullable=False),  # execute | review | suppress | holdout | none
+    # What the cycle decided (store.status.Route) and never changes; ``status`` starts equal to it
+    # and moves on (queued → scheduled → sent). CHECKs from store.status (migration 0011).
+    Column("route", String(16), nullable=False),
     Column("status", String(16), nullable=False),
     Column("content_hash", String(64)),
     Column("approved_by", String(128)),
     # A reviewer's edit of this decision's message: {"subject", "title", "body"} templates
     # rendered in place of the creative's, plus who edited it (see legato.trust.review).
     Column("content_override", JSON),
+    check("decisions", "status"),
+    check("decisions", "route"),
     # The playbook the decision was made with (its cycle's): its message is rendered from this
     # version's creative, offer and brand. NULL for decisions made before migration 0010.
     Column("playbook_version_id", Integer, ForeignKey("playbook_versions.id")),
@@ -265,13 +272,14 @@ outbox = Table(
     Column("customer_id", ID, nullable=False),
     Column("channel", String(32), nullable=False),
     Column("send_at", UTCDateTime, nullable=False),
-    Column("status", String(16), nullable=False),  # pending | sent | failed | cancelled
+    Column("status", String(16), nullable=False),  # store.status.OutboxStatus
     Column("payload", JSON),
     Column("attempts", Integer, nullable=False, default=0),
     Column("sent_at", UTCDateTime),
     Column("error", Text),
     Index("ix_outbox_customer_send", "customer_id", "send_at"),
     Index("ix_outbox_status_send", "status", "send_at"),
+    check("outbox", "status"),
 )
 
 # What customers write back (replies or unprompted): classified, acted on at once where the
@@ -289,13 +297,14 @@ inbound_messages = Table(
     Column("action", String(32), nullable=False),  # opted_out | helped | escalated | recorded
     Column("reason", String(64)),
     Column("priority", Integer, nullable=False),
-    Column("status", String(16), nullable=False),  # open | resolved | closed (handled automatically)
+    Column("status", String(16), nullable=False),  # store.status.InboundStatus
     Column("due_at", UTCDateTime),
     Column("handled_by", String(128)),
     Column("handled_at", UTCDateTime),
     Column("note", Text),
     Index("ix_inbound_messages_queue", "status", "priority", "received_at"),
     Index("ix_inbound_messages_customer", "customer_id", "received_at"),
+    check("inbound_messages", "status"),
 )
 
 review_items = Table(
@@ -304,14 +313,14 @@ review_items = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     # What a person reviews: a proposed decision, an inbound conversation, or (with neither)
     # an agent-level finding such as a fairness audit breach; ``kind`` says which.
-    Column("kind", String(16), nullable=False, server_default="decision"),  # decision | conversation | finding
+    Column("kind", String(16), nullable=False, server_default="decision"),  # store.status.ReviewKind
     Column("decision_id", Integer, ForeignKey("decisions.id"), unique=True),
     Column("inbound_message_id", Integer, ForeignKey("inbound_messages.id"), unique=True),
     Column("agent_id", ID),
     Column("evidence", JSON),
     Column("reason", String(64), nullable=False),
     Column("priority", Integer, nullable=False),
-    Column("status", String(16), nullable=False),  # open | approved | rejected | expired
+    Column("status", String(16), nullable=False),  # store.status.ReviewStatus
     Column("created_at", UTCDateTime, nullable=False),
     Column("due_at", UTCDateTime),
     Column("assigned_role", String(64)),
@@ -319,6 +328,8 @@ review_items = Table(
     Column("decided_at", UTCDateTime),
     Column("content_hash", String(64)),
     Index("ix_review_items_agent_decided", "agent_id", "decided_at"),
+    check("review_items", "status"),
+    check("review_items", "kind"),
 )
 # The queue is read "highest priority first, oldest first": the index has to say DESC on
 # priority alone, or the database sorts every open item of the top priority to find 100.

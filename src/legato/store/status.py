@@ -1,7 +1,7 @@
 """Every status column's values, one ``StrEnum`` per column, and the CHECK each column carries.
 
 A member is a ``str``, so it binds to SQL as its value on SQLite and PostgreSQL alike and
-compares equal to the text read back. Writers use the members; migration 0009 adds a CHECK
+compares equal to the text read back. Writers use the members; migration 0011 adds a CHECK
 built from the same members (:func:`check`), so a value spelled any other way is refused by
 the database itself.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 import sqlalchemy as sa
+from sqlalchemy.sql.naming import conv
 
 
 class DecisionStatus(StrEnum):
@@ -84,7 +85,7 @@ class AgentStatus(StrEnum):
     PAUSED = "paused"
 
 
-# (table, column) -> its enum: what migration 0009 constrains and the conformance test reads.
+# (table, column) -> its enum: what migration 0011 constrains and the conformance test reads.
 COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
     ("decisions", "status"): DecisionStatus,
     ("decisions", "route"): Route,
@@ -112,4 +113,5 @@ def check_sql(column: str, enum: type[StrEnum]) -> str:
 
 def check(table: str, column: str) -> sa.CheckConstraint:
     """The named CHECK constraint of one status column (schema and migration share it)."""
-    return sa.CheckConstraint(check_sql(column, COLUMNS[(table, column)]), name=check_name(table, column))
+    # conv(): the name is final, the metadata's naming convention must not prefix it again.
+    return sa.CheckConstraint(check_sql(column, COLUMNS[(table, column)]), name=conv(check_name(table, column)))

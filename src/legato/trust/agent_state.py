@@ -95,6 +95,16 @@ def change_status(connection: Connection, agent_id: str, to: AgentStatus, *, act
     return AgentStatus(row.status)
 
 
+def hold(connection: Connection, agent_id: str) -> None:
+    """Make later writers of this agent's row (and, on SQLite, of the database) wait for this transaction.
+
+    A no-op write: on PostgreSQL it locks the row until commit, on SQLite it takes the write
+    lock at once rather than at the first real write. The budget reservation holds the agent
+    so that a second cycle reads what is left only after this cycle's reservation is in.
+    """
+    connection.execute(sa.update(agents).where(agents.c.id == agent_id).values(updated_at=agents.c.updated_at))
+
+
 def locked(connection: Connection, agent_id: str) -> Row[Any] | None:
     """The agent's row, locked until the transaction ends (PostgreSQL; SQLite has one writer)."""
     return connection.execute(sa.select(agents).where(agents.c.id == agent_id).with_for_update()).first()

@@ -1,6 +1,6 @@
 """The trust ladder: how much an agent may do alone, from stage 0 (Manual) to 3 (Autonomous).
 
-This module routes a batch of allowed decisions to "execute" or "review" by the agent's
+This module routes a batch of allowed decisions to "scheduled" or "queued" by the agent's
 stage. Stage 0 sends nothing without a person's approval; stages 1 to 3 schedule what the
 guardrails allowed. Approval memory for stage 1, audit samples for stage 2 and escalation
 rules refine this routing as they are built (see docs/architecture.md).
@@ -13,8 +13,11 @@ from enum import IntEnum
 import numpy as np
 import numpy.typing as npt
 
-EXECUTE = "execute"
-REVIEW = "review"
+from legato.store.status import Route
+
+# The two routes a send can take; their spelling is the decision status they start in.
+EXECUTE = Route.SCHEDULED
+REVIEW = Route.QUEUED
 
 
 class Stage(IntEnum):

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, Engine, Row
 from legato.errors import Conflict, Invalid, LegatoError, NotFound
 from legato.monitor.lift import Lift, lift
 from legato.store.schema import agents, audit_log, decisions, review_items
-from legato.store.status import AgentStatus
+from legato.store.status import AgentStatus, ReviewKind, ReviewStatus
 from legato.trust.agent_state import StageCause, change_stage, change_status
 from legato.trust.ladder import Stage
 
@@ -155,7 +155,7 @@ def list_agents(engine: Engine) -> list[AgentState]:
     """Every agent the engine knows, with its stage, status and open review items."""
     open_items = (
         sa.select(review_items.c.agent_id, sa.func.count().label("n"))
-        .where(review_items.c.status == "open")
+        .where(review_items.c.status == ReviewStatus.OPEN)
         .group_by(review_items.c.agent_id)
         .subquery()
     )
@@ -193,10 +193,10 @@ def record_of(connection: Connection, agent_id: str, *, since: datetime, until: 
         # Its own proposals only: customers' replies and findings about it are not its record.
         sa.select(sa.func.count())
         .select_from(review_items)
-        .where(review_items.c.agent_id == agent_id, review_items.c.status == "open", review_items.c.kind == "decision")
+        .where(review_items.c.agent_id == agent_id, review_items.c.status == ReviewStatus.OPEN, review_items.c.kind == ReviewKind.DECISION)
     ).scalar_one()
-    approved, approved_edited = by_status.get("approved", (0, 0))
-    rejected, rejected_edited = by_status.get("rejected", (0, 0))
+    approved, approved_edited = by_status.get(ReviewStatus.APPROVED, (0, 0))
+    rejected, rejected_edited = by_status.get(ReviewStatus.REJECTED, (0, 0))
 
     actions = _review_actions(connection, agent_id, since, until)
     reasons = Counter({reason: n for action, reason, n in actions if action == "review_rejected"})

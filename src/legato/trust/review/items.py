@@ -21,7 +21,7 @@ from sqlalchemy import Connection
 from legato.store.bulk import insert_many
 from legato.store.schema import review_items
 from legato.store.status import ReviewKind, ReviewStatus
-from legato.trust.review.due import assign_due_dates, due_at_for
+from legato.trust.review.due import due_at_for
 from legato.trust.review.model import CONVERSATION_SLA_HOURS, DEFAULT_SLA_HOURS
 
 
@@ -74,18 +74,25 @@ def open_item(connection: Connection, item: NewItem, sla_hours: Mapping[str, flo
 
 
 def open_decision_items(connection: Connection, items: Sequence[DecisionItem], now: datetime, sla_hours: Mapping[str, float]) -> None:
-    """Queue a page of decisions in one bulk insert, then give them their due dates."""
+    """Queue a page of decisions in one bulk insert; an open item is due by its reason's SLA.
+
+    An audit sample went out already, so it has no due date.
+    """
     if not items:
         return
     for item in items:
         if item.status not in (ReviewStatus.OPEN, ReviewStatus.AUDIT):
             raise ValueError(f"a decision enters the queue open or as an audit sample, not {item.status}")
+    due = {reason: due_at_for(reason, now, sla_hours) for reason in {item.reason for item in items}}
     rows = [
         (
             item.decision_id, ReviewKind.DECISION.value, item.agent_id, item.reason, item.priority, ReviewStatus(item.status).value, now,
+            due[item.reason] if item.status == ReviewStatus.OPEN else None,
             item.content_hash, json.dumps(item.evidence) if item.evidence is not None else None,
         )
         for item in items
     ]
-    insert_many(connection, review_items, ["decision_id", "kind", "agent_id", "reason", "priority", "status", "created_at", "content_hash", "evidence"], rows)
-    assign_due_dates(connection, sla_hours)
+    insert_many(
+        connection, review_items,
+        ["decision_id", "kind", "agent_id", "reason", "priority", "status", "created_at", "due_at", "content_hash", "evidence"], rows,
+    )
