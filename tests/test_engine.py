@@ -91,7 +91,7 @@ def test_frequency_cap_drops_the_next_day_and_lifts_after_the_window(engine: Eng
     clock.set(AT + timedelta(days=1))
     second = run_cycle(engine, pb, clock, sinks)
     assert second.agents["mailer"].scheduled == 0
-    assert second.agents["mailer"].suppressed["frequency_cap:0"] == len(expected_eligible())
+    assert second.agents["mailer"].suppressed["frequency_cap:email 1 per 3 days"] == len(expected_eligible())
     clock.set(AT + timedelta(days=4))
     fourth = run_cycle(engine, pb, clock, sinks)
     assert fourth.agents["mailer"].scheduled == len(expected_eligible())
@@ -263,7 +263,7 @@ def test_caps_can_count_one_tag_only(engine: Engine, tmp_path: Path) -> None:
     pb = parse_playbook(text)
     run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
     second = run_cycle(engine, pb, FixedClock(AT + timedelta(days=1)), transports(pb, tmp_path)).agents["mailer"]
-    assert second.scheduled == 0 and second.suppressed["frequency_cap:0"] == len(expected_eligible(8))
+    assert second.scheduled == 0 and second.suppressed["frequency_cap:email tagged promo 1 per 3 days"] == len(expected_eligible(8))
     # Two creatives, one tagged promo: the promo cap blocks only the promo creative.
     both = parse_playbook(
         text.replace(
@@ -277,7 +277,7 @@ def test_caps_can_count_one_tag_only(engine: Engine, tmp_path: Path) -> None:
     with engine.connect() as c:
         capped = c.execute(
             sa.select(decisions.c.creative_id).where(
-                decisions.c.decided_at == AT + timedelta(days=11), sa.cast(decisions.c.findings, sa.Text).like("%frequency_cap:0%")
+                decisions.c.decided_at == AT + timedelta(days=11), sa.cast(decisions.c.findings, sa.Text).like("%frequency_cap:email tagged promo 1 per 3 days%")
             )
         ).scalars().all()
     assert capped and set(capped) == {"hello"}
@@ -319,9 +319,10 @@ def test_calendar_day_cap_resets_at_local_midnight(engine: Engine, tmp_path: Pat
         next_day = run_cycle(engine, pb, FixedClock(AT + timedelta(hours=23)), transports(pb, tmp_path)).agents["mailer"]
         eligible = len(expected_eligible(8))
         if on_block == "drop":
-            assert same_day.scheduled == 0 and same_day.suppressed["frequency_cap:0"] == eligible
+            assert same_day.scheduled == 0 and same_day.suppressed["frequency_cap:email 1 per calendar day"] == eligible
         else:  # moved to the next local day
             assert same_day.scheduled == eligible and same_day.delayed == eligible
+            assert same_day.delayed_by == {"frequency_cap:email 1 per calendar day": eligible}
             with engine.connect() as c:
                 moved = set(
                     c.execute(
@@ -330,7 +331,7 @@ def test_calendar_day_cap_resets_at_local_midnight(engine: Engine, tmp_path: Pat
                 )
             assert moved == {AT + timedelta(hours=16)}  # midnight UTC after 2024-03-04
         # 23 hours after the first send: a rolling day would still block; a new calendar day does not.
-        assert next_day.scheduled + next_day.suppressed.get("frequency_cap:0", 0) == eligible
+        assert next_day.scheduled + next_day.suppressed.get("frequency_cap:email 1 per calendar day", 0) == eligible
         if on_block == "drop":
             assert next_day.scheduled == eligible
     with pytest.raises(PlaybookError, match="give either days"):

@@ -71,7 +71,7 @@ def test_items_waiting_for_review_count_against_the_cap(engine: Engine, tmp_path
     clock.set(AT + timedelta(days=1))
     second = run_cycle(engine, pb, clock, transports(pb, tmp_path))
     assert second.agents["mailer"].queued == 0
-    assert second.agents["mailer"].suppressed["frequency_cap:0"] == len(expected_eligible())
+    assert second.agents["mailer"].suppressed["frequency_cap:email 1 per 3 days"] == len(expected_eligible())
 
 
 def test_delayed_sends_do_not_pile_up(engine: Engine, tmp_path: Path) -> None:

@@ -146,7 +146,8 @@ def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
                 f"{agent.queued:,}", f"{day.sent[agent_id]:,}", f"{agent.learned_from:,}",
             )
             top = ", ".join(f"{r} {c:,}" for r, c in agent.suppressed.most_common(3))
-            delayed = f"; delayed {agent.delayed:,} (quiet hours or caps)" if agent.delayed else ""
+            by_rule = ", ".join(f"{rule} {count:,}" for rule, count in agent.delayed_by.most_common())
+            delayed = f"; delayed {agent.delayed:,} ({by_rule})" if agent.delayed else ""
             notes.append(f"  {agent_id}: suppressed {top or 'nothing'}{delayed}")
         say(table)
         say("\n".join(notes), highlight=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from legato.guard.contact import ContactFacts, check_contacts
 from legato.playbook.models import FrequencyCap, Guardrails
@@ -58,4 +59,17 @@ def test_cap_drops_or_delays_by_rule() -> None:
     # customer 1 already had an e-mail on 03-02 10:00: the 3-day cap delays to 03-05 10:00
     assert verdict.delayed.tolist() == [False, True, False, False]
     assert verdict.send_at[1] == np.datetime64("2024-03-05T10:00", "us")
-    assert verdict.reasons.tolist() == [None, "delayed:frequency_cap:0", "frequency_cap:1", None]
+    assert verdict.reasons.tolist() == [None, "delayed:frequency_cap:email 1 per 3 days", "frequency_cap:any channel 2 per 7 days", None]
+
+
+def test_a_reason_names_its_rule_not_its_position() -> None:
+    """`frequency_cap:0` told a marketer nothing; a rule's id, else a readable form, names it."""
+    named = FrequencyCap(id="weekly_promo_cap", channel="email", max=2, days=7)
+    assert named.label == "weekly_promo_cap"
+    assert FrequencyCap(channel="sms", max=3, days=1, region="US-FL").label == "sms 3 per day in US-FL"
+    assert FrequencyCap(max=1, calendar="week", tag="promo").label == "any channel tagged promo 1 per calendar week"
+
+
+def test_two_rules_with_one_name_are_refused() -> None:
+    with pytest.raises(ValueError, match="both named 'email 1 per 3 days': give one of them an id"):
+        Guardrails(frequency_caps=[FrequencyCap(channel="email", max=1, days=3), FrequencyCap(channel="email", max=1, days=3, on_block="delay")])

@@ -47,7 +47,7 @@ def test_late_evening_text_is_delayed_to_eight_local() -> None:
         Guardrails(quiet_hours=[TCPA]),
     )
     assert verdict.allowed.tolist() == [True, True]
-    assert verdict.reasons.tolist() == ["delayed:quiet_hours:0", None]
+    assert verdict.reasons.tolist() == ["delayed:quiet_hours:sms 21:00-08:00", None]
     assert verdict.send_at[0] == np.datetime64("2024-03-05T13:00", "us")  # 08:00 EST
     assert verdict.send_at[1] == np.datetime64("2024-03-05T02:30", "us")
 
@@ -57,7 +57,7 @@ def test_unknown_zone_uses_the_strictest_candidate() -> None:
     verdict = check_contacts(
         np.array(["sms"], dtype=object), at("2024-03-05T14:00", 1), facts([candidate_zones(None, None, "US")], ["US"]), Guardrails(quiet_hours=[TCPA])
     )
-    assert verdict.reasons.tolist() == ["delayed:quiet_hours:0"]
+    assert verdict.reasons.tolist() == ["delayed:quiet_hours:sms 21:00-08:00"]
     assert verdict.send_at[0] == np.datetime64("2024-03-05T18:00", "us")  # 08:00 in Honolulu (UTC-10)
 
 
@@ -70,7 +70,7 @@ def test_florida_rule_only_for_florida() -> None:
         Guardrails(quiet_hours=[TCPA, FLORIDA]),
     )
     assert verdict.allowed.tolist() == [False, True]
-    assert verdict.reasons.tolist() == ["quiet_hours:1", None]
+    assert verdict.reasons.tolist() == ["quiet_hours:sms 20:00-08:00 in US-FL", None]
 
 
 def test_sms_without_quiet_hours_gets_the_legal_floor() -> None:

@@ -18,6 +18,7 @@ from legato.trust.review import approve, edit, escalate, list_items, reject
 from legato.trust.track_record import (
     PromotionCriteria,
     TrustError,
+    TrustInvalid,
     demote,
     list_agents,
     pause,
@@ -111,12 +112,22 @@ def test_promotion_with_an_override_is_recorded(engine: Engine, tmp_path: Path) 
 
 def test_promotion_when_the_record_qualifies_one_stage_at_a_time(engine: Engine, tmp_path: Path) -> None:
     reviewed_queue(engine, tmp_path)
-    with pytest.raises(TrustError, match=r"one stage at a time: 0 → 1"):
+    with pytest.raises(TrustError, match=r"one stage at a time \(0 → 1\)"):
         promote(engine, "mailer", 2, "ana", criteria=EASY, now=LATER)
     assert promote(engine, "mailer", 1, "ana", criteria=EASY, now=LATER).unmet == []
     assert stage(engine) == (1, "active")
     with pytest.raises(TrustError, match="promoting to 1 is not up"):
         promote(engine, "mailer", 1, "ana", criteria=EASY, now=LATER)
+
+
+def test_an_override_never_skips_a_stage(engine: Engine, tmp_path: Path) -> None:
+    """`promote --to 3 --override` from stage 1 once jumped two stages; an override lifts unmet criteria, not the ladder."""
+    reviewed_queue(engine, tmp_path)
+    promote(engine, "mailer", 1, "ana", override_reason="pilot", now=LATER)
+    with pytest.raises(TrustInvalid, match=r"one stage at a time \(1 → 2\), an override included"):
+        promote(engine, "mailer", 3, "ana", override_reason="CMO says so", now=LATER)
+    assert stage(engine) == (1, "active")
+    assert [row.action for row in agent_audits(engine)].count("trust_promoted") == 1
 
 
 def test_a_recent_stop_loss_breach_blocks_promotion(engine: Engine, tmp_path: Path) -> None:

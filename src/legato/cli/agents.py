@@ -107,7 +107,7 @@ def promote_command(
     agent: AgentArgument,
     to: StageOption,
     by: ReviewerOption,
-    override: Annotated[str | None, typer.Option(help="Promote although criteria are unmet, for this (audited) reason.")] = None,
+    override: Annotated[str | None, typer.Option(help="Promote one stage although the record's criteria are unmet, for this (audited) reason; never skips a stage.")] = None,
     window_days: WindowOption = 90.0,
     min_reviewed: MinReviewedOption = 200,
     min_unedited_rate: MinRateOption = 0.95,
@@ -116,6 +116,8 @@ def promote_command(
     as_json: JsonOption = False,
 ) -> None:
     """Promote an agent one stage when its track record qualifies (or with --override REASON).
+
+    One stage at a time: --to must be the next stage, with or without --override.
 
     Example: `legato agents promote winback --to 1 --by ana`
     """

@@ -177,6 +177,8 @@ def complete(
     over_budget, budget_reason = cut.apply(p.candidates, expected, ids, table.offer_cost[np.where(chosen >= 0, chosen, 0)])
     reasons[over_budget] = budget_reason[over_budget]
     allowed = sends & ~blocked & ~over_budget
+    # Each delayed send under the rule that moved it last (its reason is overwritten by an escalation below).
+    delayed_by = [str(r).removeprefix("delayed:") for r in reasons[allowed & p.delayed].tolist()]
     # Escalations (rules, content findings) reach a person whatever the agent's stage.
     routes, review_reason, review_priority = trust.route(agent, allowed, chosen, columns, expected, propensity)
     escalated = (routes == REVIEW) & (review_reason != "trust_stage_0")
@@ -209,6 +211,7 @@ def complete(
     report.scheduled += int((routes == EXECUTE).sum())
     report.queued += int((routes == REVIEW).sum())
     report.delayed += int((allowed & p.delayed).sum())
+    report.delayed_by.update(delayed_by)
     report.suppressed.update(reasons[suppressed].tolist())
 
     allowed_blobs = encode_allowed(p.reach, active)

@@ -21,6 +21,7 @@ class AgentReport:
     scheduled: int = 0
     queued: int = 0
     delayed: int = 0
+    delayed_by: Counter[str] = field(default_factory=Counter)  # rule (frequency_cap:<name>, quiet_hours:<name>) -> sends it moved
     suppressed: Counter[str] = field(default_factory=Counter)
     sent: int = 0
     failed: int = 0
@@ -47,6 +48,7 @@ class AgentReport:
             "scheduled": self.scheduled,
             "queued_for_review": self.queued,
             "delayed": self.delayed,
+            "delayed_by": dict(self.delayed_by),
             "suppressed": dict(self.suppressed),
             "sent": self.sent,
             "failed": self.failed,

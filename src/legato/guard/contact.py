@@ -299,8 +299,8 @@ def check_contacts(
             later = over & (cap.on_block == "delay")
             send_at[later] = until[later]
             delayed |= later
-            reasons[later] = f"delayed:frequency_cap:{index}"
-            block(over & ~later, f"frequency_cap:{index}")
+            reasons[later] = f"delayed:frequency_cap:{cap.label}"
+            block(over & ~later, f"frequency_cap:{cap.label}")
             continue
         over = applies & (facts.cap_counts[index] >= cap.max) & allowed
         if cap.on_block == "delay" and cap.max > 0:
@@ -313,10 +313,10 @@ def check_contacts(
                 later &= np.isnat(latest) | (latest < send_at)
             send_at[later] = np.maximum(send_at[later], until[later])
             delayed |= later
-            reasons[later] = f"delayed:frequency_cap:{index}"
+            reasons[later] = f"delayed:frequency_cap:{cap.label}"
             over = over & ~later
-        block(over, f"frequency_cap:{index}")
-    for index, rule in enumerate(guardrails.quiet_hours):
+        block(over, f"frequency_cap:{cap.label}")
+    for rule in guardrails.quiet_hours:
         applies = allowed & promotional & (channels == rule.channel.value) & _in_region(facts, rule.region, n)
         if not applies.any() or facts.zones is None:
             continue
@@ -324,9 +324,9 @@ def check_contacts(
         if rule.on_block == "delay":
             send_at[quiet] = resume[quiet]
             delayed |= quiet
-            reasons[quiet] = f"delayed:quiet_hours:{index}"
+            reasons[quiet] = f"delayed:quiet_hours:{rule.label}"
         else:
-            block(quiet, f"quiet_hours:{index}")
+            block(quiet, f"quiet_hours:{rule.label}")
     return ContactVerdict(allowed=allowed, send_at=send_at, reasons=reasons, delayed=delayed)
 
 

@@ -13,9 +13,9 @@ from datetime import time
 
 from legato.playbook.models import ChannelKind, FrequencyCap, Guardrails, Playbook, QuietHours
 
-TCPA = QuietHours(channel=ChannelKind.sms, start=time(21, 0), end=time(8, 0), on_block="delay", region="US")
-FLORIDA_HOURS = QuietHours(channel=ChannelKind.sms, start=time(20, 0), end=time(8, 0), on_block="delay", region="US-FL")
-FLORIDA_CAP = FrequencyCap(channel=ChannelKind.sms, max=3, days=1, on_block="drop", region="US-FL")
+TCPA = QuietHours(id="tcpa_quiet_hours", channel=ChannelKind.sms, start=time(21, 0), end=time(8, 0), on_block="delay", region="US")
+FLORIDA_HOURS = QuietHours(id="florida_quiet_hours", channel=ChannelKind.sms, start=time(20, 0), end=time(8, 0), on_block="delay", region="US-FL")
+FLORIDA_CAP = FrequencyCap(id="florida_3_texts_a_day", channel=ChannelKind.sms, max=3, days=1, on_block="drop", region="US-FL")
 
 
 def guardrails_in_force(playbook: Playbook) -> Guardrails:

@@ -331,9 +331,17 @@ class ConsentRule(Strict):
     )
 
 
+RULE_ID = Field(None, description="The rule's name in reasons and reports; default: a readable form of the rule.")
+
+
+def _days(days: float) -> str:
+    return "day" if days == 1 else f"{days:g} days"
+
+
 class FrequencyCap(Strict):
     """At most ``max`` messages in any rolling ``days``; ``max: 1`` is a minimum gap of ``days``."""
 
+    id: Identifier | None = RULE_ID
     channel: ChannelKind | Literal["any"] = "any"
     tag: Identifier | None = Field(None, description="Count only messages whose creative carries this tag.")
     max: int = Field(ge=0)
@@ -353,12 +361,24 @@ class FrequencyCap(Strict):
         return self
 
     @property
+    def label(self) -> str:
+        """The rule's name: its ``id``, else what it says, e.g. ``email 1 per 3 days``, ``sms 3 per day in US-FL``."""
+        if self.id is not None:
+            return self.id
+        channel = "any channel" if self.channel == "any" else ChannelKind(self.channel).value
+        window = _days(self.days) if self.days is not None else f"calendar {self.calendar}"
+        return " ".join(
+            part for part in (channel, f"tagged {self.tag}" if self.tag else "", f"{self.max} per {window}", f"in {self.region}" if self.region else "") if part
+        )
+
+    @property
     def lookback_days(self) -> float:
         """How far back sends can matter: the rolling window, or a calendar week and a day of zones."""
         return self.days if self.days is not None else 8.0
 
 
 class QuietHours(Strict):
+    id: Identifier | None = RULE_ID
     channel: ChannelKind
     start: time = Field(description="Local time from which sending stops, e.g. 21:00.")
     end: time = Field(description="Local time from which sending may resume, e.g. 08:00.")
@@ -366,6 +386,14 @@ class QuietHours(Strict):
     region: str | None = Field(
         None, pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$", description="Only customers in this country or region, e.g. US-FL."
     )
+
+    @property
+    def label(self) -> str:
+        """The rule's name: its ``id``, else what it says, e.g. ``sms 21:00-08:00 in US``."""
+        if self.id is not None:
+            return self.id
+        where = f" in {self.region}" if self.region else ""
+        return f"{self.channel.value} {self.start:%H:%M}-{self.end:%H:%M}{where}"
 
 
 class ReviewSettings(Strict):
@@ -392,6 +420,17 @@ class Guardrails(Strict):
     protected_attributes: list[Identifier] = Field(
         default_factory=list, description="Never usable for targeting; only for fairness audits."
     )
+
+    @model_validator(mode="after")
+    def _rules_named_once(self) -> Any:
+        # A reason names its rule; two rules with one name would be counted as one in every report.
+        for section, rules in (("frequency_caps", self.frequency_caps), ("quiet_hours", self.quiet_hours)):
+            seen: set[str] = set()
+            for rule in rules:
+                if rule.label in seen:
+                    raise ValueError(f"two {section} rules are both named '{rule.label}': give one of them an id")
+                seen.add(rule.label)
+        return self
 
 
 # --- inbound conversations and company values -------------------------------------------

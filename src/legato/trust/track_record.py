@@ -316,7 +316,9 @@ def promote(
 ) -> StageChange:
     """Move the agent up one stage when its record qualifies, or with a recorded override.
 
-    Skipping a stage counts as an unmet criterion, so it too needs an override.
+    The ladder is climbed one stage at a time: an override may promote an agent whose record
+    does not qualify yet (recorded with its reason), never skip a stage, since each stage is
+    where the record for the next one is earned.
     """
     by = _name(by)
     with engine.begin() as connection:
@@ -327,10 +329,14 @@ def promote(
                 f"agent '{agent_id}' is at stage {agent.trust_stage}; promoting to {to_stage} is not up",
                 hint="use `legato agents demote` to lower a stage",
             )
+        if to_stage > agent.trust_stage + 1:
+            raise TrustInvalid(
+                f"agent '{agent_id}' is at stage {agent.trust_stage}: the ladder is climbed one stage at a time "
+                f"({agent.trust_stage} → {agent.trust_stage + 1}), an override included",
+                hint=f"promote to {agent.trust_stage + 1} now; stage {to_stage} once the record at {agent.trust_stage + 1} qualifies",
+            )
         record = record_of(connection, agent_id, since=now - timedelta(days=criteria.window_days), until=now)
         _, unmet = promotion_check(record, criteria)
-        if to_stage > agent.trust_stage + 1:
-            unmet.append(f"one stage at a time: {agent.trust_stage} → {agent.trust_stage + 1}")
         override = override_reason.strip() if override_reason and override_reason.strip() else None
         if unmet and override is None:
             raise TrustConflict(
