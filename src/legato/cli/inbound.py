@@ -122,9 +122,6 @@ def list_command(
     answer the customer, then `legato review resolve ITEM --note "..." --reviewer NAME`.
     Example: `legato inbound list --json`
     """
-    from dataclasses import replace
-
-    from legato.guard.redact import mask
     from legato.service import review
     from legato.store.db import connect
     from legato.store.status import ReviewKind
@@ -133,8 +130,7 @@ def list_command(
         items = review.queue(connect(database), kind=ReviewKind.CONVERSATION, limit=limit)
     except LegatoError as error:
         fail(error)
-    # Replies are masked when stored; replies stored before that are masked when shown.
-    items = [replace(item, evidence={**item.evidence, "excerpt": mask(str(item.evidence.get("excerpt", "")))}) if item.evidence else item for item in items]
+    # Replies are masked when stored; those stored before that, when read (trust.review.model).
     if as_json:
         emit_json({"items": [item.to_dict() for item in items]})
         return

@@ -12,6 +12,7 @@ from sqlalchemy import Row
 
 from legato.errors import Conflict, Forbidden, Invalid, LegatoError, NotFound
 from legato.guard.content import Finding
+from legato.guard.redact import mask
 from legato.store.status import ReviewKind, ReviewStatus
 
 # Short names for the enum members (legato.store.status), which every writer uses.
@@ -153,7 +154,27 @@ def audit_subject(row: Any) -> dict[str, Any]:
 
 def queue_item(row: Row[Any]) -> QueueItem:
     values = {name: getattr(row, name) for name in QueueItem.__dataclass_fields__}
-    return QueueItem(**values | {"edited": bool(values["edited"])})
+    return QueueItem(**values | {"edited": bool(values["edited"]), "evidence": masked_evidence(values["evidence"])})
+
+
+# What a customer wrote, in an item's evidence: masked when shown, for items stored before
+# replies were masked on the way in (masking what is already masked changes nothing).
+CUSTOMER_TEXT = ("excerpt", "phrases")
+
+
+def masked_evidence(evidence: Any) -> Any:
+    if not isinstance(evidence, Mapping) or not any(key in evidence for key in CUSTOMER_TEXT):
+        return evidence
+    return {key: masked_text(value) if key in CUSTOMER_TEXT else value for key, value in evidence.items()}
+
+
+def masked_text(value: Any) -> Any:
+    """A customer's text (or a list of pieces of it) with personal data masked (:mod:`legato.guard.redact`)."""
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, list):
+        return [mask(v) if isinstance(v, str) else v for v in value]
+    return value
 
 
 def finding_dict(finding: Finding) -> dict[str, Any]:

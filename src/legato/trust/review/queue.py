@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,6 +28,8 @@ from legato.trust.review.model import (
     ReviewNotFound,
     ReviewError,
     finding_dict,
+    masked_evidence,
+    masked_text,
     queue_item,
 )
 
@@ -155,7 +158,11 @@ def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None,
         decision = {name: getattr(row, f"d_{name}") for name in _DECISION_FIELDS}
         decision |= {name: getattr(row, name) for name in ("agent_id", "customer_id", "offer_id", "creative_id", "channel", "send_at")}
     message = {name: getattr(row, f"m_{name}") for name in _MESSAGE_FIELDS} if row.inbound_message_id is not None else None
-    evidence = row.evidence
+    if message is not None:  # stored before replies were masked on the way in: masked when shown
+        message["text"] = masked_text(message["text"])
+        if isinstance(message["intents"], Mapping) and "evidence" in message["intents"]:
+            message["intents"] = {**message["intents"], "evidence": masked_text(message["intents"]["evidence"])}
+    evidence = masked_evidence(row.evidence)
     if evidence is None and source is not None:
         evidence = evidence_for_reason(source, row.reason)
     return ItemDetail(
@@ -168,11 +175,18 @@ def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None,
         findings=findings,
         matches_playbook=matches,
         outbox=dict(sent._mapping) if sent else None,
-        history=[dict(h._mapping) for h in history],
+        history=[_masked_history(dict(h._mapping)) for h in history],
         message=message,
         evidence=evidence,
         standing=standing,
     )
+
+
+def _masked_history(entry: dict[str, Any]) -> dict[str, Any]:
+    detail = entry.get("detail")
+    if isinstance(detail, Mapping):
+        entry["detail"] = {key: masked_text(value) if key in ("evidence", "excerpt", "text", "phrases") else value for key, value in detail.items()}
+    return entry
 
 
 def load_row(connection: Connection, item_id: int, *, lock: bool = False) -> Row[Any]:
