@@ -15,7 +15,14 @@ kind           exit   meaning                                                   
 =============  =====  ===========================================================  ====
 
 A plain :class:`LegatoError` counts as ``Invalid``; :class:`StoreError` (the database cannot
-be reached) exits 6. Exit 1 stays "partly done" (some rows rejected, a message blocked).
+be reached or used) exits 6, with two kinds a caller may try again after a while:
+:class:`StoreBusy` (locked by another process or transaction) and :class:`StoreUnreachable`
+(the server does not answer). Exit 1 stays "partly done" (some rows rejected, a message blocked).
+
+What the database driver or the file system raises is turned into these where it happens
+(``legato.store.db.store_error``: the engine's error hook and ``connect``), and once more by the
+CLI's one error handler (``legato.cli.output.user_error``) for what reaches it untranslated, so
+no command needs its own ``try``.
 """
 
 from __future__ import annotations
@@ -63,6 +70,19 @@ class StoreError(LegatoError):
     """The database cannot be reached or is not in the expected state."""
 
     exit_code = 6
+    transient = False  # True: the same command may succeed if tried again later
+
+
+class StoreBusy(StoreError):
+    """Another process or transaction holds the lock this one needs (SQLite's "database is locked")."""
+
+    transient = True
+
+
+class StoreUnreachable(StoreError):
+    """The database server does not answer (refused, timed out, connection lost)."""
+
+    transient = True
 
 
 class NothingToDoError(Conflict):

@@ -16,11 +16,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from legato.cli.output import console, emit_json, fail
+from legato.cli.output import LegatoGroup, console, emit_json, fail
 from legato.clock import FixedClock, SystemClock, parse_instant
 from legato.errors import LegatoError
 
 app = typer.Typer(
+    cls=LegatoGroup,
+    pretty_exceptions_show_locals=False,
     name="legato",
     help="Legato: a marketer orchestrates autonomous AI marketing agents.\n\nStart with `legato demo`.",
     no_args_is_help=True,

@@ -110,6 +110,45 @@ def unsubscribe_command(
     console.print(f"customer {done.customer_id}: marketing by {done.channel} revoked (message {done.message_id})", highlight=False)
 
 
+@inbound_app.command("pending")
+def pending_command(
+    database: DatabaseOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Opt-outs the database could not take when they came: write them to it now, and list any still waiting.
+
+    They are kept in a file beside the database (or at $LEGATO_PENDING_OPTOUTS); while any
+    waits, `legato run` decides and sends nothing. Every command that opens the database
+    writes them back when it can; this one says what happened.
+    Example: `legato inbound pending`
+    """
+    from legato.store.db import _create_engine, database_url
+    from legato.trust import pending_optouts
+
+    engine = _create_engine(database_url(database))  # the file is found even when the database cannot be opened
+    path = pending_optouts.path_for(engine)
+    written: list[pending_optouts.PendingOptOut] = []
+    problem: str | None = None
+    if pending_optouts.pending(path):
+        try:
+            written = pending_optouts.replay(engine, path=path)
+        except LegatoError as error:
+            problem = str(error)
+    waiting = pending_optouts.pending(path)
+    if as_json:
+        emit_json({"file": str(path), "written": [e.id for e in written], "waiting": [e.__dict__ for e in waiting], "problem": problem})
+    else:
+        for entry in written:
+            console.print(f"written: customer {entry.customer_id} opted out of {', '.join(entry.channels)} (received {entry.received_at})", highlight=False)
+        for entry in waiting:
+            console.print(f"[bold red]waiting:[/] customer {entry.customer_id} opted out of {', '.join(entry.channels)} (received {entry.received_at})", highlight=False)
+        if not written and not waiting:
+            console.print(f"no opt-out waits ({path})", highlight=False)
+    if waiting:
+        fail(pending_optouts.OptOutsWaiting(f"{len(waiting)} opt-out(s) still wait in {path}" + (f": {problem}" if problem else ""),
+                                            hint="make the database writable and run this again"))
+
+
 @inbound_app.command("list")
 def list_command(
     database: DatabaseOption = None,

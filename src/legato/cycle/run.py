@@ -36,6 +36,7 @@ from legato.store.audit import record
 from legato.store.db import is_empty
 from legato.store.schema import cycles
 from legato.store.status import AgentStatus, CycleStatus
+from legato.trust.pending_optouts import settle as settle_opt_outs
 from legato.trust.review import expire_overdue
 
 # Customers per partition.
@@ -59,6 +60,7 @@ def run_cycle(
             hint="import customers first: legato import customers FILE (or try `legato demo`)",
         )
     now = clock.now()
+    settle_opt_outs(engine)  # an opt-out the store could not take yet is written first, or nothing runs
     expire_overdue(engine, now, sla_hours=playbook.review.sla_hours)
     with engine.begin() as connection:
         trait_store.roll_windows(connection, now)
@@ -124,6 +126,7 @@ def _run_agent(
 
 def _run_partition(engine: Engine, playbook: Playbook, plan: AgentPlan, cycle_id: int, now: datetime, partition: Partition, report: AgentReport) -> int:
     """One partition in one transaction: propose, apply the budget's cut, route, write, mark done."""
+    settle_opt_outs(engine)  # one that arrived in the pending file meanwhile counts for this partition
     with engine.begin() as connection:
         proposal = propose_partition(connection, playbook, plan, partition, now)
         decided = 0

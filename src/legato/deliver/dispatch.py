@@ -45,6 +45,7 @@ from legato.store.playbook_versions import Versions
 from legato.store.schema import customers, decisions, outbox
 from legato.store.status import DecisionStatus, OutboxStatus
 from legato.trust.agent_state import StageCause, change_stage
+from legato.trust.pending_optouts import settle as settle_opt_outs
 from legato.trust.ladder import Stage
 
 CHUNK = 5_000
@@ -59,11 +60,14 @@ class DispatchReport:
 
 
 def transports(playbook: Playbook, base_dir: Path) -> dict[str, Transport]:
+    """One transport per channel of the playbook; a file that cannot be written fails here (OutboxUnwritable)."""
     made: dict[str, Transport] = {}
     for channel, spec in playbook.channels.items():
         if spec.kind == "file":
             assert spec.path is not None
-            made[channel.value] = FileTransport(base_dir / spec.path)
+            file = FileTransport(base_dir / spec.path, channel.value)
+            file.check()  # before anything is decided: an outbox that cannot be written is named here
+            made[channel.value] = file
         else:
             made[channel.value] = ConsoleTransport()
     return made
@@ -109,6 +113,9 @@ def dispatch_due(
         # Two dispatchers, or a reviewer withdrawing an approval, never work on the same row.
         query = query.with_for_update(skip_locked=True, of=outbox)
     while True:
+        # An opt-out the store could not take yet (kept in the pending file) is written before
+        # each batch, or nothing more is sent (OptOutsWaiting).
+        settle_opt_outs(engine)
         with engine.begin() as connection:
             rows = connection.execute(query).all()
             if not rows:

@@ -31,13 +31,19 @@ built-in reason (say ``complaint`` at priority 85 for role ``support``) but not 
 The ``inbound_messages`` row stays the record of the message; its status follows the item.
 Card numbers and other personal data in the text are masked (:mod:`legato.guard.redact`)
 before anything is stored: the message, the queue's excerpt and the audit log.
+
+An opt-out is never lost: its transaction is tried again while the store is locked or
+unreachable (:func:`legato.trust.pending_optouts.retrying`, ``LEGATO_OPTOUT_WAIT`` seconds),
+and if it still cannot be written it is kept in the durable file of pending opt-outs that the
+cycle and the dispatcher honour, and the command fails saying so
+(:class:`~legato.trust.pending_optouts.OptOutSaved`).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -47,13 +53,15 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from legato.audience.fields import StoreResolver, audience_from
 from legato.deliver import outbox as outbox_writer
-from legato.errors import Invalid, LegatoError, NotFound
+from legato.errors import Invalid, LegatoError, NotFound, StoreError
 from legato.guard.normalize import normalize
 from legato.guard.redact import mask
 from legato.playbook.models import ChannelKind, Playbook
 from legato.store.audit import record
-from legato.store.schema import consents, customers, decisions, inbound_messages, outbox, review_items
+from legato.store.schema import audit_log, consents, customers, decisions, inbound_messages, outbox, review_items
 from legato.store.status import InboundStatus, OutboxStatus, ReviewKind
+from legato.trust import pending_optouts
+from legato.trust.pending_optouts import OptOutLost, OptOutSaved, PendingOptOut
 from legato.trust.escalation import INBOUND_FIELDS, RuleSet, inbound_facts, inbound_rules
 from legato.trust.optout import POSSIBLE_OPT_OUT, OptOut, Verdict, detect, fold
 from legato.trust.review import CONVERSATION_SLA_HOURS, due_at_for, resolve
@@ -142,10 +150,23 @@ def receive(engine: Engine, playbook: Playbook, customer_id: str, channel: str, 
     found = classify(text)
     text = mask(text)  # classified as written; stored and shown with personal data masked
     rules = RuleSet(inbound_rules(playbook), INBOUND_FIELDS, StoreResolver(playbook, now, engine.dialect.name), engine.dialect.name)
+    if "opt_out" not in found.intents:
+        return _receive(engine, playbook, customer_id, channel, text, now, found, rules)
+    # A "no" waits for a locked or unreachable store, and is kept in a durable file if it
+    # still cannot be written: the command fails, and no marketing goes out until it is.
+    try:
+        return pending_optouts.retrying(lambda: _receive(engine, playbook, customer_id, channel, text, now, found, rules))
+    except StoreError as error:
+        raise _kept_for_later(engine, customer_id, channel, text, now, found, error) from error
+
+
+def _receive(engine: Engine, playbook: Playbook, customer_id: str, channel: str, text: str, now: datetime, found: Classification, rules: RuleSet) -> Handled:
+    """One attempt: the message recorded and acted on in one transaction."""
     reply: str | None = None
     reason: str | None = None
     item_id: int | None = None
     with engine.begin() as connection:
+        _bounded_wait(connection)
         if connection.execute(sa.select(customers.c.id).where(customers.c.id == customer_id)).first() is None:
             raise NotFound(f"unknown customer '{customer_id}'", hint="import the customer first; nothing was recorded")
         if "opt_out" in found.intents:
@@ -200,6 +221,114 @@ def receive(engine: Engine, playbook: Playbook, customer_id: str, channel: str, 
             {"channel": channel, "intents": found.intents, "evidence": found.evidence, "reason": reason, "review_item": item_id},
         )
     return Handled(message_id, action, found.intents, reason, reply, item_id)
+
+
+def _bounded_wait(connection: Any) -> None:
+    """PostgreSQL: wait for another transaction's row locks no longer than SQLite waits for its
+    lock (``LEGATO_BUSY_TIMEOUT``), so a held lock is retried and, in the end, reported."""
+    if connection.dialect.name == "postgresql":
+        from legato.store.db import busy_seconds
+
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{max(1, int(busy_seconds() * 1000))}ms'")
+
+
+def _kept_for_later(engine: Engine, customer_id: str, channel: str, text: str, now: datetime, found: Classification, error: StoreError) -> StoreError:
+    """The opt-out the store could not take, appended to the pending file: the error that says so."""
+    revoked = sorted(revoked_channels(found.opt_out, channel))
+    escalate = [{"reason": intent, "priority": priority} for intent, priority, _ in ESCALATIONS if intent in found.intents and intent in ALWAYS_A_PERSON]
+    entry = PendingOptOut(
+        customer_id=customer_id, channel=channel, channels=revoked, received_at=now.isoformat(), text=text,
+        language=found.opt_out.language, escalate=escalate, why=error.message,
+        intents=found.intents, evidence=found.evidence, sentiment=found.sentiment,
+    )
+    path = pending_optouts.path_for(engine)
+    names = ", ".join(revoked)
+    try:
+        pending_optouts.save(path, entry)
+    except OSError as exc:
+        return OptOutLost(
+            f"the opt-out of customer {customer_id} ({names}) could not be written to the database ({error.message}) "
+            f"nor to {path} ({exc.strerror or exc}): it is NOT recorded",
+            hint="run the command again once the database or that folder can be written; "
+            f"{pending_optouts.PATH_VARIABLE} chooses another file",
+        )
+    return OptOutSaved(
+        f"the opt-out of customer {customer_id} ({names}) could not be written to the database ({error.message}); "
+        f"it is kept in {path} and no marketing goes out until it is written, which the next command "
+        "that can write the database does",
+        hint=f"{error.hint or 'make the database writable'}; then `legato inbound pending` writes it now",
+    )
+
+
+def apply_pending(engine: Engine, entry: PendingOptOut, *, wait: float | None = None) -> str:
+    """Write one opt-out from the pending file into the store, once; returns what was done.
+
+    ``revoked``; ``already`` (an earlier replay wrote it); ``unknown_customer``. A consent the
+    customer gave explicitly after the opt-out was received is newer: it stands on its channel.
+    """
+
+    def once() -> str:
+        with engine.begin() as connection:
+            _bounded_wait(connection)
+            done = connection.execute(
+                sa.select(audit_log.c.id).where(audit_log.c.entity == pending_optouts.ENTITY, audit_log.c.entity_id == entry.id).limit(1)
+            ).first()
+            if done is not None:
+                return "already"
+            detail = {"customer": entry.customer_id, "channels": entry.channels, "received_at": entry.received_at,
+                      "saved_at": entry.saved_at, "why": entry.why}
+            written = datetime.now(timezone.utc)
+            if connection.execute(sa.select(customers.c.id).where(customers.c.id == entry.customer_id)).first() is None:
+                record(connection, written, "engine", pending_optouts.REJECTED_ACTION, pending_optouts.ENTITY, entry.id, detail | {"outcome": "unknown customer"})
+                return "unknown_customer"
+            at = entry.at
+            kept = []
+            for each in entry.channels:
+                newer = connection.execute(
+                    sa.select(consents.c.recorded_at).where(
+                        consents.c.customer_id == entry.customer_id, consents.c.channel == each, consents.c.purpose == "marketing",
+                        consents.c.status == "granted", consents.c.kind == "express", consents.c.recorded_at > at,
+                    )
+                ).first()
+                if newer is not None:
+                    kept.append(each)
+                    continue
+                _revoke(connection, entry.customer_id, each, at, source=f"{entry.source} (written late)")
+            chosen = entry.escalate[0] if entry.escalate else None
+            due_at = due_at_for(chosen["reason"], at, {}, default=CONVERSATION_SLA_HOURS) if chosen else None
+            message_id = connection.execute(
+                sa.insert(inbound_messages)
+                .values(
+                    customer_id=entry.customer_id, channel=entry.channel, received_at=at, text=entry.text, sentiment=entry.sentiment,
+                    intents={"intents": entry.intents, "evidence": entry.evidence}, action="opted_out",
+                    reason=chosen["reason"] if chosen else None, priority=chosen["priority"] if chosen else 0,
+                    status=InboundStatus.OPEN if chosen else InboundStatus.CLOSED, due_at=due_at,
+                )
+                .returning(inbound_messages.c.id)
+            ).scalar_one()
+            item_id = None
+            if chosen is not None:
+                _cancel_pending(connection, entry.customer_id, None)
+                item_id = open_item(
+                    connection,
+                    NewItem(
+                        kind=ReviewKind.CONVERSATION, reason=chosen["reason"], priority=chosen["priority"], created_at=at,
+                        agent_id=_last_sender(connection, entry.customer_id), inbound_message_id=message_id,
+                        evidence={"excerpt": entry.text[:EXCERPT_CHARS], "intents": entry.intents, "phrases": entry.evidence,
+                                  "matched": {"rule": f"built-in: {chosen['reason']}", "reason": chosen["reason"], "priority": chosen["priority"]}},
+                    ),
+                    {},
+                )
+            record(
+                connection, at, f"customer:{entry.customer_id}", "inbound_opted_out", "inbound_message", str(message_id),
+                {"channel": entry.channel, "intents": entry.intents, "evidence": entry.evidence, "reason": chosen["reason"] if chosen else None,
+                 "review_item": item_id, "pending_opt_out": entry.id},
+            )
+            record(connection, written, "engine", pending_optouts.APPLIED_ACTION, pending_optouts.ENTITY, entry.id,
+                   detail | {"inbound_message": message_id, "consent_kept": kept})
+            return "revoked"
+
+    return pending_optouts.retrying(once, wait=wait)
 
 
 def _matches(connection: Any, rules: RuleSet, customer_id: str, found: Classification) -> list[_Match]:
@@ -323,23 +452,31 @@ def confirm_opt_out(
     those it names), and returns them with the confirmation to send. The consent changes first,
     in its own transaction: if closing the item fails, the customer is still opted out.
     """
-    with engine.begin() as connection:
-        row = connection.execute(
-            sa.select(inbound_messages.c.id, inbound_messages.c.customer_id, inbound_messages.c.channel, inbound_messages.c.text)
-            .join(review_items, review_items.c.inbound_message_id == inbound_messages.c.id)
-            .where(review_items.c.id == item_id)
-        ).first()
-        if row is None:
-            raise NotFound(f"review item {item_id} is not a customer's reply", hint="list replies with `legato inbound list`")
-        revoked = channels or revoked_channels(detect(row.text), row.channel)
-        unknown = sorted(revoked - {kind.value for kind in ChannelKind})
-        if unknown:
-            raise Invalid(f"unknown channel '{unknown[0]}'", hint=f"channels: {', '.join(kind.value for kind in ChannelKind)}")
-        for each in sorted(revoked):
-            _revoke(connection, row.customer_id, each, now, source=f"review:{reviewer}")
-        reply = confirmation(playbook, revoked, _still_allowed(connection, playbook, row.customer_id), detect(row.text).language)
-        record(connection, now, f"reviewer:{reviewer}", "inbound_opted_out", "inbound_message", str(row.id),
-               {"channels": sorted(revoked), "review_item": item_id})
+
+    def once() -> tuple[frozenset[str], str]:
+        with engine.begin() as connection:
+            _bounded_wait(connection)
+            row = connection.execute(
+                sa.select(inbound_messages.c.id, inbound_messages.c.customer_id, inbound_messages.c.channel, inbound_messages.c.text)
+                .join(review_items, review_items.c.inbound_message_id == inbound_messages.c.id)
+                .where(review_items.c.id == item_id)
+            ).first()
+            if row is None:
+                raise NotFound(f"review item {item_id} is not a customer's reply", hint="list replies with `legato inbound list`")
+            revoked = channels or revoked_channels(detect(row.text), row.channel)
+            unknown = sorted(revoked - {kind.value for kind in ChannelKind})
+            if unknown:
+                raise Invalid(f"unknown channel '{unknown[0]}'", hint=f"channels: {', '.join(kind.value for kind in ChannelKind)}")
+            for each in sorted(revoked):
+                _revoke(connection, row.customer_id, each, now, source=f"review:{reviewer}")
+            reply = confirmation(playbook, revoked, _still_allowed(connection, playbook, row.customer_id), detect(row.text).language)
+            record(connection, now, f"reviewer:{reviewer}", "inbound_opted_out", "inbound_message", str(row.id),
+                   {"channels": sorted(revoked), "review_item": item_id})
+        return revoked, reply
+
+    # Waits and retries like an opt-out reply; if the store still cannot take it the command
+    # fails and the item stays open, which keeps marketing to the customer paused.
+    revoked, reply = pending_optouts.retrying(once)
     resolve(engine, item_id, reviewer, note=f"opt-out confirmed: {', '.join(sorted(revoked))}", now=now)
     return revoked, reply
 
@@ -367,14 +504,21 @@ def unsubscribe(engine: Engine, token: str, now: datetime) -> Unsubscribed:
     if message_id is None or len(message_id) > 36:
         raise refused
     ring = ring_for(engine)
-    with engine.begin() as connection:
-        row = connection.execute(sa.select(outbox.c.customer_id, outbox.c.channel).where(outbox.c.message_id == message_id)).first()
-        if row is None or not verify_token(token, message_id, row.customer_id, ring):
-            raise refused
-        _revoke(connection, row.customer_id, row.channel, now, source="unsubscribe_link")
-        record(connection, now, f"customer:{row.customer_id}", "unsubscribed", "outbox", str(message_id),
-               {"channel": row.channel, "via": "unsubscribe link"})
-    return Unsubscribed(message_id, row.customer_id, row.channel)
+
+    def once() -> Unsubscribed:
+        with engine.begin() as connection:
+            _bounded_wait(connection)
+            row = connection.execute(sa.select(outbox.c.customer_id, outbox.c.channel).where(outbox.c.message_id == message_id)).first()
+            if row is None or not verify_token(token, message_id, row.customer_id, ring):
+                raise refused
+            _revoke(connection, row.customer_id, row.channel, now, source="unsubscribe_link")
+            record(connection, now, f"customer:{row.customer_id}", "unsubscribed", "outbox", str(message_id),
+                   {"channel": row.channel, "via": "unsubscribe link"})
+        return Unsubscribed(message_id, row.customer_id, row.channel)
+
+    # Waits and retries like an opt-out reply; if the store still cannot take it the command
+    # fails (exit 6) and the link's caller must try again.
+    return pending_optouts.retrying(once)
 
 
 def _revoke(connection: Any, customer_id: str, channel: str, now: datetime, *, source: str) -> None:
