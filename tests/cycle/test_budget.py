@@ -28,7 +28,7 @@ from legato.deliver.dispatch import transports
 from legato.validation import parse_playbook
 from legato.playbook.models import Playbook
 from legato.store.ingest import import_customers
-from legato.store.schema import agents, audit_log, budget_reservations, cycle_partitions, cycles, decisions, outbox
+from legato.store.schema import agents, audit_log, budget_reservations, cycle_agents, cycle_partitions, cycles, decisions, outbox
 
 AT = datetime(2024, 3, 4, 8, 0, tzinfo=timezone.utc)
 N = 40
@@ -153,7 +153,7 @@ def test_the_tie_break_is_seeded(engine: Engine, tmp_path: Path) -> None:
         run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
         picks.append(scheduled(engine))
         with engine.begin() as c:
-            for table in (outbox, budget_reservations, cycle_partitions, decisions, audit_log, cycles):
+            for table in (outbox, budget_reservations, cycle_partitions, cycle_agents, decisions, audit_log, cycles):
                 c.execute(sa.delete(table))
     assert picks[0] == picks[1] and len(picks[0]) == 8
 

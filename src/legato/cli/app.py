@@ -191,9 +191,17 @@ def run(
     playbook: Annotated[Path, typer.Argument(help="The playbook YAML file.")],
     database: DatabaseOption = None,
     at: Annotated[Optional[str], typer.Option(help="Run the cycle at this simulated time (ISO-8601, UTC unless an offset is given).")] = None,
+    wait: Annotated[
+        float, typer.Option("--wait", min=0, help="If another cycle is running on this database, wait up to this many seconds for it (default: refuse at once).")
+    ] = 0.0,
     as_json: JsonOption = False,
 ) -> None:
     """Run one orchestration cycle for every active agent, then send what is due.
+
+    One cycle runs at a time on a database: while another holds the cycle's lease, this one
+    waits (`--wait`) or exits with code 4 naming the holder. If the last cycle did not finish
+    (its process was killed, or it failed), this run finishes that cycle, at its own time,
+    and does nothing else; run again for a new cycle.
 
     Example: `legato run playbook.yaml --at 2024-03-04T09:00`
     """
@@ -214,12 +222,20 @@ def run(
                     tasks[agent_id] = progress.add_task(agent_id, total=None)
                 progress.advance(tasks[agent_id], count)
 
-            report = cycles.run(engine, loaded, clock, transports(loaded, playbook.parent), progress=advance)
+            report = cycles.run(engine, loaded, clock, transports(loaded, playbook.parent), progress=advance, wait=wait)
     except LegatoError as error:
         fail(error)
     if as_json:
         emit_json(report.to_dict())
         return
+    if report.resumed is not None:
+        resumed = report.resumed
+        console.print(
+            f"[yellow]resumed cycle {report.cycle_id}[/] (at {report.at:%Y-%m-%d %H:%M} UTC, left {resumed.status}): {resumed.partitions_kept:,} partitions were already written and kept; the rest are done now. "
+            "No new cycle was run: run again for one."
+        )
+        if resumed.playbook_changed:
+            console.print("[yellow]the playbook file changed since the cycle started; the cycle finished with the playbook it started with[/]")
     console.print(cycle_table(f"cycle {report.cycle_id} at {report.at:%Y-%m-%d %H:%M} UTC", report))
     for score in report.scores:
         quality = "" if score.auc is None else f", held-out AUC {score.auc:.3f}"

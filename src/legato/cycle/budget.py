@@ -109,6 +109,19 @@ class BudgetCut:
     def is_unlimited(self) -> bool:
         return self.sends == _ALL and self.cost == _ALL
 
+    def to_json(self) -> dict[str, object]:
+        """The cut as stored with the cycle's plan; floats as exact text (JSON has no infinity)."""
+        return {"salt": self.salt, "sends": [repr(x) for x in self.sends], "cost": [repr(x) for x in self.cost]}
+
+    @classmethod
+    def from_json(cls, stored: dict[str, object]) -> BudgetCut:
+        def pair(name: str) -> tuple[float, float]:
+            values = stored[name]
+            assert isinstance(values, list) and len(values) == 2
+            return (float(values[0]), float(values[1]))
+
+        return cls(salt=str(stored["salt"]), sends=pair("sends"), cost=pair("cost"))
+
     def ties(self, ids: npt.NDArray[np.str_]) -> npt.NDArray[np.float64]:
         return unit_hash(ids, self.salt)
 

@@ -71,3 +71,27 @@ def partition_rng(agent_id: str, at: datetime, partition: Partition) -> np.rando
     """The partition's own random stream: the same (agent, cycle time, partition) draws the same."""
     digest = hashlib.sha256(f"{agent_id}|{at.isoformat()}|{partition.number}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def recorded(connection: Connection, cycle_id: int) -> list[Partition]:
+    """The ranges a cycle cut (the same for each of its agents), as its plans recorded them."""
+    rows = connection.execute(
+        sa.select(cycle_partitions.c.number, cycle_partitions.c.low, cycle_partitions.c.high)
+        .where(cycle_partitions.c.cycle_id == cycle_id)
+        .distinct()
+        .order_by(cycle_partitions.c.number)
+    ).all()
+    return [Partition(number, low, high) for number, low, high in rows]
+
+
+def done_numbers(connection: Connection, cycle_id: int, agent_id: str) -> set[int]:
+    """The agent's partitions of this cycle already written (kept when the cycle resumes)."""
+    return set(
+        connection.execute(
+            sa.select(cycle_partitions.c.number).where(
+                cycle_partitions.c.cycle_id == cycle_id,
+                cycle_partitions.c.agent_id == agent_id,
+                cycle_partitions.c.status == PartitionStatus.DONE.value,
+            )
+        ).scalars()
+    )

@@ -8,7 +8,8 @@ from sqlalchemy import Connection
 
 from legato.decide.policy import Policy
 from legato.decide.registry import continue_policy
-from legato.decide.versions import latest_version, save_version
+from legato.decide.versions import latest_version, save_version, saved_version
+from legato.errors import Conflict
 from legato.playbook.models import Agent
 from legato.store.audit import record
 
@@ -46,6 +47,21 @@ def load_policy(connection: Connection, agent: Agent, action_keys: list[str], no
             {"from_version": latest.version, "version": version, "added": continued.added, "removed": continued.removed},
         )
     return continued.policy, version
+
+
+def policy_at(connection: Connection, agent: Agent, action_keys: list[str], version: int) -> Policy:
+    """The policy of a saved version, as a resumed cycle decides with it (nothing is saved)."""
+    saved = saved_version(connection, agent.id, version)
+    continued = continue_policy(
+        agent.policy.name, agent.policy.params, agent.features, action_keys, None if saved is None else saved.policy, None if saved is None else saved.state
+    )
+    if saved is None or continued.changed:
+        raise Conflict(
+            f"cannot resume the cycle for agent '{agent.id}': its policy version {version} "
+            + ("is not in the store" if saved is None else "does not continue under the playbook the cycle started with"),
+            hint="the store was changed by hand; restore it from a backup",
+        )
+    return continued.policy
 
 
 def save_policy(connection: Connection, agent: Agent, policy: Policy, action_keys: list[str], now: datetime) -> int:

@@ -63,6 +63,24 @@ class AgentReport:
         }
 
 
+@dataclass(frozen=True)
+class Resumed:
+    """A cycle that had not finished, continued by this run (its counts are this run's part)."""
+
+    status: str  # what it was left as: running (its process died) or failed
+    started_at: datetime
+    partitions_kept: int  # (agent, partition) pairs already written, kept as they were
+    playbook_changed: bool  # the playbook given differs from the one the cycle started with (which it used)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "was": self.status,
+            "started_at": self.started_at.isoformat(),
+            "partitions_kept": self.partitions_kept,
+            "playbook_changed": self.playbook_changed,
+        }
+
+
 @dataclass
 class CycleReport:
     cycle_id: int
@@ -70,11 +88,13 @@ class CycleReport:
     agents: dict[str, AgentReport]
     dispatch: DispatchReport
     scores: list[ScoreReport] = field(default_factory=list)
+    resumed: Resumed | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "cycle": self.cycle_id,
             "at": self.at.isoformat(),
+            "resumed": None if self.resumed is None else self.resumed.to_dict(),
             "scores": [s.to_dict() for s in self.scores],
             "agents": [a.to_dict() for a in self.agents.values()],
             "dispatch_errors": self.dispatch.errors,

@@ -1,5 +1,9 @@
 """One orchestration cycle: the only module that knows the order of the steps.
 
+A cycle holds the store's cycle lease (:mod:`legato.cycle.lease`) from start to finish, so
+only one runs at a time. Under it, a cycle that did not finish (its process was killed, or
+it failed) is resumed before anything else: see :func:`run_cycle`.
+
 Before the agents: overdue reviews expire, windowed traits roll, agents follow the playbook,
 the cycle's customer-id partitions are cut, scores are refit when due. For each active agent:
 its plan step (settle and learn, stop-loss, approvals, uplift gate, partitions recorded),
@@ -12,7 +16,9 @@ sends what is due.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -20,10 +26,11 @@ from sqlalchemy import Engine
 
 from legato.clock import Clock
 from legato.cycle.agents import sync_agents
+from legato.cycle.lease import Lease, LeaseLost, hold
 from legato.cycle.page import complete
-from legato.cycle.partitions import Partition, mark_done, split_customers
-from legato.cycle.plan import AgentPlan, allocate_budget, plan_agent, propose_partition
-from legato.cycle.report import AgentReport, CycleReport
+from legato.cycle.partitions import Partition, PartitionStatus, done_numbers, mark_done, recorded, split_customers
+from legato.cycle.plan import AgentPlan, Fence, Planned, allocate_budget, plan_agent, planned_agents, propose_partition, resume_plan
+from legato.cycle.report import AgentReport, CycleReport, Resumed
 from legato.deliver.channels import Transport
 from legato.deliver.dispatch import dispatch_due
 from legato.errors import NothingToDoError
@@ -34,7 +41,7 @@ from legato.store import playbook_versions
 from legato.store import traits as trait_store
 from legato.store.audit import record
 from legato.store.db import is_empty
-from legato.store.schema import cycles
+from legato.store.schema import agents, cycle_agents, cycle_partitions, cycles
 from legato.store.status import AgentStatus, CycleStatus
 from legato.trust.pending_optouts import settle as settle_opt_outs
 from legato.trust.review import expire_overdue
@@ -45,6 +52,51 @@ PAGE = 50_000
 Progress = Callable[[str, int], None]
 
 
+@dataclass(frozen=True)
+class Unfinished:
+    """A cycle that started and did not finish: the newest cycle, still running (its process
+    died) or failed, whose agents' plans were recorded with their partitions."""
+
+    id: int
+    at: datetime
+    status: str
+    started_at: datetime
+    playbook_version_id: int | None
+
+
+def unfinished_cycle(engine: Engine) -> Unfinished | None:
+    """The cycle a run must finish before it starts another, if any.
+
+    Only the newest cycle can be resumed: an older unfinished one was followed by a later
+    cycle, and continuing it would decide as if that cycle had not happened. A cycle from
+    before plans were recorded (partitions without their agent's plan) cannot be resumed.
+    """
+    with engine.connect() as connection:
+        row = connection.execute(sa.select(cycles).order_by(cycles.c.id.desc()).limit(1)).first()
+        if row is None or row.status not in (CycleStatus.RUNNING, CycleStatus.FAILED):
+            return None
+        unplanned = connection.execute(
+            sa.select(sa.func.count())
+            .select_from(cycle_partitions)
+            .where(
+                cycle_partitions.c.cycle_id == row.id,
+                ~sa.exists().where(cycle_agents.c.cycle_id == row.id, cycle_agents.c.agent_id == cycle_partitions.c.agent_id),
+            )
+        ).scalar_one()
+    if unplanned:
+        return None
+    return Unfinished(row.id, row.at, row.status, row.started_at, row.playbook_version_id)
+
+
+@contextmanager
+def _held(engine: Engine, lease: Lease | None, wait: float) -> Iterator[Lease]:
+    if lease is not None:
+        yield lease
+        return
+    with hold(engine, wait=wait) as taken:
+        yield taken
+
+
 def run_cycle(
     engine: Engine,
     playbook: Playbook,
@@ -52,13 +104,29 @@ def run_cycle(
     transports: dict[str, Transport],
     *,
     progress: Progress | None = None,
+    lease: Lease | None = None,
+    wait: float = 0.0,
 ) -> CycleReport:
-    """Run every active agent once at ``clock.now()``, then dispatch what is due."""
+    """Run every active agent once at ``clock.now()``, then dispatch what is due.
+
+    The cycle's lease is taken first (waiting up to ``wait`` seconds; ``lease`` when the
+    caller holds it already). If the newest cycle did not finish, that cycle is resumed
+    instead, at its own time and with its own playbook, and its report returned
+    (``report.resumed``): no new cycle is started by the same run.
+    """
     if is_empty(engine):
         raise NothingToDoError(
             "the database has no customers, so there is nobody to decide for",
             hint="import customers first: legato import customers FILE (or try `legato demo`)",
         )
+    with _held(engine, lease, wait) as held:
+        unfinished = unfinished_cycle(engine)
+        if unfinished is not None:
+            return _resume(engine, playbook, clock, transports, unfinished, held, progress)
+        return _new_cycle(engine, playbook, clock, transports, held, progress)
+
+
+def _new_cycle(engine: Engine, playbook: Playbook, clock: Clock, transports: dict[str, Transport], lease: Lease, progress: Progress | None) -> CycleReport:
     now = clock.now()
     settle_opt_outs(engine)  # an opt-out the store could not take yet is written first, or nothing runs
     expire_overdue(engine, now, sla_hours=playbook.review.sla_hours)
@@ -71,19 +139,76 @@ def run_cycle(
         stages = sync_agents(connection, playbook, now)
         # The same customer-id ranges for every agent of the cycle.
         partitions = split_customers(connection, PAGE)
+        lease.fence(connection)
+    lease.note_cycle(cycle_id)
+    return _agents_then_dispatch(engine, playbook, playbook, clock, transports, lease, cycle_id, now, stages, partitions, {}, progress, None)
+
+
+def _resume(
+    engine: Engine, given: Playbook, clock: Clock, transports: dict[str, Transport], cycle: Unfinished, lease: Lease, progress: Progress | None
+) -> CycleReport:
+    """Finish an unfinished cycle: its done partitions kept, the rest run, then dispatch.
+
+    It runs at the cycle's own time (the same random streams, the same budget cut) with the
+    playbook the cycle started with; agents whose plan step ran are not planned again.
+    """
+    lease.note_cycle(cycle.id)
+    with engine.connect() as connection:
+        playbook = given if cycle.playbook_version_id is None else playbook_versions.Versions().get(connection, cycle.playbook_version_id)
+        stages = {row.id: (row.trust_stage, row.status) for row in connection.execute(sa.select(agents.c.id, agents.c.trust_stage, agents.c.status))}
+        planned = planned_agents(connection, cycle.id)
+        partitions = recorded(connection, cycle.id) or split_customers(connection, PAGE)
+        kept = connection.execute(
+            sa.select(sa.func.count()).select_from(cycle_partitions).where(cycle_partitions.c.cycle_id == cycle.id, cycle_partitions.c.status == PartitionStatus.DONE.value)
+        ).scalar_one()
+    resumed = Resumed(status=cycle.status, started_at=cycle.started_at, partitions_kept=int(kept), playbook_changed=playbook is not given and _text(playbook) != _text(given))
+    with engine.begin() as connection:
+        connection.execute(sa.update(cycles).where(cycles.c.id == cycle.id).values(status=CycleStatus.RUNNING, finished_at=None))
+        record(connection, clock.now(), "engine", "cycle_resumed", "cycle", str(cycle.id), {"at": cycle.at.isoformat(), "was": cycle.status, "partitions_kept": int(kept)})
+        lease.fence(connection)
+    return _agents_then_dispatch(engine, playbook, given, clock, transports, lease, cycle.id, cycle.at, stages, partitions, planned, progress, resumed)
+
+
+def _text(playbook: Playbook) -> str:
+    from legato.playbook.loader import playbook_text
+
+    return playbook_text(playbook)
+
+
+def _agents_then_dispatch(
+    engine: Engine,
+    playbook: Playbook,
+    given: Playbook,
+    clock: Clock,
+    transports: dict[str, Transport],
+    lease: Lease,
+    cycle_id: int,
+    now: datetime,
+    stages: dict[str, tuple[int, str]],
+    partitions: list[Partition],
+    planned: dict[str, Planned],
+    progress: Progress | None,
+    resumed: Resumed | None,
+) -> CycleReport:
+    """The agents of cycle ``cycle_id`` at ``now`` (its decisions from ``playbook``), then the
+    dispatcher at the clock's time (with ``given``: the send-time rules in force)."""
     reports: dict[str, AgentReport] = {}
     try:
         scores = refresh_if_due(engine, playbook, now)
         for agent in playbook.agents:
-            stage, status = stages[agent.id]
+            stage, status = stages.get(agent.id, (agent.trust_stage, AgentStatus.ACTIVE))
             if not agent.active or status != AgentStatus.ACTIVE:
                 continue
-            reports[agent.id] = _run_agent(engine, playbook, agent, stage, cycle_id, now, partitions, progress)
-        dispatched = dispatch_due(engine, playbook, clock, transports)
+            reports[agent.id] = _run_agent(engine, playbook, agent, stage, cycle_id, now, partitions, planned.get(agent.id), lease.fence, progress)
+        dispatched = dispatch_due(engine, given, clock, transports)
+    except LeaseLost:
+        raise  # the process that took the lease over finishes the cycle
     except Exception:
-        # Pages already written stay (each was one transaction); the cycle says it did not finish.
+        # Pages already written stay (each was one transaction); the cycle says it did not
+        # finish, and the next run resumes it.
         with engine.begin() as connection:
             connection.execute(sa.update(cycles).where(cycles.c.id == cycle_id).values(finished_at=clock.now(), status=CycleStatus.FAILED))
+            lease.fence(connection)
         raise
     try:
         audit_daily(engine, playbook, now)
@@ -97,10 +222,9 @@ def run_cycle(
         if agent_id in reports:
             reports[agent_id].failed = count
     with engine.begin() as connection:
-        connection.execute(
-            sa.update(cycles).where(cycles.c.id == cycle_id).values(finished_at=clock.now(), status=CycleStatus.FINISHED)
-        )
-    return CycleReport(cycle_id=cycle_id, at=now, agents=reports, dispatch=dispatched, scores=scores)
+        connection.execute(sa.update(cycles).where(cycles.c.id == cycle_id).values(finished_at=clock.now(), status=CycleStatus.FINISHED))
+        lease.fence(connection)
+    return CycleReport(cycle_id=cycle_id, at=now, agents=reports, dispatch=dispatched, scores=scores, resumed=resumed)
 
 
 def _run_agent(
@@ -111,20 +235,35 @@ def _run_agent(
     cycle_id: int,
     now: datetime,
     partitions: list[Partition],
+    planned: Planned | None,
+    fence: Fence,
     progress: Progress | None,
 ) -> AgentReport:
-    """The agent's plan, its budget across the whole audience, then each partition in turn."""
+    """The agent's plan, its budget across the whole audience, then each partition not yet done."""
     report = AgentReport(agent_id=agent.id, stage=stage)
-    plan = plan_agent(engine, playbook, agent, stage, cycle_id, now, partitions, report)
-    allocate_budget(engine, playbook, plan, cycle_id, now)
+    if planned is None:
+        plan = plan_agent(engine, playbook, agent, stage, cycle_id, now, partitions, report, fence)
+    else:
+        plan = resume_plan(engine, playbook, agent, cycle_id, now, partitions, planned, report)
+    if planned is None or planned.budget_cut is None:
+        # Before any partition of the agent is written: a stored cut means the reservation is in.
+        allocate_budget(engine, playbook, plan, cycle_id, now, fence)
+    done: set[int] = set()
+    if planned is not None:
+        with engine.connect() as connection:
+            done = done_numbers(connection, cycle_id, agent.id)
     for partition in partitions:
-        decided = _run_partition(engine, playbook, plan, cycle_id, now, partition, report)
+        if partition.number in done:
+            continue
+        decided = _run_partition(engine, playbook, plan, cycle_id, now, partition, report, fence)
         if progress and decided:
             progress(agent.id, decided)
     return report
 
 
-def _run_partition(engine: Engine, playbook: Playbook, plan: AgentPlan, cycle_id: int, now: datetime, partition: Partition, report: AgentReport) -> int:
+def _run_partition(
+    engine: Engine, playbook: Playbook, plan: AgentPlan, cycle_id: int, now: datetime, partition: Partition, report: AgentReport, fence: Fence
+) -> int:
     """One partition in one transaction: propose, apply the budget's cut, route, write, mark done."""
     settle_opt_outs(engine)  # one that arrived in the pending file meanwhile counts for this partition
     with engine.begin() as connection:
@@ -133,4 +272,5 @@ def _run_partition(engine: Engine, playbook: Playbook, plan: AgentPlan, cycle_id
         if proposal is not None:
             decided = complete(connection, playbook, plan.agent, plan.trust, cycle_id, now, plan.table, partition, proposal, plan.cut, report)
         mark_done(connection, cycle_id, plan.agent.id, partition, decided, now)
+        fence(connection)
     return decided

@@ -74,6 +74,16 @@ def latest_version(connection: Connection, agent_id: str) -> SavedVersion | None
     return None if row is None else SavedVersion(row.version, row.policy, row.state)
 
 
+def saved_version(connection: Connection, agent_id: str, version: int) -> SavedVersion | None:
+    """One saved version of the agent's policy (a resumed cycle decides with the version its plan used)."""
+    row = connection.execute(
+        sa.select(policy_states.c.version, policy_states.c.policy, policy_states.c.state).where(
+            policy_states.c.agent_id == agent_id, policy_states.c.version == version
+        )
+    ).first()
+    return None if row is None else SavedVersion(row.version, row.policy, row.state)
+
+
 # Each failed attempt means another writer committed a version in between; this many in a row
 # would take a writer per attempt, far beyond any real contention for one agent.
 _MAX_ATTEMPTS = 100

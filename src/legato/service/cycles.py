@@ -37,9 +37,20 @@ def run(
     transports: Mapping[str, Any],
     *,
     progress: Callable[[str, int], None] | None = None,
+    wait: float = 0.0,
 ) -> Any:
-    """One cycle at ``clock.now()``, refused when it would go back in time; returns its report."""
-    from legato.cycle import run_cycle
+    """One cycle at ``clock.now()`` under the cycle's lease; returns its report.
 
-    refuse_going_back(engine, clock.now())
-    return run_cycle(engine, playbook, clock, transports, progress=progress)
+    Another cycle running on the store makes it wait up to ``wait`` seconds, then refuse
+    (:class:`legato.cycle.lease.LeaseHeld`, a ``Conflict`` naming the holder). A cycle that did
+    not finish is resumed first, and that is all the run does (``report.resumed``). A new
+    cycle is refused when it would go back in time.
+    """
+    from legato.cycle import run_cycle
+    from legato.cycle.lease import hold
+    from legato.cycle.run import unfinished_cycle
+
+    with hold(engine, wait=wait) as lease:
+        if unfinished_cycle(engine) is None:
+            refuse_going_back(engine, clock.now())
+        return run_cycle(engine, playbook, clock, dict(transports), progress=progress, lease=lease)

@@ -247,6 +247,36 @@ cycle_partitions = Table(
     CheckConstraint("status IN ('pending', 'done')", name="status"),
 )
 
+# What an agent's plan step of a cycle decided, written in the plan's own transaction: a
+# cycle resumed after a crash continues with this stage and policy version and this budget
+# cut (written with the reservation) instead of learning, stop-lossing or reserving again.
+cycle_agents = Table(
+    "cycle_agents",
+    metadata,
+    Column("cycle_id", Integer, ForeignKey("cycles.id"), primary_key=True),
+    Column("agent_id", ID, primary_key=True),
+    Column("stage", Integer, nullable=False),  # after the stop-loss
+    Column("policy_version", Integer, nullable=False),  # the version the partitions decide with
+    Column("budget_cut", JSON),  # legato.cycle.budget.BudgetCut; NULL until the budget is allocated
+    Column("planned_at", UTCDateTime, nullable=False),
+)
+
+# Leases: one named lease (the cycle's) held by one process at a time (legato.cycle.lease).
+# ``token`` is NULL when nobody holds it; a holder renews ``expires_at`` while it works.
+# Times are the wall clock's, never a simulated cycle time.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("token", String(36)),
+    Column("host", String(255)),
+    Column("pid", Integer),
+    Column("acquired_at", UTCDateTime),
+    Column("renewed_at", UTCDateTime),
+    Column("expires_at", UTCDateTime),
+    Column("cycle_id", Integer),  # the cycle its holder runs, once it knows
+)
+
 # What a cycle took from an agent's daily budget, taken before any of its sends is written so
 # that two cycles of the same day cannot both spend what is left.
 budget_reservations = Table(
