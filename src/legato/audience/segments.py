@@ -57,3 +57,26 @@ def segment_sample(engine: Engine, playbook: Playbook, name: str, at: datetime, 
 
 def _count(connection: Connection, where: sa.ColumnElement[bool]) -> int:
     return connection.execute(sa.select(sa.func.count()).select_from(audience_from()).where(where)).scalar_one()
+
+
+@dataclass(frozen=True)
+class AudienceSizes:
+    """How many customers each agent's audience holds now, of how many, and per lifecycle stage."""
+
+    total: int
+    agents: dict[str, int]
+    stages: dict[str | None, int]
+
+
+def audience_sizes(engine: Engine, playbook: Playbook, at: datetime) -> AudienceSizes:
+    """Every agent's audience counted on the data as it is (``legato validate --database``)."""
+    dialect = engine.dialect.name
+    with engine.connect() as connection:
+        total = connection.execute(sa.select(sa.func.count()).select_from(customers)).scalar_one()
+        agents = {agent.id: _count(connection, condition(playbook, agent.audience, at, dialect)) for agent in playbook.agents}
+        stages: dict[str | None, int] = {}
+        if playbook.lifecycle:
+            stage = lifecycle_case(playbook, at, dialect).label("stage")
+            query = sa.select(stage, sa.func.count()).select_from(audience_from()).group_by(stage)
+            stages = {name: int(count) for name, count in connection.execute(query)}
+    return AudienceSizes(int(total), agents, stages)

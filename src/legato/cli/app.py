@@ -64,37 +64,47 @@ def _register_sub_apps() -> None:
 @app.command()
 def validate(
     playbook: Annotated[Path, typer.Argument(help="The playbook YAML file.")],
+    database: Annotated[
+        Optional[str],
+        typer.Option("--database", "-d", help="Also count each agent's audience on this database and warn about empty ones."),
+    ] = None,
+    at: Annotated[Optional[str], typer.Option("--at", help="Count audiences at this time (ISO-8601), default now.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check a playbook and report every problem at once, each as FILE:LINE:COL.
 
-    Example: `legato validate playbook.yaml`
+    Schema errors, references between sections (an unknown policy, creative or offer),
+    expressions (a lifecycle stage that does not exist), template names
+    (`{{ brand.sendr_name }}`) and the content check of each creative (what it would block
+    on every send) are all reported in one round. With `--database`, agents whose audience
+    holds nobody on the current data are noted.
+
+    Example: `legato validate playbook.yaml --database sqlite:///legato.db`
     """
-    from legato.playbook.loader import render_problems
-    from legato.validation import PlaybookError, content_problems, load_playbook
+    from legato.validation import validate as check
 
     try:
-        loaded = load_playbook(playbook)
-    except PlaybookError as error:
-        if as_json:
-            emit_json({"valid": False, "problems": error.lines})
-            raise typer.Exit(2) from None
-        fail(error)
+        engine = None
+        if database is not None:
+            from legato.store.db import connect
+
+            engine = connect(database)
+        result = check(playbook, engine=engine, at=parse_instant(at) if at else None)
     except LegatoError as error:
         fail(error)
-    # Each creative through the one check of a message: what the guardrails would block at
-    # every send makes the playbook invalid; escalations and warnings are notes.
-    text = playbook.read_text(encoding="utf-8")
-    blocked = render_problems(text, str(playbook), content_problems(loaded))
-    notes = render_problems(text, str(playbook), content_problems(loaded, severities=("escalate", "warn")))
-    if blocked:
+    loaded = result.playbook
+    if not result.valid or loaded is None:
         if as_json:
-            emit_json({"valid": False, "problems": blocked, "notes": notes})
+            emit_json({"valid": False, "problems": result.problems, "notes": result.notes})
             raise typer.Exit(2)
-        fail(PlaybookError(str(playbook), blocked))
+        for note in result.notes:
+            console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+        from legato.validation import PlaybookError
+
+        fail(PlaybookError(str(playbook), result.problems))
     summary = {
         "valid": True,
-        "notes": notes,
+        "notes": result.notes,
         "objectives": len(loaded.objectives),
         "segments": len(loaded.segments),
         "creatives": len(loaded.creatives),
@@ -103,8 +113,8 @@ def validate(
     if as_json:
         emit_json(summary)
         return
-    for note in notes:
-        console.print(f"note: {note}", markup=False, highlight=False)
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     console.print(
         f"[green]✓[/] {playbook} is valid: {summary['objectives']} objectives, {summary['segments']} segments, "
         f"{summary['creatives']} creatives, {summary['agents']} agents"

@@ -126,6 +126,81 @@ def check_template_access(playbook: Playbook, creative: Creative) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class UnknownName:
+    """A name a template reads that the context never has (``{{ brand.sendr_name }}``)."""
+
+    part: str  # subject, title or body
+    offset: int  # character in that part where the name is written
+    message: str
+    hint: str
+
+
+def unknown_names(playbook: Playbook, creative: Creative) -> list[UnknownName]:
+    """Names a creative's templates read that :func:`message_context` never provides.
+
+    Checked on the template's syntax tree, so a name inside a branch that the stand-in
+    rendering does not take (``{% if offer %}{{ offer.valeu }}{% endif %}``) is found too.
+    The customer's attributes are open-ended (imports keep every column), so only the
+    top-level names, the brand's and the offer's fields are checked. A template with a
+    syntax error is left to :func:`check_template`.
+    """
+    from difflib import get_close_matches
+
+    from jinja2 import meta, nodes
+
+    sample_offer = playbook.offers[0] if playbook.offers else Offer(id="sample", kind="gift", value=0, cost=0)
+    context = message_context(playbook, SampleCustomer(id="[id]"), sample_offer, "check")
+    fields = {name: sorted(value) for name, value in context.items() if isinstance(value, dict) and name != "customer"}
+    found: list[UnknownName] = []
+    for part in PARTS:
+        source = getattr(creative, part)
+        if source is None:
+            continue
+        try:
+            tree = ENVIRONMENT.parse(source)
+        except TemplateError:
+            return []
+        top = sorted(meta.find_undeclared_variables(tree) - set(context) - set(ENVIRONMENT.globals))
+        for name in top:
+            close = get_close_matches(name, list(context), n=1)
+            hint = (f"did you mean '{close[0]}'? " if close else "") + f"a template can use {', '.join(context)}"
+            found.append(UnknownName(part, _name_offset(source, None, rf"\b{re.escape(name)}\b"), f"template name '{name}' does not exist", hint))
+        for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+            target = node.node
+            if not isinstance(target, nodes.Name) or target.name not in fields:
+                continue
+            if isinstance(node, nodes.Getattr):
+                attribute = node.attr
+            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                attribute = node.arg.value
+            else:
+                continue
+            known = fields[target.name]
+            if attribute in known:
+                continue
+            close = get_close_matches(attribute, known, n=1)
+            hint = (f"did you mean '{target.name}.{close[0]}'? " if close else "") + f"{target.name} has {', '.join(known)}"
+            pattern = rf"\b{re.escape(target.name)}\s*(?:\.\s*{re.escape(attribute)}\b|\[\s*['\"]{re.escape(attribute)}['\"])"
+            found.append(
+                UnknownName(part, _name_offset(source, node.lineno, pattern), f"template name '{target.name}.{attribute}' does not exist", hint)
+            )
+    return found
+
+
+def _name_offset(source: str, lineno: int | None, pattern: str) -> int:
+    """Where ``pattern`` is first written inside a ``{{ }}`` or ``{% %}`` (on ``lineno`` if given)."""
+    for block in _BLOCK.finditer(source):
+        if lineno is not None and not (
+            source.count("\n", 0, block.start()) + 1 <= lineno <= source.count("\n", 0, block.end()) + 1
+        ):
+            continue
+        match = re.search(pattern, block.group())
+        if match:
+            return block.start() + match.start()
+    return 0
+
+
 # --- template findings ----------------------------------------------------------------
 
 

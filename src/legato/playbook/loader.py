@@ -10,7 +10,9 @@ imports none of the packages it configures). Each is printed as
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from difflib import get_close_matches
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,9 +26,10 @@ from legato.playbook.bounds import MAX_BYTES, MAX_DEPTH, DocumentTooLarge, check
 from legato.playbook.models import Playbook
 from legato.playbook.positions import PositionMap, compose_positions
 from legato.playbook.positions import Mark
+from legato.playbook.positions import Path as FieldPath
 from legato.playbook.problems import Problem
 
-__all__ = ["PlaybookChecks", "PlaybookError", "Problem", "load_playbook", "parse_playbook", "render_problems"]
+__all__ = ["PartialPlaybook", "PlaybookChecks", "PlaybookError", "Problem", "load_playbook", "parse_playbook", "render_problems"]
 
 
 class PlaybookChecks(Protocol):
@@ -44,9 +47,15 @@ class PlaybookChecks(Protocol):
 class PlaybookError(LegatoError):
     """A playbook that cannot be used; ``problems`` lists every reason with its place."""
 
-    def __init__(self, file: str, lines: list[str]) -> None:
+    def __init__(
+        self, file: str, lines: list[str], *, problems: list[Problem] | None = None, partial: PartialPlaybook | None = None
+    ) -> None:
         self.file = file
         self.lines = lines
+        self.problems = problems or []  # the problems behind ``lines`` (none for a YAML syntax error)
+        # What of the playbook passed the models (the sections or items that failed left
+        # out), so a face can run more checks on it, e.g. the content of its creatives.
+        self.partial = partial
         count = len(lines)
         super().__init__(
             "\n".join(lines) + f"\n{file}: {count} problem{'s' if count != 1 else ''}; the playbook was not used"
@@ -97,13 +106,136 @@ def parse_playbook(text: str, file: str = "<playbook>", *, checks: PlaybookCheck
         playbook = Playbook.model_validate(data)
     except ValidationError as exc:
         problems.extend(_pydantic_problems(exc, data))
-        raise PlaybookError(file, _render(file, problems, positions)) from None
+        # The rest of the file is still checked: the parts that passed the models are
+        # cross-checked too, so a misspelled key does not hide a policy or creative that
+        # does not exist (every problem in one round).
+        partial = _partial_playbook(data, exc)
+        if partial is not None:
+            problems.extend(partial.place(check_links(partial.playbook)))
+            problems.extend(partial.place(checks.model(partial.playbook)))
+        problems = _unique(problems)
+        raise PlaybookError(file, _render(file, problems, positions), problems=problems, partial=partial) from None
     problems.extend(check_links(playbook))
     problems.extend(checks.model(playbook))
     if problems:
-        raise PlaybookError(file, _render(file, problems, positions))
+        partial = PartialPlaybook(playbook, {}, set())
+        raise PlaybookError(file, _render(file, problems, positions), problems=problems, partial=partial)
     playbook._source = (text, playbook.model_dump_json())
     return playbook
+
+
+@dataclass
+class PartialPlaybook:
+    """The playbook without what failed the models, and how to put its problems back in
+    place: a list item that was left out shifts the ones after it."""
+
+    playbook: Playbook
+    removed: dict[FieldPath, list[int]]  # list path -> original indices left out (ascending)
+    removed_ids: set[str]  # ids and stage names of what was left out
+
+    def place(self, found: list[Problem]) -> list[Problem]:
+        """Problems found in :attr:`playbook`, at their place in the file."""
+        placed = []
+        for problem in found:
+            if any(f"named '{name}'" in problem.message for name in self.removed_ids):
+                continue  # it refers to something left out, which has its own problem
+            placed.append(replace(problem, path=_original_path(problem.path, self.removed)))
+        return placed
+
+
+_MAX_PRUNING = 50  # rounds of leaving out what failed before giving up on a partial check
+
+
+def _partial_playbook(data: dict[str, Any], error: ValidationError) -> PartialPlaybook | None:
+    """The playbook the models accept once every value, item or section that failed is left
+    out: first the value itself (an optional one takes its default), and when the model
+    needs it, the list item or section that holds it. ``None`` when nothing usable is left."""
+    work = copy.deepcopy(data)
+    removed: dict[FieldPath, list[int]] = {}
+    removed_ids: set[str] = set()
+    current = error
+    for _ in range(_MAX_PRUNING):
+        paths = {
+            (tuple(part for part in item["loc"] if not _is_union_tag(part)), item["type"] == "missing")
+            for item in current.errors()
+        }
+        # Deepest and last first, so leaving one item out does not move another one's place.
+        ordered = sorted(paths, key=lambda p: [(0, str(x)) if isinstance(x, str) else (1, x) for x in p[0]], reverse=True)
+        if not all([_leave_out(work, path, missing, removed, removed_ids) for path, missing in ordered]):
+            return None
+        try:
+            playbook = Playbook.model_validate(work)
+        except ValidationError as again:
+            current = again
+            continue
+        return PartialPlaybook(playbook, {k: sorted(v) for k, v in removed.items()}, removed_ids)
+    return None
+
+
+def _leave_out(
+    work: dict[str, Any], path: FieldPath, missing: bool, removed: dict[FieldPath, list[int]], removed_ids: set[str]
+) -> bool:
+    """Leave out the part of ``work`` at ``path``, or for a missing value the list item
+    (else the section) that holds it. False when there is nothing to leave out."""
+    nodes: list[Any] = [work]
+    steps: list[str | int] = []
+    for part in path:
+        node = nodes[-1]
+        if isinstance(node, dict) and part in node:
+            nodes.append(node[part])
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            nodes.append(node[part])
+        else:
+            break
+        steps.append(part)
+    if not steps:
+        return False
+    end = len(steps)
+    if missing or end < len(path):
+        # the model needs what is not there: leave out the nearest list item holding it
+        items = [i for i, step in enumerate(steps) if isinstance(step, int)]
+        if items:
+            end = items[-1] + 1
+        elif len(steps) > 1:
+            end = 1  # a required part of a section with no list: the whole section
+        else:
+            return False  # a required section: nothing sensible is left to check
+    parent, key = nodes[end - 1], steps[end - 1]
+    if isinstance(parent, list) and isinstance(key, int):
+        original = _original_path(tuple(steps[:end]), removed)
+        removed.setdefault(original[:-1], []).append(int(original[-1]))
+        item = parent.pop(key)
+        if isinstance(item, dict):
+            removed_ids.update(item[k] for k in ("id", "stage") if isinstance(item.get(k), str))
+        return True
+    if isinstance(parent, dict) and key in parent:
+        del parent[key]
+        return True
+    return False
+
+
+def _original_path(path: FieldPath, removed: Mapping[FieldPath, list[int]]) -> FieldPath:
+    """Where a part of the pruned data stood in the file, given the list items left out."""
+    parts = list(path)
+    for depth, part in enumerate(parts):
+        if not isinstance(part, int):
+            continue
+        index = part
+        for original in sorted(removed.get(tuple(parts[:depth]), [])):
+            if original <= index:  # ascending: each one left out at or before it shifts it on
+                index += 1
+        parts[depth] = index
+    return tuple(parts)
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    seen: set[tuple[FieldPath, str]] = set()
+    kept = []
+    for problem in problems:
+        if (problem.path, problem.message) not in seen:
+            seen.add((problem.path, problem.message))
+            kept.append(problem)
+    return kept
 
 
 def playbook_text(playbook: Playbook) -> str:

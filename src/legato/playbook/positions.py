@@ -31,11 +31,18 @@ class ScalarText:
 
     mark: Mark
     style: str | None  # None (plain), "'" or '"', "|" or ">"
+    text: str = ""  # the scalar's value (for a literal block, to count its lines)
+    indent: int | None = None  # a literal block's indentation: its text starts on the next line
 
     def offset(self, index: int) -> Mark | None:
-        """The mark of character ``index`` of the scalar, when it stands on one line."""
+        """The mark of character ``index`` of the scalar, when it stands on one line or is a
+        literal block (``|``), whose lines are the file's lines."""
         if self.style in (None, "'", '"'):
             return Mark(self.mark.line, self.mark.column + index + (1 if self.style else 0))
+        if self.style == "|" and self.indent is not None and 0 <= index <= len(self.text):
+            before = self.text[:index]
+            line_start = before.rfind("\n") + 1
+            return Mark(self.mark.line + 1 + before.count("\n"), self.indent + index - line_start + 1)
         return None
 
 
@@ -67,10 +74,24 @@ def compose_positions(text: str) -> tuple[yaml.Node | None, PositionMap]:
     return root, positions
 
 
+def _block_indent(node: yaml.ScalarNode) -> int | None:
+    """The indentation of a literal block's first line with text (None if not a literal block)."""
+    buffer = getattr(node.start_mark, "buffer", None)
+    if node.style != "|" or not isinstance(buffer, str):
+        return None
+    newline = buffer.find("\n", node.start_mark.pointer)
+    if newline < 0:
+        return None
+    for line in buffer[newline + 1 : node.end_mark.pointer].split("\n"):
+        if line.strip():
+            return len(line) - len(line.lstrip(" "))
+    return None
+
+
 def _walk(node: yaml.Node, path: Path, positions: PositionMap) -> None:
     positions.values[path] = Mark.of(node)
     if isinstance(node, yaml.ScalarNode):
-        positions.scalars[path] = ScalarText(Mark.of(node), node.style)
+        positions.scalars[path] = ScalarText(Mark.of(node), node.style, node.value, _block_indent(node))
     elif isinstance(node, yaml.MappingNode):
         seen: dict[str, Mark] = {}
         for key_node, value_node in node.value:

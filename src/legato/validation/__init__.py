@@ -11,17 +11,19 @@ playbook from loading, because the cycle blocks that variant on its own.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from legato.playbook import loader
-from legato.playbook.loader import PlaybookError
+from legato.playbook.loader import PlaybookError, render_problems
 from legato.playbook.models import Playbook
 from legato.playbook.problems import Problem
 from legato.validation.content import content_problems
 from legato.validation.references import check_references, expression_problems
 
-__all__ = ["CHECKS", "PlaybookError", "Problem", "content_problems", "load_playbook", "parse_playbook"]
+__all__ = ["CHECKS", "PlaybookError", "Problem", "Validation", "content_problems", "load_playbook", "parse_playbook", "validate"]
 
 
 class _Checks:
@@ -43,3 +45,58 @@ def load_playbook(path: str | Path) -> Playbook:
 def parse_playbook(text: str, file: str = "<playbook>") -> Playbook:
     """:func:`load_playbook` for YAML text already read."""
     return loader.parse_playbook(text, file, checks=CHECKS)
+
+
+@dataclass
+class Validation:
+    """Everything ``legato validate`` says about a playbook file, in one round.
+
+    ``problems`` make the playbook unusable (each ``FILE:LINE:COL: field: message``, with a
+    hint line); ``notes`` are findings a marketer may act on (content that escalates or
+    warns, audiences empty on the data). ``playbook`` is set when there are no problems.
+    """
+
+    file: str
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    playbook: Playbook | None = None
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+
+def validate(path: str | Path, *, engine: Any = None, at: datetime | None = None) -> Validation:
+    """Every problem of a playbook at once: YAML, the models, references between sections,
+    what the configured packages say, and the content of each creative through the one
+    check of a message. Where the models reject a part, the rest is still checked.
+
+    With ``engine``, each agent's audience is also counted on the data (at ``at``, default
+    now) and an empty one is a note. A missing or unreadable file raises :class:`LegatoError`.
+    """
+    from legato.playbook.loader import load_playbook as read
+
+    file = str(path)
+    result = Validation(file)
+    try:
+        playbook = read(path, checks=CHECKS)
+        problems: list[Problem] = []
+        checked, place = playbook, (lambda found: found)
+    except PlaybookError as error:
+        if error.partial is None or not error.problems:
+            result.problems = error.lines
+            return result
+        problems = list(error.problems)
+        checked, place = error.partial.playbook, error.partial.place
+        playbook = None
+    text = Path(path).read_text(encoding="utf-8")
+    problems += place(content_problems(checked))
+    notes = place(content_problems(checked, severities=("escalate", "warn")))
+    if engine is not None:
+        from legato.validation.audiences import empty_audiences
+
+        notes += place(empty_audiences(engine, checked, at))
+    result.problems = render_problems(text, file, problems)
+    result.notes = render_problems(text, file, notes)
+    result.playbook = playbook if not problems else None
+    return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from legato.deliver.render import unknown_names
 from legato.guard.message import MessageChecker
 from legato.playbook.models import Playbook
 from legato.playbook.problems import Problem
@@ -52,15 +53,20 @@ def content_findings(playbook: Playbook) -> list[tuple[int, ContentFinding]]:
 def content_problems(playbook: Playbook, *, severities: tuple[str, ...] = ("block",)) -> list[Problem]:
     """The findings of the given severities as problems placed at their creative."""
     problems = []
+    # A name the template context never has is reported where it is written, by the
+    # references check (legato.deliver.render.unknown_names); not again here per variant.
+    named = {i for i, creative in enumerate(playbook.creatives) if unknown_names(playbook, creative)}
     for index, finding in content_findings(playbook):
         if finding.severity not in severities:
+            continue
+        if index in named and finding.rule == "template.undefined_variable":
             continue
         variant = f" with offer '{finding.offer}'" if finding.offer else ""
         problems.append(
             Problem(
                 ("creatives", index),
                 f"content{variant}: {finding.severity}: {finding.rule}: {finding.reason}",
-                "`legato check message --playbook FILE --creative ID` shows where in the text",
+                f"`legato check message --playbook FILE --creative {finding.creative}` shows where in the text",
             )
         )
     return problems

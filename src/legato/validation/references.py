@@ -19,7 +19,7 @@ from legato.audience.fields import LIFECYCLE_STAGE, field_types, known_fields
 from legato.audience.sql import FieldType, check_expression, check_value
 from legato.decide.actions import action_keys
 from legato.decide.registry import check_policy
-from legato.deliver.render import check_template, check_template_access
+from legato.deliver.render import check_template, check_template_access, unknown_names
 from legato.playbook.problems import Problem
 from legato.playbook.models import Playbook
 from legato.playbook.positions import Path
@@ -79,28 +79,35 @@ def expression_problems(data: Mapping[str, Any]) -> list[Problem]:
             problems.append(problem)
             continue
         if names is inbound:
-            problems += _unknown_intents(path, text)
+            problems += _unknown_labels(path, text, "intent", (*INTENTS, NO_INTENT), "an intent the classifier gives", "intents")
+        if LIFECYCLE_STAGE in names:
+            problems += _unknown_stages(path, text, [s.get("stage") for s in lifecycle])
     return problems
 
 
-def _unknown_intents(path: Path, text: str) -> list[Problem]:
-    """``intent = "complaints"`` type-checks but can never hold: name the labels there are."""
-    labels = (*INTENTS, NO_INTENT)
+def _unknown_stages(path: Path, text: str, stages: list[Any]) -> list[Problem]:
+    """``lifecycle_stage = "actve"`` type-checks but holds for nobody: name the stages there are."""
+    names = tuple(s for s in stages if isinstance(s, str))
+    return _unknown_labels(path, text, LIFECYCLE_STAGE, names, "a lifecycle stage of this playbook", "stages")
+
+
+def _unknown_labels(path: Path, text: str, field: str, labels: tuple[str, ...], what: str, plural: str) -> list[Problem]:
+    """A text field compared with a value it never takes (``intent = "complaints"``): name the values it takes."""
     problems: list[Problem] = []
     for node in walk(parse(text)):
         literals: list[Node] = []
         if isinstance(node, Comparison) and node.op in ("=", "!="):
-            if isinstance(node.left, Name) and node.left.name == "intent":
+            if isinstance(node.left, Name) and node.left.name == field:
                 literals = [node.right]
-            elif isinstance(node.right, Name) and node.right.name == "intent":
+            elif isinstance(node.right, Name) and node.right.name == field:
                 literals = [node.left]
-        elif isinstance(node, InList) and isinstance(node.operand, Name) and node.operand.name == "intent":
+        elif isinstance(node, InList) and isinstance(node.operand, Name) and node.operand.name == field:
             literals = list(node.items)
         for literal in literals:
             if isinstance(literal, Literal) and isinstance(literal.value, str) and literal.value not in labels:
                 close = get_close_matches(literal.value, labels, n=1)
-                hint = (f"did you mean '{close[0]}'? " if close else "") + f"intents are {', '.join(labels)}"
-                problems.append(Problem(path, f"'{literal.value}' is not an intent the classifier gives", hint, offset=getattr(literal, "start", None)))
+                hint = (f"did you mean '{close[0]}'? " if close else "") + f"{plural} are {', '.join(labels) or 'none'}"
+                problems.append(Problem(path, f"'{literal.value}' is not {what}", hint, offset=getattr(literal, "start", None)))
     return problems
 
 
@@ -149,6 +156,7 @@ def _policies(playbook: Playbook) -> Iterator[Problem]:
             except ExpressionError as exc:
                 yield _expression_problem(path, text, exc)
                 continue
+            yield from _unknown_stages(path, text, [s.stage for s in playbook.lifecycle])
             if kind not in (FieldType.NUMBER, FieldType.BOOLEAN):
                 yield Problem(path, f"feature '{text}' is a {kind.value}; policies need numbers or booleans", "compare it, e.g. zip_code = \"Urban\"")
         for error in check_policy(agent.policy.name, agent.policy.params, action_keys(agent)):
@@ -160,6 +168,10 @@ def _templates(playbook: Playbook) -> Iterator[Problem]:
         error = check_template(creative) or check_template_access(playbook, creative)
         if error:
             yield Problem(("creatives", i), error, "Jinja2 syntax: {{ customer.name }}, {% if offer %}...{% endif %}; no _private attributes")
+            continue
+        # A name the context never has would stop every message of this creative at send time.
+        for unknown in unknown_names(playbook, creative):
+            yield Problem(("creatives", i, unknown.part), unknown.message, unknown.hint, offset=unknown.offset)
 
 
 __all__ = ["DECISION_FIELDS", "LIFECYCLE_STAGE", "check_references"]
