@@ -224,3 +224,33 @@ def test_the_cli_on_a_locked_sqlite_database(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "c001" not in sent_to(tmp_path) and len(sent_to(tmp_path)) > 0
     assert cli("inbound", "pending", "-d", url, env=env).stdout.startswith("no opt-out waits")
+
+
+def test_a_stop_from_an_unknown_customer_on_a_locked_store_is_refused_not_kept(engine: Engine, database_url: str, tmp_path: Path, quick: Path) -> None:
+    from legato.errors import NotFound
+
+    pb = decided(engine, tmp_path)
+    with held(database_url), pytest.raises(NotFound, match="unknown customer 'nobody'"):
+        receive(engine, pb, "nobody", "email", "STOP", AT + timedelta(minutes=30))
+    assert not quick.exists()
+
+
+def test_a_stop_while_the_database_cannot_be_reached_is_kept_and_written_by_the_next_command(engine: Engine, database_url: str, tmp_path: Path) -> None:
+    """PostgreSQL down when the STOP comes (even `connect` fails): kept in the file, exit 6;
+    the next command that reaches a store writes it there."""
+    load_customers(engine, n=8)
+    playbook = tmp_path / "playbook.yaml"
+    playbook.write_text(playbook_text())
+    kept = tmp_path / "pending.jsonl"
+    env = {"LEGATO_OPTOUT_WAIT": "1", pending_optouts.PATH_VARIABLE: str(kept)}
+    down = "postgresql+psycopg://nobody@127.0.0.1:1/nowhere"
+    stop = cli("inbound", "receive", str(playbook), "--customer", "c003", "--channel", "email", "--text", "unsubscribe", "-d", down, env=env)
+    assert stop.returncode == 6 and "Traceback" not in stop.stderr, stop.stderr
+    assert "cannot reach the database" in stop.stderr and f"it is kept in {kept}" in " ".join(stop.stderr.split())
+    hello = cli("inbound", "receive", str(playbook), "--customer", "c003", "--text", "thanks!", "-d", down, env=env)
+    assert hello.returncode == 6 and "cannot reach the database" in hello.stderr  # only an opt-out is kept
+    assert [e.customer_id for e in pending_optouts.pending(kept)] == ["c003"]
+    written = cli("inbound", "pending", "-d", database_url, env=env)
+    assert written.returncode == 0 and "written: customer c003 opted out of email" in written.stdout, written.stderr
+    with engine.connect() as c:
+        assert c.execute(sa.select(consents.c.status).where(consents.c.customer_id == "c003")).scalar_one() == "revoked"

@@ -37,10 +37,9 @@ def receive_command(
     """
     from legato.service import replies
     from legato.validation import load_playbook
-    from legato.store.db import connect
 
     try:
-        handled = replies.receive(connect(database), load_playbook(playbook), customer, text, now=_now(at), channel=channel)
+        handled = replies.receive_in(database, load_playbook(playbook), customer, text, now=_now(at), channel=channel)
     except LegatoError as error:
         fail(error)
     if as_json:
@@ -122,10 +121,10 @@ def pending_command(
     writes them back when it can; this one says what happened.
     Example: `legato inbound pending`
     """
-    from legato.store.db import _create_engine, database_url
+    from legato.store.db import unopened
     from legato.trust import pending_optouts
 
-    engine = _create_engine(database_url(database))  # the file is found even when the database cannot be opened
+    engine = unopened(database)  # the file is found even when the database cannot be opened
     path = pending_optouts.path_for(engine)
     written: list[pending_optouts.PendingOptOut] = []
     problem: str | None = None

@@ -60,15 +60,17 @@ class _Budget:
 
     def iteration(self) -> None:
         self.iterations += 1
-        if self.iterations > MAX_LOOP_ITERATIONS:
-            raise _too_long(f"more than {MAX_LOOP_ITERATIONS:,} loop iterations (nested loops multiply)")
-        self._in_time()
+        if not self.iterations & 63:  # the clock every 64 steps: a step is microseconds
+            if self.iterations > MAX_LOOP_ITERATIONS:
+                raise _too_long(f"more than {MAX_LOOP_ITERATIONS:,} loop iterations (nested loops multiply)")
+            self._in_time()
 
     def call(self) -> None:
         self.calls += 1
-        if self.calls > MAX_CALLS:
-            raise _too_long(f"more than {MAX_CALLS:,} calls")
-        self._in_time()
+        if not self.calls & 63:
+            if self.calls > MAX_CALLS:
+                raise _too_long(f"more than {MAX_CALLS:,} calls")
+            self._in_time()
 
     def _in_time(self) -> None:
         if time.monotonic() > self.deadline:

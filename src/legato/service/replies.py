@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from legato.errors import Invalid
+from legato.errors import Invalid, StoreError
 from legato.playbook.models import Playbook
 from legato.trust.inbound import Handled, receive as handle
 
@@ -21,3 +21,21 @@ def channel_for(playbook: Playbook, asked: str | None) -> str:
 
 def receive(engine: Engine, playbook: Playbook, customer_id: str, text: str, *, now: datetime, channel: str | None = None) -> Handled:
     return handle(engine, playbook, customer_id, channel_for(playbook, channel), text, now)
+
+
+def receive_in(database: str | None, playbook: Playbook, customer_id: str, text: str, *, now: datetime, channel: str | None = None) -> Handled:
+    """Open the store at ``database`` and receive one message.
+
+    A store that is locked or cannot be reached even when opened still gets its chance: an
+    opt-out then waits, retries and in the end is kept in the pending file
+    (:mod:`legato.trust.pending_optouts`); any other message fails with the store's error.
+    """
+    from legato.store.db import connect, unopened
+
+    try:
+        engine = connect(database)
+    except StoreError as error:
+        if not error.transient:
+            raise
+        engine = unopened(database)
+    return receive(engine, playbook, customer_id, text, now=now, channel=channel)

@@ -70,6 +70,12 @@ def _write_back_pending_opt_outs(engine: Engine) -> None:
         replay_quietly(engine)
 
 
+def unopened(url: str | None = None) -> Engine:
+    """An engine for ``url`` that has not connected yet (it connects on first use), for what must
+    go on when the store cannot be opened: keeping an opt-out in the pending file, listing it."""
+    return _create_engine(database_url(url))
+
+
 def busy_seconds() -> float:
     """How long a statement waits for another process's lock before it fails (SQLite)."""
     raw = os.environ.get(BUSY_VARIABLE)

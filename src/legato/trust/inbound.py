@@ -232,7 +232,7 @@ def _bounded_wait(connection: Any) -> None:
         connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{max(1, int(busy_seconds() * 1000))}ms'")
 
 
-def _kept_for_later(engine: Engine, customer_id: str, channel: str, text: str, now: datetime, found: Classification, error: StoreError) -> StoreError:
+def _kept_for_later(engine: Engine, customer_id: str, channel: str, text: str, now: datetime, found: Classification, error: StoreError) -> LegatoError:
     """The opt-out the store could not take, appended to the pending file: the error that says so."""
     revoked = sorted(revoked_channels(found.opt_out, channel))
     escalate = [{"reason": intent, "priority": priority} for intent, priority, _ in ESCALATIONS if intent in found.intents and intent in ALWAYS_A_PERSON]
@@ -241,6 +241,8 @@ def _kept_for_later(engine: Engine, customer_id: str, channel: str, text: str, n
         language=found.opt_out.language, escalate=escalate, why=error.message,
         intents=found.intents, evidence=found.evidence, sentiment=found.sentiment,
     )
+    if _known_not_to_exist(engine, customer_id):
+        return NotFound(f"unknown customer '{customer_id}'", hint="import the customer first; nothing was recorded")
     path = pending_optouts.path_for(engine)
     names = ", ".join(revoked)
     try:
@@ -258,6 +260,16 @@ def _kept_for_later(engine: Engine, customer_id: str, channel: str, text: str, n
         "that can write the database does",
         hint=f"{error.hint or 'make the database writable'}; then `legato inbound pending` writes it now",
     )
+
+
+def _known_not_to_exist(engine: Engine, customer_id: str) -> bool:
+    """True only when the store answers that there is no such customer (SQLite reads while another
+    process writes); when it cannot answer, the opt-out is kept and checked when written back."""
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sa.select(customers.c.id).where(customers.c.id == customer_id)).first() is None
+    except StoreError:
+        return False
 
 
 def apply_pending(engine: Engine, entry: PendingOptOut, *, wait: float | None = None) -> str:
