@@ -144,7 +144,7 @@ def test_a_reviewers_rejection_teaches_the_agent(engine: Engine, tmp_path: Path)
     run_cycle(engine, pb, clock, sinks)
     first, second, *_ = list_items(engine)
     reject(engine, first.id, "ana", "off_brand", note="too pushy", now=AT + timedelta(hours=1))
-    approve(engine, second.id, "ana", now=AT + timedelta(hours=1))
+    approve(engine, second.id, "ana", content_hash=second.content_hash, now=AT + timedelta(hours=1))
     clock.set(AT + timedelta(hours=10))
     dispatch_due(engine, pb, clock, sinks)
     report = run_cycle(engine, pb, FixedClock(AT + timedelta(days=4)), sinks).agents["mailer"]

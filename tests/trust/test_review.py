@@ -212,7 +212,7 @@ def test_an_expired_item_is_never_sent(engine: Engine, tmp_path: Path) -> None:
     late = AT + timedelta(hours=25)
     before = snapshot(engine)
     with pytest.raises(ReviewError, match="expired at 2024-03-05 08:00 UTC and will not be sent"):
-        approve(engine, items[0].id, "ana", now=late)  # overdue even before the sweep ran
+        approve(engine, items[0].id, "ana", content_hash=items[0].content_hash, now=late)  # overdue even before the sweep ran
     assert snapshot(engine) == before
 
     assert expire_overdue(engine, AT + timedelta(hours=23)) == 0
@@ -225,7 +225,7 @@ def test_an_expired_item_is_never_sent(engine: Engine, tmp_path: Path) -> None:
     assert len(audits(engine, "review_expired")) == len(items)
     before = snapshot(engine)
     with pytest.raises(ReviewError, match="already expired by sla"):
-        approve(engine, items[0].id, "ana", now=late)
+        approve(engine, items[0].id, "ana", content_hash=items[0].content_hash, now=late)
     assert snapshot(engine) == before
     clock.set(late + timedelta(days=1))
     assert sum(dispatch_due(engine, pb, clock, sinks).sent.values()) == 0
@@ -251,14 +251,14 @@ def test_expiry_cancels_a_pending_message_of_an_open_item(engine: Engine, tmp_pa
 def test_approving_twice_or_an_unknown_item_is_refused_and_changes_nothing(engine: Engine, tmp_path: Path) -> None:
     stage0_queue(engine, tmp_path)
     item = list_items(engine)[0]
-    approve(engine, item.id, "ana", now=AT)
+    approve(engine, item.id, "ana", content_hash=item.content_hash, now=AT)
     before = snapshot(engine)
     with pytest.raises(ReviewError, match=f"cannot approve review item {item.id}: it is already approved by ana"):
-        approve(engine, item.id, "bob", now=AT)
+        approve(engine, item.id, "bob", content_hash=item.content_hash, now=AT)
     with pytest.raises(ReviewError, match="there is no review item 99999"):
-        approve(engine, 99999, "bob", now=AT)
+        approve(engine, 99999, "bob", content_hash="0" * 64, now=AT)
     with pytest.raises(ReviewError, match="the reviewer name is empty"):
-        approve(engine, list_items(engine)[0].id, "  ", now=AT)
+        approve(engine, list_items(engine)[0].id, "  ", content_hash=list_items(engine)[0].content_hash, now=AT)
     with pytest.raises(ReviewError, match="already approved"):
         reject(engine, item.id, "bob", "off_brand", now=AT)
     assert snapshot(engine) == before
@@ -278,7 +278,7 @@ def test_reject_keeps_the_reason_and_the_message_never_goes(engine: Engine, tmp_
     [row] = audits(engine, "review_rejected")
     assert row.detail["reason"] == "off_brand" and row.detail["note"] == "too pushy" and row.detail["agent"] == "mailer"
     with pytest.raises(ReviewError, match="already rejected"):
-        approve(engine, item.id, "bob", now=AT)
+        approve(engine, item.id, "bob", content_hash=item.content_hash, now=AT)
     clock.set(AT + timedelta(hours=3))
     assert sum(dispatch_due(engine, pb, clock, sinks).sent.values()) == 0
 
@@ -303,7 +303,7 @@ def test_withdraw_cancels_before_dispatch_and_is_refused_after(engine: Engine, t
     first, second = list_items(engine)[:2]
     with pytest.raises(ReviewError, match="not approved; there is nothing to withdraw"):
         withdraw(engine, first.id, "ana", AT)
-    approve(engine, first.id, "ana", now=AT)
+    approve(engine, first.id, "ana", content_hash=first.content_hash, now=AT)
     reopened = withdraw(engine, first.id, "ana", AT)
     assert reopened.status == "open" and reopened.decided_by is None
     with engine.connect() as c:
@@ -312,8 +312,8 @@ def test_withdraw_cancels_before_dispatch_and_is_refused_after(engine: Engine, t
     clock.set(AT + timedelta(hours=2))
     assert sum(dispatch_due(engine, pb, clock, sinks).sent.values()) == 0
 
-    approve(engine, first.id, "ana", now=clock.now())  # approving again reuses the decision's outbox row
-    approve(engine, second.id, "ana", now=clock.now())
+    approve(engine, first.id, "ana", content_hash=first.content_hash, now=clock.now())  # approving again reuses the decision's outbox row
+    approve(engine, second.id, "ana", content_hash=second.content_hash, now=clock.now())
     assert dispatch_due(engine, pb, clock, sinks).sent == {"mailer": 2}
     before = snapshot(engine)
     with pytest.raises(ReviewError, match="already sent; an approval can only be withdrawn before it is sent"):
@@ -376,7 +376,7 @@ def test_after_the_fact_audit_samples_can_be_approved_or_rejected(engine: Engine
     assert [i.id for i in list_items(engine, status="audit")] == [first.id, second.id]
     with pytest.raises(ReviewError, match="after-the-fact audit sample"):
         edit(engine, first.id, "bob", playbook=pb, subject="x", now=AT)
-    assert approve(engine, first.id, "ana", now=AT).status == "approved"
+    assert approve(engine, first.id, "ana", content_hash=first.content_hash, now=AT).status == "approved"
     rejected = reject(engine, second.id, "ana", "wrong_audience", now=AT)
     assert rejected.status == "rejected"
     with engine.connect() as c:
@@ -432,7 +432,7 @@ def test_a_conversation_waits_in_the_same_queue_and_is_resolved_not_approved(eng
 
     before = with_messages(engine)
     for act, verb in (
-        (lambda: approve(engine, item.id, "ana", now=AT), "approve"),
+        (lambda: approve(engine, item.id, "ana", content_hash=item.content_hash, now=AT), "approve"),
         (lambda: reject(engine, item.id, "ana", "other", now=AT), "reject"),
         (lambda: edit(engine, item.id, "ana", playbook=pb, body="x", now=AT), "edit"),
         (lambda: withdraw(engine, item.id, "ana", AT), "withdraw"),

@@ -63,6 +63,11 @@ def queue_one(engine: Engine, tmp_path: Path, pb: Playbook, consent: str = "") -
     return item.id
 
 
+def seen_hash(engine: Engine, item_id: int) -> str:
+    """The content hash a reviewer is shown for the item (what an approval must name)."""
+    return show_item(engine, item_id, now=AT).content_hash
+
+
 def test_a_transactional_receipt_is_not_judged_as_marketing(engine: Engine, tmp_path: Path) -> None:
     pb = make_playbook()
     item = queue_one(engine, tmp_path, pb)
@@ -100,7 +105,7 @@ def test_a_marketing_message_stands_by_the_consent_of_now(engine: Engine, tmp_pa
     )
     assert show_item(engine, item, now=AT).standing == "consent_revoked:email"
     with pytest.raises(ReviewError, match="cannot be sent now"):
-        approve(engine, item, "ana", now=AT + timedelta(minutes=2))
+        approve(engine, item, "ana", content_hash=seen_hash(engine, item), now=AT + timedelta(minutes=2))
 
 
 def test_an_edit_that_drops_the_opt_out_of_a_marketing_message_is_blocked(engine: Engine, tmp_path: Path) -> None:
@@ -115,11 +120,11 @@ def test_approval_checks_the_decisions_own_message_whatever_file_is_given(engine
     pb = make_playbook()
     first = queue_one(engine, tmp_path, pb)
     changed = parse_playbook(PLAYBOOK.replace("PURPOSE", "transactional").replace("It ships tomorrow.", "It ships today."))
-    assert approve(engine, first, "ana", now=AT + timedelta(minutes=2), playbook=changed).status == "approved"
+    assert approve(engine, first, "ana", content_hash=seen_hash(engine, first), now=AT + timedelta(minutes=2), playbook=changed).status == "approved"
     run_cycle(engine, pb, FixedClock(AT + timedelta(days=1)), transports(pb, tmp_path))
     [second] = [i.id for i in list_items(engine)]
     with engine.begin() as c:  # as migration 0010 leaves a decision made before it
         c.execute(sa.update(decisions).values(playbook_version_id=None).where(decisions.c.id == next(i.decision_id for i in list_items(engine))))
     with pytest.raises(ReviewError, match="not the one this decision was made with"):
-        approve(engine, second, "ana", now=AT + timedelta(days=1, minutes=2), playbook=changed)
-    assert approve(engine, second, "ana", now=AT + timedelta(days=1, minutes=2), playbook=pb).status == "approved"
+        approve(engine, second, "ana", content_hash=seen_hash(engine, second), now=AT + timedelta(days=1, minutes=2), playbook=changed)
+    assert approve(engine, second, "ana", content_hash=seen_hash(engine, second), now=AT + timedelta(days=1, minutes=2), playbook=pb).status == "approved"

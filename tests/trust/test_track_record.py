@@ -59,7 +59,7 @@ def reviewed_queue(engine: Engine, tmp_path: Path) -> None:
     pb, _, _ = review.stage0_queue(engine, tmp_path)
     items = list_items(engine)
     for item in items[:6]:
-        approve(engine, item.id, "ana", now=AT)
+        approve(engine, item.id, "ana", content_hash=item.content_hash, now=AT)
     edited, _ = edit(engine, items[6].id, "bob", playbook=pb, subject="Hello there", now=AT)
     approve(engine, edited.id, "ana", content_hash=edited.content_hash, now=AT)
     reject(engine, items[7].id, "ana", "off_brand", now=AT)

@@ -63,7 +63,7 @@ def test_review_list_show_approve(engine: Engine, database_url: str, tmp_path: P
     ok = run(review_app, "approve", str(item), "-d", database_url, "--by", "ana", "--hash", detail["content_hash"], "--at", AT, "--json")
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout)["status"] == "approved"
-    again = run(review_app, "approve", str(item), "-d", database_url, "--reviewer", "bob", "--at", AT)
+    again = run(review_app, "approve", str(item), "-d", database_url, "--reviewer", "bob", "--hash", detail["content_hash"], "--at", AT)
     assert again.exit_code == 4 and "already approved by ana" in again.output
     with engine.connect() as c:
         assert c.execute(sa.select(sa.func.count()).select_from(outbox)).scalar_one() == 1
@@ -85,12 +85,13 @@ def test_review_edit_reject_escalate_withdraw(engine: Engine, database_url: str,
                  "--body-file", str(body), "--at", AT, "--json")
     assert edited.exit_code == 0, edited.output
     assert json.loads(edited.stdout)["edited"] is True
-    own = run(review_app, "approve", str(ids[0]), "-d", database_url, "--reviewer", "bob", "--no-self-approval", "--at", AT)
+    new_hash = json.loads(edited.stdout)["content_hash"]
+    own = run(review_app, "approve", str(ids[0]), "-d", database_url, "--reviewer", "bob", "--no-self-approval", "--hash", new_hash, "--at", AT)
     assert own.exit_code == 5 and "cannot also approve it" in own.output
     # The playbook's review.allow_self_approval (false unless it says otherwise) decides when no flag is given.
-    by_playbook = run(review_app, "approve", str(ids[0]), "-d", database_url, "--reviewer", "bob", "--playbook", str(playbook), "--at", AT)
+    by_playbook = run(review_app, "approve", str(ids[0]), "-d", database_url, "--reviewer", "bob", "--playbook", str(playbook), "--hash", new_hash, "--at", AT)
     assert by_playbook.exit_code == 5 and "cannot also approve it" in by_playbook.output
-    by_version = run(review_app, "approve", str(ids[0]), "-d", database_url, "--reviewer", "bob", "--at", AT)
+    by_version = run(review_app, "approve", str(ids[0]), "-d", database_url, "--reviewer", "bob", "--hash", new_hash, "--at", AT)
     assert by_version.exit_code == 5 and "cannot also approve it" in by_version.output  # the decision's playbook says so
 
     bad = run(review_app, "reject", str(ids[1]), "-d", database_url, "--reviewer", "ana", "--reason", "meh", "--at", AT)
@@ -104,7 +105,8 @@ def test_review_edit_reject_escalate_withdraw(engine: Engine, database_url: str,
     legal = json.loads(run(review_app, "list", "-d", database_url, "--role", "legal", "--json").stdout)["items"]
     assert [i["id"] for i in legal] == [ids[2]]
 
-    assert run(review_app, "approve", str(ids[3]), "-d", database_url, "--reviewer", "ana", "--at", AT).exit_code == 0
+    hashes = {i["id"]: i["content_hash"] for i in json.loads(run(review_app, "list", "-d", database_url, "--json").stdout)["items"]}
+    assert run(review_app, "approve", str(ids[3]), "-d", database_url, "--reviewer", "ana", "--hash", hashes[ids[3]], "--at", AT).exit_code == 0
     withdrawn = run(review_app, "withdraw", str(ids[3]), "-d", database_url, "--reviewer", "ana", "--at", AT)
     assert withdrawn.exit_code == 0, withdrawn.output
     with engine.connect() as c:
@@ -198,7 +200,7 @@ def test_a_b2b_renewal_a_high_value_upsell_and_an_angry_reply_wait_in_one_queue(
     item = str(reply["review_item_id"])
     shown = run(review_app, "show", item, "-d", database_url)
     assert shown.exit_code == 0 and "I want a refund NOW!" in shown.stdout and f"legato review resolve {item}" in shown.stdout
-    refused = run(review_app, "approve", item, "-d", database_url, "--reviewer", "ana", "--at", AT)
+    refused = run(review_app, "approve", item, "-d", database_url, "--reviewer", "ana", "--hash", "none", "--at", AT)
     assert refused.exit_code == 2 and "it is a customer's reply, not a proposed message" in refused.output
     done = run(review_app, "resolve", item, "-d", database_url, "--reviewer", "ana", "--note", "refund issued", "--at", AT, "--json")
     assert done.exit_code == 0, done.output

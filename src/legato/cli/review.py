@@ -6,6 +6,7 @@ error kind's code (see :mod:`legato.errors`).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -14,8 +15,9 @@ from rich.table import Table
 
 from legato.cli.output import console, emit_json, fail
 from legato.cli.options import AtOption, DatabaseOption, JsonOption, ReviewerOption, engine_for, now_at, playbook_at
-from legato.errors import LegatoError
+from legato.errors import Conflict, LegatoError
 from legato.service import review
+from legato.trust.review.model import QueueFilter
 
 review_app = typer.Typer(
     name="review",
@@ -32,45 +34,85 @@ def _review() -> None:
 
 
 
+StatusOption = Annotated[str, typer.Option(help="open, audit, approved, rejected, expired, resolved or all.")]
+AgentFilter = Annotated[str | None, typer.Option(help="Only this agent's items.")]
+RoleFilter = Annotated[str | None, typer.Option(help="Only items escalated to this role.")]
+KindFilter = Annotated[str | None, typer.Option(help="Only decision, conversation (customers' replies) or finding items.")]
+ReasonFilter = Annotated[str | None, typer.Option(help="Only this reason, or its family (escalate matches escalate:high_value).")]
+PriorityFilter = Annotated[int | None, typer.Option("--min-priority", help="Only items of at least this priority (0 to 100).")]
+AgeFilter = Annotated[float | None, typer.Option("--older-than", help="Only items created at least this many hours ago.")]
+VariantFilter = Annotated[str | None, typer.Option("--variant", help="Only decisions proposing this message: its content hash, from `show`.")]
+
+
+def _filter(status: str, agent: str | None, role: str | None, kind: str | None, reason: str | None,
+            min_priority: int | None, older_than: float | None, variant: str | None, at: str | None) -> QueueFilter:
+    return QueueFilter(
+        status=status, agent=agent, role=role, kind=kind, reason=reason, min_priority=min_priority,
+        older_than=timedelta(hours=older_than) if older_than is not None else None, now=now_at(at), variant=variant,
+    )
+
+
+def _flags(database: str | None, at: str | None) -> str:
+    """The flags a printed hint needs to act on the same store at the same time."""
+    return (f" --database {database}" if database else "") + (f" --at {at}" if at else "")
+
+
 @review_app.command("list")
 def list_command(
-    status: Annotated[str, typer.Option(help="open, audit, approved, rejected, expired, resolved or all.")] = "open",
-    agent: Annotated[str | None, typer.Option(help="Only this agent's items.")] = None,
-    role: Annotated[str | None, typer.Option(help="Only items escalated to this role.")] = None,
-    kind: Annotated[str | None, typer.Option(help="Only decision, conversation (customers' replies) or finding items.")] = None,
-    limit: Annotated[int, typer.Option(help="How many items (1 to 1000).")] = 100,
+    status: StatusOption = "open",
+    agent: AgentFilter = None,
+    role: RoleFilter = None,
+    kind: KindFilter = None,
+    reason: ReasonFilter = None,
+    min_priority: PriorityFilter = None,
+    older_than: AgeFilter = None,
+    variant: VariantFilter = None,
+    limit: Annotated[int, typer.Option(help="How many items per page (1 to 1000).")] = 100,
+    after: Annotated[str | None, typer.Option("--after", help="The next page: the cursor the previous page printed.")] = None,
+    at: AtOption = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List review items, highest priority first, then oldest first.
+    """List review items, highest priority first, then oldest first, a page at a time.
 
     One queue: proposed messages (kind decision), customers' replies that need a person
     (conversation) and findings about agents such as fairness breaches (finding).
-    Example: `legato review list --agent winback --limit 20`
+    Example: `legato review list --agent winback --reason trust_stage_0 --limit 20`
     """
+    where = _filter(status, agent, role, kind, reason, min_priority, older_than, variant, at)
     try:
-        items = review.queue(engine_for(database), status=status, limit=limit, agent=agent, role=role, kind=kind)
+        page = review.page(engine_for(database), where, limit=limit, after=after)
     except LegatoError as error:
         fail(error)
     if as_json:
-        emit_json({"items": [item.to_dict() for item in items]})
+        emit_json(page.to_dict())
         return
-    table = Table(title=f"{len(items)} {status} review item(s)", title_justify="left")
-    # The reason is what a reviewer sorts by in their head: it never shrinks; "what" does.
+    items = page.items
+    shown = f"{len(items):,} of {page.total:,}" if page.total != len(items) or after else f"{page.total:,}"
+    title = f"{shown} {status} review item(s)" + (f" ({where.described()})" if where.described().replace(f"--status {status}", "").strip() else "")
+    table = Table(title=title, title_justify="left")
+    # Headers short enough for 80 columns; the reason never shrinks, "what" does.
     widest = max((len(item.reason) for item in items), default=6)
-    for column in ("item", "priority", "kind", "agent", "customer", "what", "reason", "due", "role", "status"):
+    for column in ("item", "pri", "kind", "agent", "customer", "what", "reason", "due", "status"):
         table.add_column(
             column,
-            justify="right" if column in ("item", "priority") else "left",
-            no_wrap=column == "reason",
-            min_width=widest if column == "reason" else None,
+            justify="right" if column in ("item", "pri") else "left",
+            no_wrap=column in ("reason", "item", "pri"),
+            min_width=min(widest, 24) if column == "reason" else None,
+            overflow="fold",
         )
     for item in items:
         table.add_row(
-            str(item.id), str(item.priority), item.kind, item.agent_id or "", item.customer_id or "", _what(item), item.reason,
-            f"{item.due_at:%Y-%m-%d %H:%M}" if item.due_at else "", item.assigned_role or "", item.status,
+            str(item.id), str(item.priority), item.kind[:4], item.agent_id or "", item.customer_id or "", _what(item),
+            item.reason + (f" → {item.assigned_role}" if item.assigned_role else ""),
+            f"{item.due_at:%m-%d %H:%M}" if item.due_at else "", item.status,
         )
     console.print(table)
+    if page.next_cursor:
+        console.print(
+            f"next page: legato review list {where.described()} --limit {limit} --after {page.next_cursor}{_flags(database, at)}".replace("  ", " "),
+            soft_wrap=True, highlight=False, markup=False,
+        )
 
 
 def _what(item: Any) -> str:
@@ -141,8 +183,9 @@ def show_command(
         console.print(f"[bold red]cannot be sent now:[/] {detail.standing}", highlight=False)
     # Not wrapped, so the command can be copied whole.
     console.print(f"content hash: {detail.content_hash}", soft_wrap=True)
-    where = f" --database {database}" if database else ""
-    console.print(f"approve with: legato review approve {it.id} --hash {detail.content_hash} --reviewer NAME{where}", soft_wrap=True)
+    console.print(
+        f"approve with: legato review approve {it.id} --hash {detail.content_hash} --reviewer NAME{_flags(database, at)}", soft_wrap=True, highlight=False
+    )
 
 
 def _show_case(detail: Any) -> None:
@@ -168,7 +211,7 @@ def _show_case(detail: Any) -> None:
 def approve_command(
     item: ItemArgument,
     reviewer: ReviewerOption,
-    content_hash: Annotated[str | None, typer.Option("--hash", help="The content hash you reviewed (from `show`).")] = None,
+    content_hash: Annotated[str, typer.Option("--hash", help="The content hash you reviewed (from `show`); required.")],
     self_approval: Annotated[
         Optional[bool],
         typer.Option(
@@ -195,13 +238,127 @@ def approve_command(
     Example: `legato review approve 42 --hash 3f1c... --reviewer ana`
     """
     try:
-        done = review.approve(
+        approval = review.approve(
             engine_for(database), item, reviewer, content_hash=content_hash, now=now_at(at),
             playbook=playbook_at(playbook), allow_self_approval=self_approval,
         )
     except LegatoError as error:
         fail(error)
-    _done(done, f"approved review item {done.id}; its message is scheduled", as_json)
+    if as_json:
+        emit_json({**approval.item.to_dict(), "unlocked": approval.unlocked.to_dict() if approval.unlocked else None})
+        return
+    _done(approval.item, f"approved review item {approval.item.id}; its message is scheduled", False)
+    if approval.unlocked:
+        _say_unlocked(approval.unlocked)
+
+
+def _say_unlocked(u: Any) -> None:
+    """Stage 1 remembers an approved variant: say how far one approval reaches."""
+    what = f"{u.creative_id}" + (f" with {u.offer_id}" if u.offer_id else "")
+    console.print(
+        f"  stage 1: agent {u.agent_id} may now send {what} without review from its next cycle on; "
+        f"its last cycle proposed it to {u.last_cycle:,} customer(s)"
+        + (f", {u.still_open:,} of whom still wait in the queue (each needs its own decision)" if u.still_open else ""),
+        highlight=False, markup=False,
+    )
+
+
+@review_app.command("approve-all")
+def approve_all_command(
+    reviewer: ReviewerOption,
+    agent: AgentFilter = None,
+    reason: ReasonFilter = None,
+    variant: VariantFilter = None,
+    min_priority: PriorityFilter = None,
+    older_than: AgeFilter = None,
+    role: RoleFilter = None,
+    limit: Annotated[int, typer.Option(help="At most this many items (1 to 1000).")] = 1000,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be approved; change nothing.")] = False,
+    self_approval: Annotated[Optional[bool], typer.Option("--self-approval/--no-self-approval", help="As for `approve`.")] = None,
+    at: AtOption = None,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Approve every open proposed message a filter matches, each on its own.
+
+    Each item is approved with the content hash it had when the filter was read and passes
+    every check of `approve`, with its own audit entry; an item that fails is listed with
+    why and the others go on. Needs --agent, --reason or --variant. Example:
+    `legato review approve-all --agent winback --variant 3f1c... --reviewer ana`
+    """
+    where = _filter("open", agent, role, "decision", reason, min_priority, older_than, variant, at)
+    try:
+        engine = engine_for(database)
+        if dry_run:
+            _dry_run(review.preview_matching(engine, where, limit=limit), "approve", as_json)
+            return
+        bulk = review.approve_matching(engine, where, reviewer, now=now_at(at), limit=limit, allow_self_approval=self_approval)
+    except LegatoError as error:
+        fail(error)
+    _bulk_done(bulk, "approved", as_json)
+
+
+@review_app.command("reject-all")
+def reject_all_command(
+    reviewer: ReviewerOption,
+    reason_code: Annotated[str, typer.Option("--because", help="off_brand, wrong_audience, wrong_offer, compliance, timing or other.")],
+    agent: AgentFilter = None,
+    reason: ReasonFilter = None,
+    variant: VariantFilter = None,
+    min_priority: PriorityFilter = None,
+    older_than: AgeFilter = None,
+    role: RoleFilter = None,
+    note: Annotated[str | None, typer.Option(help="A word for the agent's owner.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many items (1 to 1000).")] = 1000,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be rejected; change nothing.")] = False,
+    at: AtOption = None,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Reject every open proposed message a filter matches, each on its own audit entry.
+
+    Needs --agent, --reason or --variant. Example:
+    `legato review reject-all --variant 3f1c... --because off_brand --reviewer ana`
+    """
+    where = _filter("open", agent, role, "decision", reason, min_priority, older_than, variant, at)
+    try:
+        engine = engine_for(database)
+        if dry_run:
+            _dry_run(review.preview_matching(engine, where, limit=limit), "reject", as_json)
+            return
+        bulk = review.reject_matching(engine, where, reviewer, reason_code, now=now_at(at), note=note, limit=limit)
+    except LegatoError as error:
+        fail(error)
+    _bulk_done(bulk, "rejected", as_json)
+
+
+def _dry_run(items: list[Any], verb: str, as_json: bool) -> None:
+    if as_json:
+        emit_json({"would_" + verb: [item.to_dict() for item in items]})
+        return
+    variants: dict[tuple[str | None, str | None], int] = {}
+    for item in items:
+        variants[(item.creative_id, item.offer_id)] = variants.get((item.creative_id, item.offer_id), 0) + 1
+    console.print(f"would {verb} {len(items):,} item(s); nothing changed", highlight=False)
+    for (creative, offer), count in sorted(variants.items(), key=lambda kv: -kv[1]):
+        console.print(f"  {count:,} × {creative}" + (f" with {offer}" if offer else ""), highlight=False, markup=False)
+
+
+def _bulk_done(bulk: Any, verb: str, as_json: bool) -> None:
+    if as_json:
+        emit_json(bulk.to_dict())
+        return
+    if not bulk.done and not bulk.refused:
+        console.print("no open proposed message matches the filter; nothing changed", highlight=False)
+        return
+    console.print(f"[green]✓[/] {verb} {len(bulk.done):,} item(s), each with its own audit entry", highlight=False)
+    for item, why in bulk.refused:
+        console.print(f"  [yellow]not {verb}:[/] item {item}: {why}", highlight=False)
+    for unlocked in bulk.unlocked:
+        _say_unlocked(unlocked)
+    if bulk.refused:
+        # Some items were not acted on: say so to a script too (the Conflict code; the others stand).
+        raise typer.Exit(code=Conflict.exit_code)
 
 
 @review_app.command("edit")

@@ -7,6 +7,7 @@ writes one audit row naming the content hash the person acted on.
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,8 +20,9 @@ from legato.guard.standing import explain, standing_now
 from legato.guard.content import Finding
 from legato.playbook.models import Playbook
 from legato.store.audit import record
-from legato.store.schema import customers, decisions, inbound_messages, outbox, review_items
+from legato.store.schema import agents, customers, decisions, inbound_messages, outbox, review_items
 from legato.store.status import DecisionStatus, InboundStatus, OutboxStatus
+from legato.trust.ladder import Stage
 from legato.trust.optout import POSSIBLE_OPT_OUT
 from legato.trust.review.message import PREVIEW_TOKEN, current_creative, decision_playbook, original_hash, render_and_check
 from legato.trust.review.model import (
@@ -53,15 +55,15 @@ def approve(
     item_id: int,
     reviewer: str,
     *,
-    content_hash: str | None = None,
+    content_hash: str | None,
     now: datetime,
     allow_self_approval: bool | None = None,
     playbook: Playbook | None = None,
 ) -> QueueItem:
     """Approve the content the reviewer saw: the message is scheduled (pending in the outbox).
 
-    ``content_hash`` is the hash shown with the item; if the content changed since, the
-    approval is refused. It goes out at the decision's send time, or now if that has passed.
+    ``content_hash`` is the hash shown with the item, and it is required: an approval names
+    what was seen, so content that changed since (or was never looked at) is refused. It goes out at the decision's send time, or now if that has passed.
     With ``allow_self_approval=False`` the person who last edited the content cannot approve
     it; left ``None``, the playbook's ``review.allow_self_approval`` decides: the decision's
     version's and, if a ``playbook`` is given, its too (self-approval needs both to allow it).
@@ -79,7 +81,12 @@ def approve(
         if allow_self_approval is None:
             allow_self_approval = all(p.review.allow_self_approval for p in (version, playbook) if p is not None)
         _require_actionable(row, now, "approve", allow=UNDECIDED)
-        if content_hash is not None and content_hash != row.content_hash:
+        if not content_hash:
+            raise ReviewInvalid(
+                f"review item {item_id}: an approval names the content hash you reviewed",
+                hint=f"see the message and its hash with `legato review show {item_id}`, then approve with --hash HASH",
+            )
+        if content_hash != row.content_hash:
             raise ReviewConflict(
                 f"review item {item_id}: content changed since you looked; review again",
                 hint=f"show it again with `legato review show {item_id}`; it is now {row.content_hash}",
@@ -282,7 +289,7 @@ def resolve(engine: Engine, item_id: int, reviewer: str, *, note: str, now: date
         if row.kind == DECISION:
             raise ReviewInvalid(
                 f"review item {item_id} is a proposed message: approve or reject it, there is nothing to resolve",
-                hint=f"`legato review approve {item_id} --reviewer NAME` or `legato review reject {item_id} --reason CODE --reviewer NAME`",
+                hint=f"`legato review approve {item_id} --hash HASH --reviewer NAME` or `legato review reject {item_id} --reason CODE --reviewer NAME`",
             )
         _require_actionable(row, now, "resolve")
         _transition(connection, row, {OPEN}, status=RESOLVED, decided_by=reviewer, decided_at=now)
@@ -375,3 +382,47 @@ def _audit(
     connection: Connection, at: datetime, actor: str, action: str, row: Row[Any], detail: dict[str, Any], before: str | None, after: str | None
 ) -> None:
     record(connection, at, actor, action, "review_item", str(row.id), {**audit_subject(row), **detail}, before_hash=before, after_hash=after)
+
+
+@dataclass(frozen=True)
+class Unlocked:
+    """What one approval lets an agent at stage 1 send unreviewed from its next cycle on.
+
+    Stage 1 remembers approved variants (creative and offer, by content hash): once a person
+    approved one as it stands, later sends of it skip the queue unless a risk limit or an
+    escalation rule catches them. ``last_cycle`` is how many customers the agent's latest
+    cycle proposed this variant to (the best guess of how many the next one will reach);
+    ``still_open`` how many of those wait in the queue now, each still needing its own decision.
+    """
+
+    agent_id: str
+    creative_id: str | None
+    offer_id: str | None
+    last_cycle: int
+    still_open: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def unlocked_by(engine: Engine, item_id: int) -> Unlocked | None:
+    """What approving ``item_id`` unlocked (None when it unlocks nothing: not stage 1, or an edited message)."""
+    with engine.connect() as connection:
+        row = load_row(connection, item_id)
+        if row.kind != DECISION or row.status != APPROVED or row.content_override is not None or row.content_hash is None:
+            return None
+        stage = connection.execute(sa.select(agents.c.trust_stage).where(agents.c.id == row.agent_id)).scalar_one_or_none()
+        if stage != Stage.ASSISTED:
+            return None
+        cycle = connection.execute(
+            sa.select(sa.func.max(decisions.c.cycle_id)).where(decisions.c.agent_id == row.agent_id, decisions.c.content_hash == row.content_hash)
+        ).scalar_one()
+        same = sa.and_(decisions.c.agent_id == row.agent_id, decisions.c.cycle_id == cycle, decisions.c.content_hash == row.content_hash)
+        proposed = connection.execute(
+            sa.select(sa.func.count()).select_from(decisions).where(same, decisions.c.route == DecisionStatus.QUEUED)
+        ).scalar_one()
+        still_open = connection.execute(
+            sa.select(sa.func.count()).select_from(review_items.join(decisions, decisions.c.id == review_items.c.decision_id))
+            .where(same, review_items.c.status == OPEN, review_items.c.id != item_id)
+        ).scalar_one()
+    return Unlocked(row.agent_id, row.creative_id, row.offer_id, int(proposed), int(still_open))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row
@@ -55,6 +55,50 @@ class ReviewConflict(ReviewError, Conflict):
 
 class ReviewForbidden(ReviewError, Forbidden):
     """Not this reviewer: self-approval of one's own edit when the playbook forbids it."""
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """Which items of the queue: every field that is set must hold.
+
+    ``reason`` matches the reason itself or its family (``escalate`` matches
+    ``escalate:high_value``); ``older_than`` keeps items created at least that long before
+    ``now``; ``variant`` keeps decisions whose content hash is this one (what a reviewer saw
+    in ``show``), the way to act on every item proposing one message.
+    """
+
+    status: str = OPEN
+    agent: str | None = None
+    role: str | None = None
+    kind: str | None = None
+    reason: str | None = None
+    min_priority: int | None = None
+    older_than: timedelta | None = None
+    now: datetime | None = None
+    variant: str | None = None
+
+    def described(self) -> str:
+        """The filter as the flags that give it, for hints and headers."""
+        parts = [f"--status {self.status}"] if self.status != OPEN else []
+        for flag, value in (("--agent", self.agent), ("--role", self.role), ("--kind", self.kind), ("--reason", self.reason),
+                            ("--min-priority", self.min_priority), ("--variant", self.variant)):
+            if value is not None:
+                parts.append(f"{flag} {value}")
+        if self.older_than is not None:
+            parts.append(f"--older-than {self.older_than.total_seconds() / 3600:g}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    """A page of the queue, how many items the filter matches in all, and the cursor of the next page."""
+
+    items: list[QueueItem]
+    total: int
+    next_cursor: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "next_cursor": self.next_cursor, "items": [item.to_dict() for item in self.items]}
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote, unquote
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, Row
@@ -23,7 +24,9 @@ from legato.trust.review.model import (
     OPEN,
     STATUSES,
     ItemDetail,
+    QueueFilter,
     QueueItem,
+    QueuePage,
     ReviewInvalid,
     ReviewNotFound,
     ReviewError,
@@ -69,21 +72,45 @@ def queue_query(
     *, status: str = OPEN, limit: int = 100, agent: str | None = None, role: str | None = None, kind: str | None = None
 ) -> sa.Select[Any]:
     """The query behind :func:`list_items`: its order is the queue index's, so a page is read off it."""
-    query = (
-        sa.select(*_ITEM_COLUMNS)
-        .select_from(_FROM)
-        .order_by(review_items.c.priority.desc(), review_items.c.created_at, review_items.c.id)
-        .limit(limit)
-    )
-    if status != "all":
-        query = query.where(review_items.c.status == status)
-    if agent is not None:
-        query = query.where(review_items.c.agent_id == agent)
-    if role is not None:
-        query = query.where(review_items.c.assigned_role == role)
-    if kind is not None:
-        query = query.where(review_items.c.kind == kind)
-    return query
+    where = QueueFilter(status=status, agent=agent, role=role, kind=kind)
+    return _ordered(sa.select(*_ITEM_COLUMNS).select_from(_FROM).where(*_clauses(where))).limit(limit)
+
+
+def _ordered(query: sa.Select[Any]) -> sa.Select[Any]:
+    return query.order_by(review_items.c.priority.desc(), review_items.c.created_at, review_items.c.id)
+
+
+def _clauses(where: QueueFilter) -> list[sa.ColumnElement[bool]]:
+    """The filter as SQL conditions (checked by :func:`_valid` first)."""
+    clauses: list[sa.ColumnElement[bool]] = []
+    if where.status != "all":
+        clauses.append(review_items.c.status == where.status)
+    for column, value in ((review_items.c.agent_id, where.agent), (review_items.c.assigned_role, where.role),
+                          (review_items.c.kind, where.kind), (review_items.c.content_hash, where.variant)):
+        if value is not None:
+            clauses.append(column == value)
+    if where.reason is not None:
+        clauses.append(sa.or_(review_items.c.reason == where.reason, review_items.c.reason.like(f"{_escaped(where.reason)}:%", escape="\\")))
+    if where.min_priority is not None:
+        clauses.append(review_items.c.priority >= where.min_priority)
+    if where.older_than is not None:
+        clauses.append(review_items.c.created_at <= (where.now or datetime.now(timezone.utc)) - where.older_than)
+    return clauses
+
+
+def _escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _valid(where: QueueFilter, limit: int) -> None:
+    if where.status != "all" and where.status not in STATUSES:
+        raise ReviewInvalid(f"unknown review status '{where.status}'", hint=f"use one of {', '.join(STATUSES)} or all")
+    if where.kind is not None and where.kind not in KINDS:
+        raise ReviewInvalid(f"unknown kind of review item '{where.kind}'", hint=f"use one of {', '.join(KINDS)}")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ReviewInvalid(f"limit {limit} is out of range", hint=f"ask for 1 to {MAX_LIMIT} items at a time")
+    if where.older_than is not None and where.older_than.total_seconds() < 0:
+        raise ReviewInvalid("--older-than is negative", hint="give an age in hours, e.g. --older-than 24")
 
 
 def list_items(
@@ -94,15 +121,55 @@ def list_items(
     The order is the index ``ix_review_items_queue`` (status, priority DESC, created_at, id),
     so the first page is read straight off it however long the queue is.
     """
-    if status != "all" and status not in STATUSES:
-        raise ReviewInvalid(f"unknown review status '{status}'", hint=f"use one of {', '.join(STATUSES)} or all")
-    if kind is not None and kind not in KINDS:
-        raise ReviewInvalid(f"unknown kind of review item '{kind}'", hint=f"use one of {', '.join(KINDS)}")
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ReviewInvalid(f"limit {limit} is out of range", hint=f"ask for 1 to {MAX_LIMIT} items at a time")
-    query = queue_query(status=status, limit=limit, agent=agent, role=role, kind=kind)
+    return list_page(engine, QueueFilter(status=status, agent=agent, role=role, kind=kind), limit=limit).items
+
+
+def list_page(engine: Engine, where: QueueFilter, *, limit: int = 100, after: str | None = None) -> QueuePage:
+    """One page of the queue in queue order, the filter's total, and the next page's cursor.
+
+    Paging is by key, not offset: the cursor is the last item's place in the queue order
+    (priority, created, id), so items decided while a reviewer pages do not shift the next
+    page, and a page costs the same however deep it is.
+    """
+    _valid(where, limit)
+    clauses = _clauses(where)
+    query = _ordered(sa.select(*_ITEM_COLUMNS).select_from(_FROM).where(*clauses))
+    if after is not None:
+        priority, created, last = _cursor(after)
+        query = query.where(
+            sa.or_(
+                review_items.c.priority < priority,
+                sa.and_(review_items.c.priority == priority, review_items.c.created_at > created),
+                sa.and_(review_items.c.priority == priority, review_items.c.created_at == created, review_items.c.id > last),
+            )
+        )
     with engine.connect() as connection:
-        return [queue_item(row) for row in connection.execute(query)]
+        rows = connection.execute(query.limit(limit + 1)).all()
+        total = int(connection.execute(sa.select(sa.func.count()).select_from(review_items).where(*clauses)).scalar_one())
+    items = [queue_item(row) for row in rows[:limit]]
+    more = len(rows) > limit
+    return QueuePage(items, total, _cursor_of(items[-1]) if more and items else None)
+
+
+def matching(engine: Engine, where: QueueFilter, *, limit: int = MAX_LIMIT) -> list[QueueItem]:
+    """Every item the filter matches, in queue order, up to ``limit`` (for acting on many at once)."""
+    _valid(where, limit)
+    with engine.connect() as connection:
+        rows = connection.execute(_ordered(sa.select(*_ITEM_COLUMNS).select_from(_FROM).where(*_clauses(where))).limit(limit))
+        return [queue_item(row) for row in rows]
+
+
+def _cursor_of(item: QueueItem) -> str:
+    created = item.created_at if item.created_at.tzinfo else item.created_at.replace(tzinfo=timezone.utc)
+    return quote(f"{item.priority}/{created.astimezone(timezone.utc).isoformat()}/{item.id}", safe="")
+
+
+def _cursor(text: str) -> tuple[int, datetime, int]:
+    try:
+        priority, created, last = unquote(text).split("/")
+        return int(priority), datetime.fromisoformat(created), int(last)
+    except ValueError:
+        raise ReviewInvalid(f"'{text}' is not a page cursor", hint="use the --after value the previous page printed") from None
 
 
 def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None, now: datetime | None = None) -> ItemDetail:
