@@ -40,7 +40,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
-from legato.errors import Conflict
+from legato.errors import Conflict, StoreBusy
 from legato.store.schema import leases
 
 CYCLE = "cycle"
@@ -153,7 +153,7 @@ class Lease:
                     if not self._renew(connection):
                         self.lost = True
                         return
-            except OperationalError:
+            except (OperationalError, StoreBusy):
                 continue  # the store is busy (SQLite's write lock): the next beat tries again
 
     def start(self) -> None:
@@ -217,7 +217,7 @@ def acquire(engine: Engine, *, wait: float = 0.0, name: str = CYCLE, ttl: float 
     while True:
         try:
             held = _try_take(engine, name, token, ttl)
-        except OperationalError as exc:  # SQLite's write lock stayed taken past its timeout
+        except (OperationalError, StoreBusy) as exc:  # SQLite's write lock stayed taken past its timeout (store.db raises StoreBusy)
             if time.monotonic() >= deadline:
                 raise LeaseHeld(
                     "the database stayed locked while this run tried to take the cycle's lease",
