@@ -219,6 +219,8 @@ def acquire(engine: Engine, *, wait: float = 0.0, name: str = CYCLE, ttl: float 
             held = _try_take(engine, name, token, ttl)
         except (OperationalError, StoreBusy) as exc:  # SQLite's write lock stayed taken past its timeout (store.db raises StoreBusy)
             if time.monotonic() >= deadline:
+                if isinstance(exc, StoreBusy):  # names the database and the fix (legato.store.db)
+                    raise StoreBusy(f"{exc.message}, so this run could not take the cycle's lease", hint=f"{exc.hint}; or wait with --wait SECONDS") from exc
                 raise LeaseHeld(
                     "the database stayed locked while this run tried to take the cycle's lease",
                     hint="another process is writing to it; run again, or wait with --wait SECONDS",
