@@ -26,8 +26,9 @@ appended to this file and the command fails loudly (exit 6) saying so:
   between the commit and the marker a no-op; replays on one machine take turns (``flock``).
   A consent given explicitly after the opt-out was received is newer and stands.
 
-The file and its markers stay as the record of what happened; ``legato inbound pending``
-lists what waits and writes it back.
+The file and its markers stay as the record of what happened (keep it with the database; the
+``.lock`` file beside it only serialises replays); ``legato inbound pending`` lists what
+waits and writes it back.
 """
 
 from __future__ import annotations
@@ -136,7 +137,11 @@ def path_for(engine: Engine) -> Path:
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         database = Path(url.database).expanduser().resolve()
         return database.with_name(database.name + ".pending-optouts.jsonl")
-    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "legato"
+    try:
+        home = Path.home()
+    except RuntimeError:  # no home folder (a service account): the working folder
+        home = Path.cwd()
+    state = Path(os.environ.get("XDG_STATE_HOME") or home / ".local" / "state") / "legato"
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{url.host or 'local'}-{url.port or ''}-{url.database or 'memory'}")
     return state / f"pending-optouts-{name}.jsonl"
 
