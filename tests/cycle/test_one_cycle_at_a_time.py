@@ -55,6 +55,16 @@ if pause:
                 time.sleep(0.05)
         return decided
     run._run_partition = paused
+before = os.environ.get("TEST_PAUSE_BEFORE")  # a step of the cycle: allocate_budget, dispatch_due
+if before:
+    step = getattr(run, before)
+    def paused_before(*args, **kwargs):
+        Path(os.environ["TEST_PAUSED"]).write_text(str(os.getpid()))
+        go = Path(os.environ["TEST_GO"])
+        while not go.exists():
+            time.sleep(0.05)
+        return step(*args, **kwargs)
+    setattr(run, before, paused_before)
 from legato.cli.app import main
 sys.argv = ["legato", *sys.argv[1:]]
 main()
@@ -73,7 +83,7 @@ def write_playbook(folder: Path, *, caps: bool = True, budget: str = "{}") -> Pa
 class Run:
     """One `legato run` in its own process."""
 
-    def __init__(self, url: str, playbook: Path, folder: Path, *args: str, pause_after: int = 0) -> None:
+    def __init__(self, url: str, playbook: Path, folder: Path, *args: str, pause_after: int = 0, pause_before: str = "") -> None:
         self.paused = folder / f"paused-{time.monotonic_ns()}"
         self.go = folder / f"go-{time.monotonic_ns()}"
         env = {
@@ -82,6 +92,7 @@ class Run:
             "LEGATO_SECRET": "a-test-secret-of-enough-length",
             "TEST_PAGE": str(PAGE),
             "TEST_PAUSE_AFTER": str(pause_after),
+            "TEST_PAUSE_BEFORE": pause_before,
             "TEST_PAUSED": str(self.paused),
             "TEST_GO": str(self.go),
             "COLUMNS": "200",
@@ -240,6 +251,29 @@ def test_a_killed_cycle_resumes_and_is_not_repeated(store: Engine, database_url:
     assert sum(1 for status, _ in decided.values() if status == "sent") == 500
     assert not any("frequency" in str(reason) for reason in reasons)  # no phantom cap blocks
     assert set(messaged.values()) == {1} and len(messaged) == 500
+    assert set(sent_lines(tmp_path).values()) == {1} and len(sent_lines(tmp_path)) == 500
+
+
+@pytest.mark.parametrize("step", ["allocate_budget", "dispatch_due"])
+def test_a_cycle_killed_before_its_budget_or_its_dispatch_resumes_there(store: Engine, database_url: str, tmp_path: Path, step: str) -> None:
+    """Killed after the plan, before the budget's reservation; or after every partition, before anything was sent."""
+    playbook = write_playbook(tmp_path, budget="{daily_sends: 500}")
+    killed = Run(database_url, playbook, tmp_path, "--at", AT, pause_before=step)
+    killed.wait_paused()
+    killed.kill()
+    with store.connect() as c:
+        assert c.execute(sa.select(sa.func.count()).select_from(budget_reservations)).scalar_one() == (0 if step == "allocate_budget" else 1)
+        assert c.execute(sa.select(sa.func.count()).select_from(outbox).where(outbox.c.status == "sent")).scalar_one() == 0
+    code, output = Run(database_url, playbook, tmp_path, "--at", AT).finish()
+    assert code == 0, output
+    assert "resumed cycle 1" in output, output
+    with store.connect() as c:
+        assert c.execute(sa.select(cycles.c.status)).scalars().all() == ["finished"]
+        assert c.execute(sa.select(budget_reservations.c.sends)).scalars().all() == [500]
+        sent = c.execute(sa.select(sa.func.count()).select_from(outbox).where(outbox.c.status == "sent")).scalar_one()
+    made, messaged = per_customer(store)
+    assert set(made.values()) == {1} and len(made) == sum(1 for i in range(N) if i % 4 != 3)  # the audience: gold customers
+    assert sent == 500 and set(messaged.values()) == {1}
     assert set(sent_lines(tmp_path).values()) == {1} and len(sent_lines(tmp_path)) == 500
 
 

@@ -153,6 +153,7 @@ def _resume(
     playbook the cycle started with; agents whose plan step ran are not planned again.
     """
     lease.note_cycle(cycle.id)
+    settle_opt_outs(engine)  # as a new cycle does: an opt-out waiting in the pending file is written first
     with engine.connect() as connection:
         playbook = given if cycle.playbook_version_id is None else playbook_versions.Versions().get(connection, cycle.playbook_version_id)
         stages = {row.id: (row.trust_stage, row.status) for row in connection.execute(sa.select(agents.c.id, agents.c.trust_stage, agents.c.status))}
