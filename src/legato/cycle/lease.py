@@ -153,8 +153,8 @@ class Lease:
                     if not self._renew(connection):
                         self.lost = True
                         return
-            except (OperationalError, StoreBusy):
-                continue  # the store is busy (SQLite's write lock): the next beat tries again
+            except Exception:  # noqa: BLE001 - busy (SQLite's write lock) or unreachable for a moment: the next beat tries again
+                continue  # (a beat that cannot renew in time is covered by the cycle's own transactions, which renew too)
 
     def start(self) -> None:
         self._beat = threading.Thread(target=self._heartbeat, name=f"lease-{self.name}", daemon=True)
