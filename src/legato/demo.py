@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy import Engine
+from rich import box
 from rich.table import Table
 
 from legato.audience.fields import declared_types
@@ -119,6 +120,32 @@ def prepare_world(folder: Path, playbook: Playbook, playbook_path: Path) -> tupl
     return engine, world, transports(playbook, folder), START
 
 
+# Short headers so a day fits an 80-column terminal; the legend says what each means.
+DAY_COLUMNS = ("agent", "decided", "held", "none", "blocked", "review", "sent", "learned")
+DAY_LEGEND = (
+    "  each day: decided = customers the agent looked at, held = its holdout, none = chose to send nothing,\n"
+    "  blocked = suppressed by a guardrail or the budget, review = waiting for a person, learned = outcomes learned from"
+)
+
+
+def day_table(day: Day) -> tuple[Table, list[str]]:
+    """One simulated day: a row per agent, and a note per agent on what was suppressed or delayed and why."""
+    table = Table(title=f"day {day.number}  {day.cycle.at:%a %Y-%m-%d}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in DAY_COLUMNS:
+        table.add_column(column, justify="left" if column == "agent" else "right", min_width=len(column), overflow="fold")
+    notes: list[str] = []
+    for agent_id, agent in day.cycle.agents.items():
+        table.add_row(
+            agent_id, f"{agent.audience:,}", f"{agent.holdout:,}", f"{agent.nothing:,}", f"{agent.suppressed_total:,}",
+            f"{agent.queued:,}", f"{day.sent[agent_id]:,}", f"{agent.learned_from:,}",
+        )
+        top = ", ".join(f"{r} {c:,}" for r, c in agent.suppressed.most_common(3))
+        by_rule = ", ".join(f"{rule} {count:,}" for rule, count in agent.delayed_by.most_common())
+        delayed = f"; delayed {agent.delayed:,} ({by_rule})" if agent.delayed else ""
+        notes.append(f"  {agent_id}: suppressed {top or 'nothing'}{delayed}")
+    return table, notes
+
+
 def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     playbook_path = folder / "playbook.yaml"
@@ -135,20 +162,10 @@ def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
     for agent in playbook.agents:
         say(f"  agent {agent.id}: trust stage {agent.trust_stage}, policy {agent.policy.name}, holdout {agent.holdout:.0%}")
 
+    say(DAY_LEGEND, highlight=False)
+
     def show(day: Day) -> None:
-        table = Table(title=f"day {day.number}  {day.cycle.at:%a %Y-%m-%d}", title_justify="left")
-        for column in ("agent", "decided", "holdout", "nothing", "suppressed", "review", "sent", "learned"):
-            table.add_column(column, justify="left" if column == "agent" else "right", no_wrap=column == "agent")
-        notes: list[str] = []
-        for agent_id, agent in day.cycle.agents.items():
-            table.add_row(
-                agent_id, f"{agent.audience:,}", f"{agent.holdout:,}", f"{agent.nothing:,}", f"{agent.suppressed_total:,}",
-                f"{agent.queued:,}", f"{day.sent[agent_id]:,}", f"{agent.learned_from:,}",
-            )
-            top = ", ".join(f"{r} {c:,}" for r, c in agent.suppressed.most_common(3))
-            by_rule = ", ".join(f"{rule} {count:,}" for rule, count in agent.delayed_by.most_common())
-            delayed = f"; delayed {agent.delayed:,} ({by_rule})" if agent.delayed else ""
-            notes.append(f"  {agent_id}: suppressed {top or 'nothing'}{delayed}")
+        table, notes = day_table(day)
         say(table)
         say("\n".join(notes), highlight=False)
 

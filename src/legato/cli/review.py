@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich import box
 from rich.table import Table
 
 from legato.cli.output import console, emit_json, fail
@@ -90,22 +91,24 @@ def list_command(
     items = page.items
     shown = f"{len(items):,} of {page.total:,}" if page.total != len(items) or after else f"{page.total:,}"
     title = f"{shown} {status} review item(s)" + (f" ({where.described()})" if where.described().replace(f"--status {status}", "").strip() else "")
-    table = Table(title=title, title_justify="left")
-    # Headers short enough for 80 columns; the reason never shrinks, "what" does.
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    # Fits 80 columns: no header is ever cut (each column is at least as wide as its name) and
+    # long cells wrap instead; "pri" is the priority, "due" the SLA's deadline (UTC).
     widest = max((len(item.reason) for item in items), default=6)
-    for column in ("item", "pri", "kind", "agent", "customer", "what", "reason", "due", "status"):
+    # One status in the title: the status column is only for --status all.
+    columns = ("item", "pri", "kind", "agent", "customer", "what", "reason", "due") + (("status",) if status == "all" else ())
+    for column in columns:
         table.add_column(
-            column,
-            justify="right" if column in ("item", "pri") else "left",
-            no_wrap=column in ("reason", "item", "pri"),
-            min_width=min(widest, 24) if column == "reason" else None,
-            overflow="fold",
+            column, justify="right" if column in ("item", "pri") else "left", overflow="fold",
+            # A reviewer sorts by reason in their head: it keeps its width (up to 20) and "what" gives way.
+            min_width=min(widest, 20) if column == "reason" else len(column),
+            no_wrap=column in ("item", "pri", "kind", "due", "status"), ratio=1 if column in ("what", "reason") else None,
         )
     for item in items:
         table.add_row(
-            str(item.id), str(item.priority), item.kind[:4], item.agent_id or "", item.customer_id or "", _what(item),
+            str(item.id), str(item.priority), _KIND.get(item.kind, item.kind), item.agent_id or "", item.customer_id or "", _what(item),
             item.reason + (f" → {item.assigned_role}" if item.assigned_role else ""),
-            f"{item.due_at:%m-%d %H:%M}" if item.due_at else "", item.status,
+            f"{item.due_at:%m-%d %H:%M}" if item.due_at else "", *((item.status,) if status == "all" else ()),
         )
     console.print(table)
     if page.next_cursor:
@@ -113,6 +116,9 @@ def list_command(
             f"next page: legato review list {where.described()} --limit {limit} --after {page.next_cursor}{_flags(database, at)}".replace("  ", " "),
             soft_wrap=True, highlight=False, markup=False,
         )
+
+
+_KIND = {"decision": "msg", "conversation": "reply", "finding": "find"}  # short for the table; --kind takes the full names
 
 
 def _what(item: Any) -> str:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import quote, unquote
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, Row
@@ -161,15 +160,19 @@ def matching(engine: Engine, where: QueueFilter, *, limit: int = MAX_LIMIT) -> l
 
 def _cursor_of(item: QueueItem) -> str:
     created = item.created_at if item.created_at.tzinfo else item.created_at.replace(tzinfo=timezone.utc)
-    return quote(f"{item.priority}/{created.astimezone(timezone.utc).isoformat()}/{item.id}", safe="")
+    micros = (created - _EPOCH) // timedelta(microseconds=1)
+    return f"{item.priority}.{micros}.{item.id}"
 
 
 def _cursor(text: str) -> tuple[int, datetime, int]:
     try:
-        priority, created, last = unquote(text).split("/")
-        return int(priority), datetime.fromisoformat(created), int(last)
+        priority, micros, last = text.split(".")
+        return int(priority), _EPOCH + timedelta(microseconds=int(micros)), int(last)
     except ValueError:
         raise ReviewInvalid(f"'{text}' is not a page cursor", hint="use the --after value the previous page printed") from None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None, now: datetime | None = None) -> ItemDetail:
