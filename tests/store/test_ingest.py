@@ -367,7 +367,7 @@ def test_event_row_errors_and_duplicates(engine: Engine, tmp_path: Path) -> None
     assert triples(report) == [
         (4, "customer_id", "unknown customer 'C9'; import customers first"),
         (5, "occurred_at", "'yesterday' is not a date (use ISO-8601, e.g. 2024-03-01T09:00:00Z)"),
-        (6, "revenue", "'-1' is negative (revenue must be 0 or more)"),
+        (6, "revenue", "'-1' is negative (revenue must be 0 or more; money returned is an event of type refund)"),
         (7, "id", "duplicate id, first seen at row 2"),
         (8, "customer_id", "missing customer_id"),
         (9, "type", "'add to cart' is not an event type (use one lower-case word, e.g. purchase or add_to_cart)"),
@@ -564,6 +564,7 @@ def test_cli_exit_codes_report_and_errors_file(engine: Engine, tmp_path: Path) -
         "updated": 0,
         "unchanged": 0,
         "rejected": 0,
+        "warnings": [],
         "errors": [],
     }
 

@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from legato.cli.output import console, emit_json, errors, fail
@@ -31,7 +32,7 @@ import_app = typer.Typer(
 )
 
 FileArgument = Annotated[
-    Path, typer.Argument(help="The file: .csv, .jsonl/.ndjson, .parquet (.csv.gz, .jsonl.gz too).")
+    Path, typer.Argument(help="The file: .csv, .tsv, .jsonl/.ndjson, .parquet (.csv.gz, .jsonl.gz too); other delimited text with --delimiter.")
 ]
 FormatOption = Annotated[
     Optional[str],
@@ -43,6 +44,14 @@ MapOption = Annotated[
         "--map",
         metavar="SOURCE=TARGET",
         help="Rename a column of the file, e.g. --map cust_no=id (repeatable).",
+    ),
+]
+DelimiterOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--delimiter",
+        help="Field separator of delimited text: one character (';', '|'), tab, or whitespace for columns "
+        "separated by runs of spaces (e.g. the raw CDNOW file); default comma (tab for .tsv). Any file name works with it.",
     ),
 ]
 DatabaseOption = Annotated[
@@ -73,6 +82,7 @@ def customers(
         Optional[Path],
         typer.Option("--playbook", help="Take attribute types from this playbook's `attributes` section."),
     ] = None,
+    delimiter: DelimiterOption = None,
     database: DatabaseOption = None,
     errors_file: ErrorsOption = None,
     as_json: JsonOption = False,
@@ -88,7 +98,11 @@ def customers(
     first customer is row 2) and line numbers for JSONL.
 
     Declared attribute types (from `--playbook` or `--attribute-type`) are checked per row:
-    `history=abc` for a number is a row error, and 1/0/yes/no become booleans.
+    `history=abc` for a number is a row error, and 1/0/yes/no become booleans. Dates are
+    ISO-8601, extended (2024-03-01T09:00:00Z) or basic (20240301, 20240301T0900Z).
+
+    A column named like one of these fields (timezone, mobile, email_consent, ...) is kept
+    as an attribute, with a warning that gives the `--map` which makes it the field.
 
     Example: `legato import customers crm.csv --playbook playbook.yaml --map cust_no=id --errors rejected.csv`
     """
@@ -111,7 +125,7 @@ def customers(
         errors_file,
         as_json,
         lambda engine, progress: imports.customers(
-            engine, file, format=format, mapping=mapping, playbook=declared, types=given, progress=progress
+            engine, file, format=format, mapping=mapping, playbook=declared, types=given, progress=progress, delimiter=delimiter
         ),
     )
 
@@ -121,6 +135,7 @@ def events(
     file: FileArgument,
     format: FormatOption = None,
     map: MapOption = None,
+    delimiter: DelimiterOption = None,
     database: DatabaseOption = None,
     errors_file: ErrorsOption = None,
     as_json: JsonOption = False,
@@ -128,9 +143,12 @@ def events(
     """Import events and update every customer's computed traits.
 
     Required columns: **id**, **customer_id** (an imported customer), **type** (one word,
-    e.g. purchase) and **occurred_at** (ISO-8601; UTC unless an offset is given). Optional:
-    revenue (a number, 0 or more). Every other column is kept as an event property. Events
-    already stored (same id) are counted as duplicates, so a file can be imported again.
+    e.g. purchase) and **occurred_at** (ISO-8601, extended or basic such as 19970101; UTC
+    unless an offset is given). Optional: revenue (a number, 0 or more; on a `refund`, the
+    amount returned, which counts against revenue). Every other column is kept as an event
+    property, with a warning when it is named like a field (amount, timestamp, ...) and the
+    `--map` that fixes it. Events already stored (same id) are counted as duplicates, so a
+    file can be imported again.
 
     Row numbers in messages are spreadsheet rows for CSV (the header is row 1, so the
     first event is row 2) and line numbers for JSONL.
@@ -146,7 +164,9 @@ def events(
         database,
         errors_file,
         as_json,
-        lambda engine, progress: imports.events(engine, file, format=format, mapping=mapping, progress=progress),
+        lambda engine, progress: imports.events(
+            engine, file, format=format, mapping=mapping, progress=progress, delimiter=delimiter
+        ),
     )
 
 
@@ -236,6 +256,8 @@ def _print_report(report: ImportReport, errors_file: Path | None) -> None:
         style = "red" if label == "rejected" and count else None
         table.add_row(label, f"[{style}]{count:,}[/]" if style else f"{count:,}")
     console.print(table)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     for message in report.messages(SHOWN_ERRORS):
         console.print(message, markup=False, highlight=False, soft_wrap=True)
     hidden = len(report.errors) - SHOWN_ERRORS

@@ -26,7 +26,9 @@ from legato.playbook.models import Metric, Objective
 from legato.store.schema import decisions, events, review_items
 from legato.store.status import DecisionStatus, ReviewStatus
 
-OUTCOME_TYPES = ("visit", "purchase", "unsubscribe", "complaint", "open", "click")
+# A refund (revenue stored negative) inside a decision's window takes its amount back from
+# the revenue credited to that decision; it is neither a visit nor a purchase.
+OUTCOME_TYPES = ("visit", "purchase", "refund", "unsubscribe", "complaint", "open", "click")
 EXECUTED = (DecisionStatus.SENT, DecisionStatus.NOTHING)  # what the customer actually experienced was the chosen action
 
 
@@ -119,7 +121,7 @@ def settle(
                 purchased[i] |= kind == "purchase"
                 unsubscribed[i] |= kind == "unsubscribe"
                 complained[i] |= kind == "complaint"
-                revenue[i] += amount if kind == "purchase" else 0.0
+                revenue[i] += amount if kind in ("purchase", "refund") else 0.0
 
     sent = np.array([row.status == DecisionStatus.SENT for row in pending])
     offer_cost = np.array([offer_costs.get(row.offer_id, 0.0) if row.offer_id else 0.0 for row in pending])

@@ -38,16 +38,25 @@ def customers(
     playbook: Playbook | None = None,
     types: Mapping[str, str] | None = None,
     progress: Progress | None = None,
+    delimiter: str | None = None,
 ) -> ImportReport:
     """New ids added, changed ones updated, identical ones left alone; rejected rows reported."""
     check_format(format)
     declared = attribute_types(playbook, types or {})
-    return import_customers(engine, file, format=format, mapping=dict(mapping or {}), attribute_types=declared, progress=progress)
+    return import_customers(
+        engine, file, format=format, mapping=dict(mapping or {}), attribute_types=declared, progress=progress, delimiter=delimiter
+    )
 
 
 def events(
-    engine: Engine, file: Path, *, format: str | None = None, mapping: Mapping[str, str] | None = None, progress: Progress | None = None
+    engine: Engine,
+    file: Path,
+    *,
+    format: str | None = None,
+    mapping: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+    delimiter: str | None = None,
 ) -> ImportReport:
     """Events added (duplicates by id counted, not stored twice) and every customer's traits kept current."""
     check_format(format)
-    return import_events(engine, file, format=format, mapping=dict(mapping or {}), progress=progress)
+    return import_events(engine, file, format=format, mapping=dict(mapping or {}), progress=progress, delimiter=delimiter)

@@ -29,6 +29,9 @@ from legato.clock import as_utc
 from legato.store.types import UTCDateTime
 
 PURCHASE = "purchase"
+# Money returned: its revenue is stored negative (legato.store.ingest.events) and counts in
+# lifetime_spend and revenue_<N>d, never in purchase counts or purchase times.
+REFUND = "refund"
 AS_OF_KEY = "traits.windows_as_of"
 WINDOWS = (30, 90)  # days; each has purchases_<N>d and revenue_<N>d columns
 
@@ -93,7 +96,7 @@ def merge_events(connection: Connection, source: str) -> None:
     (the first roll computes them all).
     """
     as_of = windows_as_of(connection)
-    params: dict[str, object] = {"purchase": PURCHASE}
+    params: dict[str, object] = {"purchase": PURCHASE, "refund": REFUND}
     if as_of is None:
         windowed = _ZEROS
         instants: tuple[str, ...] = ()
@@ -101,11 +104,11 @@ def merge_events(connection: Connection, source: str) -> None:
         parts = []
         for days in WINDOWS:
             params[f"start_{days}"] = as_of - timedelta(days=days)
-            inside = (
-                f"n.type = :purchase AND n.occurred_at > :start_{days} AND n.occurred_at <= :as_of"
+            inside = f"n.occurred_at > :start_{days} AND n.occurred_at <= :as_of"
+            parts.append(f"SUM(CASE WHEN n.type = :purchase AND {inside} THEN 1 ELSE 0 END)")
+            parts.append(
+                f"SUM(CASE WHEN n.type IN (:purchase, :refund) AND {inside} THEN COALESCE(n.revenue, 0.0) ELSE 0.0 END)"
             )
-            parts.append(f"SUM(CASE WHEN {inside} THEN 1 ELSE 0 END)")
-            parts.append(f"SUM(CASE WHEN {inside} THEN COALESCE(n.revenue, 0.0) ELSE 0.0 END)")
         windowed = ", ".join(parts)
         params["as_of"] = as_of
         instants = ("as_of", *(f"start_{days}" for days in WINDOWS))
@@ -140,7 +143,7 @@ def merge_events(connection: Connection, source: str) -> None:
                MAX(CASE WHEN n.type = :purchase THEN n.occurred_at END),
                MAX(n.occurred_at),
                SUM(CASE WHEN n.type = :purchase THEN 1 ELSE 0 END),
-               SUM(CASE WHEN n.type = :purchase THEN COALESCE(n.revenue, 0.0) ELSE 0.0 END),
+               SUM(CASE WHEN n.type IN (:purchase, :refund) THEN COALESCE(n.revenue, 0.0) ELSE 0.0 END),
                {windowed}
         FROM {source} AS n
         WHERE true
@@ -169,7 +172,7 @@ def roll_windows(connection: Connection, now: datetime) -> None:
     if old is None or now < old:
         _recompute_windows(connection, now, affected=None)
     elif now > old:
-        params: dict[str, object] = {"purchase": PURCHASE, "old": old, "now": now}
+        params: dict[str, object] = {"purchase": PURCHASE, "refund": REFUND, "old": old, "now": now}
         edges = ["(e.occurred_at > :old AND e.occurred_at <= :now)"]
         for days in WINDOWS:
             params[f"old_start_{days}"] = old - timedelta(days=days)
@@ -179,7 +182,7 @@ def roll_windows(connection: Connection, now: datetime) -> None:
             )
         affected = (
             "SELECT DISTINCT e.customer_id FROM events AS e "
-            f"WHERE e.type = :purchase AND ({' OR '.join(edges)})"
+            f"WHERE e.type IN (:purchase, :refund) AND ({' OR '.join(edges)})"
         )
         _recompute_windows(connection, now, affected=(affected, params))
     _set_windows_as_of(connection, now)
@@ -191,7 +194,7 @@ def _recompute_windows(
     affected: tuple[str, dict[str, object]] | None,
 ) -> None:
     """Recompute window columns for the customers selected by ``affected`` (None: all)."""
-    params: dict[str, object] = {"purchase": PURCHASE, "now": now}
+    params: dict[str, object] = {"purchase": PURCHASE, "refund": REFUND, "now": now}
     instants = ["now"]
     for days in WINDOWS:
         params[f"start_{days}"] = now - timedelta(days=days)
@@ -200,7 +203,7 @@ def _recompute_windows(
     sums = []
     for days in WINDOWS:
         inside = f"e.occurred_at > :start_{days}"
-        sums.append(f"SUM(CASE WHEN {inside} THEN 1 ELSE 0 END) AS purchases_{days}d")
+        sums.append(f"SUM(CASE WHEN e.type = :purchase AND {inside} THEN 1 ELSE 0 END) AS purchases_{days}d")
         sums.append(
             f"SUM(CASE WHEN {inside} THEN COALESCE(e.revenue, 0.0) ELSE 0.0 END) AS revenue_{days}d"
         )
@@ -210,7 +213,7 @@ def _recompute_windows(
         for kind, zero in (("purchases", "0"), ("revenue", "0.0"))
     )
     in_window = (
-        f"e.type = :purchase AND e.occurred_at > :start_{widest} AND e.occurred_at <= :now"
+        f"e.type IN (:purchase, :refund) AND e.occurred_at > :start_{widest} AND e.occurred_at <= :now"
     )
     if affected is None:
         # Everyone: clear the windows, then fill in those with purchases in the widest one.
@@ -283,7 +286,7 @@ def recompute_all(connection: Connection, now: datetime) -> None:
                        MAX(CASE WHEN e.type = :purchase THEN e.occurred_at END) AS last_purchase_at,
                        MAX(e.occurred_at) AS last_event_at,
                        SUM(CASE WHEN e.type = :purchase THEN 1 ELSE 0 END) AS purchase_count,
-                       SUM(CASE WHEN e.type = :purchase THEN COALESCE(e.revenue, 0.0) ELSE 0.0 END)
+                       SUM(CASE WHEN e.type IN (:purchase, :refund) THEN COALESCE(e.revenue, 0.0) ELSE 0.0 END)
                            AS lifetime_spend
                 FROM events AS e
                 GROUP BY e.customer_id
@@ -291,7 +294,7 @@ def recompute_all(connection: Connection, now: datetime) -> None:
             WHERE traits.customer_id = a.customer_id
             """
         ),
-        {"purchase": PURCHASE},
+        {"purchase": PURCHASE, "refund": REFUND},
     )
     _recompute_windows(connection, now, affected=None)
     _set_windows_as_of(connection, now)

@@ -18,6 +18,13 @@ from legato.clock import as_utc
 from legato.store.ingest.report import ImportFileError
 
 DATE_HINT = "use ISO-8601, e.g. 2024-03-01T09:00:00Z"
+# ISO 8601's basic format (no separators): 19970101, 19970101T0930, 19970101T093000Z,
+# rewritten to the extended form the parser reads.
+_BASIC_FORMS = (
+    (r"^(\d{4})(\d{2})(\d{2})$", r"\1-\2-\3"),
+    (r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2}(?:\.\d{1,9})?)(Z|[+-]\d{2}(?::?\d{2})?)?$", r"\1-\2-\3T\4:\5:\6\7"),
+    (r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(Z|[+-]\d{2}(?::?\d{2})?)?$", r"\1-\2-\3T\4:\5\6"),
+)
 _ISO_DATE = r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?"
 _ISO_ZONE = r"(?:Z|[+-]\d{2}(?::?\d{2})?)"
 # Lenient number syntax for validation; strict JSON syntax for keeping undeclared CSV
@@ -94,13 +101,14 @@ def parse_instants(values: pa.Array, column: str) -> tuple[pa.Array, np.ndarray,
         # Typed values cannot be malformed; text is only for messages about other columns.
         return parsed, np.zeros(len(values), dtype=bool), pc.cast(values, pa.string())
     shown = cell_text(values, column)
+    extended = _extended(shown)
     result = pa.nulls(len(shown), pa.timestamp("us", "UTC"))
-    zoned = mask(pc.match_substring_regex(shown, f"^{_ISO_DATE}{_ISO_ZONE}$"))
-    naive = mask(pc.match_substring_regex(shown, f"^{_ISO_DATE}$"))
+    zoned = mask(pc.match_substring_regex(extended, f"^{_ISO_DATE}{_ISO_ZONE}$"))
+    naive = mask(pc.match_substring_regex(extended, f"^{_ISO_DATE}$"))
     for group, zone in ((zoned, "UTC"), (naive, None)):
         if not group.any():
             continue
-        subset = shown.filter(pa.array(group))
+        subset = extended.filter(pa.array(group))
         try:
             parsed = pc.cast(subset, pa.timestamp("ns", zone))
             parsed = pc.cast(parsed, pa.timestamp("us", zone), safe=False)
@@ -113,6 +121,15 @@ def parse_instants(values: pa.Array, column: str) -> tuple[pa.Array, np.ndarray,
         result = pc.replace_with_mask(result, pa.array(group), parsed)
     bad = mask(pc.is_valid(shown)) & ~mask(pc.is_valid(result))
     return result, bad, shown
+
+
+def _extended(texts: pa.Array) -> pa.Array:
+    """Instants written in ISO 8601's basic format rewritten in the extended one; others as they are."""
+    if not pc.any(pc.match_substring_regex(texts, r"^\d{8}")).as_py():
+        return texts
+    for pattern, replacement in _BASIC_FORMS:
+        texts = pc.replace_substring_regex(texts, pattern, replacement)
+    return texts
 
 
 def _parse_instant(value: str) -> datetime | None:

@@ -19,6 +19,7 @@ from legato.store import traits
 from legato.store.ingest.columns import DATE_HINT, cell_text, mask, parse_instants, quoted, too_long
 from legato.store.ingest.consent import consent_stage_rows, find_consent_columns, parse_consent_values
 from legato.store.ingest.json_columns import ATTRIBUTE_TYPES, json_objects, object_fragments
+from legato.store.ingest.known import customer_column_warnings, suggested_column
 from legato.store.ingest.read import Frame, read_source, require_columns
 from legato.store.ingest.report import ImportReport, source_text
 from legato.store.ingest.rows import Problems, check_ids, check_unique_ids
@@ -42,6 +43,7 @@ def import_customers(
     attribute_types: Mapping[str, str] | None = None,
     clock: Clock | None = None,
     progress: Progress | None = None,
+    delimiter: str | None = None,
 ) -> ImportReport:
     """Insert new customers and update changed ones, with their consents.
 
@@ -56,8 +58,10 @@ def import_customers(
             raise LegatoError(
                 f"attribute {name} has type '{kind}'", hint="use one of: " + ", ".join(ATTRIBUTE_TYPES)
             )
-    frame = read_source(source, format, mapping, ["consent_at", *(n for n, t in declared.items() if t == "timestamp")])
-    require_columns(frame, ["id"])
+    frame = read_source(
+        source, format, mapping, ["consent_at", *(n for n, t in declared.items() if t == "timestamp")], delimiter=delimiter
+    )
+    require_columns(frame, ["id"], suggest=lambda field, names: suggested_column(field, names, events=False))
     consent_columns = find_consent_columns(frame)
     rows = frame.table.num_rows
     steps = Steps(progress, rows)
@@ -82,6 +86,7 @@ def import_customers(
 
     reserved = {"id", "consent_at", *_CUSTOMER_FIELDS, *(c for c, _, _ in consent_columns)}
     others = [name for name in frame.names if name not in reserved]
+    report.warnings = [w.describe(frame.name) for w in customer_column_warnings(frame.names, others, declared)]
     fragments = object_fragments(frame, others, "attributes", declared, problems)
     attributes = json_objects(fragments, rows)
 

@@ -12,8 +12,10 @@ from sqlalchemy import Engine, text
 
 from legato.clock import Clock
 from legato.store import traits
+from legato.store.traits import REFUND
 from legato.store.ingest.columns import DATE_HINT, cell_text, mask, parse_instants, parse_numbers, quoted, too_large, too_long
 from legato.store.ingest.json_columns import json_objects, object_fragments
+from legato.store.ingest.known import event_column_warnings, suggested_column
 from legato.store.ingest.read import Frame, read_source, require_columns
 from legato.store.ingest.report import ImportReport, source_text
 from legato.store.ingest.rows import Problems, check_ids, check_unique_ids
@@ -37,6 +39,7 @@ def import_events(
     mapping: Mapping[str, str] | None = None,
     clock: Clock | None = None,
     progress: Progress | None = None,
+    delimiter: str | None = None,
 ) -> ImportReport:
     """Insert events that are not in the store yet and fold them into traits.
 
@@ -45,8 +48,10 @@ def import_events(
     :func:`import_customers`; events carry their own time.
     """
     del clock  # events are timed by occurred_at, not by the import
-    frame = read_source(source, format, mapping, ["occurred_at"])
-    require_columns(frame, ["id", "customer_id", "type", "occurred_at"])
+    frame = read_source(source, format, mapping, ["occurred_at"], delimiter=delimiter)
+    require_columns(
+        frame, ["id", "customer_id", "type", "occurred_at"], suggest=lambda field, names: suggested_column(field, names, events=True)
+    )
     rows = frame.table.num_rows
     steps = Steps(progress, rows)
     steps.at(0)
@@ -59,9 +64,10 @@ def import_events(
     occurred, bad, shown = parse_instants(frame.column("occurred_at"), "occurred_at")
     problems.add(mask(pc.is_null(shown)), "occurred_at", None, lambda _: "missing occurred_at")
     problems.add(bad, "occurred_at", shown, lambda v: f"{quoted(v)} is not a date ({DATE_HINT})")
-    revenue = _revenue(frame, problems)
+    revenue = _revenue(frame, problems, types)
     check_unique_ids(frame, problems, ids)
     others = [name for name in frame.names if name not in _EVENT_FIELDS]
+    report.warnings = [w.describe(frame.name) for w in event_column_warnings(frame.names, others)]
     if others:
         properties = json_objects(object_fragments(frame, others, "properties", {}, problems), rows)
     else:
@@ -166,13 +172,27 @@ def _event_types(frame: Frame, problems: Problems) -> pa.Array:
     return types
 
 
-def _revenue(frame: Frame, problems: Problems) -> pa.Array:
+def _revenue(frame: Frame, problems: Problems, types: pa.Array) -> pa.Array:
+    """Revenue of each event; on a refund the amount returned, stored as a negative number.
+
+    A refund's amount may be written either way (12.50 or -12.50): it is money going back,
+    so it is stored as -12.50 and counts against the customer's spend and the revenue
+    credited to a decision. Negative revenue on any other type is a row error.
+    """
     if "revenue" not in frame.names:
         return pa.nulls(frame.table.num_rows, pa.float64())
     revenue, bad, shown = parse_numbers(frame.column("revenue"), "revenue")
     problems.add(bad, "revenue", shown, lambda v: f"{quoted(v)} is not a number")
-    negative = mask(pc.less(revenue, 0))
-    problems.add(negative, "revenue", shown, lambda v: f"{quoted(v)} is negative (revenue must be 0 or more)")
+    refund = mask(pc.equal(types, REFUND))
+    negative = mask(pc.less(revenue, 0)) & ~refund
+    problems.add(
+        negative,
+        "revenue",
+        shown,
+        lambda v: f"{quoted(v)} is negative (revenue must be 0 or more; money returned is an event of type {REFUND})",
+    )
     huge = too_large(revenue, _MAX_REVENUE)
     problems.add(huge, "revenue", shown, lambda v: f"{quoted(v)} is more than {_MAX_REVENUE:,.0f} for one event; check the unit and the decimal separator")
+    if refund.any():
+        revenue = pc.if_else(pa.array(refund), pc.negate(pc.abs(revenue)), revenue)
     return revenue

@@ -8,6 +8,7 @@ tables the 1-based record number.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,7 +27,9 @@ from legato.store.ingest.columns import blank_to_null, contiguous, dumps, mask
 from legato.store.ingest.report import ImportFileError
 
 FORMATS = ("csv", "jsonl", "parquet")
-_EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+_EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+WHITESPACE = "whitespace"  # the delimiter for columns lined up with runs of spaces or tabs
+_DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "space": " ", "whitespace": WHITESPACE}
 _COMPRESSIONS = (".gz", ".bz2")  # pyarrow decompresses these by extension for CSV and JSONL
 
 # One CSV cell of more than a megabyte is not customer data; it is reported by row and
@@ -61,10 +64,31 @@ class Frame:
         return list(self.table.column_names)
 
 
-def detect_format(path: Path) -> str:
-    """The format implied by a file name (``.csv``, ``.jsonl``/``.ndjson``, ``.parquet``,
-    optionally ``.gz``/``.bz2`` for the text formats)."""
+def delimiter_of(delimiter: str | None) -> str | None:
+    """A ``--delimiter`` as the reader takes it: one character, or :data:`WHITESPACE`.
+
+    Names work too: ``tab`` (or ``\\t``), ``comma``, ``semicolon``, ``pipe``, ``space``, and
+    ``whitespace`` for columns separated by runs of spaces or tabs (leading and trailing
+    ones ignored, no quoting), as in the raw CDNOW file.
+    """
+    if delimiter is None:
+        return None
+    chosen = _DELIMITER_NAMES.get(delimiter.lower(), delimiter)
+    if chosen != WHITESPACE and (len(chosen) != 1 or chosen in "\"\r\n"):
+        raise ImportFileError(
+            f"'{delimiter}' is not a delimiter",
+            hint="give one character (e.g. ';' or '|'), or tab, comma, semicolon, pipe, space or whitespace",
+        )
+    return chosen
+
+
+def detect_format(path: Path, *, delimited: bool = False) -> str:
+    """The format implied by a file name (``.csv``/``.tsv``, ``.jsonl``/``.ndjson``,
+    ``.parquet``, optionally ``.gz``/``.bz2`` for the text formats). With a delimiter
+    given (``delimited``), any other name is read as delimited text."""
     suffixes = [suffix.lower() for suffix in path.suffixes]
+    if delimited and not (suffixes and _EXTENSIONS.get(suffixes[-1]) in ("jsonl", "parquet")):
+        return "csv"
     if suffixes and suffixes[-1] in _COMPRESSIONS:
         suffixes = suffixes[:-1]
         if suffixes and _EXTENSIONS.get(suffixes[-1]) in ("csv", "jsonl"):
@@ -73,8 +97,9 @@ def detect_format(path: Path) -> str:
         return _EXTENSIONS[suffixes[-1]]
     raise ImportFileError(
         f"cannot tell the format of {path.name} from its name",
-        hint="name it .csv, .jsonl, .ndjson or .parquet (.csv.gz and .jsonl.gz work too), "
-        "or give the format (--format csv|jsonl|parquet)",
+        hint="name it .csv, .tsv, .jsonl, .ndjson or .parquet (.csv.gz and .jsonl.gz work too), "
+        "or give the format (--format csv|jsonl|parquet); delimited text such as .txt: --delimiter "
+        "(e.g. --delimiter whitespace for columns separated by spaces)",
     )
 
 
@@ -83,12 +108,16 @@ def read_source(
     format: str | None,
     mapping: Mapping[str, str] | None,
     instants: Iterable[str] = (),
+    delimiter: str | None = None,
 ) -> Frame:
     """Read a source and apply the column mapping.
 
     ``instants`` names (after mapping) the columns that will be parsed as instants anyway,
     so a JSONL reader that already recognised them as timestamps may keep them that way.
+    ``delimiter`` separates the fields of delimited text (see :func:`delimiter_of`); the
+    default is a comma, or a tab for ``.tsv``.
     """
+    separator = delimiter_of(delimiter)
     if isinstance(source, pa.Table):
         frame = _typed_frame(source, "table", lambda: np.arange(1, source.num_rows + 1))
     else:
@@ -98,11 +127,18 @@ def read_source(
                 f"file not found: {path}",
                 hint="check the path; it is relative to the current folder",
             )
-        chosen = (format or detect_format(path)).lower()
+        chosen = (format or detect_format(path, delimited=separator is not None)).lower()
         if chosen not in FORMATS:
             raise ImportFileError(
                 f"unknown format '{format}'", hint="use one of: " + ", ".join(FORMATS)
             )
+        if separator is not None and chosen != "csv":
+            raise ImportFileError(
+                f"--delimiter applies to delimited text, and {path.name} is read as {chosen.upper()}",
+                hint="leave out --delimiter, or give --format csv",
+            )
+        if separator is None and ".tsv" in [suffix.lower() for suffix in path.suffixes]:
+            separator = "\t"
         renames = {s.strip(): t.strip() for s, t in (mapping or {}).items()}
         wanted = set(instants)
 
@@ -111,7 +147,7 @@ def read_source(
 
         try:
             if chosen == "csv":
-                frame = _read_csv(path)
+                frame = _read_csv(path, separator or ",")
             elif chosen == "jsonl":
                 frame = _read_jsonl(path, parsed)
             else:
@@ -140,30 +176,44 @@ def _arrow_message(exc: Exception) -> str:
     return first if len(first) <= 200 else first[:197] + "..."
 
 
-def _read_csv(path: Path) -> Frame:
+def _whitespace_separated(path: Path) -> pa.BufferReader:
+    """Text whose columns are separated by runs of spaces or tabs, as tab-separated text:
+    line for line (blank lines kept, so row numbers stay the file's lines), no quoting."""
+    lines = pa.input_stream(str(path), compression="detect").read().decode("utf-8").splitlines()
+    return pa.BufferReader("\n".join("\t".join(line.split()) for line in lines).encode("utf-8") + b"\n")
+
+
+def _read_csv(path: Path, delimiter: str = ",") -> Frame:
     # Blank lines are kept as (empty) rows so that row numbers equal spreadsheet rows;
     # they are dropped below without counting as read.
-    parse = pacsv.ParseOptions(ignore_empty_lines=False)
+    spaced = delimiter == WHITESPACE
+    parse = pacsv.ParseOptions(
+        ignore_empty_lines=False, delimiter="\t" if spaced else delimiter, quote_char=False if spaced else '"'
+    )
     read = pacsv.ReadOptions(block_size=_CSV_BLOCK)
+
+    def source() -> Any:
+        return _whitespace_separated(path) if spaced else path
+
     try:
-        reader = pacsv.open_csv(path, read_options=read, parse_options=parse)  # only to learn the header
+        reader = pacsv.open_csv(source(), read_options=read, parse_options=parse)  # only to learn the header
         names = reader.schema.names
         reader.close()
         _check_unique(path.name, [name.strip() for name in names])
         convert = pacsv.ConvertOptions(
             column_types={name: pa.string() for name in names}, strings_can_be_null=False
         )
-        table = pacsv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+        table = pacsv.read_csv(source(), read_options=read, parse_options=parse, convert_options=convert)
     except pa.ArrowInvalid as exc:
         if "straddl" in str(exc):
             raise ImportFileError(
-                f"{path.name} line {_first_bad_line(path)}: a field is longer than {_CSV_BLOCK:,} bytes; nothing was imported",
+                f"{path.name} line {_first_bad_line(path, delimiter)}: a field is longer than {_CSV_BLOCK:,} bytes; nothing was imported",
                 hint="a cell holds far more than customer data; check the quoting (an unclosed quote joins many rows into one)",
             ) from None
         if "columns, got" in str(exc):
             raise ImportFileError(
-                f"cannot read {path.name} as CSV: line {_first_bad_line(path)}: {_arrow_message(exc)}",
-                hint=_READ_HINTS["csv"] + " (a value with a line break is not supported)",
+                f"cannot read {path.name} as {'CSV' if delimiter == ',' else 'delimited text'}: line {_first_bad_line(path, delimiter)}: {_arrow_message(exc)}",
+                hint=_delimited_hint(delimiter) + " (a value with a line break is not supported)",
             ) from None
         raise
     _refuse_huge_fields(table, path.name)
@@ -195,14 +245,24 @@ def _refuse_huge_fields(table: pa.Table, source: str) -> None:
         )
 
 
-def _first_bad_line(path: Path) -> int:
+def _delimited_hint(delimiter: str) -> str:
+    if delimiter == ",":
+        return _READ_HINTS["csv"] + "; another delimiter: --delimiter (e.g. ';', tab or whitespace)"
+    shown = "runs of spaces or tabs" if delimiter == WHITESPACE else repr(delimiter)
+    return f"the file must be UTF-8 text with a header row and the same number of fields, separated by {shown}, on every row"
+
+
+def _first_bad_line(path: Path, delimiter: str = ",") -> int:
     """The line (as an editor counts) of the first row with a line break, too many or too
     few fields, or a field too long for the reader: Python's csv, row by row."""
     limit = csv.field_size_limit()
     try:
         csv.field_size_limit(_CSV_BLOCK)
-        with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-            reader = csv.reader(handle)
+        with pa.input_stream(str(path), compression="detect") as raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as handle:
+            if delimiter == WHITESPACE:
+                reader: Any = _SpacedReader(handle)
+            else:
+                reader = csv.reader(handle, delimiter=delimiter)
             width = len(next(reader, []))
             start = reader.line_num + 1  # where the next row begins
             while True:
@@ -217,6 +277,22 @@ def _first_bad_line(path: Path) -> int:
                 start = reader.line_num + 1
     finally:
         csv.field_size_limit(limit)
+
+
+class _SpacedReader:
+    """Rows of whitespace-separated text, with ``line_num`` like :func:`csv.reader`."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self.line_num = 0
+
+    def __iter__(self) -> _SpacedReader:
+        return self
+
+    def __next__(self) -> list[str]:
+        line = next(self._handle)
+        self.line_num += 1
+        return line.split()
 
 
 def _read_jsonl(path: Path, instants: Callable[[str], bool]) -> Frame:
@@ -381,13 +457,14 @@ def _listing(names: Iterable[str]) -> str:
     return ", ".join(names) or "none"
 
 
-def require_columns(frame: Frame, required: Sequence[str]) -> None:
+def require_columns(frame: Frame, required: Sequence[str], *, suggest: Callable[[str, list[str]], str | None] | None = None) -> None:
+    """Refuse a frame without a required column; ``suggest`` names a column that looks like it."""
     names = frame.names
     for column in required:
         if column in names:
             continue
         similar = [n for n in names if n.lower() == column.lower()]
-        example = similar[0] if similar else "SOURCE"
+        example = similar[0] if similar else ((suggest(column, names) if suggest else None) or "SOURCE")
         raise ImportFileError(
             f"{frame.name} has no column '{column}'; columns found: {_listing(names)}",
             hint=f"name the column {column} in the file or map one to it, "

@@ -40,6 +40,9 @@ class ImportReport:
     unchanged: int = 0
     rejected: int = 0
     errors: list[RowError] = field(default_factory=list)
+    # What the import did not understand but kept (a column named like a field, stored as
+    # an attribute or property), each with the fix; nothing was rejected for it.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def source_name(self) -> str:
@@ -58,6 +61,7 @@ class ImportReport:
             "updated": self.updated,
             "unchanged": self.unchanged,
             "rejected": self.rejected,
+            "warnings": list(self.warnings),
             "errors": [
                 {"row": e.row, "column": e.column, "value": e.value, "reason": e.reason}
                 for e in self.errors
