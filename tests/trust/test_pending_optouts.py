@@ -254,3 +254,24 @@ def test_a_stop_while_the_database_cannot_be_reached_is_kept_and_written_by_the_
     assert written.returncode == 0 and "written: customer c003 opted out of email" in written.stdout, written.stderr
     with engine.connect() as c:
         assert c.execute(sa.select(consents.c.status).where(consents.c.customer_id == "c003")).scalar_one() == "revoked"
+
+
+def test_an_unsubscribe_link_waits_for_the_lock_and_is_written(engine: Engine, database_url: str, tmp_path: Path, quick: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The link's opt-out retries like a reply's (it is not kept in the file: its caller retries)."""
+    import threading
+
+    from legato.deliver.tokens import message_token, ring_for
+    from legato.trust.inbound import unsubscribe
+
+    pb = decided(engine, tmp_path)
+    dispatch_due(engine, pb, FixedClock(AT + timedelta(hours=2)), transports(pb, tmp_path))
+    with engine.connect() as c:
+        message_id = c.execute(sa.select(outbox.c.message_id).where(outbox.c.customer_id == "c001")).scalar_one()
+    token = message_token(message_id, "c001", ring_for(engine))
+    monkeypatch.setenv("LEGATO_OPTOUT_WAIT", "20")
+    with held(database_url) as holder:
+        threading.Timer(1.0, release, (holder,)).start()
+        done = unsubscribe(engine, token, AT + timedelta(hours=3))
+    assert (done.customer_id, done.channel) == ("c001", "email") and not quick.exists()
+    with engine.connect() as c:
+        assert c.execute(sa.select(consents.c.status).where(consents.c.customer_id == "c001")).scalar_one() == "revoked"
