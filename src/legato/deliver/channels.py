@@ -31,6 +31,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -93,11 +94,17 @@ class FileTransport:
         self._read_to = 0  # the offset up to which this transport has read the file's ids
 
     def check(self) -> None:
-        """Raise :class:`OutboxUnwritable` unless the file can be appended to (creating it and its folder)."""
+        """Raise :class:`OutboxUnwritable` unless the file can be appended to. Its folder is
+        created; the file itself is not (no file until a message is written): a new file is
+        tried as a scratch file beside it."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8"):
-                pass
+            if self.path.exists() or self.path.is_symlink():
+                with self.path.open("a", encoding="utf-8"):
+                    pass
+            else:
+                with tempfile.NamedTemporaryFile(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".check"):
+                    pass
         except OSError as exc:
             raise OutboxUnwritable(self.path, exc, self.channel) from exc
 
