@@ -193,12 +193,12 @@ def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
         return
     sent = {agent.id: sum(d.sent[agent.id] for d in history) for agent in playbook.agents}
     senders = [agent_id for agent_id, count in sent.items() if count]
-    learning = Table(title="Learning: reward per decision, agent vs holdout, by day decided", title_justify="left")
+    learning = Table(title="Learning: reward per customer, agent vs holdout, by day decided", title_justify="left")
     for column in ("day", "agent", "agent", "holdout", "lift", "95% interval"):
         text = column == "day" or (column == "agent" and not learning.columns[1:])
         learning.add_column(column, justify="left" if text else "right", no_wrap=True)
     for number, agent_id, metrics in by_day:
-        reward = metrics.get("reward_per_decision")
+        reward = metrics.get("reward_per_customer")
         if reward is None or agent_id not in senders:
             continue
         learning.add_row(
@@ -214,10 +214,10 @@ def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
         if agent_id not in senders:
             continue
         for item in lifts:
-            if item.metric == "reward_per_decision":
-                continue
+            if item.metric == "reward_per_customer" or (item.low is None and item.note and item.note.startswith("no ")):
+                continue  # reward is the learning table's; a metric with no outcome recorded has nothing to show
             percent = item.metric.endswith("rate")
-            label = {"visit_rate": "visits", "conversion_rate": "conversions", "revenue_per_customer": "revenue ($)"}[item.metric]
+            label = {"visit_rate": "visits", "conversion_rate": "conversions", "revenue_per_customer": "revenue ($)", "open_rate": "opens", "click_rate": "clicks"}[item.metric]
             value = (lambda v: f"{v:.2%}") if percent else (lambda v: f"{v:.3f}")
             lift_text = f"{item.difference * 100:+.2f} pp" if percent else f"{item.difference:+.3f}"
             kpis.add_row(agent_id, label, value(item.treated), value(item.control), lift_text, _interval(item, percent))

@@ -149,11 +149,11 @@ def test_lift_must_not_be_negative() -> None:
     now = datetime(2024, 3, 1, tzinfo=timezone.utc)
     base = TrackRecord("a", 0, "active", now - timedelta(days=90), now, reviewed=300, approved=295, approved_unedited=290)
     criteria = PromotionCriteria()
-    down = Lift("reward_per_decision", 0.1, 0.12, -0.02, -0.03, -0.01, 500, 100)
+    down = Lift("reward_per_customer", 0.1, 0.12, -0.02, -0.03, -0.01, 500, 100)
     up = replace(down, difference=0.01, low=-0.005, high=0.025)
     assert promotion_check(replace(base, lift=[up]), criteria) == (True, [])
     ok, unmet = promotion_check(replace(base, lift=[down]), criteria)
-    assert not ok and unmet == ["lift of reward_per_decision is -0.02 (95% CI -0.03 to -0.01), needs at least +0"]
+    assert not ok and unmet == ["lift of reward_per_customer is -0.02 (95% CI -0.03 to -0.01), needs at least +0"]
 
 
 def test_demotion_pause_and_resume_are_recorded(engine: Engine, tmp_path: Path) -> None:

@@ -93,9 +93,11 @@ def agents_show_command(
     if record.rejection_reasons:
         console.print("rejections: " + ", ".join(f"{k} {v}" for k, v in record.rejection_reasons.items()))
     console.print(f"guardrail findings: {record.guardrail_findings:,} in {record.decisions:,} decisions")
+    if record.lift_nothing_yet:
+        console.print(f"lift: nothing to measure yet: {record.lift_nothing_yet}", markup=False, highlight=False)
     for measured in record.lift:
-        interval = f" (95% CI {measured.low:+.4g} to {measured.high:+.4g})" if measured.low is not None else ""
-        console.print(f"lift {measured.metric}: {measured.difference:+.4g}{interval}")
+        interval = f" (95% CI {measured.low:+.4g} to {measured.high:+.4g})" if measured.low is not None else f" ({measured.note})" if measured.note else ""
+        console.print(f"lift {measured.metric} per customer: {measured.difference:+.4g}{interval}, {measured.n_treated:,} treated / {measured.n_control:,} held out", markup=False, highlight=False)
     if ok:
         console.print(f"[green]qualifies for stage {record.stage + 1}[/]" if record.stage < 3 else "[green]at the top stage[/]")
     for problem in unmet:

@@ -173,23 +173,29 @@ def segment(
 ) -> None:
     """Print a segment's size and a sample of its customers.
 
+    A lifecycle stage counts its members: stages are ordered and a customer is in the first
+    whose condition holds, so the output also says which earlier stages took the others.
     Example: `legato segment playbook.yaml big_spenders --limit 5`
     """
-    from legato.audience.segments import segment_sample
+    from legato.service.reports import segment as segment_of
     from legato.validation import load_playbook
     from legato.store.db import connect
 
     try:
         loaded = load_playbook(playbook)
         engine = connect(database)
-        result = segment_sample(engine, loaded, name, parse_instant(at) if at else SystemClock().now(), limit=limit)
+        result = segment_of(engine, loaded, name, at=parse_instant(at) if at else SystemClock().now(), limit=limit)
     except LegatoError as error:
         fail(error)
     if as_json:
-        emit_json({"segment": result.name, "size": result.size, "total": result.total, "sample": result.sample})
+        emit_json(result.to_dict())
         return
     share = result.size / result.total if result.total else 0.0
-    console.print(f"[bold]{result.name}[/]: {result.size:,} of {result.total:,} customers ({share:.1%})")
+    kind = "lifecycle stage " if result.stage else ""
+    console.print(f"[bold]{kind}{result.name}[/]: {result.size:,} of {result.total:,} customers ({share:.1%})")
+    if result.taken_by_earlier:
+        taken = ", ".join(f"{stage} {n:,}" for stage, n in result.taken_by_earlier.items())
+        console.print(f"its condition holds for {result.when_holds:,}; earlier stages took {taken} (the first stage that holds wins)", highlight=False)
     table = Table("customer", "country", "lifecycle stage", "attributes")
     for row in result.sample:
         table.add_row(str(row["id"]), str(row["country"] or ""), str(row["lifecycle_stage"] or ""), json.dumps(row["attributes"])[:80])
@@ -257,55 +263,8 @@ def run(
         if gate is not None:
             state = f"open ({gate['reason']})" if gate["open"] else f"{gate['gated']:,} customers not worth contacting"
             console.print(f"{agent.agent_id}: uplift gate {state}")
-    print_dispatch(report.dispatch)
-
-
-def print_dispatch(report: object) -> None:
-    """What a dispatch did: sent, waiting to be retried, dead (never sent), and why."""
-    from rich.markup import escape
-
-    from legato.deliver.dispatch import DispatchReport
-
-    assert isinstance(report, DispatchReport)
-    totals = report.totals()
-    console.print(f"dispatch: {totals['sent']:,} sent, {totals['retry']:,} to retry, {totals['dead']:,} dead")
-    for problem in report.errors[:10]:
-        console.print(f"[yellow]dead (not sent):[/] {escape(problem)}", highlight=False)
-    if len(report.errors) > 10:
-        console.print(f"... and {len(report.errors) - 10:,} more dead messages (--json lists them all)")
-    for problem in report.retry_errors[:5]:
-        console.print(f"[yellow]to retry:[/] {escape(problem)}", highlight=False)
-    if len(report.retry_errors) > 5:
-        console.print(f"... and {len(report.retry_errors) - 5:,} more to retry (--json lists them all)")
-
-
-@app.command()
-def dispatch(
-    playbook: Annotated[Path, typer.Argument(help="The playbook YAML file.")],
-    database: DatabaseOption = None,
-    at: Annotated[Optional[str], typer.Option(help="Send what is due at this time (ISO-8601, UTC unless an offset is given).")] = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Send what is due now without running a cycle: due messages and retries whose wait is over.
-
-    Example: `legato dispatch playbook.yaml`
-    """
-    from legato.deliver.dispatch import transports
-    from legato.service import delivery
-    from legato.validation import load_playbook
-    from legato.store.db import connect
-
-    try:
-        loaded = load_playbook(playbook)
-        clock = FixedClock(parse_instant(at)) if at else SystemClock()
-        engine = connect(database)
-        report = delivery.dispatch(engine, loaded, clock, transports(loaded, playbook.parent))
-    except LegatoError as error:
-        fail(error)
-    if as_json:
-        emit_json(report.to_dict())
-        return
-    print_dispatch(report)
+    for problem in report.dispatch.errors[:10]:
+        console.print(f"[yellow]not sent:[/] {problem}")
 
 
 def cycle_table(title: str, report: object) -> Table:

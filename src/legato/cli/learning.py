@@ -69,7 +69,7 @@ def simulate(
             lifts = {agent.id: lift(connection, agent.id) for agent in loaded.agents}
     except LegatoError as error:
         fail(error)
-    rewards = {a: [x for x in items if x.metric == "reward_per_decision"] for a, items in lifts.items()}
+    rewards = {a: [x for x in items if x.metric == "reward_per_customer"] for a, items in lifts.items()}
     if as_json:
         emit_json(
             {
@@ -79,7 +79,7 @@ def simulate(
             }
         )
         return
-    table = Table("agent", "sent", "reward/decision", "holdout", "lift", "95% interval", title=f"{days} simulated days", title_justify="left")
+    table = Table("agent", "sent", "reward/customer", "holdout", "lift", "95% interval", title=f"{days} simulated days", title_justify="left")
     for agent_id, items in rewards.items():
         for item in items:
             interval = "too few" if item.low is None else f"[{item.low:+.4f}, {item.high:+.4f}]"

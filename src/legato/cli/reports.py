@@ -9,10 +9,11 @@ from typing import Annotated, Optional
 
 import sqlalchemy as sa
 import typer
+from rich import box
 from rich.table import Table
 
 from legato.cli.output import console, emit_json, fail
-from legato.clock import SystemClock
+from legato.clock import SystemClock, parse_instant
 from legato.errors import LegatoError
 
 report_app = typer.Typer(help="Reports: guardrail outcomes, lift and fairness audits.", no_args_is_help=True)
@@ -73,46 +74,131 @@ def _outcome(reason: str) -> str:
     return "blocked"
 
 
+SinceOption = Annotated[Optional[str], typer.Option("--since", "--from", help="Decisions made from this date or time on (ISO-8601, UTC).")]
+UntilOption = Annotated[
+    Optional[str], typer.Option("--until", "--to", help="Decisions made before this time; a date alone includes that whole day.")
+]
+PlaybookOption = Annotated[Optional[Path], typer.Option("--playbook", help="The playbook whose segments --by segment uses.")]
+
+
+def _metric_text(metric: str, value: float) -> str:
+    return f"{value:.2%}" if metric.endswith("_rate") else f"{value:,.3f}"
+
+
 @report_app.command("lift")
 def lift_report(
     database: DatabaseOption = None,
     agent: Annotated[Optional[str], typer.Option(help="Only this agent.")] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    by: Annotated[Optional[str], typer.Option("--by", help="segment: one comparison per segment of --playbook.")] = None,
+    playbook: PlaybookOption = None,
+    at: Annotated[Optional[str], typer.Option("--at", help="Evaluate segments at this time (default --until, else now).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """What each agent adds: every KPI against its holdout and against the global control group,
-    with 95% intervals (intent-to-treat, settled decisions only).
+    """What each agent adds, per customer: every KPI against its holdout and against the global
+    control group, with 95% intervals.
 
-    Example: `legato report lift --database sqlite:///legato-demo/legato.db`
+    Intent to treat over the period: a customer is treated (any decision outside the holdout)
+    or held out, their outcomes over the period's settled decisions added up; n counts
+    customers. Opens and clicks are in it; `legato report outcomes` breaks every outcome down.
+    Example: `legato report lift --since 2024-03-01 --until 2024-03-31 --database sqlite:///legato-demo/legato.db`
     """
-    from legato.monitor.lift import lift
+    from legato.service import reports
     from legato.store.db import connect
-    from legato.store.schema import agents
+    from legato.validation import load_playbook
 
     try:
-        engine = connect(database)
+        if by not in (None, "segment"):
+            raise LegatoError(f"cannot break lift down by {by}", hint="use --by segment (creatives, offers and channels: legato report outcomes --by)")
+        start, end = reports.period(since, until)
+        loaded = load_playbook(playbook) if playbook else None
+        now = parse_instant(at) if at else SystemClock().now()
+        rows = reports.lift_report(connect(database), now=now, agent_id=agent, since=start, until=end, by_segment=by == "segment", playbook=loaded)
     except LegatoError as error:
         fail(error)
-    rows = []
-    with engine.connect() as connection:
-        agent_ids = [agent] if agent else list(connection.execute(sa.select(agents.c.id).order_by(agents.c.id)).scalars())
-        for agent_id in agent_ids:
-            for against in ("holdout", "global_control"):
-                # Without a global control group (or before its decisions settle) there is nothing to compare.
-                rows += [
-                    {"agent": agent_id, "against": against, **item.to_dict()}
-                    for item in lift(connection, agent_id, against=against)
-                    if item.n_control > 0 and item.n_treated > 0
-                ]
     if as_json:
-        emit_json({"lift": rows})
+        flat = [
+            {"agent": row.report.agent_id, "against": row.report.against, "segment": row.segment, **item.to_dict()}
+            for row in rows
+            for item in row.report.lifts
+        ]
+        groups = [{k: v for k, v in row.to_dict().items() if k != "lifts"} for row in rows]
+        emit_json({"since": start.isoformat() if start else None, "until": end.isoformat() if end else None, "lift": flat, "groups": groups})
         return
-    table = Table("agent", "against", "metric", "treated", "control", "difference", "95% interval", "n treated", "n control", title="Lift (intent-to-treat)", title_justify="left")
+    table = Table("agent", "vs", "metric", "treated", "control", "lift", "95% interval", "customers", title="Lift per customer (intent-to-treat)", title_justify="left")
+    notes: list[str] = []
     for row in rows:
-        interval = "too few to say" if row["low"] is None else f"[{row['low']:+.4f}, {row['high']:+.4f}]"
-        table.add_row(row["agent"], row["against"], row["metric"], f"{row['treated']:.4f}", f"{row['control']:.4f}", f"{row['difference']:+.4f}", interval, f"{row['n_treated']:,}", f"{row['n_control']:,}")
-    console.print(table)
-    if not rows:
-        console.print("no settled decisions yet: outcomes are attributed once each objective's window has closed")
+        report = row.report
+        name = report.agent_id if row.segment is None else f"{report.agent_id} · {row.segment}"
+        vs = "holdout" if report.against == "holdout" else "control"
+        if report.nothing_yet:
+            notes.append(f"{name} vs {vs}: nothing to measure yet: {report.nothing_yet}")
+            continue
+        for item in report.lifts:
+            interval = item.note or f"[{_metric_text(item.metric, item.low or 0.0)}, {_metric_text(item.metric, item.high or 0.0)}]"
+            difference = f"{item.difference * 100:+.2f} pp" if item.metric.endswith("_rate") else f"{item.difference:+,.3f}"
+            table.add_row(name, vs, item.metric, _metric_text(item.metric, item.treated), _metric_text(item.metric, item.control), difference, interval, f"{item.n_treated:,} / {item.n_control:,}")
+        if report.switched:
+            notes.append(f"{name} vs {vs}: {report.switched:,} customers were in both groups within the period (the holdout share changed) and are left out")
+    if table.rows:
+        console.print(table)
+    for note in notes:
+        console.print(note, markup=False, highlight=False)
+
+
+@report_app.command("outcomes")
+def outcomes_report(
+    database: DatabaseOption = None,
+    agent: Annotated[Optional[str], typer.Option(help="Only this agent.")] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    by: Annotated[Optional[list[str]], typer.Option("--by", help="creative, offer, channel or segment (repeat for several).")] = None,
+    playbook: PlaybookOption = None,
+    at: Annotated[Optional[str], typer.Option("--at", help="Evaluate segments at this time (default --until, else now).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Every outcome imported (opens, clicks, visits, purchases, revenue, unsubscribes,
+    complaints), counted over each agent's settled decisions in their windows.
+
+    Example: `legato report outcomes --by creative --by channel --since 2024-03-04 --database sqlite:///legato-demo/legato.db`
+    """
+    from legato.service import reports
+    from legato.store.db import connect
+    from legato.validation import load_playbook
+
+    keys = tuple(by or ())
+    try:
+        start, end = reports.period(since, until)
+        loaded = load_playbook(playbook) if playbook else None
+        now = parse_instant(at) if at else SystemClock().now()
+        rows = reports.outcome_report(connect(database), now=now, agent_id=agent, since=start, until=end, by=keys, playbook=loaded)
+    except LegatoError as error:
+        fail(error)
+    if as_json:
+        emit_json({"since": start.isoformat() if start else None, "until": end.isoformat() if end else None, "by": list(keys), "outcomes": [row.to_dict() for row in rows]})
+        return
+    # One narrow column per count, so the table fits 80 columns with any breakdown.
+    title = "Outcomes of settled decisions" + (f" by {', '.join(keys)}" if keys else "")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    table.add_column(" · ".join(["agent", *keys]), overflow="fold")
+    for name in ("settled", "sent", "opens", "clicks", "visits", "buys", "revenue", "unsub", "compl"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for row in rows:
+        label = " · ".join([row.agent_id, *(str(row.group.get(k) or "—") for k in keys)])
+        table.add_row(
+            label, f"{row.settled:,}", f"{row.sent:,}", f"{row.opened:,}", f"{row.clicked:,}",
+            f"{row.visited:,}", f"{row.purchased:,}", f"{row.revenue:,.0f}", f"{row.unsubscribed:,}", f"{row.complained:,}",
+        )
+    if rows:
+        console.print(table)
+        console.print(
+            "— no message (held out, do nothing, or nothing chosen). Each count is of settled decisions with that "
+            "outcome in their window (unsub: unsubscribes, compl: complaints).",
+            highlight=False,
+        )
+    else:
+        console.print("no decisions in this period")
 
 
 @report_app.command("fairness")

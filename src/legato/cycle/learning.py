@@ -1,4 +1,9 @@
-"""The learning step: settle decisions whose attribution window closed and update the policy."""
+"""The learning step: settle decisions whose attribution window closed and update the policy.
+
+Outcomes imported after their decision settled are credited to it here too
+(``attribution.credit_late``): the stored outcome and reward are corrected for reports,
+the policy is not taught from the decision a second time (see ``credit_late``).
+"""
 
 from __future__ import annotations
 
@@ -11,15 +16,20 @@ from legato.cycle.policy_io import save_policy
 from legato.cycle.report import AgentReport
 from legato.decide.features import decode_context
 from legato.decide.policy import Policy
-from legato.learn.attribution import settle
+from legato.learn.attribution import credit_late, settle
 from legato.playbook.models import Agent, Playbook
 from legato.store.audit import record
 
 
 def learn(connection: Connection, playbook: Playbook, agent: Agent, policy: Policy, action_keys: list[str], now: datetime, report: AgentReport) -> None:
     """Settle the decisions whose attribution window closed and update the policy from them."""
-    settled = settle(connection, agent.id, playbook.objective(agent.objective), {o.id: o.cost for o in playbook.offers}, now)
+    objective, costs = playbook.objective(agent.objective), {o.id: o.cost for o in playbook.offers}
+    settled = settle(connection, agent.id, objective, costs, now)
     report.settled = len(settled)
+    late = credit_late(connection, agent.id, objective, costs, now)
+    report.late_credited = late.decisions
+    if late.decisions:
+        record(connection, now, "engine", "late_outcomes_credited", "agent", agent.id, late.to_dict())
     # Decisions made with other features (before the playbook changed them) cannot teach this policy.
     # Actions are matched by key, so decisions made before the action space changed still
     # teach the actions that remain.

@@ -26,6 +26,7 @@ class AgentReport:
     sent: int = 0
     failed: int = 0
     settled: int = 0
+    late_credited: int = 0  # decisions settled before whose outcome late-imported events corrected
     stop_loss: list[Any] = field(default_factory=list)
     learned_from: int = 0
     policy_version: int = 0
@@ -53,6 +54,7 @@ class AgentReport:
             "sent": self.sent,
             "failed": self.failed,
             "settled": self.settled,
+            "late_credited": self.late_credited,
             "learned_from": self.learned_from,
             "policy_version": self.policy_version,
             "learning_error": self.learning_error,
@@ -97,6 +99,5 @@ class CycleReport:
             "resumed": None if self.resumed is None else self.resumed.to_dict(),
             "scores": [s.to_dict() for s in self.scores],
             "agents": [a.to_dict() for a in self.agents.values()],
-            "dispatch": self.dispatch.to_dict(),  # sent, retry, dead (in total and per agent) and why
             "dispatch_errors": self.dispatch.errors,
         }

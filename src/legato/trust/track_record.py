@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, Row
 
 from legato.errors import Conflict, Invalid, LegatoError, NotFound
-from legato.monitor.lift import Lift, lift
+from legato.monitor.lift import Lift, measure
 from legato.store.schema import agents, audit_log, decisions, review_items
 from legato.store.status import AgentStatus, ReviewKind, ReviewStatus
 from legato.trust.agent_state import StageCause, change_stage, change_status
@@ -58,14 +58,14 @@ class PromotionCriteria:
     """What an agent's record must show before it moves up a stage.
 
     Lift is judged on the point estimate of ``lift_metric`` against the holdout; with
-    ``require_lift`` an agent without a measurement (fewer than 30 settled decisions in
-    and out of the holdout) does not qualify yet.
+    ``require_lift`` an agent without a measurement (fewer than 30 customers with settled
+    decisions in and out of the holdout, or no outcome recorded yet) does not qualify yet.
     """
 
     min_reviewed: int = 200
     min_unedited_approval_rate: float = 0.95
     stop_loss_free_days: float = 30.0
-    lift_metric: str = "reward_per_decision"
+    lift_metric: str = "reward_per_customer"
     min_lift: float = 0.0
     require_lift: bool = True
     window_days: float = 90.0
@@ -92,6 +92,7 @@ class TrackRecord:
     findings_by_rule: dict[str, int] = field(default_factory=dict)
     lift: list[Lift] = field(default_factory=list)
     last_stop_loss_breach: datetime | None = None
+    lift_nothing_yet: str | None = None  # why there is no lift to show yet, in words
 
     @property
     def approval_rate(self) -> float | None:
@@ -131,6 +132,7 @@ class TrackRecord:
             "guardrail_findings": self.guardrail_findings,
             "findings_by_rule": self.findings_by_rule,
             "lift": [m.to_dict() for m in self.lift],
+            "lift_nothing_yet": self.lift_nothing_yet,
             "last_stop_loss_breach": self.last_stop_loss_breach.isoformat() if self.last_stop_loss_breach else None,
         }
 
@@ -215,6 +217,7 @@ def record_of(connection: Connection, agent_id: str, *, since: datetime, until: 
             if rule.split(":", 1)[0] not in NOT_GUARDRAILS:
                 findings[rule] += int(n)
 
+    measured = measure(connection, agent_id, decided_from=since, decided_to=until)
     breach = connection.execute(
         sa.select(sa.func.max(audit_log.c.at)).where(
             audit_log.c.action == STOP_LOSS_BREACH, audit_log.c.entity == "agent", audit_log.c.entity_id == agent_id, audit_log.c.at < until
@@ -238,8 +241,9 @@ def record_of(connection: Connection, agent_id: str, *, since: datetime, until: 
         decisions=n_decisions,
         guardrail_findings=sum(findings.values()),
         findings_by_rule=dict(findings.most_common()),
-        lift=lift(connection, agent_id, decided_from=since, decided_to=until),
+        lift=measured.lifts,
         last_stop_loss_breach=breach,
+        lift_nothing_yet=measured.nothing_yet,
     )
 
 
@@ -279,7 +283,8 @@ def promotion_check(record: TrackRecord, criteria: PromotionCriteria) -> tuple[b
     measured = record.lift_of(criteria.lift_metric)
     if measured is None or measured.low is None:
         if criteria.require_lift:
-            unmet.append(f"no lift measurement of {criteria.lift_metric} against the holdout yet (needs 30 settled decisions in each group)")
+            why = record.lift_nothing_yet or (measured.note if measured is not None else None) or "needs 30 customers with settled decisions in each group"
+            unmet.append(f"no lift measurement of {criteria.lift_metric} against the holdout yet ({why})")
     elif measured.difference < criteria.min_lift:
         unmet.append(
             f"lift of {criteria.lift_metric} is {measured.difference:+.4g} (95% CI {measured.low:+.4g} to {measured.high:+.4g}), "
