@@ -133,7 +133,7 @@ def test_a_creative_edited_between_decision_and_send_is_not_sent(engine: Engine,
     [message] = written(tmp_path / "out/email.jsonl")
     assert message["customer_id"] == "a" and "ACT NOW" not in str(message["body"])
     assert str(message["body"]).startswith("Hello Sam, our spring range is in.")
-    assert sorted(status for status, _ in outbox_rows(engine).values()) == ["failed", "sent"]
+    assert sorted(status for status, _ in outbox_rows(engine).values()) == ["dead", "sent"]
 
 
 def test_the_content_the_decision_named_goes_out_rendered_for_each_customer(engine: Engine, tmp_path: Path) -> None:

@@ -99,7 +99,7 @@ def test_every_caller_gives_one_message_one_verdict(engine: Engine, tmp_path: Pa
         items = dict(c.execute(sa.select(review_items.c.decision_id, review_items.c.id)).all())
     review = {agent: verdict_class(worst(_Finding(f) for f in show_item(engine, items[d], playbook=pb, now=AT).findings)) for (agent, _), d in ids.items()}
     sent = dispatch_all(engine, pb, ids, AT + timedelta(hours=1))
-    dispatch = {agent: "block" if status == "failed" and "content guardrails blocked" in str(error) else "not block" if status == "sent" else f"other:{error}" for (agent, _), (status, error) in sent.items()}
+    dispatch = {agent: "block" if status == "dead" and "content guardrails blocked" in str(error) else "not block" if status == "sent" else f"other:{error}" for (agent, _), (status, error) in sent.items()}
 
     # The two commands.
     runner = CliRunner()

@@ -222,3 +222,41 @@ def test_a_chosen_single_character_delimiter_and_tsv(engine: Engine, tmp_path: P
         assert dict(c.execute(sa.select(customers.c.id, customers.c.country)).all()) == {"c1": "FR", "c2": "DE"}
     result = runner.invoke(app, ["import", "customers", str(semi), "--delimiter", "ab", "--database", url(engine)])
     assert result.exit_code == 2 and "'ab' is not a delimiter" in result.output and "Traceback" not in result.output
+
+
+def test_the_raw_cdnow_file_imports_as_purchases_and_again_changes_nothing(engine: Engine, tmp_path: Path) -> None:
+    # The file has neither an event id nor a type: --type gives every row one, and ids come
+    # from each row's content, so importing it again finds every event already stored.
+    raw = cdnow_lines(300)
+    path = tmp_path / "CDNOW_master.txt"
+    path.write_bytes(raw)
+    rows = [line.split() for line in raw.decode().splitlines()[1:]]
+    people = sorted({row[0] for row in rows})
+    import_customers(engine, write(tmp_path, "c.csv", "id\n" + "\n".join(people) + "\n"))
+    options = {"delimiter": "whitespace", "event_type": "purchase", "ids_from_content": True,
+               "mapping": {"date": "occurred_at", "dollar_value": "revenue"}}
+    first = import_events(engine, path, **options)
+    assert (first.inserted, first.rejected, first.warnings) == (299, 0, [])
+    again = import_events(engine, path, **options)
+    assert (again.inserted, again.unchanged) == (0, 299)
+    spend = sum(float(row[3]) for row in rows if row[0] == "00002")
+    with engine.connect() as c:
+        row = c.execute(sa.select(traits.c.purchase_count, traits.c.lifetime_spend, traits.c.first_purchase_at).where(traits.c.customer_id == "00002")).one()
+    assert row.purchase_count == sum(1 for r in rows if r[0] == "00002") and row.lifetime_spend == pytest.approx(spend)
+    assert row.first_purchase_at.replace(tzinfo=timezone.utc) == datetime(1997, 1, 12, tzinfo=timezone.utc)
+    # The same from the command line, with what a file that has an id or type column gets.
+    result = runner.invoke(app, ["import", "events", str(path), "--delimiter", "whitespace", "--type", "purchase", "--ids-from-content",
+                                 "--map", "date=occurred_at", "--map", "dollar_value=revenue", "--database", url(engine), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["unchanged"] == 299
+    typed = write(tmp_path, "e.csv", "id,customer_id,type,occurred_at\ne1,00001,visit,19970101\n")
+    for flag in ("--type", "--ids-from-content"):
+        args = ["import", "events", str(typed), "--database", url(engine)] + ([flag, "purchase"] if flag == "--type" else [flag])
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "Traceback" not in result.output and flag in result.output
+
+
+def test_identical_rows_without_ids_stay_two_events(engine: Engine, tmp_path: Path) -> None:
+    import_customers(engine, write(tmp_path, "c.csv", "id\nc1\n"))
+    source = write(tmp_path, "e.csv", "customer_id,type,occurred_at,revenue\nc1,purchase,19970101,12\nc1,purchase,19970101,12\n")
+    assert import_events(engine, source, ids_from_content=True).inserted == 2
+    assert import_events(engine, source, ids_from_content=True).unchanged == 2

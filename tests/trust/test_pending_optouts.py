@@ -2,7 +2,7 @@
 then keeps the "no" in a durable file that the cycle and the dispatcher honour.
 
 The locks are real: a second process holds SQLite's ``BEGIN EXCLUSIVE`` or PostgreSQL's
-``LOCK TABLE consents IN ACCESS EXCLUSIVE MODE`` until the test lets go. No mocks.
+``LOCK TABLE consents, inbound_messages IN ACCESS EXCLUSIVE MODE`` until the test lets go. No mocks.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ if url.startswith("sqlite"):
 else:
     import psycopg
     held = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1))
-    held.execute("LOCK TABLE consents IN ACCESS EXCLUSIVE MODE")
+    held.execute("LOCK TABLE consents, inbound_messages IN ACCESS EXCLUSIVE MODE")
 print("locked", flush=True)
 sys.stdin.readline()
 """
@@ -254,3 +254,40 @@ def test_a_stop_while_the_database_cannot_be_reached_is_kept_and_written_by_the_
     assert written.returncode == 0 and "written: customer c003 opted out of email" in written.stdout, written.stderr
     with engine.connect() as c:
         assert c.execute(sa.select(consents.c.status).where(consents.c.customer_id == "c003")).scalar_one() == "revoked"
+
+
+def test_an_unsubscribe_link_waits_for_the_lock_and_is_written(engine: Engine, database_url: str, tmp_path: Path, quick: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The link's opt-out retries like a reply's (it is not kept in the file: its caller retries)."""
+    import threading
+
+    from legato.deliver.tokens import message_token, ring_for
+    from legato.trust.inbound import unsubscribe
+
+    pb = decided(engine, tmp_path)
+    dispatch_due(engine, pb, FixedClock(AT + timedelta(hours=2)), transports(pb, tmp_path))
+    with engine.connect() as c:
+        message_id = c.execute(sa.select(outbox.c.message_id).where(outbox.c.customer_id == "c001")).scalar_one()
+    token = message_token(message_id, "c001", ring_for(engine))
+    monkeypatch.setenv("LEGATO_OPTOUT_WAIT", "20")
+    with held(database_url) as holder:
+        threading.Timer(1.0, release, (holder,)).start()
+        done = unsubscribe(engine, token, AT + timedelta(hours=3))
+    assert (done.customer_id, done.channel) == ("c001", "email") and not quick.exists()
+    with engine.connect() as c:
+        assert c.execute(sa.select(consents.c.status).where(consents.c.customer_id == "c001")).scalar_one() == "revoked"
+
+
+def test_a_reply_that_may_be_an_opt_out_is_kept_too_and_then_waits_for_a_person(engine: Engine, database_url: str, tmp_path: Path, quick: Path) -> None:
+    from legato.trust.review import list_items
+
+    pb = decided(engine, tmp_path)
+    with held(database_url), pytest.raises(OptOutSaved, match="which may be an opt-out"):
+        receive(engine, pb, "c001", "email", "too many emails", AT + timedelta(minutes=30))
+    (kept,) = pending_optouts.pending(quick)
+    assert kept.channels == [] and kept.escalate[0]["reason"] == "possible_opt_out"
+    dispatch_due(engine, pb, FixedClock(AT + timedelta(hours=2)), transports(pb, tmp_path))
+    assert "c001" not in sent_to(tmp_path) and len(sent_to(tmp_path)) > 0
+    (waiting,) = list_items(engine, kind="conversation")
+    assert (waiting.customer_id, waiting.reason, waiting.priority) == ("c001", "possible_opt_out", 85)
+    with engine.connect() as c:  # consent untouched: a person decides
+        assert c.execute(sa.select(consents.c.status).where(consents.c.customer_id == "c001")).scalar_one() == "granted"

@@ -23,6 +23,7 @@ from legato.store.ingest import import_customers
 from legato.store.schema import audit_log, review_items
 from legato.trust.review import approve, edit
 from legato.trust.review.model import QueueFilter, ReviewInvalid
+from legato.validation import parse_playbook
 from tests.world import AT, expected_eligible, load_customers, playbook
 
 runner = CliRunner()
@@ -146,3 +147,21 @@ def test_show_prints_an_approve_command_with_every_flag_it_needs(engine: Engine,
     shown = cli("show", str(item.id), "-d", database_url, "--at", WHEN)
     assert shown.exit_code == 0, shown.output
     assert f"legato review approve {item.id} --hash {item.content_hash} --reviewer NAME --database {database_url} --at {WHEN}" in shown.output
+
+
+def test_show_says_why_this_customer_with_only_the_fields_the_choice_read(engine: Engine, database_url: str, tmp_path: Path) -> None:
+    queued(engine, tmp_path)
+    [item] = service.page(engine, QueueFilter(), limit=1).items
+    why = service.show(engine, item.id, now=AT).why
+    assert why == {"audience": 'tier in ("gold", "silver")', "facts": {"tier": "gold"}}  # no e-mail, no other attribute
+    shown = cli("show", str(item.id), "-d", database_url, "--at", WHEN)
+    assert """why this customer: in the audience 'tier in ("gold", "silver")' (tier = gold)""" in shown.output
+
+
+def test_show_names_the_escalation_rule_and_the_customer_fields_it_read(engine: Engine, tmp_path: Path, b2b_and_upsell_playbook: str) -> None:
+    pb = parse_playbook(b2b_and_upsell_playbook.replace("STAGE", "3").replace("HOLDOUT", "0").replace("BUDGET", "{}"))
+    run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
+    [b2b] = [i for i in service.page(engine, QueueFilter(), limit=100).items if i.customer_id == "c001"]
+    why = service.show(engine, b2b.id, now=AT).why
+    assert why is not None and why["escalation"]["rule"] == "b2b_renewal"
+    assert why["escalation"]["facts"] == {"account_type": "business", "renewal_days": 20.0}

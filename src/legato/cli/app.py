@@ -263,8 +263,55 @@ def run(
         if gate is not None:
             state = f"open ({gate['reason']})" if gate["open"] else f"{gate['gated']:,} customers not worth contacting"
             console.print(f"{agent.agent_id}: uplift gate {state}")
-    for problem in report.dispatch.errors[:10]:
-        console.print(f"[yellow]not sent:[/] {problem}")
+    print_dispatch(report.dispatch)
+
+
+def print_dispatch(report: object) -> None:
+    """What a dispatch did: sent, waiting to be retried, dead (never sent), and why."""
+    from rich.markup import escape
+
+    from legato.deliver.dispatch import DispatchReport
+
+    assert isinstance(report, DispatchReport)
+    totals = report.totals()
+    console.print(f"dispatch: {totals['sent']:,} sent, {totals['retry']:,} to retry, {totals['dead']:,} dead")
+    for problem in report.errors[:10]:
+        console.print(f"[yellow]dead (not sent):[/] {escape(problem)}", highlight=False)
+    if len(report.errors) > 10:
+        console.print(f"... and {len(report.errors) - 10:,} more dead messages (--json lists them all)")
+    for problem in report.retry_errors[:5]:
+        console.print(f"[yellow]to retry:[/] {escape(problem)}", highlight=False)
+    if len(report.retry_errors) > 5:
+        console.print(f"... and {len(report.retry_errors) - 5:,} more to retry (--json lists them all)")
+
+
+@app.command()
+def dispatch(
+    playbook: Annotated[Path, typer.Argument(help="The playbook YAML file.")],
+    database: DatabaseOption = None,
+    at: Annotated[Optional[str], typer.Option(help="Send what is due at this time (ISO-8601, UTC unless an offset is given).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Send what is due now without running a cycle: due messages and retries whose wait is over.
+
+    Example: `legato dispatch playbook.yaml`
+    """
+    from legato.deliver.dispatch import transports
+    from legato.service import delivery
+    from legato.validation import load_playbook
+    from legato.store.db import connect
+
+    try:
+        loaded = load_playbook(playbook)
+        clock = FixedClock(parse_instant(at)) if at else SystemClock()
+        engine = connect(database)
+        report = delivery.dispatch(engine, loaded, clock, transports(loaded, playbook.parent))
+    except LegatoError as error:
+        fail(error)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    print_dispatch(report)
 
 
 def cycle_table(title: str, report: object) -> Table:

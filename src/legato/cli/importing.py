@@ -136,6 +136,18 @@ def events(
     format: FormatOption = None,
     map: MapOption = None,
     delimiter: DelimiterOption = None,
+    event_type: Annotated[
+        Optional[str],
+        typer.Option("--type", metavar="TYPE", help="The type of every row, for a file without a type column (e.g. purchase)."),
+    ] = None,
+    ids_from_content: Annotated[
+        bool,
+        typer.Option(
+            "--ids-from-content",
+            help="For a file without an id column: each event's id is a hash of its cells (numbered where identical "
+            "rows repeat), so importing the same file with the same options again changes nothing.",
+        ),
+    ] = False,
     database: DatabaseOption = None,
     errors_file: ErrorsOption = None,
     as_json: JsonOption = False,
@@ -154,6 +166,10 @@ def events(
     first event is row 2) and line numbers for JSONL.
 
     Example: `legato import events orders.jsonl --map order_id=id --map ts=occurred_at`
+
+    The raw CDNOW file (whitespace-separated, no id or type): `legato import events
+    CDNOW_master.txt --delimiter whitespace --type purchase --ids-from-content --map
+    date=occurred_at --map dollar_value=revenue`
     """
     from legato.service import imports
 
@@ -165,7 +181,14 @@ def events(
         errors_file,
         as_json,
         lambda engine, progress: imports.events(
-            engine, file, format=format, mapping=mapping, progress=progress, delimiter=delimiter
+            engine,
+            file,
+            format=format,
+            mapping=mapping,
+            progress=progress,
+            delimiter=delimiter,
+            event_type=event_type,
+            ids_from_content=ids_from_content,
         ),
     )
 

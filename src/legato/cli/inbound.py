@@ -138,9 +138,9 @@ def pending_command(
         emit_json({"file": str(path), "written": [e.id for e in written], "waiting": [e.__dict__ for e in waiting], "problem": problem})
     else:
         for entry in written:
-            console.print(f"written: customer {entry.customer_id} opted out of {', '.join(entry.channels)} (received {entry.received_at})", highlight=False)
+            console.print(f"written: {entry.describe()}", highlight=False)
         for entry in waiting:
-            console.print(f"[bold red]waiting:[/] customer {entry.customer_id} opted out of {', '.join(entry.channels)} (received {entry.received_at})", highlight=False)
+            console.print(f"[bold red]waiting:[/] {entry.describe()}", highlight=False)
         if not written and not waiting:
             console.print(f"no opt-out waits ({path})", highlight=False)
     if waiting:

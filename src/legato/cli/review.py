@@ -165,6 +165,8 @@ def show_command(
         _show_case(detail)
         return
     console.print(f"agent {it.agent_id} → customer {it.customer_id} on {it.channel}, action {detail.decision['action']}")
+    if detail.why:
+        _say_why(detail.why)
     if detail.evidence:
         console.print(f"evidence: {detail.evidence}", markup=False, highlight=False)
     if detail.override:
@@ -192,6 +194,17 @@ def show_command(
     console.print(
         f"approve with: legato review approve {it.id} --hash {detail.content_hash} --reviewer NAME{_flags(database, at)}", soft_wrap=True, highlight=False
     )
+
+
+def _say_why(why: dict[str, Any]) -> None:
+    """Why this customer: the audience and the values it read; the escalation rule and its values."""
+    def facts(values: dict[str, Any]) -> str:
+        return ", ".join(f"{k} = {v}" for k, v in values.items()) or "no customer fields"
+
+    console.print(f"why this customer: in the audience {why['audience']!r} ({facts(why['facts'])})", markup=False, highlight=False)
+    if "escalation" in why:
+        e = why["escalation"]
+        console.print(f"  sent to a person by rule {e['rule']}: {e['when']!r} ({facts(e['facts'])})", markup=False, highlight=False)
 
 
 def _show_case(detail: Any) -> None:

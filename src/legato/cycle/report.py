@@ -99,5 +99,6 @@ class CycleReport:
             "resumed": None if self.resumed is None else self.resumed.to_dict(),
             "scores": [s.to_dict() for s in self.scores],
             "agents": [a.to_dict() for a in self.agents.values()],
+            "dispatch": self.dispatch.to_dict(),  # sent, retry, dead (in total and per agent) and why
             "dispatch_errors": self.dispatch.errors,
         }

@@ -1,30 +1,44 @@
-"""The dispatcher: send what is due from the outbox, exactly once per message.
+"""The dispatcher: send what is due from the outbox, each message once.
 
 Each message is asked the same questions the cycle asked when it was decided, as they stand
 at send time: the consent rule (:mod:`legato.guard.consent`), the contact point (the
-channel registry, :mod:`legato.channels`), quiet hours, and the one check of its content
-(:mod:`legato.guard.message`), bound to the content hash the decision recorded: content
-that changed since is not sent. It is rendered when it is sent (so personal data is read
-fresh) from the playbook version its decision was made with
+channel registry, :mod:`legato.channels`), whether a reply of the customer's that may be an
+opt-out waits for a person (:mod:`legato.guard.standing`), quiet hours, and the one check of
+its content (:mod:`legato.guard.message`), bound to the content hash the decision recorded:
+content that changed since is not sent. It is rendered when it is sent (so personal data is
+read fresh) from the playbook version its decision was made with
 (:mod:`legato.store.playbook_versions`: editing the file later changes no message already
-decided; retiring its creative or offer stops it), written to its channel's transport, and
-marked sent in the same transaction that read it. Messages that fail any of these are marked failed with the reason and never sent.
+decided; retiring its creative or offer stops it).
+
+The outbox lifecycle (:mod:`legato.deliver.outbox`): a batch of due messages is claimed in
+one short transaction (a lease held by this dispatcher's worker id), checked, rendered and
+handed to the transports outside any transaction, and each message's result is recorded in
+another transaction: sent (with the provider's id), retry (a transient error: due again
+after an exponential backoff with jitter) or dead (a permanent error, a message that failed
+a check or whose template fails for this customer, or the last attempt; the reason is kept).
+The decision follows its message: sent, or failed when the message is dead. One message, or
+one channel, failing stops nothing else. A dispatcher killed between the transport's write
+and the record leaves its claim to lapse (at once when it ran on the same host); the
+message is then claimed again and sent under the same message id, which the transport
+recognises, so it is delivered once.
 """
 
 from __future__ import annotations
 
+import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from legato.clock import Clock
 from legato.channels import REGISTRY
 from legato.deliver import outbox as outbox_writer
-from legato.deliver.channels import ConsoleTransport, FileTransport, Transport
+from legato.deliver.channels import ConsoleTransport, FileTransport, Outcome, Transport
 from legato.deliver.render import (  # noqa: F401 - re-exported: what a template sees is render's
     RenderError,
     customer_context,
@@ -53,10 +67,31 @@ CHUNK = 5_000
 
 @dataclass
 class DispatchReport:
-    sent: Counter[str] = field(default_factory=Counter)  # by agent
-    failed: Counter[str] = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)
+    """What one dispatch did, by agent: sent, waiting to be retried, dead (never sent)."""
+
+    sent: Counter[str] = field(default_factory=Counter)
+    retry: Counter[str] = field(default_factory=Counter)
+    dead: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)  # why each dead message is dead
+    retry_errors: list[str] = field(default_factory=list)  # the transient errors of messages that wait
     demoted: list[str] = field(default_factory=list)  # agents a blocking compliance finding demoted
+
+    @property
+    def failed(self) -> Counter[str]:
+        """The dead messages (the decision's status is "failed")."""
+        return self.dead
+
+    def totals(self) -> dict[str, int]:
+        return {"sent": sum(self.sent.values()), "retry": sum(self.retry.values()), "dead": sum(self.dead.values())}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.totals(),
+            "by_agent": {a: {"sent": self.sent[a], "retry": self.retry[a], "dead": self.dead[a]} for a in sorted({*self.sent, *self.retry, *self.dead})},
+            "errors": self.errors,
+            "retry_errors": self.retry_errors,
+            "demoted": self.demoted,
+        }
 
 
 def transports(playbook: Playbook, base_dir: Path) -> dict[str, Transport]:
@@ -73,21 +108,14 @@ def transports(playbook: Playbook, base_dir: Path) -> dict[str, Transport]:
     return made
 
 
-def dispatch_due(
-    engine: Engine, playbook: Playbook, clock: Clock, channel_transports: dict[str, Transport]
-) -> DispatchReport:
-    """Send every pending message whose time has come."""
-    now = clock.now()
-    report = DispatchReport()
-    ring = ring_for(engine)  # read once: the key does not change during a run
-    kits = _Kits(playbook)
-    offered = {c.id for c in playbook.creatives}, {o.id for o in playbook.offers}
-    query = (
+def _due_query() -> Any:
+    return (
         select(
             outbox.c.id,
             outbox.c.message_id,
             outbox.c.channel,
             outbox.c.decision_id,
+            outbox.c.attempts,
             decisions.c.agent_id,
             decisions.c.creative_id,
             decisions.c.offer_id,
@@ -105,64 +133,181 @@ def dispatch_due(
             *standing_columns(outbox.c.channel),
         )
         .select_from(standing_joins(outbox.join(decisions, decisions.c.id == outbox.c.decision_id).join(customers, customers.c.id == outbox.c.customer_id), outbox.c.channel))
-        .where(outbox.c.status == OutboxStatus.PENDING, outbox.c.send_at <= now)
         .order_by(outbox.c.send_at, outbox.c.id)
-        .limit(CHUNK)
     )
-    if engine.dialect.name == "postgresql":
-        # Two dispatchers, or a reviewer withdrawing an approval, never work on the same row.
-        query = query.with_for_update(skip_locked=True, of=outbox)
+
+
+@dataclass
+class _Batch:
+    """One claimed batch on its way: what goes to which transport, and each message's result."""
+
+    rows: dict[int, Any] = field(default_factory=dict)  # outbox id -> row
+    by_message: dict[Any, Any] = field(default_factory=dict)  # message id -> row
+    by_channel: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    transient: list[dict[str, Any]] = field(default_factory=list)
+    dead: list[dict[str, Any]] = field(default_factory=list)
+    later: list[dict[str, Any]] = field(default_factory=list)
+    breaches: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def dispatch_due(
+    engine: Engine,
+    playbook: Playbook,
+    clock: Clock,
+    channel_transports: dict[str, Transport],
+    *,
+    chunk: int = CHUNK,
+    lease: timedelta = outbox_writer.LEASE,
+    worker: str | None = None,
+    rng: random.Random | None = None,
+) -> DispatchReport:
+    """Send every message whose time has come: claim a batch, send it, record each result, again."""
+    now = clock.now()
+    worker = worker or outbox_writer.worker_id()
+    report = DispatchReport()
+    ring = ring_for(engine)  # read once: the key does not change during a run
+    kits = _Kits(playbook)
+    offered = {c.id for c in playbook.creatives}, {o.id for o in playbook.offers}
+    query = _due_query()
     while True:
         # An opt-out the store could not take yet (kept in the pending file) is written before
         # each batch, or nothing more is sent (OptOutsWaiting).
         settle_opt_outs(engine)
+        # 1. Claim, in a short transaction of its own.
         with engine.begin() as connection:
-            rows = connection.execute(query).all()
-            if not rows:
+            abandoned = outbox_writer.give_up_abandoned(connection, now)
+            _decisions_follow(connection, abandoned, DecisionStatus.FAILED)
+            outbox_writer.release_dead_holders(connection, now)
+            claimed = outbox_writer.claim(connection, worker, now, chunk, lease=lease)
+            if not claimed:
                 return report
-            by_channel: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            sent: list[dict[str, Any]] = []
-            failed: list[dict[str, Any]] = []
-            later: list[dict[str, Any]] = []
-            breaches: dict[str, dict[str, Any]] = {}
+            rows = connection.execute(query.where(outbox.c.id.in_(claimed))).all()
+            # A claimed message whose decision or customer is gone cannot be sent; it must not stay claimed.
+            vanished = sorted(set(claimed) - {row.id for row in rows})
+            if vanished:
+                outbox_writer.record_dead(connection, worker, [{"o_id": o, "error": "its decision or customer is no longer in the store"} for o in vanished])
+        batch = _Batch(rows={row.id: row for row in rows}, by_message={row.message_id: row for row in rows})
+        # 2. Check and render (reads only), then hand each channel its messages: no transaction open.
+        with engine.connect() as reading:
             for row in rows:
-                try:
-                    # The message is the decision's: rendered from the playbook version it was
-                    # made with. When and whether it may go is decided by the rules in force now.
-                    kit = kits.of(connection, row.playbook_version_id)
-                    purpose = kit.purposes.get(row.creative_id, MARKETING)
-                    resume = quiet_until(playbook, row, now) if purpose == MARKETING else None
-                    if resume is not None:  # dispatched late into the night: wait for the morning
-                        later.append({"o_id": row.id, "resume": resume})
-                        continue
-                    check_contact_now(playbook, row, now, purpose=purpose)
-                    _check_still_offered(row, *offered)
-                    if row.channel not in channel_transports:
-                        raise RenderError(f"no transport for channel '{row.channel}' in the playbook")
-                    message = _message(row, kit, now, ring)
-                except (RenderError, LegatoError) as exc:
-                    reason = str(exc) if isinstance(exc, RenderError) else exc.message
-                    if isinstance(exc, BlockedContent):
-                        breaches.setdefault(row.agent_id, {"message": row.message_id, "decision": row.decision_id, "rules": exc.rules})
-                    failed.append({"o_id": row.id, "d_id": row.decision_id, "error": reason})
-                    report.failed[row.agent_id] += 1
-                    report.errors.append(f"message {row.message_id} (decision {row.decision_id}): {reason}")
-                    continue
-                by_channel[row.channel].append(message)
-                sent.append({"o_id": row.id, "d_id": row.decision_id, "error": None})
-                report.sent[row.agent_id] += 1
-            _mark(connection, sent, OutboxStatus.SENT, now)
-            _mark(connection, failed, OutboxStatus.FAILED, now)
-            for agent_id, detail in breaches.items():
+                _prepare(reading, playbook, row, now, ring, kits, offered, channel_transports, batch)
+        for channel, messages in batch.by_channel.items():
+            _send(channel_transports[channel], messages, batch)
+        # 3. Record each message's result, in another transaction.
+        with engine.begin() as connection:
+            outbox_writer.record_sent(connection, worker, batch.sent, now)
+            dead_after_retries = outbox_writer.record_transient(connection, worker, batch.transient, now, rng)
+            outbox_writer.record_dead(connection, worker, batch.dead)
+            outbox_writer.postpone(connection, worker, batch.later)
+            _decisions_follow(connection, [batch.rows[r["o_id"]].decision_id for r in batch.sent], DecisionStatus.SENT, OutboxStatus.SENT)
+            gone = [batch.rows[r["o_id"]].decision_id for r in [*batch.dead, *dead_after_retries]]
+            _decisions_follow(connection, gone, DecisionStatus.FAILED, OutboxStatus.DEAD)
+            for agent_id, detail in batch.breaches.items():
                 demote_for_compliance(connection, agent_id, detail, now)
                 report.demoted.append(agent_id)
-            outbox_writer.postpone(connection, later)
-            # Transports are written last, inside the transaction: if one fails the marks roll
-            # back and the messages stay pending; if the process dies after writing, the file
-            # transport recognises the message ids it already holds (UUIDs: no other database's
-            # messages share them).
-            for channel, messages in by_channel.items():
-                channel_transports[channel].send(messages)
+        _count(report, batch, dead_after_retries)
+
+
+def _prepare(
+    connection: Any,
+    playbook: Playbook,
+    row: Any,
+    now: datetime,
+    ring: KeyRing,
+    kits: _Kits,
+    offered: tuple[set[str], set[str]],
+    channel_transports: dict[str, Transport],
+    batch: _Batch,
+) -> None:
+    """Ask one claimed message the send-time questions and render it; a message that fails
+    any of them is dead with the reason, and only it."""
+    try:
+        # The message is the decision's: rendered from the playbook version it was made
+        # with. When and whether it may go is decided by the rules in force now.
+        kit = kits.of(connection, row.playbook_version_id)
+        purpose = kit.purposes.get(row.creative_id, MARKETING)
+        resume = quiet_until(playbook, row, now) if purpose == MARKETING else None
+        if resume is not None:  # dispatched late into the night: wait for the morning
+            batch.later.append({"o_id": row.id, "resume": resume})
+            return
+        check_contact_now(playbook, row, now, purpose=purpose)
+        _check_still_offered(row, *offered)
+        if row.channel not in channel_transports:
+            raise RenderError(f"no transport for channel '{row.channel}' in the playbook")
+        message = _message(row, kit, now, ring)
+    except (RenderError, LegatoError) as exc:
+        reason = str(exc) if isinstance(exc, RenderError) else exc.message
+        if isinstance(exc, BlockedContent):
+            batch.breaches.setdefault(row.agent_id, {"message": row.message_id, "decision": row.decision_id, "rules": exc.rules})
+        batch.dead.append({"o_id": row.id, "error": reason})
+        return
+    except SQLAlchemyError:
+        raise  # the store, not the message: this run stops, its claims lapse and are taken again
+    except Exception as exc:  # noqa: BLE001 - one customer's message must not stop everyone's
+        batch.dead.append({"o_id": row.id, "error": f"the message could not be prepared: {type(exc).__name__}: {exc}"})
+        return
+    batch.by_channel[row.channel].append(message)
+
+
+def _send(transport: Transport, messages: list[dict[str, Any]], batch: _Batch) -> None:
+    """One channel's messages through its transport; each message's result goes to the batch.
+    A transport that raises fails its own messages (transiently), nobody else's."""
+    by_id = {m["message_id"]: m for m in messages}
+    try:
+        outcomes: list[Outcome] = list(transport.send(messages))
+    except Exception as exc:  # noqa: BLE001 - a transport's failure is a result, not the end of dispatch
+        why = exc.message if isinstance(exc, LegatoError) else f"{type(exc).__name__}: {exc}"
+        outcomes = [Outcome(key, error=why) for key in by_id]
+    answered = set()
+    for outcome in outcomes:
+        message = by_id.get(outcome.message_id)
+        if message is None or outcome.message_id in answered:
+            continue
+        answered.add(outcome.message_id)
+        row = batch.by_message[outcome.message_id]
+        entry = {"o_id": row.id, "attempts": row.attempts}
+        if outcome.delivered:
+            batch.sent.append({**entry, "provider_id": outcome.provider_id})
+        elif outcome.permanent:
+            batch.dead.append({**entry, "error": f"the transport refused it: {outcome.error}"})
+        else:
+            batch.transient.append({**entry, "error": str(outcome.error)})
+    for key in by_id:
+        if key not in answered:
+            row = batch.by_message[key]
+            batch.transient.append({"o_id": row.id, "attempts": row.attempts, "error": "the transport gave no result for it"})
+
+
+def _count(report: DispatchReport, batch: _Batch, dead_after_retries: list[dict[str, Any]]) -> None:
+    gave_up = {r["o_id"] for r in dead_after_retries}
+    for r in batch.sent:
+        report.sent[batch.rows[r["o_id"]].agent_id] += 1
+    for r in [*batch.dead, *dead_after_retries]:
+        row = batch.rows[r["o_id"]]
+        report.dead[row.agent_id] += 1
+        report.errors.append(f"message {row.message_id} (decision {row.decision_id}): {r['error']}")
+    for r in batch.transient:
+        if r["o_id"] in gave_up:
+            continue
+        row = batch.rows[r["o_id"]]
+        report.retry[row.agent_id] += 1
+        report.retry_errors.append(f"message {row.message_id} (decision {row.decision_id}), attempt {r['attempts']}: {r['error']}")
+
+
+def _decisions_follow(connection: Any, decision_ids: list[int], status: DecisionStatus, outbox_status: OutboxStatus | None = None) -> None:
+    """The decisions of these messages take the status their message took (sent, or failed
+    for a dead message), in the transaction that recorded it: only those whose outbox row
+    holds ``outbox_status`` now (a result this dispatcher could no longer record, because
+    another one had claimed the message, changes no decision)."""
+    if not decision_ids:
+        return
+    for start in range(0, len(decision_ids), 1_000):
+        part = decision_ids[start : start + 1_000]
+        where = decisions.c.id.in_(part)
+        if outbox_status is not None:
+            where = where & decisions.c.id.in_(select(outbox.c.decision_id).where(outbox.c.decision_id.in_(part), outbox.c.status == outbox_status))
+        connection.execute(update(decisions).where(where).values(status=status))
 
 
 class BlockedContent(RenderError):
@@ -290,14 +435,3 @@ def _headers(playbook: Playbook, row: Any, purpose: str, token: str) -> dict[str
     if row.channel != "email" or purpose != "marketing":
         return {}
     return {"List-Unsubscribe": f"<{unsubscribe_link(playbook, token)}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
-
-
-def _mark(connection: Any, rows: list[dict[str, Any]], status: OutboxStatus, now: datetime) -> None:
-    """The outbox row and its decision take the same status (sent or failed): one spelling in both."""
-    if not rows:
-        return
-    outbox_writer.record_results(connection, rows, status, now)
-    connection.execute(
-        update(decisions).where(decisions.c.id == bindparam("d_id")).values(status=DecisionStatus(status.value)),
-        [{"d_id": r["d_id"]} for r in rows],
-    )

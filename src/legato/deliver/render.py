@@ -56,6 +56,8 @@ class CreativeTemplate:
             parts = {name: template.render(context) for name, template in self._parts.items()}
         except TemplateError as exc:
             raise RenderError(f"creative '{self.creative.id}': {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - e.g. {{ 1000 // customer.spend }} with spend 0: this copy fails, alone
+            raise RenderError(f"creative '{self.creative.id}' cannot be rendered for this customer: {type(exc).__name__}: {exc}") from exc
         return Rendered(subject=parts.get("subject"), title=parts.get("title"), body=parts["body"])
 
 
@@ -81,11 +83,37 @@ def edited_creative(creative: Creative, override: Mapping[str, Any]) -> Creative
     return creative.model_copy(update={part: override[part] for part in PARTS if part in override})
 
 
-class SampleCustomer(dict[str, str]):
-    """Stands in for a customer when content is rendered before anyone is chosen."""
+class SampleCustomer(dict[str, Any]):
+    """Stands in for a customer when content is rendered before anyone is chosen: every
+    attribute is its name in brackets; see :func:`sample_customer` for typed ones."""
 
     def __missing__(self, key: str) -> str:
         return f"[{key}]"
+
+
+class SampleNumber(int):
+    """A number attribute of the stand-in customer: 1 in arithmetic (so ``{{ 1000 //
+    customer.spend }}`` renders for the variant, as it would for most customers), its name in
+    brackets when shown."""
+
+    def __new__(cls, name: str) -> SampleNumber:
+        made = super().__new__(cls, 1)
+        made.name = name
+        return made
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"[{self.name}]"
+
+
+def sample_customer(playbook: Playbook) -> SampleCustomer:
+    """The stand-in customer of a playbook: its number attributes behave as numbers."""
+    sample = SampleCustomer(id="[id]")
+    for name, kind in playbook.attributes.items():
+        if kind.value == "number":
+            sample[name] = SampleNumber(name)
+    return sample
 
 
 SAMPLE_TOKEN = "sample"  # the unsubscribe token of a variant rendered for nobody in particular
@@ -119,7 +147,7 @@ def check_template_access(playbook: Playbook, creative: Creative) -> str | None:
     """
     offer = playbook.offers[0] if playbook.offers else None
     try:
-        CreativeTemplate(creative).render(message_context(playbook, SampleCustomer(id="[id]"), offer, "check"))
+        CreativeTemplate(creative).render(message_context(playbook, sample_customer(playbook), offer, "check"))
     except RenderError as exc:
         if isinstance(exc.__cause__, SecurityError):
             return f"creative '{creative.id}' reaches for something the sandbox forbids: {exc.__cause__}"
@@ -227,7 +255,7 @@ def render_template(source: str, context: Mapping[str, Any]) -> TemplateCheck:
         span = _unclosed_span(source) or _expression_span(source, error.lineno, _quoted(error.message or ""))
         finding = Finding("template.syntax_error", "template", "block", span, f"template syntax error: {error.message}")
         return TemplateCheck(None, (finding,))
-    failure: TemplateError
+    failure: BaseException
     try:
         return TemplateCheck(template.render(dict(context)), ())
     except SecurityError as error:
@@ -239,6 +267,9 @@ def render_template(source: str, context: Mapping[str, Any]) -> TemplateCheck:
     except TemplateError as error:
         rule, name, failure = "template.render_error", None, error
         reason = f"the template cannot be rendered: {error}"
+    except Exception as error:  # noqa: BLE001 - arithmetic on a value the template gets, a method that raises
+        rule, name, failure = "template.render_error", None, error
+        reason = f"the template cannot be rendered: {type(error).__name__}: {error}"
     lineno = _template_line(failure)
     return TemplateCheck(None, (Finding(rule, "template", "block", _expression_span(source, lineno, name), reason),))
 

@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, Select, String, and_, case, func, literal,
 from sqlalchemy import cast as sa_cast
 
 from legato.channels import REGISTRY, normalize_contact
+from legato.deliver.outbox import OUTGOING
 from legato.errors import LegatoError
 from legato.guard.consent import ALLOWED, MARKETING, ConsentBlock, ConsentRule
 from legato.guard.quiet_hours import apply_quiet_hours, candidate_zones, zone_named
@@ -153,13 +154,14 @@ def _cap_counts(
     page: tuple[ColumnElement[str], ColumnElement[str]] | None,
     creatives: list[str] | None = None,
 ) -> Select[tuple[object, ...]]:
-    """Messages in the cap's window per customer: sent or pending in the outbox, and those
+    """Messages in the cap's window per customer: sent or on their way in the outbox (pending,
+    claimed or waiting to be retried: ``legato.deliver.outbox.OUTGOING``), and those
     waiting for a person's approval (approving them must not break the cap)."""
     since = now - timedelta(days=cap.lookback_days)
     # Bounded to a page, the customer index must drive these, not the status one (see store.hints).
     sent_status = outbox.c.status if page is None else not_indexed(outbox.c.status)
     review_status = review_items.c.status if page is None else not_indexed(review_items.c.status)
-    outgoing = select(outbox.c.customer_id, outbox.c.send_at).where(outbox.c.send_at > since, sent_status.in_(("pending", "sent")))
+    outgoing = select(outbox.c.customer_id, outbox.c.send_at).where(outbox.c.send_at > since, sent_status.in_(OUTGOING))
     waiting = (
         select(decisions.c.customer_id, decisions.c.send_at)
         .join(review_items, review_items.c.decision_id == decisions.c.id)

@@ -10,7 +10,7 @@ offers from the playbook it belongs to, so no caller can check a receipt as mark
 **What is checked.** A *variant* is a creative (with a reviewer's edit, if any) and an
 offer, identified by its content hash (:func:`legato.deliver.render.variant_hash`). It is
 rendered once for nobody in particular (a stand-in customer whose every attribute is a
-placeholder) and checked whole: voice, compliance, personal data, and whether its templates
+placeholder; a number attribute counts as 1, :func:`legato.deliver.render.sample_customer`) and checked whole: voice, compliance, personal data, and whether its templates
 render at all. A first text on a channel with first-message rules is the strictest case,
 so a variant must be fit to be one. The message one customer gets is that variant plus what
 filling in their details can add, which is personal data (someone else's address or a card
@@ -35,7 +35,7 @@ from legato.deliver.render import (
     CreativeTemplate,
     Rendered,
     RenderError,
-    SampleCustomer,
+    sample_customer,
     customer_context,
     edited_creative,
     message_context,
@@ -236,7 +236,7 @@ class MessageChecker:
         cached = self._variants.get(variant.content_hash)
         if cached is not None:
             return cached
-        context = message_context(self.playbook, SampleCustomer(id="[id]"), variant.offer, SAMPLE_TOKEN)
+        context = message_context(self.playbook, sample_customer(self.playbook), variant.offer, SAMPLE_TOKEN)
         parts: dict[str, str | None] = {}
         template_findings: list[Finding] = []
         for part in PARTS:

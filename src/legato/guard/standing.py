@@ -4,7 +4,10 @@ send time, the review queue for the item a person looks at.
 The answer is the cycle's, one customer at a time: the suppression list, the contact point
 (:mod:`legato.channels`) and the consent rule (:mod:`legato.guard.consent`), giving the same
 reason codes in the same order as :func:`legato.guard.contact.unreachable_reasons` gives a
-whole page.
+whole page. Then, for marketing, a reply of the customer's that may be an opt-out and waits
+for a person (:data:`legato.trust.optout.POSSIBLE_OPT_OUT`): marketing to them pauses until
+the person decides. (The cycle leaves such a customer alone altogether, as it does anyone
+whose message waits for a person: ``awaiting_review`` in its audience query.)
 """
 
 from __future__ import annotations
@@ -12,13 +15,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, literal, select
+from sqlalchemy import ColumnElement, and_, exists, literal, select
 
 from legato.channels import REGISTRY
 from legato.guard.consent import MARKETING, ConsentRecord, ConsentRule, given_at
 from legato.guard.contact import on_suppression_list
 from legato.playbook.models import Guardrails
-from legato.store.schema import consents, customers, traits
+from legato.store.schema import consents, customers, inbound_messages, review_items, traits
+from legato.store.status import ReviewKind, ReviewStatus
+
+POSSIBLE_OPT_OUT = "possible_opt_out"  # legato.trust.optout.POSSIBLE_OPT_OUT (guard does not import trust)
 
 
 def standing_columns(channel: ColumnElement[str]) -> list[ColumnElement[Any]]:
@@ -35,7 +41,22 @@ def standing_columns(channel: ColumnElement[str]) -> list[ColumnElement[Any]]:
         given_at(consent).label("standing_consent_given_at"),
         traits.c.purchase_count.label("standing_purchases"),
         on_suppression_list().label("standing_suppressed"),
+        _unclear_opt_out_open().label("standing_unclear_opt_out"),
     ]
+
+
+def _unclear_opt_out_open() -> ColumnElement[bool]:
+    """Whether a reply of the customer's that may be an opt-out waits for a person."""
+    return exists(
+        select(review_items.c.id)
+        .join(inbound_messages, inbound_messages.c.id == review_items.c.inbound_message_id)
+        .where(
+            inbound_messages.c.customer_id == customers.c.id,
+            review_items.c.kind == ReviewKind.CONVERSATION,
+            review_items.c.status == ReviewStatus.OPEN,
+            review_items.c.reason == POSSIBLE_OPT_OUT,
+        )
+    )
 
 
 _SEND_TIME_CONSENT = consents.alias("send_time_consent")
@@ -68,7 +89,11 @@ def standing_reason(guardrails: Guardrails, row: Any, channel: str, purpose: str
         else None
     )
     block = ConsentRule.of(guardrails, channel).verdict(purpose, record, row.standing_purchases, now)
-    return block.reason(channel) if block is not None else None
+    if block is not None:
+        return block.reason(channel)
+    if marketing and getattr(row, "standing_unclear_opt_out", False):
+        return POSSIBLE_OPT_OUT
+    return None
 
 
 def standing_now(connection: Any, guardrails: Guardrails, customer_id: str, channel: str, purpose: str, now: datetime) -> str | None:
@@ -86,6 +111,7 @@ STANDING_TEXT = {
     "no_consent": "no valid consent",
     "no_contact_point": "the customer has no contact point for the channel",
     "customer_unknown": "the customer is no longer in the store",
+    POSSIBLE_OPT_OUT: "a reply of the customer's that may be an opt-out waits for a person",
 }
 
 

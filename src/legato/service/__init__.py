@@ -8,5 +8,6 @@ instant to act at, raises a :class:`~legato.errors.LegatoError` of one of the fo
 
 Modules: ``cycles`` (run a cycle), ``review`` (the review queue), ``agents`` (trust ladder
 controls and policy versions), ``imports`` (customers and events), ``replies`` (what
-customers write back), ``reports`` (lift, every outcome broken down, segment sizes).
+customers write back), ``delivery`` (send what is due without a cycle), ``reports`` (lift,
+every outcome broken down, segment sizes).
 """

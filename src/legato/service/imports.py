@@ -56,7 +56,18 @@ def events(
     mapping: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     delimiter: str | None = None,
+    event_type: str | None = None,
+    ids_from_content: bool = False,
 ) -> ImportReport:
     """Events added (duplicates by id counted, not stored twice) and every customer's traits kept current."""
     check_format(format)
-    return import_events(engine, file, format=format, mapping=dict(mapping or {}), progress=progress, delimiter=delimiter)
+    return import_events(
+        engine,
+        file,
+        format=format,
+        mapping=dict(mapping or {}),
+        progress=progress,
+        delimiter=delimiter,
+        event_type=event_type,
+        ids_from_content=ids_from_content,
+    )

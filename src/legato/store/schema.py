@@ -89,7 +89,7 @@ events = Table(
     Column("properties", JSON),
     # The import that brought the event (the ``event_batch`` counter in ``settings``, one per
     # import, in commit order): the learning step credits outcomes that arrived after their
-    # decision settled (legato.learn.attribution.credit_late). NULL before migration 0013.
+    # decision settled (legato.learn.attribution.credit_late). NULL before migration 0014.
     Column("batch", Integer),
     Index("ix_events_customer_time", "customer_id", "occurred_at"),
     Index("ix_events_type_time", "type", "occurred_at"),
@@ -309,13 +309,21 @@ outbox = Table(
     Column("customer_id", ID, nullable=False),
     Column("channel", String(32), nullable=False),
     Column("send_at", UTCDateTime, nullable=False),
-    Column("status", String(16), nullable=False),  # store.status.OutboxStatus
+    # store.status.OutboxStatus: pending | claimed | sent | retry | dead | cancelled
+    Column("status", String(16), nullable=False),
     Column("payload", JSON),
-    Column("attempts", Integer, nullable=False, default=0),
+    Column("attempts", Integer, nullable=False, default=0),  # attempts begun (counted when claimed)
     Column("sent_at", UTCDateTime),
-    Column("error", Text),
+    Column("error", Text),  # the last attempt's error (retry) or why the message is dead
+    # The lease of the dispatcher that claimed the message (status claimed): its worker id and
+    # when the claim lapses, after which another dispatcher may claim it again.
+    Column("claimed_by", String(128)),
+    Column("lease_expires_at", UTCDateTime),
+    Column("next_attempt_at", UTCDateTime),  # status retry: when it is due again (backoff)
+    Column("provider_id", String(255)),  # the id the transport or provider gave the sent message
     Index("ix_outbox_customer_send", "customer_id", "send_at"),
     Index("ix_outbox_status_send", "status", "send_at"),
+    Index("ix_outbox_status_next_attempt", "status", "next_attempt_at"),
     check("outbox", "status"),
 )
 

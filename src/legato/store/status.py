@@ -46,10 +46,17 @@ class Route(StrEnum):
 
 
 class OutboxStatus(StrEnum):
-    PENDING = "pending"
+    """A message's life in the outbox (:mod:`legato.deliver.outbox` is its one writer):
+    pending → claimed (a dispatcher's lease) → sent | retry (a transient error; due again
+    later) | dead (a permanent error, or too many attempts; the reason is kept). Pending and
+    retrying messages can still be cancelled; a claimed one is on its way."""
+
+    PENDING = "pending"  # due at send_at
+    CLAIMED = "claimed"  # a dispatcher holds it until lease_expires_at (then anyone may claim it again)
     SENT = "sent"
-    FAILED = "failed"
-    CANCELLED = "cancelled"  # rejected, withdrawn or expired before it left
+    RETRY = "retry"  # an attempt failed for a passing reason: due again at next_attempt_at
+    DEAD = "dead"  # never sent: a permanent error or the last attempt failed (error says why)
+    CANCELLED = "cancelled"  # rejected, withdrawn, expired or opted out before it left
 
 
 class ReviewStatus(StrEnum):

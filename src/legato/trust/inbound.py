@@ -150,10 +150,11 @@ def receive(engine: Engine, playbook: Playbook, customer_id: str, channel: str, 
     found = classify(text)
     text = mask(text)  # classified as written; stored and shown with personal data masked
     rules = RuleSet(inbound_rules(playbook), INBOUND_FIELDS, StoreResolver(playbook, now, engine.dialect.name), engine.dialect.name)
-    if "opt_out" not in found.intents:
+    if "opt_out" not in found.intents and POSSIBLE_OPT_OUT not in found.intents:
         return _receive(engine, playbook, customer_id, channel, text, now, found, rules)
-    # A "no" waits for a locked or unreachable store, and is kept in a durable file if it
-    # still cannot be written: the command fails, and no marketing goes out until it is.
+    # A "no" (or what may be one) waits for a locked or unreachable store, and is kept in a
+    # durable file if it still cannot be written: the command fails, and no marketing goes
+    # out until it is.
     try:
         return pending_optouts.retrying(lambda: _receive(engine, playbook, customer_id, channel, text, now, found, rules))
     except StoreError as error:
@@ -234,8 +235,11 @@ def _bounded_wait(connection: Any) -> None:
 
 def _kept_for_later(engine: Engine, customer_id: str, channel: str, text: str, now: datetime, found: Classification, error: StoreError) -> LegatoError:
     """The opt-out the store could not take, appended to the pending file: the error that says so."""
-    revoked = sorted(revoked_channels(found.opt_out, channel))
+    certain = "opt_out" in found.intents
+    revoked = sorted(revoked_channels(found.opt_out, channel)) if certain else []
     escalate = [{"reason": intent, "priority": priority} for intent, priority, _ in ESCALATIONS if intent in found.intents and intent in ALWAYS_A_PERSON]
+    if not certain:  # it may be an opt-out: a person decides, and marketing waits for them
+        escalate = sorted([*escalate, {"reason": POSSIBLE_OPT_OUT, "priority": POSSIBLE_OPT_OUT_PRIORITY}], key=lambda e: -int(e["priority"]))
     entry = PendingOptOut(
         customer_id=customer_id, channel=channel, channels=revoked, received_at=now.isoformat(), text=text,
         language=found.opt_out.language, escalate=escalate, why=error.message,
@@ -249,15 +253,16 @@ def _kept_for_later(engine: Engine, customer_id: str, channel: str, text: str, n
         pending_optouts.save(path, entry)
     except OSError as exc:
         return OptOutLost(
-            f"the opt-out of customer {customer_id} ({names}) could not be written to the database ({error.message}) "
+            f"the opt-out of customer {customer_id} ({names or 'possible'}) could not be written to the database ({error.message}) "
             f"nor to {path} ({exc.strerror or exc}): it is NOT recorded",
             hint="run the command again once the database or that folder can be written; "
             f"{pending_optouts.PATH_VARIABLE} chooses another file",
         )
+    what = f"the opt-out of customer {customer_id} ({names})" if certain else f"the reply of customer {customer_id}, which may be an opt-out,"
     return OptOutSaved(
-        f"the opt-out of customer {customer_id} ({names}) could not be written to the database ({error.message}); "
+        f"{what} could not be written to the database ({error.message}); "
         f"it is kept in {path} and no marketing goes out until it is written, which the next command "
-        "that can write the database does",
+        "that can write the database does" + ("" if certain else " (then it waits for a person)"),
         hint=f"{error.hint or 'make the database writable'}; then `legato inbound pending` writes it now",
     )
 
@@ -275,8 +280,10 @@ def _known_not_to_exist(engine: Engine, customer_id: str) -> bool:
 def apply_pending(engine: Engine, entry: PendingOptOut, *, wait: float | None = None) -> str:
     """Write one opt-out from the pending file into the store, once; returns what was done.
 
-    ``revoked``; ``already`` (an earlier replay wrote it); ``unknown_customer``. A consent the
-    customer gave explicitly after the opt-out was received is newer: it stands on its channel.
+    ``revoked``; ``queued`` (a reply that may be an opt-out, now waiting for a person, which
+    pauses marketing to the customer); ``already`` (an earlier replay wrote it);
+    ``unknown_customer``. A consent the customer gave explicitly after the opt-out was received
+    is newer: it stands on its channel.
     """
 
     def once() -> str:
@@ -312,7 +319,7 @@ def apply_pending(engine: Engine, entry: PendingOptOut, *, wait: float | None = 
                 sa.insert(inbound_messages)
                 .values(
                     customer_id=entry.customer_id, channel=entry.channel, received_at=at, text=entry.text, sentiment=entry.sentiment,
-                    intents={"intents": entry.intents, "evidence": entry.evidence}, action="opted_out",
+                    intents={"intents": entry.intents, "evidence": entry.evidence}, action="opted_out" if entry.channels else "escalated",
                     reason=chosen["reason"] if chosen else None, priority=chosen["priority"] if chosen else 0,
                     status=InboundStatus.OPEN if chosen else InboundStatus.CLOSED, due_at=due_at,
                 )
@@ -332,13 +339,13 @@ def apply_pending(engine: Engine, entry: PendingOptOut, *, wait: float | None = 
                     {},
                 )
             record(
-                connection, at, f"customer:{entry.customer_id}", "inbound_opted_out", "inbound_message", str(message_id),
+                connection, at, f"customer:{entry.customer_id}", "inbound_opted_out" if entry.channels else "inbound_escalated", "inbound_message", str(message_id),
                 {"channel": entry.channel, "intents": entry.intents, "evidence": entry.evidence, "reason": chosen["reason"] if chosen else None,
                  "review_item": item_id, "pending_opt_out": entry.id},
             )
             record(connection, written, "engine", pending_optouts.APPLIED_ACTION, pending_optouts.ENTITY, entry.id,
-                   detail | {"inbound_message": message_id, "consent_kept": kept})
-            return "revoked"
+                   detail | {"inbound_message": message_id, "consent_kept": kept, "review_item": item_id})
+            return "revoked" if entry.channels else "queued"
 
     return pending_optouts.retrying(once, wait=wait)
 

@@ -67,7 +67,7 @@ class PendingOptOut:
 
     customer_id: str
     channel: str  # the channel it came in on
-    channels: list[str]  # the channels it revokes
+    channels: list[str]  # the channels it revokes; none for a reply that may be an opt-out (a person decides)
     received_at: str  # ISO-8601, aware: the time it takes effect from
     text: str  # as stored (personal data masked)
     source: str = "inbound:opt_out"
@@ -83,6 +83,10 @@ class PendingOptOut:
     @property
     def at(self) -> datetime:
         return datetime.fromisoformat(self.received_at)
+
+    def describe(self) -> str:
+        what = f"opted out of {', '.join(self.channels)}" if self.channels else "may have opted out (a person decides)"
+        return f"customer {self.customer_id} {what} (received {self.received_at})"
 
 
 class OptOutsWaiting(StoreBusy):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from legato.store.ingest.columns import DATE_HINT, cell_text, mask, parse_instan
 from legato.store.ingest.json_columns import json_objects, object_fragments
 from legato.store.ingest.known import event_column_warnings, suggested_column
 from legato.store.ingest.read import Frame, read_source, require_columns
-from legato.store.ingest.report import ImportReport, source_text
+from legato.store.ingest.report import ImportFileError, ImportReport, source_text
 from legato.store.ingest.rows import Problems, check_ids, check_unique_ids
 from legato.store.ingest.stage import Progress, Steps, drop_stage, load_stage
 
@@ -40,15 +42,25 @@ def import_events(
     clock: Clock | None = None,
     progress: Progress | None = None,
     delimiter: str | None = None,
+    event_type: str | None = None,
+    ids_from_content: bool = False,
 ) -> ImportReport:
     """Insert events that are not in the store yet and fold them into traits.
 
     An event whose id is already stored counts as ``unchanged`` (a duplicate delivery),
     so a file can be imported again safely. ``clock`` is accepted for symmetry with
     :func:`import_customers`; events carry their own time.
+
+    A file that has no ``type`` column can give every row one (``event_type``), and one with
+    no ``id`` column can take ids from each row's content (``ids_from_content``): a hash of
+    its cells, numbered where identical rows repeat, so importing it again changes nothing.
     """
     del clock  # events are timed by occurred_at, not by the import
     frame = read_source(source, format, mapping, ["occurred_at"], delimiter=delimiter)
+    if event_type is not None:
+        _add_type(frame, event_type)
+    if ids_from_content:
+        _add_content_ids(frame)
     require_columns(
         frame, ["id", "customer_id", "type", "occurred_at"], suggest=lambda field, names: suggested_column(field, names, events=True)
     )
@@ -156,6 +168,51 @@ def import_events(
     report.rejected = problems.rejected
     report.errors = problems.errors()
     return report
+
+
+def _add_type(frame: Frame, event_type: str) -> None:
+    """Every row of a file without a ``type`` column gets ``event_type``."""
+    if "type" in frame.names:
+        raise ImportFileError(
+            f"{frame.name} has a type column; --type gives a type to files that have none",
+            hint="leave out --type, or --map the file's type column to another name",
+        )
+    chosen = event_type.strip().lower()
+    if not re.match(_EVENT_TYPE, chosen) or len(chosen) > _TYPE_LENGTH:
+        raise ImportFileError(
+            f"--type '{event_type}' is not an event type", hint="use one lower-case word, e.g. purchase or refund"
+        )
+    frame.table = frame.table.append_column("type", pa.array(np.full(frame.table.num_rows, chosen, dtype=object), pa.string()))
+
+
+def _add_content_ids(frame: Frame) -> None:
+    """Ids for a file without an ``id`` column: the SHA-256 of each row's cells (columns in
+    name order), with the row's number among identical rows, so the same file gives the same
+    ids every time and identical rows (two equal purchases on one day) stay two events."""
+    if "id" in frame.names:
+        raise ImportFileError(
+            f"{frame.name} has an id column; --ids-from-content is for files that have none",
+            hint="leave out --ids-from-content, or --map the id column to another name",
+        )
+    rows = frame.table.num_rows
+    names = sorted(frame.names)
+    cells = [pc.fill_null(cell_text(frame.column(name), name), "\x00") for name in names]
+    keys = pc.binary_join_element_wise(*cells, "\x1f") if cells else pa.array([""] * rows)
+    codes = np.asarray(pc.dictionary_encode(keys).indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    order = np.argsort(codes, kind="stable")
+    ranked = codes[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(ranked)) + 1] if rows else np.zeros(0, dtype=np.int64)
+    first = np.zeros(rows, dtype=np.int64)
+    if rows:
+        first[starts] = starts
+        first = np.maximum.accumulate(first)
+    repeat = np.empty(rows, dtype=np.int64)
+    repeat[order] = np.arange(rows) - first
+    ids = [
+        hashlib.sha256(f"{key}\x1e{n}".encode("utf-8")).hexdigest()[:32]
+        for key, n in zip(keys.to_pylist(), repeat.tolist())
+    ]
+    frame.table = frame.table.append_column("id", pa.array(ids, pa.string()))
 
 
 def next_batch(connection: Connection) -> int:

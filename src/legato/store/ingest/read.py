@@ -179,7 +179,15 @@ def _arrow_message(exc: Exception) -> str:
 def _whitespace_separated(path: Path) -> pa.BufferReader:
     """Text whose columns are separated by runs of spaces or tabs, as tab-separated text:
     line for line (blank lines kept, so row numbers stay the file's lines), no quoting."""
-    lines = pa.input_stream(str(path), compression="detect").read().decode("utf-8").splitlines()
+    data = pa.input_stream(str(path), compression="detect").read()
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ImportFileError(
+            f"{path.name} line {line} is not UTF-8 text; nothing was imported",
+            hint="save the file as UTF-8 (most spreadsheet programs offer it under 'Save as')",
+        ) from None
     return pa.BufferReader("\n".join("\t".join(line.split()) for line in lines).encode("utf-8") + b"\n")
 
 

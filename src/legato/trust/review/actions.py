@@ -173,8 +173,9 @@ def edit(
         _require_decision(row, "edit")
         _require_actionable(row, now, "edit", allow={OPEN, APPROVED})
         sent = _outbox_status(connection, row)
-        if sent in (OutboxStatus.SENT, OutboxStatus.FAILED):
-            raise ReviewConflict(f"review item {item_id}: the message was already {sent}; it can no longer be edited", hint=LIST_HINT)
+        if sent in (OutboxStatus.SENT, OutboxStatus.DEAD, OutboxStatus.CLAIMED):
+            state = "being sent" if sent == OutboxStatus.CLAIMED else sent
+            raise ReviewConflict(f"review item {item_id}: the message was already {state}; it can no longer be edited", hint=LIST_HINT)
         if row.creative_id is None:
             raise ReviewInvalid(f"review item {item_id} proposes no message", hint="only messages can be edited")
         source = decision_playbook(connection, row, playbook)
@@ -219,7 +220,7 @@ def edit(
         }
         invalidated = row.status == APPROVED
         _transition(connection, row, {row.status}, status=OPEN, decided_by=None, decided_at=None, content_hash=new_hash)
-        if invalidated and sent == OutboxStatus.PENDING:
+        if invalidated and sent in (OutboxStatus.PENDING, OutboxStatus.RETRY):
             outbox_writer.cancel_for_decisions(connection, [row.decision_id])
         values: dict[str, Any] = {"content_override": override, "content_hash": new_hash}
         if invalidated:

@@ -169,10 +169,12 @@ class ItemDetail:
     message: dict[str, Any] | None = None
     evidence: dict[str, Any] | None = None
     standing: str | None = None
+    why: dict[str, Any] | None = None  # the audience and the customer's values of the fields it reads (queue.why_chosen)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "item": self.item.to_dict(),
+            "why": self.why,
             "decision": jsonable(self.decision) if self.decision is not None else None,
             "message": jsonable(self.message) if self.message is not None else None,
             "evidence": self.evidence,

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, Row
 
+from legato.audience.facts import facts_of
 from legato.deliver.render import RenderError
 from legato.deliver.tokens import message_token, ring_for
 from legato.guard.standing import standing_now
@@ -235,6 +236,10 @@ def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None,
     evidence = masked_evidence(row.evidence)
     if evidence is None and source is not None:
         evidence = evidence_for_reason(source, row.reason)
+    why = None
+    if source is not None and row.decision_id is not None and row.customer_id is not None:
+        with engine.connect() as connection:
+            why = why_chosen(connection, source, row, now)
     return ItemDetail(
         item=queue_item(row),
         decision=decision,
@@ -249,7 +254,26 @@ def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None,
         message=message,
         evidence=evidence,
         standing=standing,
+        why=why,
     )
+
+
+def why_chosen(connection: Connection, playbook: Playbook, row: Row[Any], now: datetime) -> dict[str, Any] | None:
+    """Why the agent chose this customer: its audience and the values of the fields it reads;
+    for an escalation, the rule that sent it to a person and the customer fields that rule reads.
+
+    Only those fields are read (:mod:`legato.audience.facts`): no more personal data than the
+    choice needs. Values are the customer's now; the decision's own numbers are in ``decision``.
+    """
+    agent = next((a for a in playbook.agents if a.id == row.agent_id), None)
+    if agent is None:
+        return None
+    why: dict[str, Any] = {"audience": agent.audience, "facts": facts_of(connection, playbook, agent.audience, row.customer_id, now)}
+    family, _, rule_reason = row.reason.partition(":")
+    rule = next((r for r in agent.escalation if r.reason == (rule_reason if family == "escalate" else row.reason)), None)
+    if rule is not None:
+        why["escalation"] = {"rule": rule.reason, "when": rule.when, "facts": facts_of(connection, playbook, rule.when, row.customer_id, now)}
+    return why
 
 
 def _masked_history(entry: dict[str, Any]) -> dict[str, Any]:
