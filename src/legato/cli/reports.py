@@ -12,6 +12,7 @@ import typer
 from rich import box
 from rich.table import Table
 
+from legato.cli.options import JsonOption
 from legato.cli.output import console, emit_json, fail
 from legato.clock import SystemClock, parse_instant
 from legato.errors import LegatoError
@@ -245,13 +246,27 @@ def fairness(
 suppress_app = typer.Typer(help="The global suppression / do-not-contact list (no marketing on any channel).", no_args_is_help=True)
 
 
+EmailOption = Annotated[Optional[str], typer.Option(help="An e-mail address.")]
+PhoneOption = Annotated[Optional[str], typer.Option(help="A phone number in any usual form, with its country code (+1 415 555 0100) or --country.")]
+CustomerOption = Annotated[Optional[str], typer.Option(help="A customer id.")]
+CountryOption = Annotated[Optional[str], typer.Option(help="The country (2 letters) a --phone without country code is read in.")]
+
+
+def _one_entry(email: str | None, phone: str | None, customer: str | None) -> tuple[str, str]:
+    given = [(kind, value) for kind, value in (("email", email), ("phone", phone), ("customer", customer)) if value]
+    if len(given) != 1:
+        raise LegatoError("give exactly one of --email, --phone or --customer")
+    return given[0]
+
+
 @suppress_app.command("add")
 def suppress_add(
     reason: Annotated[str, typer.Option(help="Why, e.g. 'national do-not-call registry' or 'legal hold'.")],
-    email: Annotated[Optional[str], typer.Option(help="An e-mail address.")] = None,
-    phone: Annotated[Optional[str], typer.Option(help="A phone number in any usual form, with its country code (+1 415 555 0100) or --country.")] = None,
-    customer: Annotated[Optional[str], typer.Option(help="A customer id.")] = None,
-    country: Annotated[Optional[str], typer.Option(help="The country (2 letters) a --phone without country code is read in.")] = None,
+    email: EmailOption = None,
+    phone: PhoneOption = None,
+    customer: CustomerOption = None,
+    country: CountryOption = None,
+    by: Annotated[str, typer.Option("--by", help="Who adds it (audited).")] = "cli",
     database: DatabaseOption = None,
 ) -> None:
     """Put an address, number or customer on the list; agents and the dispatcher honour it at once.
@@ -259,17 +274,70 @@ def suppress_add(
     Numbers are listed in E.164 and addresses lower-cased, the form imports store, so any
     way of writing a number stops it.
 
-    Example: `legato suppress add --email someone@example.com --reason "asked by phone"`
+    Example: `legato suppress add --email someone@example.com --reason "asked by phone" --by ana`
     """
-    from legato.guard.contact import add_suppression
+    from legato.service import suppressions
     from legato.store.db import connect
 
-    given = [(kind, value) for kind, value in (("email", email), ("phone", phone), ("customer", customer)) if value]
     try:
-        if len(given) != 1:
-            raise LegatoError("give exactly one of --email, --phone or --customer")
-        engine = connect(database)
-        listed = add_suppression(engine, given[0][0], given[0][1], reason, SystemClock().now(), country=country)
+        kind, value = _one_entry(email, phone, customer)
+        listed = suppressions.add(connect(database), kind, value, reason, by=by, now=SystemClock().now(), country=country)
     except LegatoError as error:
         fail(error)
-    console.print(f"suppressed {given[0][0]} {listed}", markup=False, highlight=False)
+    console.print(f"suppressed {kind} {listed}", markup=False, highlight=False)
+
+
+@suppress_app.command("remove")
+def suppress_remove(
+    by: Annotated[str, typer.Option("--by", help="Who takes it off the list (audited).")],
+    reason: Annotated[str, typer.Option(help="Why, e.g. 'added by mistake, ticket 123' (audited).")],
+    email: EmailOption = None,
+    phone: PhoneOption = None,
+    customer: CustomerOption = None,
+    country: CountryOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Take an address, number or customer off the list, recording who and why.
+
+    This grants nothing: marketing reaches them again only as their consent allows.
+    Example: `legato suppress remove --email someone@example.com --by ana --reason "added by mistake"`
+    """
+    from legato.service import suppressions
+    from legato.store.db import connect
+
+    try:
+        kind, value = _one_entry(email, phone, customer)
+        removed = suppressions.remove(connect(database), kind, value, reason, by=by, now=SystemClock().now(), country=country)
+    except LegatoError as error:
+        fail(error)
+    console.print(f"removed {removed.kind} {removed.value} from the suppression list (listed {removed.added_at:%Y-%m-%d}: {removed.reason})",
+                  markup=False, highlight=False)
+
+
+@suppress_app.command("list")
+def suppress_list(
+    kind: Annotated[Optional[str], typer.Option(help="Only customer, email or phone entries.")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 100,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The do-not-contact list, newest first, with how many entries there are in all.
+
+    Example: `legato suppress list --kind phone`
+    """
+    from legato.service import suppressions
+    from legato.store.db import connect
+
+    try:
+        entries, total = suppressions.listing(connect(database), kind=kind, limit=limit)
+    except LegatoError as error:
+        fail(error)
+    if as_json:
+        emit_json({"total": total, "entries": [e.to_dict() for e in entries]})
+        return
+    table = Table(title=f"{len(entries):,} of {total:,} suppression(s)" if total != len(entries) else f"{total:,} suppression(s)", title_justify="left")
+    for column in ("kind", "value", "reason", "added"):
+        table.add_column(column, overflow="fold")
+    for e in entries:
+        table.add_row(e.kind, e.value, e.reason, f"{e.added_at:%Y-%m-%d %H:%M}")
+    console.print(table)

@@ -22,10 +22,11 @@ from sqlalchemy import cast as sa_cast
 
 from legato.channels import REGISTRY, normalize_contact
 from legato.deliver.outbox import OUTGOING
-from legato.errors import LegatoError
+from legato.errors import Invalid, NotFound
 from legato.guard.consent import ALLOWED, MARKETING, ConsentBlock, ConsentRule
 from legato.guard.quiet_hours import apply_quiet_hours, candidate_zones, zone_named
 from legato.playbook.models import FrequencyCap, Guardrails
+from legato.store.audit import record
 from legato.store.hints import not_indexed
 from legato.store.schema import consents, customers, decisions, inbound_messages, outbox, review_items, suppressions, traits
 
@@ -129,23 +130,78 @@ def on_suppression_list() -> ColumnElement[bool]:
     )
 
 
-def add_suppression(engine: Any, kind: str, value: str, reason: str, now: datetime, *, country: str | None = None) -> str:
-    """Put a customer id, e-mail address or phone number on the list (again: no change).
+SUPPRESSION_KINDS = ("customer", "email", "phone")
+
+
+@dataclass(frozen=True)
+class Suppression:
+    kind: str
+    value: str
+    reason: str
+    added_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "value": self.value, "reason": self.reason, "added_at": self.added_at.isoformat()}
+
+
+def _listed_form(kind: str, value: str, country: str | None) -> str:
+    if kind not in SUPPRESSION_KINDS:
+        raise Invalid(f"'{kind}' is not a suppression kind", hint="use customer, email or phone")
+    if not value.strip():
+        raise Invalid(f"the {kind} to list is empty", hint=f"give --{kind} VALUE")
+    return value.strip() if kind == "customer" else normalize_contact(kind, value, country)
+
+
+def add_suppression(
+    engine: Any, kind: str, value: str, reason: str, now: datetime, *, country: str | None = None, by: str = "cli"
+) -> str:
+    """Put a customer id, e-mail address or phone number on the list (again: no change); audited.
 
     Addresses and numbers are put in their one form first (:func:`legato.channels.normalize_contact`),
     the form imports store, so ``+1 (415) 555-0100`` on the list stops ``+14155550100``;
     ``country`` reads a number written without its country code. Returns the value listed.
     """
-    if kind not in ("customer", "email", "phone"):
-        raise LegatoError(f"'{kind}' is not a suppression kind", hint="use customer, email or phone")
-    if not value.strip() or not reason.strip():
-        raise LegatoError("a suppression needs a value and a reason")
-    value = value.strip() if kind == "customer" else normalize_contact(kind, value, country)
+    if not reason.strip():
+        raise Invalid("a suppression needs a reason", hint="say why, e.g. --reason 'asked by phone'")
+    value = _listed_form(kind, value, country)
     with engine.begin() as connection:
         exists = connection.execute(select(suppressions.c.kind).where(suppressions.c.kind == kind, suppressions.c.value == value)).first()
         if exists is None:
             connection.execute(suppressions.insert().values(kind=kind, value=value, reason=reason, added_at=now))
+            record(connection, now, by, "suppression_added", "suppression", f"{kind}:{value}", {"reason": reason})
     return value
+
+
+def remove_suppression(engine: Any, kind: str, value: str, reason: str, by: str, now: datetime, *, country: str | None = None) -> Suppression:
+    """Take an entry off the list, with who and why in the audit log; returns what was listed.
+
+    Marketing may reach the contact point again only as its consent allows: removing it from
+    the list grants nothing.
+    """
+    if not by.strip() or not reason.strip():
+        raise Invalid("taking an entry off the do-not-contact list needs who and why", hint="give --by NAME and --reason TEXT")
+    value = _listed_form(kind, value, country)
+    with engine.begin() as connection:
+        row = connection.execute(select(suppressions).where(suppressions.c.kind == kind, suppressions.c.value == value)).first()
+        if row is None:
+            raise NotFound(f"{kind} {value} is not on the suppression list", hint="see the list with `legato suppress list`")
+        connection.execute(suppressions.delete().where(suppressions.c.kind == kind, suppressions.c.value == value))
+        record(connection, now, by.strip(), "suppression_removed", "suppression", f"{kind}:{value}",
+               {"reason": reason, "listed_reason": row.reason, "listed_at": row.added_at.isoformat()})
+    return Suppression(row.kind, row.value, row.reason, row.added_at)
+
+
+def list_suppressions(engine: Any, *, kind: str | None = None, limit: int = 100) -> tuple[list[Suppression], int]:
+    """The newest entries first (up to ``limit``), and how many there are in all."""
+    if kind is not None and kind not in SUPPRESSION_KINDS:
+        raise Invalid(f"'{kind}' is not a suppression kind", hint="use customer, email or phone")
+    where = [suppressions.c.kind == kind] if kind is not None else []
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(suppressions).where(*where).order_by(suppressions.c.added_at.desc(), suppressions.c.kind, suppressions.c.value).limit(limit)
+        ).all()
+        total = connection.execute(select(func.count()).select_from(suppressions).where(*where)).scalar_one()
+    return [Suppression(r.kind, r.value, r.reason, r.added_at) for r in rows], int(total)
 
 
 def _cap_counts(

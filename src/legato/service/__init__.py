@@ -7,7 +7,7 @@ instant to act at, raises a :class:`~legato.errors.LegatoError` of one of the fo
 (``Invalid``, ``NotFound``, ``Conflict``, ``Forbidden``) and changes nothing when it does.
 
 Modules: ``cycles`` (run a cycle), ``review`` (the review queue), ``agents`` (trust ladder
-controls and policy versions), ``imports`` (customers and events), ``replies`` (what
-customers write back), ``delivery`` (send what is due without a cycle), ``reports`` (lift,
-every outcome broken down, segment sizes).
+controls and policy versions), ``imports`` (customers and events), ``suppressions`` (the
+do-not-contact list), ``replies`` (what customers write back), ``delivery`` (send what is
+due without a cycle), ``reports`` (lift, every outcome broken down, segment sizes).
 """
