@@ -197,3 +197,17 @@ def test_the_cli_reports_sent_retry_and_dead(engine: Engine, database_url: str, 
     again = CliRunner().invoke(app, ["dispatch", str(tmp_path / "playbook.yaml"), "--database", database_url, "--at", SEND.isoformat(), "--json"])
     data: dict[str, Any] = json.loads(again.stdout)
     assert (data["sent"], data["retry"], data["dead"]) == (0, 0, 0)
+
+
+def test_two_dispatchers_at_once_never_claim_the_same_message(engine: Engine, database_url: str, tmp_path: Path) -> None:
+    """Two real processes dispatch the same outbox at the same time: every message is
+    claimed by one of them, once (one attempt each), and written once."""
+    prepare(engine, tmp_path)
+    first, second = child(database_url, tmp_path, "slow"), child(database_url, tmp_path, "slow")
+    results = [finish(first), finish(second)]
+    assert [code for code, _, _ in results] == [0, 0], [err for _, _, err in results]
+    delivered_once(engine, tmp_path)
+    with engine.connect() as c:
+        assert set(c.execute(sa.select(outbox.c.attempts)).scalars()) == {1}
+    sent = [eval(out.strip().splitlines()[-1])["sent"] for _, out, _ in results]  # noqa: S307 - our own child's dict
+    assert sum(sent) == CUSTOMERS
