@@ -46,7 +46,7 @@ def test_a_template_sees_the_customer_the_offer_the_brand_and_this_messages_opt_
     customer = customer_context("c1", "c1@people.example", None, {"first_name": "Ana"})
     rendered = CreativeTemplate(NOTE).render(message_context(PLAYBOOK, customer, PLAYBOOK.offer("ten"), "tok"))
     assert rendered.subject == "For Ana"
-    assert rendered.body == "10.0% off. https://render.example/u?t=tok 3 Mill Row"
+    assert rendered.body == "10% off. https://render.example/u?t=tok 3 Mill Row"  # a whole number, not 10.0
     assert rendered.title is None
 
 
@@ -90,3 +90,17 @@ def test_template_errors_are_findings_with_the_span_of_the_expression() -> None:
     sneaky = Creative(id="sneaky", channel="email", subject="s", body="{{ customer.__class__.__mro__ }}")
     assert "forbids" in (check_template_access(PLAYBOOK, sneaky) or "")
     assert check_template_access(PLAYBOOK, NOTE) is None
+
+
+def test_an_offer_reads_in_its_own_unit() -> None:
+    """`{{ offer.value }}` rendered "10.0" whatever the offer; `offer.label` says it as a customer reads it."""
+    from legato.deliver.render import offer_context
+    from legato.playbook.models import Offer
+
+    assert offer_context(Offer(id="a", kind="amount_off", value=10, cost=10), "USD")["label"] == "$10 off"
+    assert offer_context(Offer(id="a", kind="amount_off", value=7.5, cost=7.5), "EUR")["label"] == "€7.50 off"
+    assert offer_context(Offer(id="a", kind="amount_off", value=1500, cost=9), "SEK")["label"] == "SEK 1,500 off"
+    assert offer_context(Offer(id="p", kind="percent_off", value=12.5, cost=1), "USD")["label"] == "12.5% off"
+    assert offer_context(Offer(id="f", kind="free_shipping", value=0, cost=5), "USD") | {} == {
+        "id": "f", "kind": "free_shipping", "value": 0, "cost": 5.0, "deadline": None, "label": "free shipping"
+    }

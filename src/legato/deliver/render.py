@@ -124,12 +124,33 @@ def customer_context(customer_id: str, email: str | None, phone: str | None, att
     return {"id": customer_id, "email": email, "phone": phone, **(attributes or {})}
 
 
+_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "CAD": "CA$", "AUD": "A$", "CHF": "CHF ", "INR": "₹"}
+
+
+def offer_context(offer: Offer, currency: str) -> dict[str, Any]:
+    """What ``{{ offer.* }}`` holds: the offer's fields, ``value`` as a whole number when it is one
+    (10, not 10.0), and ``label``, the offer as a customer reads it in its own unit
+    ("10% off", "$10 off", "free shipping")."""
+    fields = offer.model_dump(mode="json")
+    value = offer.value
+    fields["value"] = int(value) if float(value).is_integer() else value
+    number = f"{fields['value']:,}" if isinstance(fields["value"], int) else f"{value:,.2f}"
+    fields["label"] = {
+        "percent_off": f"{fields['value']}% off",
+        "amount_off": f"{_SYMBOLS.get(currency, currency + ' ')}{number} off",
+        "free_shipping": "free shipping",
+        "gift": "a free gift",
+        "content": "",
+    }[offer.kind]
+    return fields
+
+
 def message_context(playbook: Playbook, customer: Mapping[str, Any], offer: Offer | None, token: str) -> dict[str, Any]:
     """What a creative's template can use: the customer, the offer, the brand and the opt-out link."""
     return {
         "customer": customer,
-        "offer": offer.model_dump(mode="json") if offer else None,
-        "brand": {"name": playbook.brand.name, **playbook.brand.legal.model_dump()},
+        "offer": offer_context(offer, playbook.brand.currency) if offer else None,
+        "brand": {"name": playbook.brand.name, "currency": playbook.brand.currency, **playbook.brand.legal.model_dump()},
         "unsubscribe_url": unsubscribe_link(playbook, token),
     }
 

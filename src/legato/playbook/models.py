@@ -61,6 +61,7 @@ class Brand(Strict):
     ai_disclosure: bool = Field(
         False, description="Every message must say it was written with AI (EU AI Act Art. 50 transparency)."
     )
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$", description="ISO 4217 code amounts are shown in, e.g. in {{ offer.label }}.")
 
 
 # --- objectives, lifecycle, segments ---------------------------------------------------
