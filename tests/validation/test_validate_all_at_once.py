@@ -170,3 +170,21 @@ def test_a_missing_file_is_one_line_with_its_fix(tmp_path: Path) -> None:
         validate(tmp_path / "nope.yaml")
     result = runner.invoke(app, ["validate", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2 and "no such playbook file" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        # a template written as a YAML mapping key: composes, but cannot be built
+        (("version: 1\n", "version: 1\n{{ unsubscribe_url }}: x\n"), "YAML syntax: while constructing a mapping, found unhashable key"),
+        (("  protected_attributes: []", "  protected_attributes: 5"), "guardrails.protected_attributes"),
+        (("  recency_months: number", "  recency_months: [number]"), "attributes.recency_months"),
+    ],
+)
+def test_malformed_sections_are_problems_not_tracebacks(tmp_path: Path, edit: tuple[str, str], expected: str) -> None:
+    text = EXAMPLE.replace(edit[0], edit[1], 1)
+    path = tmp_path / "pb.yaml"
+    path.write_text(text, encoding="utf-8")
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and expected in result.output

@@ -97,7 +97,10 @@ def parse_playbook(text: str, file: str = "<playbook>", *, checks: PlaybookCheck
         Problem(path, f"duplicate key '{path[-1]}' (first at line {first.line})", mark=second)
         for path, first, second in positions.duplicates
     ]
-    data = yaml.safe_load(text)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:  # composes but cannot be built, e.g. a mapping used as a key
+        raise PlaybookError(file, [_yaml_problem(file, exc)]) from None
     if not isinstance(data, dict):
         problems.append(Problem((), "a playbook is a YAML mapping with brand, objectives, agents, ..."))
         raise PlaybookError(file, _render(file, problems, positions))

@@ -36,10 +36,13 @@ def expression_problems(data: Mapping[str, Any]) -> list[Problem]:
     This runs even when other sections fail validation, so a misspelled key elsewhere does
     not hide a broken segment: the marketer sees both at once.
     """
-    attributes = _mapping(data.get("attributes"))
+    # Only well-formed declarations: a list or mapping where a type belongs is the models' to report.
+    attributes = {k: v for k, v in _mapping(data.get("attributes")).items() if isinstance(v, str)}
     guardrails = _mapping(data.get("guardrails"))
-    protected = {p for p in guardrails.get("protected_attributes") or [] if isinstance(p, str)}
-    lifecycle = [s for s in data.get("lifecycle") or [] if isinstance(s, dict)] if isinstance(data.get("lifecycle"), list) else []
+    listed = guardrails.get("protected_attributes")
+    protected = {p for p in listed if isinstance(p, str)} if isinstance(listed, list) else set()
+    stages = data.get("lifecycle") if isinstance(data.get("lifecycle"), list) else []
+    lifecycle = [s for s in stages if isinstance(s, dict)]
     segments = {k: v for k, v in _mapping(data.get("segments")).items() if isinstance(v, str)}
     customer = known_fields(attributes, protected, with_lifecycle=bool(lifecycle))
     staged = known_fields(attributes, protected, with_lifecycle=False)
@@ -49,7 +52,7 @@ def expression_problems(data: Mapping[str, Any]) -> list[Problem]:
     agents = data.get("agents") if isinstance(data.get("agents"), list) else []
     places: list[tuple[Path, Any, dict[str, FieldType]]] = []
     places += [(("segments", name), text, customer) for name, text in segments.items()]
-    places += [(("lifecycle", i, "when"), stage.get("when"), staged) for i, stage in enumerate(lifecycle)]
+    places += [(("lifecycle", i, "when"), stage.get("when"), staged) for i, stage in enumerate(stages) if isinstance(stage, dict)]
     for i, agent in enumerate(agents):
         if not isinstance(agent, dict):
             continue
