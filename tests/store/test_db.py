@@ -58,6 +58,14 @@ def test_unsupported_backend() -> None:
         connect("mysql://root@127.0.0.1/test")
 
 
+@pytest.mark.parametrize("url", ["postgres://ana:secret@db.example:5432/shop", "postgresql://ana:secret@db.example:5432/shop"])
+def test_a_postgres_url_other_tools_print_gets_the_one_legato_takes(url: str) -> None:
+    with pytest.raises(StoreError) as caught:
+        connect(url)
+    assert caught.value.hint is not None and "write it as postgresql+psycopg://ana:***@db.example:5432/shop" in caught.value.hint
+    assert "secret" not in str(caught.value) + caught.value.hint
+
+
 def test_sqlite_in_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="does not exist"):
         connect(f"sqlite:///{tmp_path / 'missing' / 'x.db'}")

@@ -8,6 +8,7 @@ blocks the message, 0 otherwise, 2 for input that cannot be checked.
 from __future__ import annotations
 
 from enum import Enum
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -50,7 +51,7 @@ class Purpose(str, Enum):
 def message(
     channel: Annotated[Optional[Channel], typer.Option(help="The channel the message goes out on (a creative has its own).")] = None,
     text: Annotated[str | None, typer.Option("--text", help="The message itself.")] = None,
-    file: Annotated[Path | None, typer.Option("--file", help="A UTF-8 file holding the message.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="A UTF-8 file holding the message (- for standard input); an e-mail starts 'Subject: ...', a blank line, then the body.")] = None,
     playbook: Annotated[
         Path | None, typer.Option(help="Apply this playbook's brand voice, legal identity and offers.")
     ] = None,
@@ -66,7 +67,10 @@ def message(
 ) -> None:
     """Check one message and show each finding with its place in the text.
 
-    Example: `legato check message --channel sms --text "Hillside: new boots are in. Reply STOP to opt out."`
+    Examples (bash):
+    `legato check message --channel sms --text "Hillside: new boots are in. Reply STOP to opt out."`;
+    an e-mail, its subject line, a blank line, then the body, from a file or standard input:
+    `printf 'Subject: New boots\\n\\nHello, ...' | legato check message --channel email --file -`
     """
     try:
         checker = _load(playbook)
@@ -119,7 +123,8 @@ def parse_message(channel: str, raw: str, *, purpose: str = "marketing") -> Mess
     if heading is None and channel == "email":
         raise LegatoError(
             "an e-mail must start with a 'Subject:' line, then a blank line, then the body",
-            hint='for example --text "Subject: New boots\\n\\nHello, ..." (in a file, put each on its own line)',
+            hint="put the message in a file (Subject: line, blank line, body) and give --file FILE, or in bash "
+            "--text $'Subject: New boots\\n\\nHello, ...' (plain double quotes keep \\n as two characters)",
         )
     return Message(channel, body, purpose=purpose, **{spec.heading: heading})
 
@@ -140,6 +145,8 @@ def _read(text: str | None, file: Path | None) -> str:
     if text is not None:
         return text
     assert file is not None
+    if str(file) == "-":
+        return sys.stdin.read()
     try:
         return file.read_text(encoding="utf-8")
     except FileNotFoundError:

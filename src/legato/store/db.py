@@ -197,6 +197,13 @@ def _create_engine(url: str) -> Engine:
                     f"cannot open the database {url}: the folder {parent} does not exist",
                     hint="create the folder first or point the URL at an existing one",
                 )
+    elif parsed.get_backend_name() == "postgres" or (parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg"):
+        # postgres:// and postgresql:// are what other tools print; SQLAlchemy needs the driver named.
+        fixed = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=True)
+        raise StoreError(
+            f"{_redacted(url)} does not name the driver Legato uses for PostgreSQL",
+            hint=f"write it as {fixed} (the postgresql+psycopg:// scheme; psycopg 3 is installed with Legato)",
+        )
     elif parsed.get_backend_name() != "postgresql":
         raise StoreError(
             f"'{parsed.get_backend_name()}' databases are not supported ({_redacted(url)})",
