@@ -188,3 +188,27 @@ def test_malformed_sections_are_problems_not_tracebacks(tmp_path: Path, edit: tu
     result = runner.invoke(app, ["validate", str(path)])
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output and expected in result.output
+
+
+def test_audiences_are_counted_beside_the_problems_and_a_missing_database_is_not_created(tmp_path: Path, database_url: str) -> None:
+    source = tmp_path / "customers.csv"
+    source.write_text(CUSTOMERS, encoding="utf-8")
+    engine = connect(database_url)
+    try:
+        import_customers(engine, source)
+    finally:
+        engine.dispose()
+    # agents[0]'s audience does not compile (its problem says so); agents[1]'s is still counted.
+    text = EXAMPLE.replace("""audience: 'lifecycle_stage in ("cooling", "lapsed")'""", "audience: 'wommens'", 1)
+    path = tmp_path / "pb.yaml"
+    path.write_text(text, encoding="utf-8")
+    result = runner.invoke(app, ["validate", str(path), "--database", database_url, "--json"])
+    assert result.exit_code == 2
+    found = json.loads(result.stdout)
+    assert any("agents[0].audience: unknown field or segment 'wommens'" in p for p in found["problems"])
+    assert [n.split(": ", 1)[1].split("\n")[0] for n in found["notes"] if "audience" in n] == [
+        "agents[1].audience: agent 'welcome_email' has an empty audience on the current data"
+    ]
+    missing = tmp_path / "typo.db"
+    result = runner.invoke(app, ["validate", str(path), "--database", f"sqlite:///{missing}"])
+    assert result.exit_code == 2 and "there is no database at" in result.output and not missing.exists()

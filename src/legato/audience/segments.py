@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
 from legato.audience.fields import StoreResolver, audience_from, lifecycle_case
+from legato.audience.expr import ExpressionError
 from legato.audience.sql import compile_expression
 from legato.playbook.models import Playbook
 from legato.store.schema import customers
@@ -108,7 +109,7 @@ class AudienceSizes:
     """How many customers each agent's audience holds now, of how many, and per lifecycle stage."""
 
     total: int
-    agents: dict[str, int]
+    agents: dict[str, int | None]  # None: the audience does not compile
     stages: dict[str | None, int]
 
 
@@ -117,7 +118,14 @@ def audience_sizes(engine: Engine, playbook: Playbook, at: datetime) -> Audience
     dialect = engine.dialect.name
     with engine.connect() as connection:
         total = connection.execute(sa.select(sa.func.count()).select_from(customers)).scalar_one()
-        agents = {agent.id: _count(connection, condition(playbook, agent.audience, at, dialect)) for agent in playbook.agents}
+        agents: dict[str, int | None] = {}
+        for agent in playbook.agents:
+            try:
+                where = condition(playbook, agent.audience, at, dialect)
+            except ExpressionError:
+                agents[agent.id] = None  # an audience that does not compile is a problem of its own
+                continue
+            agents[agent.id] = _count(connection, where)
         stages: dict[str | None, int] = {}
         if playbook.lifecycle:
             stage = lifecycle_case(playbook, at, dialect).label("stage")

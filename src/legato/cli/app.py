@@ -86,8 +86,16 @@ def validate(
     try:
         engine = None
         if database is not None:
+            from sqlalchemy.engine import make_url
+
             from legato.store.db import connect
 
+            target = make_url(database)
+            if target.get_backend_name() == "sqlite" and target.database and not Path(target.database).exists():
+                raise LegatoError(
+                    f"--database {database}: there is no database at {target.database}; nothing was created",
+                    hint="check the path, or import customers into it first (legato import customers FILE --database URL)",
+                )
             engine = connect(database)
         result = check(playbook, engine=engine, at=parse_instant(at) if at else None)
     except LegatoError as error:

@@ -23,11 +23,11 @@ def empty_audiences(engine: Any, playbook: Playbook, at: datetime | None = None)
     try:
         sizes = audience_sizes(engine, playbook, when)
     except ExpressionError:
-        return []  # an audience that does not compile is already a problem of its own
+        return []  # the lifecycle does not compile: already a problem of its own
     notes = []
     for index, agent in enumerate(playbook.agents):
-        if sizes.agents.get(agent.id):
-            continue
+        if sizes.agents.get(agent.id) is None or sizes.agents[agent.id]:
+            continue  # counted and not empty, or not countable (its own problem says why)
         if not sizes.total:
             hint = "the database holds no customers: import them first (legato import customers FILE)"
         else:
