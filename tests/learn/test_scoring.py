@@ -88,6 +88,19 @@ def test_purchase_propensity_ranks_frequent_buyers_first_and_is_a_field(engine: 
     assert segment_sample(engine, pb, "likely_buyers", AT).size == int((scores > 0.3).sum()) > 0
 
 
+def test_scoring_as_of_a_past_instant_measures_and_never_replaces_the_live_scores(engine: Engine) -> None:
+    """`score --at` in the past once overwrote the scores the cycle used with older ones."""
+    store_with_habits(engine)
+    refresh_scores(engine, AT, ScoringSettings(horizon_days=30), {"purchase_propensity"}, size=SMALL)
+    with engine.connect() as c:
+        live = dict(c.execute(sa.select(traits.c.customer_id, traits.c.purchase_propensity)).all())
+    [past] = refresh_scores(engine, AT - timedelta(days=60), ScoringSettings(horizon_days=30), {"purchase_propensity"}, size=SMALL)
+    assert past.kept_live_from == AT and past.scored == 0 and past.auc is not None  # measured, not written
+    with engine.connect() as c:
+        assert dict(c.execute(sa.select(traits.c.customer_id, traits.c.purchase_propensity)).all()) == live
+        assert c.execute(sa.select(sa.func.count()).select_from(score_models)).scalar_one() == 1
+
+
 def test_too_little_history_is_reported_and_nothing_is_written(engine: Engine) -> None:
     ids = [f"k{i}" for i in range(30)]
     import_customers(engine, pa.table({"id": ids, "tier": ["gold"] * 30}), attribute_types={"tier": "string"}, clock=FixedClock(AT - timedelta(days=90)))

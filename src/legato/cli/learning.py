@@ -200,3 +200,9 @@ def score(
     for r in reports:
         if r.skipped:
             console.print(f"[yellow]{r.name} not fitted:[/] {r.skipped}")
+        if r.kept_live_from:
+            console.print(
+                f"[yellow]{r.name} measured, not written:[/] the live scores come from a later fit "
+                f"({r.kept_live_from:%Y-%m-%d %H:%M} UTC); a fit as of an earlier instant never replaces them",
+                highlight=False,
+            )

@@ -21,7 +21,7 @@ the playbook uses a score.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -100,9 +100,13 @@ class ScoreReport:
     auc: float | None
     brier: float | None
     skipped: str | None = None
+    # Not written: a later fit's scores are live (a fit as of a past instant is measured, never written over them).
+    kept_live_from: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        values["kept_live_from"] = self.kept_live_from.isoformat() if self.kept_live_from else None
+        return values
 
 
 def scores_in_use(playbook: Playbook) -> set[str]:
@@ -272,6 +276,10 @@ def _fit_and_score(
     model = size.model(positives).fit(train_x, y)
     scores = model.predict_proba(score_x)[:, 1] if len(score_x) else np.empty(0)
     with engine.begin() as connection:
+        live = latest_model(connection, name)
+        if live is not None and _aware(live.trained_at) > now:
+            # Scoring "as of" an earlier instant (a backtest) must not replace what the cycle uses now.
+            return ScoreReport(name, 0, len(y), positives, auc, brier, kept_live_from=_aware(live.trained_at))
         _write_scores(connection, name, score_ids, scores)
         connection.execute(
             sa.insert(score_models).values(
@@ -299,6 +307,10 @@ def _write_scores(connection: Connection, name: str, ids: npt.NDArray[np.str_], 
     insert_many(connection, staging, ["customer_id", "score"], list(zip(ids.tolist(), scores.tolist(), strict=True)))
     connection.execute(sa.update(traits).values({name: staging.c.score}).where(traits.c.customer_id == staging.c.customer_id))
     staging.drop(connection)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def latest_model(connection: Connection, name: str) -> Any:
