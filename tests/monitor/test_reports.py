@@ -26,7 +26,7 @@ def test_report_lift_says_there_is_nothing_to_measure_before_any_outcome(engine:
     shown = runner.invoke(app, ["report", "lift", "--agent", "mailer", "--database", database_url])
     assert shown.exit_code == 0, shown.output
     text = " ".join(shown.output.split())
-    assert "mailer vs holdout: nothing to measure yet: 80 settled decisions for 80 customers, but no outcome" in text
+    assert "mailer vs its holdout: nothing to measure yet: 80 settled decisions for 80 customers, but no outcome" in text
     assert "+0.0000" not in text and "+0.00 pp" not in text
     data = json.loads(runner.invoke(app, ["report", "lift", "--agent", "mailer", "--database", database_url, "--json"]).stdout)
     assert data["lift"] == [] and "no outcome" in data["groups"][0]["nothing_yet"]
@@ -44,7 +44,12 @@ def test_report_outcomes_shows_opens_and_clicks_by_creative_and_channel_over_a_p
     assert (mail["sent"], mail["opened"], mail["clicked"], mail["purchased"], mail["revenue"]) == (40, 20, 5, 2, 50.0)
     assert (rows[(None, None)]["visited"], rows[(None, None)]["sent"]) == (3, 0)
     shown = runner.invoke(app, args)
-    assert shown.exit_code == 0 and "opens" in shown.output and "clicks" in shown.output
+    assert shown.exit_code == 0, shown.output
+    assert "mailer · hello · email" in shown.output and "sent 40  opens 20  clicks 5" in shown.output
+    assert max(len(line) for line in shown.output.splitlines()) <= 80
+    lifted = runner.invoke(app, ["report", "lift", "--agent", "mailer", "--database", database_url])
+    assert lifted.exit_code == 0 and "open_rate" in lifted.output and "click_rate" in lifted.output
+    assert max(len(line) for line in lifted.output.splitlines()) <= 80 and "…" not in lifted.output
     assert period("2024-03-04", "2024-03-05") == (AT.replace(hour=0), AT.replace(hour=0) + timedelta(days=2))  # a date alone: that whole day
 
 

@@ -96,8 +96,14 @@ def agents_show_command(
     if record.lift_nothing_yet:
         console.print(f"lift: nothing to measure yet: {record.lift_nothing_yet}", markup=False, highlight=False)
     for measured in record.lift:
-        interval = f" (95% CI {measured.low:+.4g} to {measured.high:+.4g})" if measured.low is not None else f" ({measured.note})" if measured.note else ""
-        console.print(f"lift {measured.metric} per customer: {measured.difference:+.4g}{interval}, {measured.n_treated:,} treated / {measured.n_control:,} held out", markup=False, highlight=False)
+        customers = f"{measured.n_treated:,} treated / {measured.n_control:,} held-out customers"
+        if measured.low is not None:
+            text = f"{measured.difference:+.4g} (95% CI {measured.low:+.4g} to {measured.high:+.4g})"
+        elif measured.note and measured.note.startswith("no "):
+            text = f"nothing to measure yet ({measured.note})"  # not a lift of +0
+        else:
+            text = f"{measured.difference:+.4g} ({measured.note})"
+        console.print(f"lift {measured.metric}: {text}, {customers}", markup=False, highlight=False)
     if ok:
         console.print(f"[green]qualifies for stage {record.stage + 1}[/]" if record.stage < 3 else "[green]at the top stage[/]")
     for problem in unmet:

@@ -127,25 +127,31 @@ def lift_report(
         groups = [{k: v for k, v in row.to_dict().items() if k != "lifts"} for row in rows]
         emit_json({"since": start.isoformat() if start else None, "until": end.isoformat() if end else None, "lift": flat, "groups": groups})
         return
-    table = Table("agent", "vs", "metric", "treated", "control", "lift", "95% interval", "customers", title="Lift per customer (intent-to-treat)", title_justify="left")
-    notes: list[str] = []
+    # One block per agent and comparison, so every table fits 80 columns.
+    shown = False
     for row in rows:
         report = row.report
         name = report.agent_id if row.segment is None else f"{report.agent_id} · {row.segment}"
-        vs = "holdout" if report.against == "holdout" else "control"
+        vs = "its holdout" if report.against == "holdout" else "the global control"
         if report.nothing_yet:
-            notes.append(f"{name} vs {vs}: nothing to measure yet: {report.nothing_yet}")
+            console.print(f"{name} vs {vs}: nothing to measure yet: {report.nothing_yet}", markup=False, highlight=False)
             continue
+        title = f"{name} vs {vs}: {report.customers_treated:,} treated / {report.customers_control:,} held-out customers"
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+        for column in ("metric", "treated", "control", "lift", "95% interval"):
+            table.add_column(column, justify="left" if column == "metric" else "right", overflow="fold")
         for item in report.lifts:
             interval = item.note or f"[{_metric_text(item.metric, item.low or 0.0)}, {_metric_text(item.metric, item.high or 0.0)}]"
             difference = f"{item.difference * 100:+.2f} pp" if item.metric.endswith("_rate") else f"{item.difference:+,.3f}"
-            table.add_row(name, vs, item.metric, _metric_text(item.metric, item.treated), _metric_text(item.metric, item.control), difference, interval, f"{item.n_treated:,} / {item.n_control:,}")
-        if report.switched:
-            notes.append(f"{name} vs {vs}: {report.switched:,} customers were in both groups within the period (the holdout share changed) and are left out")
-    if table.rows:
+            if item.low is None and item.note and item.note.startswith("no "):
+                difference = "—"  # no data is not a lift of zero
+            table.add_row(item.metric, _metric_text(item.metric, item.treated), _metric_text(item.metric, item.control), difference, interval)
         console.print(table)
-    for note in notes:
-        console.print(note, markup=False, highlight=False)
+        shown = True
+        if report.switched:
+            console.print(f"  {report.switched:,} customers were in both groups within the period (the holdout share changed) and are left out", highlight=False)
+    if shown:
+        console.print("Per customer, intent to treat: rates are the share of customers with at least one; revenue and reward are summed per customer.", highlight=False)
 
 
 @report_app.command("outcomes")
@@ -179,23 +185,26 @@ def outcomes_report(
     if as_json:
         emit_json({"since": start.isoformat() if start else None, "until": end.isoformat() if end else None, "by": list(keys), "outcomes": [row.to_dict() for row in rows]})
         return
-    # One narrow column per count, so the table fits 80 columns with any breakdown.
+    # One block per row (two lines of counts), so it fits 80 columns whatever the breakdown.
     title = "Outcomes of settled decisions" + (f" by {', '.join(keys)}" if keys else "")
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
-    table.add_column(" · ".join(["agent", *keys]), overflow="fold")
-    for name in ("settled", "sent", "opens", "clicks", "visits", "buys", "revenue", "unsub", "compl"):
-        table.add_column(name, justify="right", no_wrap=True)
+    if rows:
+        console.print(f"[bold]{title}[/]")
     for row in rows:
         label = " · ".join([row.agent_id, *(str(row.group.get(k) or "—") for k in keys)])
-        table.add_row(
-            label, f"{row.settled:,}", f"{row.sent:,}", f"{row.opened:,}", f"{row.clicked:,}",
-            f"{row.visited:,}", f"{row.purchased:,}", f"{row.revenue:,.0f}", f"{row.unsubscribed:,}", f"{row.complained:,}",
+        console.print(f"[bold]{label}[/]", soft_wrap=False)
+        console.print(
+            f"  decisions {row.decisions:,}  settled {row.settled:,}  sent {row.sent:,}  opens {row.opened:,}  clicks {row.clicked:,}",
+            highlight=False,
+        )
+        console.print(
+            f"  visits {row.visited:,}  purchases {row.purchased:,}  revenue {row.revenue:,.2f}  "
+            f"unsubscribes {row.unsubscribed:,}  complaints {row.complained:,}",
+            highlight=False,
         )
     if rows:
-        console.print(table)
         console.print(
-            "— no message (held out, do nothing, or nothing chosen). Each count is of settled decisions with that "
-            "outcome in their window (unsub: unsubscribes, compl: complaints).",
+            "— no message (held out, do nothing, or nothing chosen). Each outcome counts the settled decisions "
+            "that had it in their window.",
             highlight=False,
         )
     else:

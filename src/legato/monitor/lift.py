@@ -228,8 +228,12 @@ def _nothing_yet(report: dict[str, Any], treated: Any, control: Any, against: Ag
     if treated is None:
         return f"no treated customer among {report['settled']:,} settled decisions"
     if control is None:
-        group = "holdout (its holdout share is 0, or no held-out decision settled yet)" if against == "holdout" else "global control group"
-        return f"{report['customers_treated']:,} treated customers but none in the agent's {group}: nothing to compare with"
+        group = (
+            "none in the agent's holdout (its holdout share is 0, or no held-out decision settled yet)"
+            if against == "holdout"
+            else "none in the program's global control group (the playbook's global_control share is 0, or none of its decisions settled yet)"
+        )
+        return f"{report['customers_treated']:,} treated customers but {group}: nothing to compare with"
     if not int(treated["recorded"] or 0) and not int(control["recorded"] or 0):
         pending = f"; {unsettled:,} decisions not settled yet" if unsettled else ""
         return (
