@@ -37,6 +37,7 @@ from legato.playbook.models import Playbook, ScoringSettings
 from legato.store.bulk import insert_many
 from legato.clock import as_utc
 from legato.store.schema import customers, events, score_models, settings, traits
+from legato.store.traits import REFUND
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -141,18 +142,20 @@ def snapshot(connection: Connection, as_of: datetime) -> tuple[npt.NDArray[np.st
 
     purchase = events.c.type == "purchase"
     visit = events.c.type.in_(("visit", "purchase"))
+    # Spend is net of refunds (stored as negative revenue), as lifetime_spend is.
+    money = events.c.type.in_(("purchase", REFUND))
     spend = sa.func.coalesce(events.c.revenue, 0.0)
     per_customer = (
         sa.select(
             events.c.customer_id,
             count(purchase).label("purchases"),
-            sa.func.sum(sa.case((purchase, spend), else_=0.0)).label("spend"),
+            sa.func.sum(sa.case((money, spend), else_=0.0)).label("spend"),
             sa.func.max(sa.case((purchase, events.c.occurred_at))).label("last_purchase"),
             sa.func.min(events.c.occurred_at).label("first_event"),
             sa.func.max(events.c.occurred_at).label("last_event"),
             count(purchase & window(30)).label("purchases_30d"),
             count(purchase & window(90)).label("purchases_90d"),
-            sa.func.sum(sa.case((purchase & window(90), spend), else_=0.0)).label("spend_90d"),
+            sa.func.sum(sa.case((money & window(90), spend), else_=0.0)).label("spend_90d"),
             count(visit & window(30)).label("visits_30d"),
             count(visit & window(90)).label("visits_90d"),
             count(events.c.type.in_(ENGAGEMENT) & window(90)).label("engagements_90d"),
