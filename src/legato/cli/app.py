@@ -45,6 +45,7 @@ def _register_sub_apps() -> None:
     from legato.cli.reports import report_app, suppress_app
     from legato.cli.agents import agents_app
     from legato.cli.review import review_app
+    from legato.cli.preview import preview
     from legato.cli.secret import secret_app
 
     app.add_typer(import_app, name="import")
@@ -55,6 +56,7 @@ def _register_sub_apps() -> None:
     app.add_typer(inbound_app, name="inbound")
     app.add_typer(suppress_app, name="suppress")
     app.add_typer(secret_app, name="secret")
+    app.command()(preview)
     app.command()(simulate)
     app.command()(bench)
     app.command()(evaluate)

@@ -213,6 +213,8 @@ def complete(
     report.delayed += int((allowed & p.delayed).sum())
     report.delayed_by.update(delayed_by)
     report.suppressed.update(reasons[suppressed].tolist())
+    report.routes.update(str(r) for r in status.tolist())
+    report.queued_by.update(str(r) for r in review_reason[routes == REVIEW].tolist())
 
     allowed_blobs = encode_allowed(p.reach, active)
     write_page(connection, agent, cycle_id, now, partition, ids, chosen, propensity, expected, holdout, reasons, status, p.send_at, table, p.features, allowed_blobs)

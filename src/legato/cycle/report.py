@@ -23,6 +23,8 @@ class AgentReport:
     delayed: int = 0
     delayed_by: Counter[str] = field(default_factory=Counter)  # rule (frequency_cap:<name>, quiet_hours:<name>) -> sends it moved
     suppressed: Counter[str] = field(default_factory=Counter)
+    routes: Counter[str] = field(default_factory=Counter)  # route (store.status.Route) -> decisions written with it
+    queued_by: Counter[str] = field(default_factory=Counter)  # review reason -> decisions queued for it
     sent: int = 0
     failed: int = 0
     settled: int = 0
@@ -51,6 +53,8 @@ class AgentReport:
             "delayed": self.delayed,
             "delayed_by": dict(self.delayed_by),
             "suppressed": dict(self.suppressed),
+            "routes": dict(self.routes),
+            "queued_by": dict(self.queued_by),
             "sent": self.sent,
             "failed": self.failed,
             "settled": self.settled,

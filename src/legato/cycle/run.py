@@ -12,6 +12,9 @@ the budget's allocation over the whole audience (reserved), then one step per pa
 guardrails → the budget's cut → trust route → decisions, outbox rows, review items and an
 audit entry, in one transaction that also marks the partition done). Then the dispatcher
 sends what is due.
+
+:func:`preview_cycle` runs the same new-cycle path in one transaction that is always rolled
+back, without dispatching (:mod:`legato.cycle.preview` says why): ``legato preview``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from legato.clock import Clock
+from legato.clock import Clock, FixedClock
 from legato.cycle.agents import sync_agents
 from legato.cycle.lease import Lease, LeaseLost, hold
 from legato.cycle.page import complete
@@ -32,7 +35,7 @@ from legato.cycle.partitions import Partition, PartitionStatus, done_numbers, ma
 from legato.cycle.plan import AgentPlan, Fence, Planned, allocate_budget, plan_agent, planned_agents, propose_partition, resume_plan
 from legato.cycle.report import AgentReport, CycleReport, Resumed
 from legato.deliver.channels import Transport
-from legato.deliver.dispatch import dispatch_due
+from legato.deliver.dispatch import DispatchReport, dispatch_due
 from legato.errors import NothingToDoError
 from legato.learn.scoring import refresh_if_due
 from legato.monitor.fairness import audit_daily
@@ -126,9 +129,64 @@ def run_cycle(
         return _new_cycle(engine, playbook, clock, transports, held, progress)
 
 
-def _new_cycle(engine: Engine, playbook: Playbook, clock: Clock, transports: dict[str, Transport], lease: Lease, progress: Progress | None) -> CycleReport:
+@dataclass(frozen=True)
+class _Steps:
+    """What differs between a cycle and its preview; the order of the steps does not."""
+
+    settle: Callable[[Engine], None] = settle_opt_outs  # pending opt-outs written before marketing
+    dispatch: bool = True  # send what is due, then the daily fairness audit
+    until: str | None = None  # the last agent to run (a preview of one agent runs those before it too)
+
+
+_CYCLE = _Steps()
+
+
+class _Unleased:
+    """A preview's stand-in for the cycle's lease: it writes nothing, so it takes none."""
+
+    def fence(self, connection: sa.Connection) -> None:
+        return None
+
+    def note_cycle(self, cycle_id: int) -> None:
+        return None
+
+
+def preview_cycle(engine: Engine, playbook: Playbook, now: datetime, *, until: str | None = None, inspect: Callable[[Engine, CycleReport], object] | None = None) -> tuple[CycleReport, object]:
+    """The new cycle a run at ``now`` would start, written into one transaction that is
+    always rolled back (:func:`legato.cycle.preview.rolled_back`).
+
+    These are the cycle's own steps in its own order, with three differences: nothing is
+    dispatched (nor the fairness audit run), the lease is not taken, and pending opt-outs are
+    applied inside the transaction without touching their file. ``until`` stops after that
+    agent (those before it run, since their messages count toward its caps). ``inspect`` is
+    called with the transaction's engine and the report before the rollback, to read what
+    the cycle would have written. Raises what :func:`run_cycle` raises for an empty store.
+    """
+    from legato.cycle.preview import apply_pending_in_place, rolled_back
+
+    if is_empty(engine):
+        raise NothingToDoError(
+            "the database has no customers, so there is nobody to decide for",
+            hint="import customers first: legato import customers FILE (or try `legato demo`)",
+        )
+    steps = _Steps(settle=apply_pending_in_place, dispatch=False, until=until)
+    with rolled_back(engine) as joined:
+        report = _new_cycle(joined, playbook, FixedClock(now), {}, _Unleased(), None, steps)
+        seen = inspect(joined, report) if inspect is not None else None
+    return report, seen
+
+
+def _new_cycle(
+    engine: Engine,
+    playbook: Playbook,
+    clock: Clock,
+    transports: dict[str, Transport],
+    lease: Lease | _Unleased,
+    progress: Progress | None,
+    steps: _Steps = _CYCLE,
+) -> CycleReport:
     now = clock.now()
-    settle_opt_outs(engine)  # an opt-out the store could not take yet is written first, or nothing runs
+    steps.settle(engine)  # an opt-out the store could not take yet is written first, or nothing runs
     expire_overdue(engine, now, sla_hours=playbook.review.sla_hours)
     with engine.begin() as connection:
         trait_store.roll_windows(connection, now)
@@ -141,7 +199,7 @@ def _new_cycle(engine: Engine, playbook: Playbook, clock: Clock, transports: dic
         partitions = split_customers(connection, PAGE)
         lease.fence(connection)
     lease.note_cycle(cycle_id)
-    return _agents_then_dispatch(engine, playbook, playbook, clock, transports, lease, cycle_id, now, stages, partitions, {}, progress, None)
+    return _agents_then_dispatch(engine, playbook, playbook, clock, transports, lease, cycle_id, now, stages, partitions, {}, progress, None, steps)
 
 
 def _resume(
@@ -182,7 +240,7 @@ def _agents_then_dispatch(
     given: Playbook,
     clock: Clock,
     transports: dict[str, Transport],
-    lease: Lease,
+    lease: Lease | _Unleased,
     cycle_id: int,
     now: datetime,
     stages: dict[str, tuple[int, str]],
@@ -190,6 +248,7 @@ def _agents_then_dispatch(
     planned: dict[str, Planned],
     progress: Progress | None,
     resumed: Resumed | None,
+    steps: _Steps = _CYCLE,
 ) -> CycleReport:
     """The agents of cycle ``cycle_id`` at ``now`` (its decisions from ``playbook``), then the
     dispatcher at the clock's time (with ``given``: the send-time rules in force)."""
@@ -198,10 +257,11 @@ def _agents_then_dispatch(
         scores = refresh_if_due(engine, playbook, now)
         for agent in playbook.agents:
             stage, status = stages.get(agent.id, (agent.trust_stage, AgentStatus.ACTIVE))
-            if not agent.active or status != AgentStatus.ACTIVE:
-                continue
-            reports[agent.id] = _run_agent(engine, playbook, agent, stage, cycle_id, now, partitions, planned.get(agent.id), lease.fence, progress)
-        dispatched = dispatch_due(engine, given, clock, transports)
+            if agent.active and status == AgentStatus.ACTIVE:
+                reports[agent.id] = _run_agent(engine, playbook, agent, stage, cycle_id, now, partitions, planned.get(agent.id), lease.fence, progress, steps.settle)
+            if agent.id == steps.until:
+                break
+        dispatched = dispatch_due(engine, given, clock, transports) if steps.dispatch else DispatchReport()
     except LeaseLost:
         raise  # the process that took the lease over finishes the cycle
     except Exception:
@@ -212,7 +272,8 @@ def _agents_then_dispatch(
             lease.fence(connection)
         raise
     try:
-        audit_daily(engine, playbook, now)
+        if steps.dispatch:
+            audit_daily(engine, playbook, now)
     except Exception as exc:  # noqa: BLE001 - the audit must not undo a cycle whose messages went out
         with engine.begin() as connection:
             record(connection, now, "engine", "fairness_audit_failed", "cycle", str(cycle_id), {"reason": f"{type(exc).__name__}: {exc}"})
@@ -239,6 +300,7 @@ def _run_agent(
     planned: Planned | None,
     fence: Fence,
     progress: Progress | None,
+    settle: Callable[[Engine], None] = settle_opt_outs,
 ) -> AgentReport:
     """The agent's plan, its budget across the whole audience, then each partition not yet done."""
     report = AgentReport(agent_id=agent.id, stage=stage)
@@ -256,17 +318,25 @@ def _run_agent(
     for partition in partitions:
         if partition.number in done:
             continue
-        decided = _run_partition(engine, playbook, plan, cycle_id, now, partition, report, fence)
+        decided = _run_partition(engine, playbook, plan, cycle_id, now, partition, report, fence, settle)
         if progress and decided:
             progress(agent.id, decided)
     return report
 
 
 def _run_partition(
-    engine: Engine, playbook: Playbook, plan: AgentPlan, cycle_id: int, now: datetime, partition: Partition, report: AgentReport, fence: Fence
+    engine: Engine,
+    playbook: Playbook,
+    plan: AgentPlan,
+    cycle_id: int,
+    now: datetime,
+    partition: Partition,
+    report: AgentReport,
+    fence: Fence,
+    settle: Callable[[Engine], None] = settle_opt_outs,
 ) -> int:
     """One partition in one transaction: propose, apply the budget's cut, route, write, mark done."""
-    settle_opt_outs(engine)  # one that arrived in the pending file meanwhile counts for this partition
+    settle(engine)  # one that arrived in the pending file meanwhile counts for this partition
     with engine.begin() as connection:
         proposal = propose_partition(connection, playbook, plan, partition, now)
         decided = 0

@@ -6,7 +6,7 @@ call, never in a face. Every function takes the store's :class:`~sqlalchemy.Engi
 instant to act at, raises a :class:`~legato.errors.LegatoError` of one of the four kinds
 (``Invalid``, ``NotFound``, ``Conflict``, ``Forbidden``) and changes nothing when it does.
 
-Modules: ``cycles`` (run a cycle), ``review`` (the review queue), ``agents`` (trust ladder
+Modules: ``cycles`` (run a cycle), ``preview`` (what a cycle would do, writing nothing), ``review`` (the review queue), ``agents`` (trust ladder
 controls and policy versions), ``imports`` (customers and events), ``suppressions`` (the
 do-not-contact list), ``replies`` (what customers write back), ``delivery`` (send what is
 due without a cycle), ``reports`` (lift, every outcome broken down, segment sizes).
