@@ -249,3 +249,73 @@ def test_preview_of_an_unknown_agent_exits_3(database_url: str, tmp_path: Path) 
     result = runner.invoke(app, ["preview", str(path), "--agent", "maler", "--at", AT.isoformat(), "--database", database_url])
     assert result.exit_code == 3
     assert "the playbook has no agent 'maler'" in result.output and "its agents are: mailer" in result.output
+
+
+# --- what a run would refuse, and what a preview must not touch ---------------------------
+
+
+def test_an_opt_out_waiting_in_the_pending_file_counts_and_the_file_is_left_alone(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from legato.trust import pending_optouts
+    from legato.trust.pending_optouts import PendingOptOut
+
+    load_customers(engine, n=40)
+    path = tmp_path / "pending-optouts.jsonl"
+    monkeypatch.setenv(pending_optouts.PATH_VARIABLE, str(path))
+    pb = world_playbook()
+    revoked = shown(preview(engine, pb, AT), "mailer")["suppressed"]["consent_revoked:email"]
+    pending_optouts.save(path, PendingOptOut(customer_id="c001", channel="email", channels=["email"], received_at=AT.isoformat(), text="stop"))
+    text, before = path.read_bytes(), snapshot(engine)
+    seen = preview(engine, pb, AT)
+    # The cycle writes the opt-out first, so c001 is not mailed: the preview counts it the same way.
+    assert shown(seen, "mailer")["suppressed"]["consent_revoked:email"] == revoked + 1
+    assert path.read_bytes() == text and snapshot(engine) == before
+    report = run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
+    assert dict(report.agents["mailer"].suppressed) == shown(seen, "mailer")["suppressed"]
+
+
+def test_a_preview_is_refused_where_a_run_would_not_start_that_cycle(engine: Engine, tmp_path: Path) -> None:
+    from legato.errors import Conflict
+    from legato.store.schema import cycles
+
+    load_customers(engine, n=20)
+    pb = world_playbook()
+    run_cycle(engine, pb, FixedClock(AT + timedelta(days=1)), transports(pb, tmp_path))
+    with pytest.raises(Conflict, match="the last cycle ran at"):
+        preview(engine, pb, AT)  # before the last cycle
+    with engine.begin() as connection:
+        connection.execute(sa.update(cycles).values(status="failed"))
+    with pytest.raises(Conflict, match="did not finish") as raised:
+        preview(engine, pb, AT + timedelta(days=2))
+    assert "legato run" in (raised.value.hint or "")
+
+
+def test_a_paused_agent_is_shown_as_not_run(engine: Engine) -> None:
+    from legato.store.status import AgentStatus
+    from legato.trust import agent_state
+
+    load_customers(engine, n=20)
+    pb = world_playbook()
+    with engine.begin() as connection:
+        agent_state.create(connection, "mailer", 2, AT)
+        agent_state.change_status(connection, "mailer", AgentStatus.PAUSED, actor="ana", reason="test", now=AT)
+    (part,) = preview(engine, pb, AT).to_dict()["agents"]
+    assert part["runs"] is False and part["why_not"] == "paused" and sum(part["routes"].values()) == 0
+
+
+def test_a_score_refit_the_cycle_would_try_is_rolled_back_too(engine: Engine, tmp_path: Path) -> None:
+    from legato.store.schema import settings
+
+    load_customers(engine, n=20)  # too little history to fit: the cycle records its attempt
+    pb = parse_playbook(
+        PLAYBOOK.replace("STAGE", "2").replace("HOLDOUT", "0").replace("BUDGET", "{}").replace(
+            "objectives:", 'segments: {likely_buyers: "purchase_propensity > 0.3"}\nobjectives:'
+        )
+    )
+    before = snapshot(engine)
+    preview(engine, pb, AT)
+    assert snapshot(engine) == before
+    run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(settings)).scalar_one() > len(before["settings"])
