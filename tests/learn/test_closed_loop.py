@@ -45,3 +45,34 @@ def test_an_unknown_benchmark_is_named() -> None:
     # `legato bench obd` needs no --data any more: tests/learn/test_bench_offline.py runs it.
     missing = runner.invoke(app, ["bench", "nope"])
     assert missing.exit_code == 2 and "no benchmark named 'nope'" in missing.output
+
+
+def _example(tmp_path: Path, *replacements: tuple[str, str]) -> Path:
+    text = files("legato.playbook").joinpath("example/playbook.yaml").read_text(encoding="utf-8")
+    for old, new in replacements:
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / "playbook.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_simulate_never_cites_an_arm_that_was_not_given(tmp_path: Path) -> None:
+    """Creatives named otherwise than the example's were refused with "--arm names creatives ..."."""
+    playbook = _example(tmp_path, ("womens_collection", "boots_for_her"), ("mens_collection", "boots_for_him"))
+    result = runner.invoke(app, ["simulate", str(playbook), "--days", "1", "--folder", str(tmp_path / "sim")])
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())
+    assert "none of the playbook's creatives is mapped to a Hillstrom arm" in said and "--arm boots_for_her=mens" in said
+    assert "--arm names creatives" not in said
+    wrong = runner.invoke(app, ["simulate", str(playbook), "--days", "1", "--folder", str(tmp_path / "sim"), "--arm", "sandals=mens"])
+    assert wrong.exit_code == 2 and "the playbook's creatives: boots_for_her, boots_for_him" in " ".join(wrong.output.split())
+
+
+def test_simulate_says_when_an_agent_has_no_audience_in_the_simulated_world(tmp_path: Path) -> None:
+    playbook = _example(tmp_path, ("""audience: 'lifecycle_stage = "new" and history >= 100'""", """audience: 'history < 0'"""))
+    result = runner.invoke(app, ["simulate", str(playbook), "--days", "1", "--folder", str(tmp_path / "sim")])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "welcome_email: no customer of the simulated world is in its audience 'history < 0', so this agent was not tried" in said
+    assert "winback_email: no customer" not in said

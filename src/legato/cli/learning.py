@@ -58,11 +58,24 @@ def simulate(
     from legato.validation import load_playbook
 
     try:
-        arms = _arms(arm) if arm else dict(ARMS)
         loaded = load_playbook(playbook)
-        unknown = sorted(set(arms) - {c.id for c in loaded.creatives})
-        if unknown:
-            raise LegatoError(f"--arm names creatives the playbook does not have: {', '.join(unknown)}", hint="use CREATIVE=mens or CREATIVE=womens")
+        creatives = sorted(c.id for c in loaded.creatives)
+        if arm:
+            arms = _arms(arm)
+            unknown = sorted(set(arms) - set(creatives))
+            if unknown:
+                raise LegatoError(
+                    f"--arm names creatives the playbook does not have: {', '.join(unknown)}",
+                    hint=f"the playbook's creatives: {', '.join(creatives) or 'none'}; give --arm CREATIVE=mens or CREATIVE=womens",
+                )
+        else:
+            # The example playbook's mapping, for the creatives this playbook has; it was never given, so never cited.
+            arms = {creative: world_arm for creative, world_arm in ARMS.items() if creative in creatives}
+            if not arms:
+                raise LegatoError(
+                    "none of the playbook's creatives is mapped to a Hillstrom arm (the e-mail the experiment sent: mens or womens)",
+                    hint=f"say which of {', '.join(creatives) or 'none'} plays which, e.g. --arm {creatives[0] if creatives else 'CREATIVE'}=mens",
+                )
         engine, world, sinks, start = prepare_world(folder, loaded, playbook)
         history = run_simulation(engine, loaded, world, arms, start, days, sinks)
         with engine.connect() as connection:
@@ -91,6 +104,12 @@ def simulate(
     for agent in loaded.agents:
         reports = [d.cycle.agents[agent.id] for d in history if agent.id in d.cycle.agents]
         notes = []
+        if not any(r.audience for r in reports):
+            notes.append(
+                f"no customer of the simulated world is in its audience {agent.audience!r}, so this agent was not tried: "
+                "the Hillstrom customers carry recency_months, history, history_segment, mens, womens, zip_code, "
+                "newbie and purchase_channel (and their one summary purchase), not your own attributes"
+            )
         if any(r.global_control for r in reports):
             notes.append(f"{reports[-1].global_control:,} customers in the global control group left alone each day")
         gated = sum(r.uplift_gate["gated"] for r in reports if r.uplift_gate)
