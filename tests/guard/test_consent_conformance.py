@@ -175,3 +175,76 @@ def test_the_cycle_the_dispatcher_and_the_review_queue_agree_on_consent(
         assert cycle[(marketing, "implied_expired_buyer")] == (None if rule in ("no_rule", "long_implied") else f"no_consent:{channel}")
         assert cycle[(marketing, "implied")] == (f"no_consent:{channel}" if rule == "express" else None)
         assert cycle[(marketing, "implied_expired")] == (None if rule in ("no_rule", "long_implied") else f"no_consent:{channel}")
+
+
+# --- history: which statement stands, in Python (a reply, an event) and in SQL (an import) ---
+
+T0, T1, T2 = (datetime(2024, 1, d, tzinfo=timezone.utc) for d in (1, 2, 3))
+STORED = {
+    "none": None,
+    "express_t1": ("granted", "express", T1),
+    "express_undated": ("granted", "express", None),
+    "implied_t1": ("granted", "implied", T1),
+    "revoked_t1": ("revoked", "express", T1),
+    "revoked_undated": ("revoked", "express", None),  # recorded at T1
+}
+NEW = {
+    "express_t0": ("granted", "express", T0), "express_t1": ("granted", "express", T1), "express_t2": ("granted", "express", T2),
+    "express_undated": ("granted", "express", None), "implied_t1": ("granted", "implied", T1), "implied_t2": ("granted", "implied", T2),
+    "implied_undated": ("granted", "implied", None), "revoked_t0": ("revoked", "express", T0), "revoked_t2": ("revoked", "express", T2),
+    "revoked_undated": ("revoked", "express", None),
+}
+
+
+def test_the_history_rule_gives_one_answer_in_python_and_in_sql(engine: Engine) -> None:
+    from legato.guard.consent import Change, Statement, change, sql_change
+    from legato.store.schema import consents, customers
+
+    pairs = [(s, n) for s in STORED for n in NEW]
+    new_table = sa.Table(
+        "legato_test_new_statements", sa.MetaData(),
+        sa.Column("customer_id", sa.String(64)), sa.Column("status", sa.String(16)), sa.Column("kind", sa.String(16)),
+        sa.Column("stated_at", consents.c.stated_at.type),
+    )
+    with engine.begin() as c:
+        new_table.create(c)
+    try:
+        with engine.begin() as c:
+            for i, (stored, new) in enumerate(pairs):
+                c.execute(sa.insert(customers).values(id=f"p{i}", attributes={}, created_at=AT, updated_at=AT))
+                if STORED[stored] is not None:
+                    status, kind, at = STORED[stored]  # type: ignore[misc]
+                    c.execute(sa.insert(consents).values(customer_id=f"p{i}", channel="sms", purpose="marketing", status=status, kind=kind,
+                                                         source="test", recorded_at=T1, stated_at=at))
+                status, kind, at = NEW[new]
+                c.execute(sa.insert(new_table).values(customer_id=f"p{i}", status=status, kind=kind, stated_at=at))
+            stored_alias = consents.alias("stored")
+            joined = new_table.outerjoin(stored_alias, sa.and_(stored_alias.c.customer_id == new_table.c.customer_id, stored_alias.c.channel == "sms"))
+            in_sql = dict(c.execute(sa.select(new_table.c.customer_id, sql_change(stored_alias, new_table)).select_from(joined)).all())
+    finally:
+        with engine.begin() as c:
+            new_table.drop(c)
+    in_python = {}
+    for i, (stored, new) in enumerate(pairs):
+        held = STORED[stored]
+        on_file = Statement(held[0], held[1], held[2], T1) if held is not None else None
+        in_python[f"p{i}"] = change(on_file, Statement(*NEW[new]))
+    assert {k: Change(int(v)) for k, v in in_sql.items()} == in_python
+
+    answers = {pair: in_python[f"p{i}"] for i, pair in enumerate(pairs)}
+    # Pinned: only an express consent dated after the revocation undoes it.
+    for revoked in ("revoked_t1", "revoked_undated"):
+        assert answers[(revoked, "express_t2")] is Change.WRITE
+        assert answers[(revoked, "express_t1")] is Change.REFUSED_OLDER and answers[(revoked, "express_t0")] is Change.REFUSED_OLDER
+        assert answers[(revoked, "express_undated")] is Change.REFUSED_UNDATED
+        assert answers[(revoked, "implied_t2")] is Change.REFUSED_IMPLIED and answers[(revoked, "implied_undated")] is Change.REFUSED_IMPLIED
+        assert answers[(revoked, "revoked_t2")] is Change.WRITE and answers[(revoked, "revoked_undated")] is Change.KEEP
+    # A revocation wins over every grant on file but an express one dated after it.
+    assert answers[("express_t1", "revoked_t0")] is Change.KEEP
+    assert answers[("implied_t1", "revoked_t0")] is Change.WRITE
+    assert answers[("express_t1", "revoked_undated")] is Change.WRITE and answers[("express_undated", "revoked_t0")] is Change.WRITE
+    # Between grants the latest wins; an undated one does not replace a dated one.
+    assert answers[("implied_t1", "express_t2")] is Change.WRITE and answers[("implied_t1", "implied_t2")] is Change.WRITE
+    assert answers[("express_t1", "implied_t2")] is Change.KEEP  # a purchase takes nothing from an express consent
+    assert answers[("express_t1", "implied_undated")] is Change.KEEP and answers[("express_t1", "express_t0")] is Change.KEEP
+    assert answers[("none", "implied_undated")] is Change.WRITE

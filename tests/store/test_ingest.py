@@ -173,10 +173,11 @@ def test_explicit_consent_at_sets_the_time(engine: Engine, tmp_path: Path) -> No
 
     assert counts(again) == (2, 0, 0, 2, 0)
     consent = {(c["customer_id"], c["channel"]): c for c in table_rows(engine, schema.consents)}
-    assert consent["C1", "email"]["recorded_at"] == datetime(2023, 6, 1, 8, tzinfo=timezone.utc)
+    assert consent["C1", "email"]["stated_at"] == datetime(2023, 6, 1, 8, tzinfo=timezone.utc)  # the file's time
+    assert consent["C1", "email"]["recorded_at"] == T1  # the import's
     assert consent["C1", "email"]["expires_at"] is None
     assert consent["C1", "push"]["kind"] == "express"
-    assert consent["C2", "email"]["recorded_at"] == T1  # no consent_at: the import's time
+    assert consent["C2", "email"]["stated_at"] is None and consent["C2", "email"]["recorded_at"] == T1  # undated
 
 
 BAD_CUSTOMERS = """\
@@ -566,6 +567,8 @@ def test_cli_exit_codes_report_and_errors_file(engine: Engine, tmp_path: Path) -
         "rejected": 0,
         "warnings": [],
         "errors": [],
+        "not_regranted": 0,
+        "not_regranted_rows": [],
     }
 
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
@@ -25,6 +26,7 @@ import legato
 from legato.clock import FixedClock
 from legato.cycle import run_cycle
 from legato.deliver.dispatch import dispatch_due, transports
+from legato.store.ingest import import_customers
 from legato.store.schema import audit_log, consents, inbound_messages, outbox
 from legato.trust import pending_optouts
 from legato.trust.inbound import apply_pending, receive
@@ -154,12 +156,18 @@ def test_an_opt_out_in_the_file_stops_the_dispatcher_and_the_cycle(engine: Engin
 
 
 def test_a_newer_explicit_consent_stands_and_an_unknown_customer_is_recorded(engine: Engine, tmp_path: Path, quick: Path) -> None:
-    load_customers(engine, n=4)  # c001's express consent is recorded at AT
+    load_customers(engine, n=4)  # express consents, recorded at AT with no date of their own
+    # c001 gave its express consent at AT (dated): newer than the opt-out, so it stands.
+    import_customers(engine, pa.table({"id": ["c001"], "consent_email_marketing": ["express"], "consent_email_marketing_at": [AT.isoformat()]}), clock=FixedClock(AT))
     old = PendingOptOut(customer_id="c001", channel="email", channels=["email"], received_at=(AT - timedelta(days=1)).isoformat(), text="stop")
+    # c002's consent has no date: it cannot be shown to be newer than the opt-out, which wins (guard.consent.change).
+    undated = PendingOptOut(customer_id="c002", channel="email", channels=["email"], received_at=(AT - timedelta(days=1)).isoformat(), text="stop")
     nobody = PendingOptOut(customer_id="nobody", channel="email", channels=["email"], received_at=AT.isoformat(), text="stop")
     assert apply_pending(engine, old) == "revoked" and apply_pending(engine, nobody) == "unknown_customer"
+    assert apply_pending(engine, undated) == "revoked"
     with engine.connect() as c:
         assert c.execute(sa.select(consents.c.status).where(consents.c.customer_id == "c001")).scalar_one() == "granted"
+        assert c.execute(sa.select(consents.c.status).where(consents.c.customer_id == "c002")).scalar_one() == "revoked"
         rejected = c.execute(sa.select(audit_log.c.entity_id).where(audit_log.c.action == pending_optouts.REJECTED_ACTION)).scalars().all()
     assert rejected == [nobody.id]
 

@@ -21,8 +21,10 @@ from rich.table import Table
 from legato.cli.output import console, emit_json, errors, fail
 from legato.errors import LegatoError
 from legato.store.ingest import ImportReport
+from legato.store.ingest.report import NOT_REGRANTED_SAMPLE
 
 SHOWN_ERRORS = 20
+SHOWN_NOT_REGRANTED = 10
 
 import_app = typer.Typer(
     name="import",
@@ -91,8 +93,13 @@ def customers(
 
     Required column: **id**. Optional: email, phone, time_zone (IANA name such as
     Europe/Paris), country (2 letters), region, consent_CHANNEL_PURPOSE (express, implied,
-    revoked, yes, no; empty = no statement) and consent_at. Every other column is kept as a
-    customer attribute. An empty cell never erases a stored value.
+    revoked, yes, no; empty = no statement) dated by consent_CHANNEL_PURPOSE_at or
+    consent_at (when the customer said it). Every other column is kept as a customer
+    attribute. An empty cell never erases a stored value. Phone numbers are stored in E.164
+    (a number without country code is read in the row's country).
+
+    A revoked consent is re-granted only by an express consent dated after the revocation;
+    the grants that are not are listed (row and column), the rest of their rows imported.
 
     Row numbers in messages are spreadsheet rows for CSV (the header is row 1, so the
     first customer is row 2) and line numbers for JSONL.
@@ -161,6 +168,11 @@ def events(
     property, with a warning when it is named like a field (amount, timestamp, ...) and the
     `--map` that fixes it. Events already stored (same id) are counted as duplicates, so a
     file can be imported again.
+
+    unsubscribe and complaint revoke marketing consent on their channel (column channel;
+    else the channel of their decision_id; else every channel); a hard bounce (bounce_type
+    hard or empty) makes the customer's address on its channel undeliverable. docs/events.md
+    lists every event type and what it does.
 
     Row numbers in messages are spreadsheet rows for CSV (the header is row 1, so the
     first event is row 2) and line numbers for JSONL.
@@ -278,6 +290,9 @@ def _print_report(report: ImportReport, errors_file: Path | None) -> None:
     ):
         style = "red" if label == "rejected" and count else None
         table.add_row(label, f"[{style}]{count:,}[/]" if style else f"{count:,}")
+    if report.kind == "events":
+        table.add_row("consents revoked (unsubscribes, complaints)", f"{report.consents_revoked:,}")
+        table.add_row("addresses undeliverable (hard bounces)", f"{report.undeliverable:,}")
     console.print(table)
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
@@ -287,3 +302,15 @@ def _print_report(report: ImportReport, errors_file: Path | None) -> None:
     if hidden > 0:
         where = f"all are in {errors_file}" if errors_file else "--errors FILE saves them all"
         console.print(f"... and {hidden:,} more ({where})", highlight=False)
+    if report.not_regranted:
+        # Not errors: the rows were imported, but their grants do not undo a revocation.
+        count = len(report.not_regranted)
+        console.print(
+            f"[yellow]consent not re-granted: {count:,} {'grant' if count == 1 else 'grants'} over a revocation "
+            "(the customer's no stands)[/]",
+            highlight=False,
+        )
+        for message in report.not_regranted_messages(SHOWN_NOT_REGRANTED):
+            console.print(message, markup=False, highlight=False, soft_wrap=True)
+        if count > SHOWN_NOT_REGRANTED:
+            console.print(f"... and {count - SHOWN_NOT_REGRANTED:,} more (--json lists the first {NOT_REGRANTED_SAMPLE})", highlight=False)

@@ -29,9 +29,11 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, literal, or_
+from sqlalchemy import ColumnElement, Connection, and_, case, func, literal, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from legato.playbook.models import Guardrails
+from legato.store.schema import consents
 
 MARKETING = "marketing"
 TRANSACTIONAL = "transactional"
@@ -152,8 +154,9 @@ class ConsentRule:
 
 
 def given_at(consent: Any) -> ColumnElement[Any]:
-    """When a ``consents`` row's statement was made (the instant an implied consent's lifetime runs from)."""
-    return consent.c.recorded_at
+    """When a ``consents`` row's statement was made (the instant an implied consent's lifetime runs
+    from): its own time, else when it was recorded."""
+    return func.coalesce(consent.c.stated_at, consent.c.recorded_at)
 
 
 ALLOWED = 0
@@ -164,3 +167,203 @@ _BY_CODE = {code: block for block, code in _CODES.items()}
 def block_of(code: int) -> ConsentBlock | None:
     """A :meth:`ConsentRule.sql_verdict` value read back."""
     return None if code == ALLOWED else _BY_CODE[int(code)]
+
+
+# --- history: which statement on file stands -------------------------------------------
+#
+# Each statement carries when the customer made it (``stated_at``: the file's consent date,
+# the reply's or event's time; None when the source did not say). The latest wins, with one
+# asymmetry, because a no stays a no: only an express consent dated after a revocation undoes
+# it. An implied consent (a purchase) never does, and neither does a consent whose date is
+# unknown, whatever its kind: re-importing the usual CRM file after a STOP re-grants nothing.
+# A revocation of unknown date is taken to stand from when it was recorded, and it wins over
+# any grant on file but an express one dated after it. Between grants the latest wins, an
+# undated one never replaces a dated one, and an implied one never replaces an express one.
+
+
+class Change(int, Enum):
+    """What a new statement does to the one on file (the values are what :func:`sql_change` yields)."""
+
+    KEEP = 0  # the statement on file stands (same, or newer)
+    WRITE = 1  # the new statement replaces it
+    REFUSED_IMPLIED = 2  # a grant of a revoked consent refused: implied consent never undoes a revocation
+    REFUSED_UNDATED = 3  # refused: the grant has no date, so it cannot be shown to be newer
+    REFUSED_OLDER = 4  # refused: the grant is dated at or before the revocation
+
+    @property
+    def refused(self) -> bool:
+        return self.value >= Change.REFUSED_IMPLIED.value
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A consent statement: on file (with ``recorded_at``) or new."""
+
+    status: str
+    kind: str
+    stated_at: datetime | None = None  # when the customer made it, per its source
+    recorded_at: datetime | None = None  # when Legato recorded it (statements on file)
+
+    @property
+    def revoked_since(self) -> datetime | None:
+        """When a revocation took effect: its own time, else when it was recorded."""
+        return self.stated_at or self.recorded_at
+
+
+def change(stored: Statement | None, new: Statement) -> Change:
+    """What ``new`` does to the statement on file, ``stored`` (None: there is none)."""
+    if stored is None:
+        return Change.WRITE
+    revoked, granted = ConsentStatus.REVOKED.value, ConsentStatus.GRANTED.value
+    if stored.status == revoked:
+        if new.status == revoked:
+            later = new.stated_at is not None and (stored.revoked_since is None or new.stated_at > stored.revoked_since)
+            return Change.WRITE if later else Change.KEEP
+        if new.kind != ConsentKind.EXPRESS.value:
+            return Change.REFUSED_IMPLIED
+        if new.stated_at is None:
+            return Change.REFUSED_UNDATED
+        if stored.revoked_since is not None and new.stated_at <= stored.revoked_since:
+            return Change.REFUSED_OLDER
+        return Change.WRITE
+    if new.status == revoked:
+        # Only a newer express grant on file outlives a revocation.
+        newer_express = (
+            stored.kind == ConsentKind.EXPRESS.value
+            and stored.stated_at is not None
+            and new.stated_at is not None
+            and stored.stated_at > new.stated_at
+        )
+        return Change.KEEP if newer_express else Change.WRITE
+    assert new.status == granted and stored.status == granted
+    if stored.kind == ConsentKind.EXPRESS.value and new.kind != ConsentKind.EXPRESS.value:
+        return Change.KEEP  # an implied consent (a purchase) takes nothing from an express one
+    if new.stated_at is None:
+        return Change.WRITE if stored.stated_at is None and new.kind != stored.kind else Change.KEEP
+    if stored.stated_at is None or new.stated_at > stored.stated_at:
+        return Change.WRITE
+    return Change.WRITE if new.stated_at == stored.stated_at and new.kind != stored.kind else Change.KEEP
+
+
+def sql_change(stored: Any, new: Any) -> ColumnElement[Any]:
+    """:func:`change` over an outer join: ``stored`` a ``consents`` alias, ``new`` any table
+    with ``status``, ``kind`` and ``stated_at`` columns; yields a :class:`Change` value."""
+    revoked, express = ConsentStatus.REVOKED.value, ConsentKind.EXPRESS.value
+    since = func.coalesce(stored.c.stated_at, stored.c.recorded_at)
+    grant_of_revoked = case(
+        (new.c.kind != express, literal(Change.REFUSED_IMPLIED.value)),
+        (new.c.stated_at.is_(None), literal(Change.REFUSED_UNDATED.value)),
+        (new.c.stated_at <= since, literal(Change.REFUSED_OLDER.value)),
+        else_=literal(Change.WRITE.value),
+    )
+    revocation_of_granted = case(
+        (
+            and_(stored.c.kind == express, stored.c.stated_at.is_not(None), new.c.stated_at.is_not(None), stored.c.stated_at > new.c.stated_at),
+            literal(Change.KEEP.value),
+        ),
+        else_=literal(Change.WRITE.value),
+    )
+    grant_of_granted = case(
+        (and_(stored.c.kind == express, new.c.kind != express), literal(Change.KEEP.value)),
+        (new.c.stated_at.is_(None), case((and_(stored.c.stated_at.is_(None), new.c.kind != stored.c.kind), literal(Change.WRITE.value)), else_=literal(Change.KEEP.value))),
+        (or_(stored.c.stated_at.is_(None), new.c.stated_at > stored.c.stated_at), literal(Change.WRITE.value)),
+        (and_(new.c.stated_at == stored.c.stated_at, new.c.kind != stored.c.kind), literal(Change.WRITE.value)),
+        else_=literal(Change.KEEP.value),
+    )
+    return case(
+        (stored.c.status.is_(None), literal(Change.WRITE.value)),
+        (
+            stored.c.status == revoked,
+            case(
+                (new.c.status == revoked, case((and_(new.c.stated_at.is_not(None), new.c.stated_at > since), literal(Change.WRITE.value)), else_=literal(Change.KEEP.value))),
+                else_=grant_of_revoked,
+            ),
+        ),
+        (new.c.status == revoked, revocation_of_granted),
+        else_=grant_of_granted,
+    )
+
+
+def refusal_reason(change_: Change, cell: str, stated_at: datetime | None, revoked_since: datetime | None, source: str) -> str:
+    """Why a grant was not written over a revocation, worded for an import's report."""
+    since = f"revoked {_day(revoked_since)} ({_source_words(source)})"
+    rule = "only an express consent dated after the revocation re-grants it"
+    if change_ is Change.REFUSED_IMPLIED:
+        return f"not re-granted: '{cell}' is an implied consent and consent was {since}; {rule}"
+    if change_ is Change.REFUSED_UNDATED:
+        return f"not re-granted: '{cell}' has no date and consent was {since}; {rule} (give its date in consent_<channel>_<purpose>_at or consent_at)"
+    return f"not re-granted: '{cell}' is dated {_day(stated_at)}, not after consent was {since}; {rule}"
+
+
+def _day(at: datetime | None) -> str:
+    return "at an unknown time" if at is None else at.strftime("%Y-%m-%d %H:%M UTC")
+
+
+_SOURCE_WORDS = {
+    "inbound:opt_out": "an opt-out reply",
+    "unsubscribe_link": "the unsubscribe link",
+}
+
+
+def _source_words(source: str) -> str:
+    if source in _SOURCE_WORDS:
+        return _SOURCE_WORDS[source]
+    if source.startswith("review:"):
+        return f"opt-out confirmed by {source.split(':', 1)[1]}"
+    if source.startswith("event:"):
+        return f"{source.split(':')[1]} event"
+    if source.startswith("import:"):
+        return f"imported from {source.split(':', 1)[1]}"
+    return source
+
+
+# --- the one writer of consent statements -------------------------------------------------
+
+
+def revoke(connection: Connection, customer_id: str, channel: str, at: datetime, *, source: str, purpose: str = MARKETING) -> Change:
+    """Record that the customer revoked ``purpose`` on ``channel`` at ``at``; what it did.
+
+    Every revocation goes through here: a STOP reply, a person's confirmation, the unsubscribe
+    link, an imported ``unsubscribe`` or ``complaint`` event. A revocation older than an express
+    consent on file dated after it changes nothing (the customer said yes again since)."""
+    key = and_(consents.c.customer_id == customer_id, consents.c.channel == channel, consents.c.purpose == purpose)
+    row = connection.execute(select(consents.c.status, consents.c.kind, consents.c.stated_at, consents.c.recorded_at).where(key)).first()
+    new = Statement(ConsentStatus.REVOKED.value, ConsentKind.EXPRESS.value, at)
+    done = change(Statement(row.status, row.kind, row.stated_at, row.recorded_at) if row else None, new)
+    if done is Change.WRITE:
+        values = dict(status=new.status, kind=new.kind, source=source[:128], recorded_at=at, stated_at=at, expires_at=None)
+        if row is None:
+            connection.execute(consents.insert().values(customer_id=customer_id, channel=channel, purpose=purpose, **values))
+        else:
+            connection.execute(consents.update().where(key).values(**values))
+    return done
+
+
+def granted(connection: Connection, customer_id: str, channel: str, purpose: str = MARKETING) -> bool:
+    """Whether the statement on file for the customer's ``purpose`` on ``channel`` is a grant."""
+    key = and_(consents.c.customer_id == customer_id, consents.c.channel == channel, consents.c.purpose == purpose)
+    return connection.execute(select(consents.c.status).where(key)).scalar_one_or_none() == ConsentStatus.GRANTED.value
+
+
+def write_statements(connection: Connection, staged: Any, now: datetime) -> int:
+    """Write the statements of ``staged`` (columns customer_id, channel, purpose, status, kind,
+    stated_at, source; one row per customer, channel and purpose) that :func:`sql_change` lets
+    through, in one statement; returns how many. An import's consents go through here."""
+    stored = consents.alias("stored")
+    keys = and_(stored.c.customer_id == staged.c.customer_id, stored.c.channel == staged.c.channel, stored.c.purpose == staged.c.purpose)
+    rows = (
+        select(
+            staged.c.customer_id, staged.c.channel, staged.c.purpose, staged.c.status, staged.c.kind, staged.c.source,
+            literal(now, consents.c.recorded_at.type), literal(None, consents.c.expires_at.type), staged.c.stated_at,
+        )
+        .select_from(staged.outerjoin(stored, keys))
+        .where(sql_change(stored, staged) == Change.WRITE.value)
+    )
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    names = ["customer_id", "channel", "purpose", "status", "kind", "source", "recorded_at", "expires_at", "stated_at"]
+    insert = dialect.insert(consents).from_select(names, rows)
+    insert = insert.on_conflict_do_update(
+        index_elements=["customer_id", "channel", "purpose"],
+        set_={name: insert.excluded[name] for name in names[3:]},
+    )
+    return int(connection.execute(insert).rowcount or 0)

@@ -47,6 +47,7 @@ class ContactFacts:
     suppressed: npt.NDArray[np.bool_] | None = None  # on the global suppression / do-not-contact list
     whatsapp_window: npt.NDArray[np.bool_] | None = None  # wrote to us on WhatsApp in the last 24 hours
     regions: npt.NDArray[np.str_] | None = None  # "US-FL", or "US" when the region is unknown
+    undeliverable: dict[str, npt.NDArray[np.bool_]] | None = None  # the channel's contact point hard-bounced
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,10 @@ def contact_columns(
         )
         spec = REGISTRY[channel]
         point = customers.c[spec.contact_field] if spec.contact_field else None
-        reachable = case((point.is_not(None), 1), else_=0) if point is not None else literal(1)
+        # 1: reachable; 0: no contact point; 2: the contact point hard-bounced
+        reachable = (
+            case((point.is_(None), 0), (undeliverable(point, spec.contact_field), 2), else_=1) if point is not None else literal(1)
+        )
         query = query.add_columns(
             reachable.label(f"reachable_{channel}"),
             ConsentRule.of(guardrails, channel).sql_verdict(alias, traits.c.purchase_count, now).label(f"consent_{channel}"),
@@ -130,7 +134,8 @@ def on_suppression_list() -> ColumnElement[bool]:
     )
 
 
-SUPPRESSION_KINDS = ("customer", "email", "phone")
+SUPPRESSION_KINDS = ("customer", "email", "phone")  # the do-not-contact list: no marketing on any channel
+UNDELIVERABLE = "undeliverable"  # an address or number that hard-bounced: no message of any purpose reaches it
 
 
 @dataclass(frozen=True)
@@ -144,11 +149,14 @@ class Suppression:
         return {"kind": self.kind, "value": self.value, "reason": self.reason, "added_at": self.added_at.isoformat()}
 
 
-def _listed_form(kind: str, value: str, country: str | None) -> str:
-    if kind not in SUPPRESSION_KINDS:
-        raise Invalid(f"'{kind}' is not a suppression kind", hint="use customer, email or phone")
+def _listed_form(kind: str, value: str, country: str | None, *, undeliverable: bool = False) -> str:
+    kinds = (*SUPPRESSION_KINDS, UNDELIVERABLE) if undeliverable else SUPPRESSION_KINDS
+    if kind not in kinds:
+        raise Invalid(f"'{kind}' is not a suppression kind", hint=f"use {', '.join(kinds)}")
     if not value.strip():
         raise Invalid(f"the {kind} to list is empty", hint=f"give --{kind} VALUE")
+    if kind == UNDELIVERABLE:  # an address that bounced: an e-mail address or a number
+        return normalize_contact("email" if "@" in value else "phone", value, country)
     return value.strip() if kind == "customer" else normalize_contact(kind, value, country)
 
 
@@ -165,11 +173,25 @@ def add_suppression(
         raise Invalid("a suppression needs a reason", hint="say why, e.g. --reason 'asked by phone'")
     value = _listed_form(kind, value, country)
     with engine.begin() as connection:
-        exists = connection.execute(select(suppressions.c.kind).where(suppressions.c.kind == kind, suppressions.c.value == value)).first()
-        if exists is None:
-            connection.execute(suppressions.insert().values(kind=kind, value=value, reason=reason, added_at=now))
-            record(connection, now, by, "suppression_added", "suppression", f"{kind}:{value}", {"reason": reason})
+        suppress(connection, kind, value, reason, now, by=by)
     return value
+
+
+def suppress(connection: Any, kind: str, value: str, reason: str, at: datetime, *, by: str) -> bool:
+    """The one writer of new entries on the list: list ``value`` (already in its one form) as
+    ``kind``, audited; False when it was listed already."""
+    exists = connection.execute(select(suppressions.c.kind).where(suppressions.c.kind == kind, suppressions.c.value == value)).first()
+    if exists is not None:
+        return False
+    connection.execute(suppressions.insert().values(kind=kind, value=value, reason=reason[:256], added_at=at))
+    record(connection, at, by, "suppression_added", "suppression", f"{kind}:{value}", {"reason": reason})
+    return True
+
+
+def undeliverable(point: ColumnElement[Any], field: str) -> ColumnElement[bool]:
+    """True where the contact point ``point`` (a customers column) is listed as undeliverable."""
+    value = func.lower(point) if field == "email" else point
+    return select(literal(1)).where(suppressions.c.kind == UNDELIVERABLE, suppressions.c.value == value).exists()
 
 
 def remove_suppression(engine: Any, kind: str, value: str, reason: str, by: str, now: datetime, *, country: str | None = None) -> Suppression:
@@ -180,7 +202,7 @@ def remove_suppression(engine: Any, kind: str, value: str, reason: str, by: str,
     """
     if not by.strip() or not reason.strip():
         raise Invalid("taking an entry off the do-not-contact list needs who and why", hint="give --by NAME and --reason TEXT")
-    value = _listed_form(kind, value, country)
+    value = _listed_form(kind, value, country, undeliverable=True)
     with engine.begin() as connection:
         row = connection.execute(select(suppressions).where(suppressions.c.kind == kind, suppressions.c.value == value)).first()
         if row is None:
@@ -193,8 +215,8 @@ def remove_suppression(engine: Any, kind: str, value: str, reason: str, by: str,
 
 def list_suppressions(engine: Any, *, kind: str | None = None, limit: int = 100) -> tuple[list[Suppression], int]:
     """The newest entries first (up to ``limit``), and how many there are in all."""
-    if kind is not None and kind not in SUPPRESSION_KINDS:
-        raise Invalid(f"'{kind}' is not a suppression kind", hint="use customer, email or phone")
+    if kind is not None and kind not in (*SUPPRESSION_KINDS, UNDELIVERABLE):
+        raise Invalid(f"'{kind}' is not a suppression kind", hint=f"use {', '.join((*SUPPRESSION_KINDS, UNDELIVERABLE))}")
     where = [suppressions.c.kind == kind] if kind is not None else []
     with engine.connect() as connection:
         rows = connection.execute(
@@ -264,7 +286,8 @@ def facts_from_columns(
         whatsapp_window=columns["contact_whatsapp_window"].astype(bool),
         zones=zones,
         regions=regions,
-        reachable={c: columns[f"reachable_{c}"].astype(bool) for c in channels},
+        reachable={c: columns[f"reachable_{c}"].astype(np.int64) == 1 for c in channels},
+        undeliverable={c: columns[f"reachable_{c}"].astype(np.int64) == 2 for c in channels},
         # The consent rule's SQL verdict per channel: ALLOWED (0), else the code of why not.
         consented={c: columns[f"consent_{c}"].astype(np.int64) == ALLOWED for c in channels},
         revoked={c: columns[f"consent_{c}"].astype(np.int64) == ConsentBlock.REVOKED.code for c in channels},
@@ -292,7 +315,8 @@ def unreachable_reasons(
 ) -> npt.NDArray[np.object_]:
     """Why each customer cannot be sent ``channel`` at all now (None where they can).
 
-    These are the facts no send time or cap changes: the suppression list, a contact point,
+    These are the facts no send time or cap changes: the suppression list, a contact point
+    (one that hard-bounced is ``undeliverable`` for every purpose),
     consent, and for WhatsApp messages that are not pre-approved templates (``templates``
     False) the 24-hour service window. The engine uses them to offer a policy only the
     channels a customer can receive; :func:`check_contacts` applies them to the channel chosen.
@@ -306,6 +330,8 @@ def unreachable_reasons(
     if facts.suppressed is not None:
         mark(promotional & facts.suppressed, "do_not_contact")
     if channel in facts.reachable:
+        if facts.undeliverable is not None and channel in facts.undeliverable:
+            mark(facts.undeliverable[channel], f"undeliverable:{channel}")
         mark(~facts.reachable[channel], f"no_contact_point:{channel}")
         mark(promotional & facts.revoked[channel], ConsentBlock.REVOKED.reason(channel))
         mark(promotional & ~facts.consented[channel], ConsentBlock.MISSING.reason(channel))

@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, and_, exists, literal, select
 
 from legato.channels import REGISTRY
 from legato.guard.consent import MARKETING, ConsentRecord, ConsentRule, given_at
-from legato.guard.contact import on_suppression_list
+from legato.guard.contact import on_suppression_list, undeliverable
 from legato.playbook.models import Guardrails
 from legato.store.schema import consents, customers, inbound_messages, review_items, traits
 from legato.store.status import ReviewKind, ReviewStatus
@@ -42,6 +42,8 @@ def standing_columns(channel: ColumnElement[str]) -> list[ColumnElement[Any]]:
         traits.c.purchase_count.label("standing_purchases"),
         on_suppression_list().label("standing_suppressed"),
         _unclear_opt_out_open().label("standing_unclear_opt_out"),
+        undeliverable(customers.c.email, "email").label("standing_undeliverable_email"),
+        undeliverable(customers.c.phone, "phone").label("standing_undeliverable_phone"),
     ]
 
 
@@ -75,13 +77,16 @@ def standing_reason(guardrails: Guardrails, row: Any, channel: str, purpose: str
     """Why one customer cannot be sent a message of ``purpose`` on ``channel`` now (None if they can).
 
     The same reasons, in the same order, as :func:`unreachable_reasons` gives the cycle:
-    the suppression list, the contact point, then the consent rule.
+    the suppression list, the contact point (missing, or hard-bounced), then the consent rule.
     """
     marketing = purpose == MARKETING
     if marketing and row.standing_suppressed:
         return "do_not_contact"
-    if REGISTRY[channel].address(row.standing_customer, row.standing_email, row.standing_phone) is None:
+    spec = REGISTRY[channel]
+    if spec.address(row.standing_customer, row.standing_email, row.standing_phone) is None:
         return f"no_contact_point:{channel}"
+    if spec.contact_field is not None and getattr(row, f"standing_undeliverable_{spec.contact_field}"):
+        return f"undeliverable:{channel}"
     status = row.standing_consent_status
     record = (
         ConsentRecord(status, row.standing_consent_kind, row.standing_consent_expires_at, row.standing_consent_given_at)
@@ -110,6 +115,7 @@ STANDING_TEXT = {
     "consent_revoked": "the customer revoked consent",
     "no_consent": "no valid consent",
     "no_contact_point": "the customer has no contact point for the channel",
+    "undeliverable": "the customer's address or number on the channel hard-bounced",
     "customer_unknown": "the customer is no longer in the store",
     POSSIBLE_OPT_OUT: "a reply of the customer's that may be an opt-out waits for a person",
 }

@@ -63,8 +63,11 @@ consents = Table(
     Column("status", String(16), nullable=False),  # granted | revoked
     Column("kind", String(16), nullable=False),  # express | implied
     Column("source", String(128), nullable=False),
-    Column("recorded_at", UTCDateTime, nullable=False),
-    Column("expires_at", UTCDateTime),
+    Column("recorded_at", UTCDateTime, nullable=False),  # when Legato recorded it
+    Column("expires_at", UTCDateTime),  # an expiry its source stated (an implied consent's lifetime is the consent rule's)
+    # When the customer gave or revoked it, per its source (the file's consent date, the reply's
+    # or event's time); NULL when the source did not say. Which statement stands: guard.consent.change.
+    Column("stated_at", UTCDateTime),
 )
 
 # Global suppression and do-not-contact lists: a listed customer id, e-mail address or phone
@@ -72,8 +75,10 @@ consents = Table(
 suppressions = Table(
     "suppressions",
     metadata,
-    Column("kind", String(16), primary_key=True),  # customer | email | phone
-    Column("value", String(320), primary_key=True),  # e-mail addresses lower-cased
+    # customer | email | phone: no marketing on any channel (the do-not-contact list);
+    # undeliverable: an address or number that hard-bounced, which no message reaches
+    Column("kind", String(16), primary_key=True),
+    Column("value", String(320), primary_key=True),  # in the one form of legato.channels (E.164, lower-cased e-mail)
     Column("reason", String(256), nullable=False),
     Column("added_at", UTCDateTime, nullable=False),
 )

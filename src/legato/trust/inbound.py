@@ -54,6 +54,7 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 from legato.audience.fields import StoreResolver, audience_from
 from legato.deliver import outbox as outbox_writer
 from legato.errors import Invalid, LegatoError, NotFound, StoreError
+from legato.guard import consent as consent_history
 from legato.guard.normalize import normalize
 from legato.guard.redact import mask
 from legato.playbook.models import ChannelKind, Playbook
@@ -282,8 +283,8 @@ def apply_pending(engine: Engine, entry: PendingOptOut, *, wait: float | None = 
 
     ``revoked``; ``queued`` (a reply that may be an opt-out, now waiting for a person, which
     pauses marketing to the customer); ``already`` (an earlier replay wrote it);
-    ``unknown_customer``. A consent the customer gave explicitly after the opt-out was received
-    is newer: it stands on its channel.
+    ``unknown_customer``. A consent the customer gave explicitly, dated after the opt-out was
+    received, is newer: it stands on its channel (guard.consent.change; an undated one does not).
     """
 
     def once() -> str:
@@ -303,16 +304,10 @@ def apply_pending(engine: Engine, entry: PendingOptOut, *, wait: float | None = 
             at = entry.at
             kept = []
             for each in entry.channels:
-                newer = connection.execute(
-                    sa.select(consents.c.recorded_at).where(
-                        consents.c.customer_id == entry.customer_id, consents.c.channel == each, consents.c.purpose == "marketing",
-                        consents.c.status == "granted", consents.c.kind == "express", consents.c.recorded_at > at,
-                    )
-                ).first()
-                if newer is not None:
+                # The consent history decides (guard.consent.change): an express consent the
+                # customer gave after the opt-out was received stands; anything else is revoked.
+                if not _revoke(connection, entry.customer_id, each, at, source=f"{entry.source} (written late)"):
                     kept.append(each)
-                    continue
-                _revoke(connection, entry.customer_id, each, at, source=f"{entry.source} (written late)")
             chosen = entry.escalate[0] if entry.escalate else None
             due_at = due_at_for(chosen["reason"], at, {}, default=CONVERSATION_SLA_HOURS) if chosen else None
             message_id = connection.execute(
@@ -540,16 +535,15 @@ def unsubscribe(engine: Engine, token: str, now: datetime) -> Unsubscribed:
     return pending_optouts.retrying(once)
 
 
-def _revoke(connection: Any, customer_id: str, channel: str, now: datetime, *, source: str) -> None:
-    """Honour an opt-out at once (the legal limit is 10 business days; there is no reason to wait)."""
-    key = (consents.c.customer_id == customer_id) & (consents.c.channel == channel) & (consents.c.purpose == "marketing")
-    connection.execute(sa.delete(consents).where(key))
-    connection.execute(
-        sa.insert(consents).values(
-            customer_id=customer_id, channel=channel, purpose="marketing", status="revoked", kind="express", source=source, recorded_at=now
-        )
-    )
+def _revoke(connection: Any, customer_id: str, channel: str, now: datetime, *, source: str) -> bool:
+    """Honour an opt-out at once (the legal limit is 10 business days; there is no reason to wait),
+    through the one writer of consent statements, dated ``now`` (when the customer said it).
+    False when an express consent the customer gave after ``now`` stands: nothing is revoked."""
+    outcome = consent_history.revoke(connection, customer_id, channel, now, source=source)
+    if outcome is consent_history.Change.KEEP and consent_history.granted(connection, customer_id, channel):
+        return False
     _cancel_pending(connection, customer_id, channel)
+    return True
 
 
 def _cancel_pending(connection: Any, customer_id: str, channel: str | None) -> int:

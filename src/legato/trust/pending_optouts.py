@@ -24,7 +24,7 @@ appended to this file and the command fails loudly (exit 6) saying so:
   ``pending_opt_out_applied`` whose entity id is the line's id, all in one transaction; then
   a marker line ``{"applied": id}`` is appended. The audit entry makes a replay that crashed
   between the commit and the marker a no-op; replays on one machine take turns (``flock``).
-  A consent given explicitly after the opt-out was received is newer and stands.
+  An express consent dated after the opt-out was received is newer and stands (an undated one does not: guard.consent.change).
 
 The file and its markers stay as the record of what happened (keep it with the database; the
 ``.lock`` file beside it only serialises replays); ``legato inbound pending`` lists what

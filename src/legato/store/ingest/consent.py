@@ -7,7 +7,7 @@ an implied consent lasts are the consent rule's (:mod:`legato.guard.consent`).
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -31,12 +31,22 @@ _CONSENT_VALUES = {
     "false": ("revoked", "express"),
 }
 
-_CONSENT_COLUMN = re.compile(r"^consent_([a-z]+)_([a-z]+)$")
+_CONSENT_COLUMN = re.compile(r"^consent_([a-z]+)_([a-z]+)(_at)?$")
 
 
-def find_consent_columns(frame: Frame) -> list[tuple[str, str, str]]:
-    """(column, channel, purpose) for every ``consent_<channel>_<purpose>`` column."""
-    found = []
+@dataclass(frozen=True)
+class ConsentColumn:
+    name: str  # consent_sms_marketing
+    channel: str
+    purpose: str
+    dated_by: str | None  # the column giving its date: consent_sms_marketing_at, else consent_at, else none
+
+
+def find_consent_columns(frame: Frame) -> list[ConsentColumn]:
+    """Every ``consent_<channel>_<purpose>`` column with the column that dates it: its own
+    ``consent_<channel>_<purpose>_at``, else ``consent_at`` (one date for all), else none."""
+    found: dict[str, tuple[str, str]] = {}
+    dated: set[str] = set()
     for name in frame.names:
         if not name.startswith("consent_") or name == "consent_at":
             continue
@@ -44,17 +54,33 @@ def find_consent_columns(frame: Frame) -> list[tuple[str, str, str]]:
         if not match or match.group(1) not in CHANNELS or match.group(2) not in PURPOSES:
             raise ImportFileError(
                 f"{frame.name}: column {name} looks like a consent column but is not "
-                "consent_<channel>_<purpose>",
+                "consent_<channel>_<purpose> or consent_<channel>_<purpose>_at",
                 hint=f"channel is one of {', '.join(CHANNELS)}; purpose is one of "
-                f"{', '.join(PURPOSES)}, e.g. consent_email_marketing",
+                f"{', '.join(PURPOSES)}, e.g. consent_email_marketing and its date consent_email_marketing_at",
             )
-        found.append((name, match.group(1), match.group(2)))
-    return found
+        if match.group(3):
+            dated.add(name[: -len("_at")])
+        else:
+            found[name] = (match.group(1), match.group(2))
+    orphans = sorted(dated - set(found))
+    if orphans:
+        raise ImportFileError(
+            f"{frame.name}: column {orphans[0]}_at dates a consent but there is no column {orphans[0]}",
+            hint=f"add {orphans[0]} (express, implied, revoked, yes or no) or remove its date column",
+        )
+    shared = "consent_at" if "consent_at" in frame.names else None
+    return [
+        ConsentColumn(name, channel, purpose, f"{name}_at" if name in dated else shared)
+        for name, (channel, purpose) in found.items()
+    ]
 
 
+def date_columns(columns: list[ConsentColumn]) -> list[str]:
+    return sorted({c.dated_by for c in columns if c.dated_by})
 
-def parse_consent_values(frame: Frame, problems: Problems, column: str) -> tuple[pa.Array, pa.Array]:
-    """A consent column as (status, kind) arrays; null where the cell is empty."""
+
+def parse_consent_values(frame: Frame, problems: Problems, column: str) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """A consent column as (status, kind, cell text) arrays; null where the cell is empty."""
     shown = cell_text(frame.column(column), column)
     choices = list(_CONSENT_VALUES)
     position = pc.index_in(pc.utf8_lower(shown), value_set=pa.array(choices))
@@ -68,47 +94,53 @@ def parse_consent_values(frame: Frame, problems: Problems, column: str) -> tuple
     )
     statuses = pa.array([_CONSENT_VALUES[c][0] for c in choices])
     kinds = pa.array([_CONSENT_VALUES[c][1] for c in choices])
-    return pc.take(statuses, position), pc.take(kinds, position)
+    return pc.take(statuses, position), pc.take(kinds, position), shown
+
+
+STAGE_COLUMNS = [
+    ("row_no", "int"),
+    ("consent_column", "text"),
+    ("cell", "text"),
+    ("customer_id", "text"),
+    ("channel", "text"),
+    ("purpose", "text"),
+    ("status", "text"),
+    ("kind", "text"),
+    ("stated_at", "time"),
+    ("source", "text"),
+]
 
 
 def consent_stage_rows(
     ids: pa.Array,
-    consents: list[tuple[str, str, pa.Array, pa.Array]],
-    consent_at: pa.Array | None,
-    now: datetime,
+    consents: list[tuple[ConsentColumn, pa.Array, pa.Array, pa.Array]],
+    dates: dict[str, pa.Array],
+    source: str,
     good: pa.Array,
 ) -> pa.Table:
-    """One row per non-empty consent cell of a good row, ready for the consent stage."""
+    """One row per non-empty consent cell of a good row, ready for the consent stage
+    (:data:`STAGE_COLUMNS`): the statement with the time the file gives it (null: undated)."""
     rows = len(ids)
-    now_scalar = pa.scalar(now, pa.timestamp("us", "UTC"))
-    if consent_at is None:
-        recorded = pa.array(np.full(rows, now_scalar.value, dtype=np.int64), pa.timestamp("us", "UTC"))
-        explicit = pa.array(np.zeros(rows, dtype=np.int64))
-    else:
-        recorded = pc.fill_null(consent_at, now_scalar)
-        explicit = pc.cast(pc.is_valid(consent_at), pa.int64())
+    order = pa.array(np.arange(rows, dtype=np.int64))
     parts = []
-    for channel, purpose, statuses, kinds in consents:
-        # An implied consent's lifetime is the consent rule's to apply (it may be the playbook's).
-        expires = pa.nulls(rows, recorded.type)
+    for column, statuses, kinds, cells in consents:
+        stated = dates[column.dated_by] if column.dated_by else pa.nulls(rows, pa.timestamp("us", "UTC"))
         part = pa.table(
             {
+                "row_no": order,
+                "consent_column": pa.array([column.name] * rows, pa.string()),
+                "cell": cells,
                 "customer_id": ids,
-                "channel": pa.array([channel] * rows, pa.string()),
-                "purpose": pa.array([purpose] * rows, pa.string()),
+                "channel": pa.array([column.channel] * rows, pa.string()),
+                "purpose": pa.array([column.purpose] * rows, pa.string()),
                 "status": statuses,
                 "kind": kinds,
-                "recorded_at": recorded,
-                "expires_at": expires,
-                "explicit": explicit,
+                "stated_at": stated,
+                "source": pa.array([source] * rows, pa.string()),
             }
         )
         parts.append(part.filter(pc.and_(good, pc.is_valid(statuses))))
     if not parts:
-        empty = {
-            "customer_id": pa.string(), "channel": pa.string(), "purpose": pa.string(),
-            "status": pa.string(), "kind": pa.string(), "recorded_at": pa.timestamp("us", "UTC"),
-            "expires_at": pa.timestamp("us", "UTC"), "explicit": pa.int64(),
-        }
-        return pa.schema(empty).empty_table()
+        kinds_of = {"int": pa.int64(), "text": pa.string(), "time": pa.timestamp("us", "UTC")}
+        return pa.schema([(name, kinds_of[kind]) for name, kind in STAGE_COLUMNS]).empty_table()
     return pa.concat_tables(parts)

@@ -10,18 +10,25 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Connection, Engine, text
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Integer, String, and_, column, select, table, text
 
 from legato.channels import CONTACT_FIELDS, ContactError, normalize_emails, normalize_phone
 from legato.clock import Clock, SystemClock, as_utc
 from legato.errors import LegatoError
 from legato.store import traits
 from legato.store.ingest.columns import DATE_HINT, cell_text, mask, parse_instants, quoted, too_long
-from legato.store.ingest.consent import consent_stage_rows, find_consent_columns, parse_consent_values
+from legato.guard.consent import PURPOSES, Change, ConsentStatus, refusal_reason, sql_change, write_statements
+from legato.store.ingest.consent import CHANNELS
+from legato.store.ingest.consent import STAGE_COLUMNS as CONSENT_STAGE_COLUMNS
+from legato.store.ingest.consent import consent_stage_rows, date_columns, find_consent_columns, parse_consent_values
+from legato.store.schema import consents
+from legato.store.types import UTCDateTime
 from legato.store.ingest.json_columns import ATTRIBUTE_TYPES, json_objects, object_fragments
 from legato.store.ingest.known import customer_column_warnings, suggested_column
 from legato.store.ingest.read import Frame, read_source, require_columns
-from legato.store.ingest.report import ImportReport, source_text
+from legato.store.ingest.report import ImportReport, RowError, source_text
 from legato.store.ingest.rows import Problems, check_ids, check_unique_ids
 from legato.store.ingest.stage import Progress, Steps, drop_stage, load_stage, timed
 
@@ -29,6 +36,8 @@ from legato.store.ingest.stage import Progress, Steps, drop_stage, load_stage, t
 # error aborting the whole import (SQLite does not enforce them) into a row error. The
 # contact columns (email, phone), their lengths and their one form are the channel registry's.
 _CUSTOMER_FIELDS = {**CONTACT_FIELDS, "time_zone": 64, "country": 2, "region": 16}
+
+_CONSENT_DATE_NAMES = [f"consent_{c}_{p}_at" for c in CHANNELS for p in PURPOSES]
 
 _CUSTOMER_STAGE = "legato_stage_customers"
 _CONSENT_STAGE = "legato_stage_consents"
@@ -58,9 +67,7 @@ def import_customers(
             raise LegatoError(
                 f"attribute {name} has type '{kind}'", hint="use one of: " + ", ".join(ATTRIBUTE_TYPES)
             )
-    frame = read_source(
-        source, format, mapping, ["consent_at", *(n for n, t in declared.items() if t == "timestamp")], delimiter=delimiter
-    )
+    frame = read_source(source, format, mapping, _instant_columns(declared), delimiter=delimiter)
     require_columns(frame, ["id"], suggest=lambda field, names: suggested_column(field, names, events=False))
     consent_columns = find_consent_columns(frame)
     rows = frame.table.num_rows
@@ -75,16 +82,16 @@ def import_customers(
     for name in sorted(_CUSTOMER_FIELDS, key=lambda n: n == "phone"):  # a phone is read in the row's country
         fields[name] = _customer_field(frame, problems, name, fields.get("country"))
 
-    consent_at: pa.Array | None = None
-    if "consent_at" in frame.names:
-        consent_at, bad, shown = parse_instants(frame.column("consent_at"), "consent_at")
-        problems.add(bad, "consent_at", shown, lambda v: f"{quoted(v)} is not a date ({DATE_HINT})")
-    consents = [
-        (channel, purpose, *parse_consent_values(frame, problems, column))
-        for column, channel, purpose in consent_columns
-    ]
+    dates: dict[str, pa.Array] = {}
+    for name in date_columns(consent_columns):
+        dates[name], bad, shown = parse_instants(frame.column(name), name)
+        problems.add(bad, name, shown, lambda v: f"{quoted(v)} is not a date ({DATE_HINT})")
+        # A statement dated after the import would outrank every later one (a STOP included).
+        future = mask(pc.greater(dates[name], pa.scalar(now, pa.timestamp("us", "UTC"))))
+        problems.add(future, name, shown, lambda v: f"{quoted(v)} is in the future; a consent is dated when the customer gave or revoked it")
+    consents = [(column, *parse_consent_values(frame, problems, column.name)) for column in consent_columns]
 
-    reserved = {"id", "consent_at", *_CUSTOMER_FIELDS, *(c for c, _, _ in consent_columns)}
+    reserved = {"id", "consent_at", *_CUSTOMER_FIELDS, *(c.name for c in consent_columns), *dates}
     others = [name for name in frame.names if name not in reserved]
     report.warnings = [w.describe(frame.name) for w in customer_column_warnings(frame.names, others, declared)]
     fragments = object_fragments(frame, others, "attributes", declared, problems)
@@ -96,7 +103,8 @@ def import_customers(
         [order, ids, *(fields[n] for n in _CUSTOMER_FIELDS), attributes],
         names=["row_no", "id", *_CUSTOMER_FIELDS, "attributes"],
     ).filter(good)
-    consent_rows = consent_stage_rows(ids, consents, consent_at, now, good)
+    source_name = f"import:{frame.name}"[:128]
+    consent_rows = consent_stage_rows(ids, consents, dates, source_name, good)
 
     with engine.begin() as connection:
         customers_stage = load_stage(
@@ -106,24 +114,9 @@ def import_customers(
             staged,
             steps.loaded,
         )
-        consent_stage = load_stage(
-            connection,
-            _CONSENT_STAGE,
-            [
-                ("customer_id", "text"),
-                ("channel", "text"),
-                ("purpose", "text"),
-                ("status", "text"),
-                ("kind", "text"),
-                ("recorded_at", "time"),
-                ("expires_at", "time"),
-                ("explicit", "int"),
-            ],
-            consent_rows,
-        )
-        counts = _upsert_customers(
-            connection, customers_stage, consent_stage, now, f"import:{frame.name}"[:128]
-        )
+        consent_stage = load_stage(connection, _CONSENT_STAGE, CONSENT_STAGE_COLUMNS, consent_rows)
+        refused = _refused_grants(connection, consent_stage)
+        counts = _upsert_customers(connection, customers_stage, consent_stage, now)
         drop_stage(connection, customers_stage)
         drop_stage(connection, consent_stage)
     steps.finish()
@@ -132,7 +125,45 @@ def import_customers(
     report.unchanged = counts.get("same", 0)
     report.rejected = problems.rejected
     report.errors = problems.errors()
+    numbers = frame.row_numbers([r[0] for r in refused]) if refused else []
+    report.not_regranted = [
+        RowError(row=number, column=column, value=cell, reason=reason)
+        for number, (_, column, cell, reason) in zip(numbers, refused)
+    ]
     return report
+
+
+def _instant_columns(declared: Mapping[str, str]) -> list[str]:
+    """Columns read as instants (a JSONL reader that recognised them as timestamps keeps them
+    so): the consent dates and the declared timestamp attributes."""
+    return ["consent_at", *_CONSENT_DATE_NAMES, *(n for n, t in declared.items() if t == "timestamp")]
+
+
+def _refused_grants(connection: Connection, stage: str) -> list[tuple[int, str, str, str]]:
+    """(row index, column, cell, reason) of every grant the consent history refuses (the
+    customer revoked since, or it cannot be shown to be newer): nothing of it is written."""
+    staged = _consent_stage_table(stage)
+    stored = consents.alias("stored")
+    keys = and_(stored.c.customer_id == staged.c.customer_id, stored.c.channel == staged.c.channel, stored.c.purpose == staged.c.purpose)
+    verdict = sql_change(stored, staged).label("verdict")
+    query = (
+        select(staged.c.row_no, staged.c.consent_column, staged.c.cell, staged.c.stated_at, stored.c.stated_at, stored.c.recorded_at, stored.c.source, verdict)
+        .select_from(staged.join(stored, keys))
+        .where(stored.c.status == ConsentStatus.REVOKED.value, staged.c.status == ConsentStatus.GRANTED.value)
+        .order_by(staged.c.row_no, staged.c.consent_column)
+    )
+    found = []
+    for row, column, cell, stated, revoked_stated, revoked_recorded, source, code in connection.execute(query):
+        outcome = Change(int(code))
+        if outcome.refused:
+            found.append((int(row), column, cell, refusal_reason(outcome, cell, stated, revoked_stated or revoked_recorded, source)))
+    return found
+
+
+def _consent_stage_table(stage: str) -> Any:
+    types = {"int": Integer(), "text": String(), "time": UTCDateTime()}
+    schema, _, name = stage.rpartition(".")
+    return table(name, *(column(n, types[k]) for n, k in CONSENT_STAGE_COLUMNS), schema=schema or None)
 
 
 def _customer_field(frame: Frame, problems: Problems, name: str, countries: pa.Array | None = None) -> pa.Array:
@@ -194,10 +225,9 @@ def _is_zone(name: str) -> bool:
     return True
 
 
-def _upsert_customers(
-    connection: Connection, stage: str, consent_stage: str, now: datetime, source: str
-) -> dict[str, int]:
-    """Classify staged customers as new/changed/same, then write only what differs."""
+def _upsert_customers(connection: Connection, stage: str, consent_stage: str, now: datetime) -> dict[str, int]:
+    """Classify staged customers as new/changed/same, then write only what differs; consents
+    through their one writer (:func:`legato.guard.consent.write_statements`)."""
     postgres = connection.dialect.name == "postgresql"
     if postgres:
         merged = "(customers.attributes::jsonb || s.attributes)::json"
@@ -212,13 +242,13 @@ def _upsert_customers(
     field_differs = " OR ".join(
         f"(s.{n} IS NOT NULL AND (c.{n} IS NULL OR s.{n} <> c.{n}))" for n in _CUSTOMER_FIELDS
     )
-    consent_differs = (
-        "c.customer_id IS NULL OR c.status <> k.status OR c.kind <> k.kind "
-        "OR (k.explicit = 1 AND c.recorded_at <> k.recorded_at)"
-    )
-    consent_join = (
-        f"{consent_stage} AS k LEFT JOIN consents AS c ON c.customer_id = k.customer_id "
-        "AND c.channel = k.channel AND c.purpose = k.purpose"
+    staged = _consent_stage_table(consent_stage)
+    stored = consents.alias("stored")
+    keys = and_(stored.c.customer_id == staged.c.customer_id, stored.c.channel == staged.c.channel, stored.c.purpose == staged.c.purpose)
+    consent_changes = (
+        select(staged.c.customer_id)
+        .select_from(staged.outerjoin(stored, keys))
+        .where(sql_change(stored, staged) == Change.WRITE.value)
     )
     connection.execute(text(f"ALTER TABLE {stage} ADD COLUMN state TEXT DEFAULT 'same'"))
     statements = [
@@ -226,11 +256,14 @@ def _upsert_customers(
         "WHERE NOT EXISTS (SELECT 1 FROM customers AS c WHERE c.id = s.id)",
         f"UPDATE {stage} AS s SET state = 'changed' WHERE s.state = 'same' AND EXISTS ("
         f"SELECT 1 FROM customers AS c WHERE c.id = s.id AND ({field_differs} OR {attributes_differ}))",
-        f"UPDATE {stage} AS s SET state = 'changed' WHERE s.state = 'same' AND s.id IN ("
-        f"SELECT k.customer_id FROM {consent_join} WHERE {consent_differs})",
     ]
     for statement in statements:
         connection.execute(text(statement))
+    changed_ids = connection.execute(consent_changes).scalars().all()
+    if changed_ids:
+        connection.execute(
+            text(f"UPDATE {stage} SET state = 'changed' WHERE state = 'same' AND id = :id"), [{"id": i} for i in set(changed_ids)]
+        )
     columns = ", ".join(_CUSTOMER_FIELDS)
     connection.execute(
         timed(
@@ -250,18 +283,7 @@ def _upsert_customers(
         ),
         {"now": now},
     )
-    connection.execute(
-        text(
-            "INSERT INTO consents (customer_id, channel, purpose, status, kind, source, "
-            "recorded_at, expires_at) "
-            "SELECT k.customer_id, k.channel, k.purpose, k.status, k.kind, :source, "
-            f"k.recorded_at, k.expires_at FROM {consent_join} WHERE {consent_differs} "
-            "ON CONFLICT (customer_id, channel, purpose) DO UPDATE SET status = excluded.status, "
-            "kind = excluded.kind, source = excluded.source, recorded_at = excluded.recorded_at, "
-            "expires_at = excluded.expires_at"
-        ),
-        {"source": source},
-    )
+    write_statements(connection, staged, now)
     traits.add_empty_rows(
         connection, f"SELECT s.id AS customer_id FROM {stage} AS s WHERE s.state = 'new'"
     )

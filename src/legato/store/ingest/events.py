@@ -1,4 +1,16 @@
-"""Event imports: events not stored yet are inserted and folded into traits."""
+"""Event imports: events not stored yet are inserted and folded into traits.
+
+Events that carry a customer's no take effect in the same transaction, through the owners a
+STOP reply uses (docs/events.md lists every type Legato reads):
+
+- ``unsubscribe`` and ``complaint`` (a spam report) revoke marketing consent on the event's
+  channel (its ``channel`` column; else the channel of the message its ``decision_id`` names;
+  else every channel: a no that names no channel is a no to all), dated by ``occurred_at``
+  (:func:`legato.guard.consent.revoke`: an express consent dated after the event outlives it);
+- a hard ``bounce`` (``bounce_type`` hard or empty; soft bounces change nothing) lists the
+  customer's address on that channel as undeliverable (:func:`legato.guard.contact.suppress`),
+  so no message of any purpose goes to it again. A bounce must name its channel or message.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +22,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, text
 
+from legato.channels import NAMES as CHANNELS
+from legato.channels import REGISTRY, contact_or_none
 from legato.clock import Clock
+from legato.guard import consent as consent_history
+from legato.guard.consent import Change
+from legato.guard.contact import UNDELIVERABLE, suppress
+from legato.store.schema import customers, decisions
 from legato.store import traits
 from legato.store.traits import REFUND
 from legato.store.ingest.columns import DATE_HINT, cell_text, mask, parse_instants, parse_numbers, quoted, too_large, too_long
@@ -22,6 +41,7 @@ from legato.store.ingest.read import Frame, read_source, require_columns
 from legato.store.ingest.report import ImportFileError, ImportReport, source_text
 from legato.store.ingest.rows import Problems, check_ids, check_unique_ids
 from legato.store.ingest.stage import Progress, Steps, drop_stage, load_stage
+from legato.store.types import UTCDateTime
 
 _TYPE_LENGTH = 32
 _MAX_REVENUE = 1e9  # no single event brings in a billion
@@ -31,6 +51,10 @@ _EVENT_TYPE = r"^[a-z][a-z0-9_]*$"
 _EVENT_STAGE = "legato_stage_events"
 
 _EVENT_FIELDS = ("id", "customer_id", "type", "occurred_at", "revenue")
+
+REVOKING = ("unsubscribe", "complaint")  # revoke marketing consent on their channel
+BOUNCE = "bounce"
+_HARD = {"hard": True, "permanent": True, "soft": False, "temporary": False, "transient": False}
 
 
 def import_events(
@@ -77,6 +101,7 @@ def import_events(
     problems.add(mask(pc.is_null(shown)), "occurred_at", None, lambda _: "missing occurred_at")
     problems.add(bad, "occurred_at", shown, lambda v: f"{quoted(v)} is not a date ({DATE_HINT})")
     revenue = _revenue(frame, problems, types)
+    effects = _consent_event_facts(frame, problems, types)
     check_unique_ids(frame, problems, ids)
     others = [name for name in frame.names if name not in _EVENT_FIELDS]
     report.warnings = [w.describe(frame.name) for w in event_column_warnings(frame.names, others)]
@@ -160,11 +185,14 @@ def import_events(
             {"batch": next_batch(connection)},
         ).rowcount
         steps.at(rows + rows // 2)
+        revoked, undeliverable = _take_effect(connection, stage, effects)
         traits.merge_events(connection, stage)
         drop_stage(connection, stage)
     steps.finish()
     report.inserted = inserted
     report.unchanged = already
+    report.consents_revoked = revoked
+    report.undeliverable = undeliverable
     report.rejected = problems.rejected
     report.errors = problems.errors()
     return report
@@ -271,3 +299,66 @@ def _revenue(frame: Frame, problems: Problems, types: pa.Array) -> pa.Array:
     if refund.any():
         revenue = pc.if_else(pa.array(refund), pc.negate(pc.abs(revenue)), revenue)
     return revenue
+
+
+def _consent_event_facts(frame: Frame, problems: Problems, types: pa.Array) -> dict[str, list[str | None]]:
+    """The ``channel``, ``bounce_type`` and ``decision_id`` cells events that carry consent
+    need, checked: a channel is the registry's, a bounce names its channel or message."""
+    rows = frame.table.num_rows
+
+    def cells(name: str) -> pa.Array:
+        return cell_text(frame.column(name), name) if name in frame.names else pa.nulls(rows, pa.string())
+
+    channels = pc.utf8_lower(cells("channel"))
+    bounce_types = pc.utf8_lower(cells("bounce_type"))
+    decision_ids = cells("decision_id")
+    carries = mask(pc.is_in(types, pa.array([*REVOKING, BOUNCE])))
+    unknown = carries & mask(pc.is_valid(channels)) & ~mask(pc.is_in(channels, pa.array(list(CHANNELS))))
+    problems.add(unknown, "channel", channels, lambda v: f"{quoted(v)} is not a channel (use one of {', '.join(CHANNELS)})")
+    bounce = mask(pc.equal(types, BOUNCE))
+    odd = bounce & mask(pc.is_valid(bounce_types)) & ~mask(pc.is_in(bounce_types, pa.array(list(_HARD))))
+    problems.add(odd, "bounce_type", bounce_types, lambda v: f"{quoted(v)} is not a bounce type (use hard or soft)")
+    unnamed = bounce & ~mask(pc.is_valid(channels)) & ~mask(pc.is_valid(decision_ids))
+    problems.add(
+        unnamed, "channel", None,
+        lambda _: "a bounce names its channel (a channel column) or the decision_id of the message that bounced",
+    )
+    return {"channel": channels.to_pylist(), "bounce_type": bounce_types.to_pylist(), "decision_id": decision_ids.to_pylist()}
+
+
+def _take_effect(connection: Connection, stage: str, facts: dict[str, list[str | None]]) -> tuple[int, int]:
+    """Unsubscribes, complaints and hard bounces among the events just inserted, acted on:
+    (consents revoked, addresses listed undeliverable)."""
+    found = connection.execute(
+        sa.text(f"SELECT row_no, id, customer_id, type, occurred_at FROM {stage} WHERE type IN :types ORDER BY occurred_at, row_no").bindparams(
+            sa.bindparam("types", expanding=True)
+        ).columns(occurred_at=UTCDateTime()),
+        {"types": [*REVOKING, BOUNCE]},
+    ).all()
+    if not found:
+        return 0, 0
+    named = sorted({d for d in (facts["decision_id"][int(r.row_no)] for r in found) if d is not None})
+    by_decision = {}
+    if named:
+        by_decision = {
+            str(i): c for i, c in connection.execute(sa.select(decisions.c.id, decisions.c.channel).where(sa.cast(decisions.c.id, sa.String).in_(named)))
+        }
+    revoked = listed = 0
+    for row in found:
+        index = int(row.row_no)
+        channel = facts["channel"][index] or by_decision.get(str(facts["decision_id"][index]))
+        source = f"event:{row.type}:{row.id}"[:128]
+        if row.type in REVOKING:
+            for each in [channel] if channel else list(CHANNELS):
+                revoked += consent_history.revoke(connection, row.customer_id, each, row.occurred_at, source=source) is Change.WRITE
+            continue
+        if not _HARD.get(facts["bounce_type"][index] or "hard", True) or channel is None:
+            continue
+        field = REGISTRY[channel].contact_field
+        if field is None:
+            continue  # push and webhook have no address of ours to list
+        address = connection.execute(sa.select(customers.c[field], customers.c.country).where(customers.c.id == row.customer_id)).first()
+        value = contact_or_none(field, address[0], address[1]) if address is not None and address[0] else None
+        if value is not None:
+            listed += suppress(connection, UNDELIVERABLE, value, f"hard bounce on {channel} (event {row.id})", row.occurred_at, by="import:events")
+    return revoked, listed

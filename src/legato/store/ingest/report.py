@@ -28,6 +28,9 @@ class RowError:
         return f"{where}: {self.reason}"
 
 
+NOT_REGRANTED_SAMPLE = 100  # rows named in the JSON report; the count is always whole
+
+
 @dataclass
 class ImportReport:
     """What one import did. ``rejected`` counts rows; a row may have several errors."""
@@ -43,6 +46,12 @@ class ImportReport:
     # What the import did not understand but kept (a column named like a field, stored as
     # an attribute or property), each with the fix; nothing was rejected for it.
     warnings: list[str] = field(default_factory=list)
+    # Grants the consent history did not write (the customer revoked since, or the grant cannot
+    # be shown to be newer): the row's other fields were imported, its consent stays revoked.
+    not_regranted: list[RowError] = field(default_factory=list)
+    # Events: consents their unsubscribes and complaints revoked, addresses their hard bounces listed.
+    consents_revoked: int = 0
+    undeliverable: int = 0
 
     @property
     def source_name(self) -> str:
@@ -52,8 +61,13 @@ class ImportReport:
         chosen = self.errors if limit is None else self.errors[:limit]
         return [error.describe(self.source_name) for error in chosen]
 
+    def not_regranted_messages(self, limit: int | None = None) -> list[str]:
+        chosen = self.not_regranted if limit is None else self.not_regranted[:limit]
+        return [note.describe(self.source_name) for note in chosen]
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        rows = lambda found: [{"row": e.row, "column": e.column, "value": e.value, "reason": e.reason} for e in found]  # noqa: E731
+        common = {
             "kind": self.kind,
             "source": self.source,
             "rows_read": self.rows_read,
@@ -62,11 +76,11 @@ class ImportReport:
             "unchanged": self.unchanged,
             "rejected": self.rejected,
             "warnings": list(self.warnings),
-            "errors": [
-                {"row": e.row, "column": e.column, "value": e.value, "reason": e.reason}
-                for e in self.errors
-            ],
+            "errors": rows(self.errors),
         }
+        if self.kind == "events":
+            return common | {"consents_revoked": self.consents_revoked, "undeliverable": self.undeliverable}
+        return common | {"not_regranted": len(self.not_regranted), "not_regranted_rows": rows(self.not_regranted[:NOT_REGRANTED_SAMPLE])}
 
 
 class ImportFileError(LegatoError):
