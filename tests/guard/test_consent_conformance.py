@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from legato.clock import FixedClock
 from legato.deliver.dispatch import transports
 from legato.cycle import run_cycle
-from legato.guard.contact import add_suppression
+from legato.guard.contact import UNDELIVERABLE, add_suppression, suppress
 from legato.validation import parse_playbook
 from legato.playbook.models import Playbook
 from legato.store.ingest import import_customers, import_events
@@ -43,6 +43,7 @@ HISTORIES: dict[str, tuple[str, str | None, bool, bool, bool]] = {
     "revoked_buyer": ("revoked", None, True, False, True),
     "express_suppressed": ("express", None, False, True, True),
     "express_no_contact": ("express", None, False, False, False),
+    "express_bounced": ("express", None, False, False, True),  # its address and number hard-bounced
 }
 CHANNELS = ("email", "sms")
 PURPOSES = ("marketing", "transactional")
@@ -104,7 +105,8 @@ def load(engine: Engine) -> None:
             {
                 "id": ids,
                 "email": [f"{c}@people.example" if contact else None for c, (_, _, _, _, contact) in zip(ids, rows, strict=True)],
-                "phone": ["+12125550100" if contact else None for (_, _, _, _, contact) in rows],
+                "phone": [("+12125550199" if c == "express_bounced" else "+12125550100") if contact else None
+                          for c, (_, _, _, _, contact) in zip(ids, rows, strict=True)],
                 "time_zone": ["UTC"] * len(ids),
                 "consent_at": [at for (_, at, _, _, _) in rows],
                 **{f"consent_{c}_marketing": [cell for (cell, _, _, _, _) in rows] for c in CHANNELS},
@@ -122,6 +124,9 @@ def load(engine: Engine) -> None:
     for customer, (_, _, _, listed, _) in HISTORIES.items():
         if listed:
             add_suppression(engine, "customer", customer, "asked to be left alone", AT)
+    with engine.begin() as c:
+        for address in ("express_bounced@people.example", "+12125550199"):
+            suppress(c, UNDELIVERABLE, address, "hard bounce", AT, by="test")
 
 
 def cycle_answers(engine: Engine, pb: Playbook, tmp_path: Path) -> dict[tuple[str, str], str | None]:
@@ -170,6 +175,7 @@ def test_the_cycle_the_dispatcher_and_the_review_queue_agree_on_consent(
         assert cycle[(marketing, "express")] is None
         assert cycle[(transactional, "revoked")] is None and cycle[(transactional, "none")] is None
         assert cycle[(transactional, "express_no_contact")] == f"no_contact_point:{channel}"
+        assert cycle[(marketing, "express_bounced")] == cycle[(transactional, "express_bounced")] == f"undeliverable:{channel}"
         soft = rule == "soft_opt_in"
         assert cycle[(marketing, "none_buyer")] == (None if soft or rule == "no_rule" else f"no_consent:{channel}")
         assert cycle[(marketing, "implied_expired_buyer")] == (None if rule in ("no_rule", "long_implied") else f"no_consent:{channel}")
