@@ -90,11 +90,11 @@ def test_frequency_cap_drops_the_next_day_and_lifts_after_the_window(engine: Eng
     clock = FixedClock(AT)
     sinks = transports(pb, tmp_path)
     run_cycle(engine, pb, clock, sinks)
-    clock.set(AT + timedelta(days=1))
+    clock.set(AT + timedelta(days=1, hours=2))  # 10:00: yesterday's messages go, inside the window
     second = run_cycle(engine, pb, clock, sinks)
     assert second.agents["mailer"].scheduled == 0
     assert second.agents["mailer"].suppressed["frequency_cap:email 1 per 3 days"] == len(expected_eligible())
-    clock.set(AT + timedelta(days=4))
+    clock.set(AT + timedelta(days=4, hours=2))
     fourth = run_cycle(engine, pb, clock, sinks)
     assert fourth.agents["mailer"].scheduled == len(expected_eligible())
 

@@ -58,8 +58,9 @@ def test_a_late_dispatch_waits_for_the_end_of_quiet_hours(engine: Engine, tmp_pa
     clock.set(AT + timedelta(hours=15))  # the dispatcher only runs at 23:00 UTC
     assert sum(dispatch_due(engine, pb, clock, sinks).sent.values()) == 0
     with engine.connect() as c:
-        assert set(c.execute(sa.select(outbox.c.send_at)).scalars()) == {AT + timedelta(days=1)}  # 08:00 next day
-    clock.set(AT + timedelta(days=1, minutes=1))
+        # Quiet hours end at 08:00, the agent's send window opens at 09:00: it goes then.
+        assert set(c.execute(sa.select(outbox.c.send_at)).scalars()) == {AT + timedelta(days=1, hours=1)}
+    clock.set(AT + timedelta(days=1, hours=1, minutes=1))
     assert sum(dispatch_due(engine, pb, clock, sinks).sent.values()) == len(expected_eligible(8))
 
 
@@ -133,8 +134,9 @@ def test_policy_state_follows_the_action_space(engine: Engine, tmp_path: Path) -
     text = PLAYBOOK.replace("STAGE", "2").replace("HOLDOUT", "0").replace("BUDGET", "{}")
     no_features = parse_playbook(text.replace("""    features: ['tier = "gold"', "lifetime_spend / 100", "purchase_count"]\n""", "    features: []\n"))
     # other features: the state cannot be reused either
-    run_cycle(engine, no_features, FixedClock(AT + timedelta(days=4)), transports(no_features, tmp_path))
-    run_cycle(engine, with_bye(), FixedClock(AT + timedelta(days=8)), transports(with_bye(), tmp_path))
+    # 10:00: inside the send window, so day 0's messages go out with the day-4 cycle
+    run_cycle(engine, no_features, FixedClock(AT + timedelta(days=4, hours=2)), transports(no_features, tmp_path))
+    run_cycle(engine, with_bye(), FixedClock(AT + timedelta(days=8, hours=2)), transports(with_bye(), tmp_path))
     with engine.connect() as c:
         states = c.execute(sa.select(policy_states.c.state).order_by(policy_states.c.version)).scalars().all()
         resets = c.execute(sa.select(sa.func.count()).select_from(audit_log).where(audit_log.c.action == "policy_reset")).scalar_one()

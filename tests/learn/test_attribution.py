@@ -29,7 +29,7 @@ def first_day(engine: Engine, tmp_path: Path):  # type: ignore[no-untyped-def]
     clock = FixedClock(AT)
     sinks = transports(pb, tmp_path)
     run_cycle(engine, pb, clock, sinks)
-    clock.set(AT + timedelta(hours=10))
+    clock.set(AT + timedelta(hours=2))  # 10:00, inside the 09:00-17:00 send window
     dispatch_due(engine, pb, clock, sinks)
     return pb, clock, sinks
 
@@ -90,7 +90,7 @@ def test_unlearnable_rewards_keep_the_last_good_state(engine: Engine, tmp_path: 
     clock = FixedClock(AT)
     sinks = transports(pb, tmp_path)
     run_cycle(engine, pb, clock, sinks)
-    clock.set(AT + timedelta(hours=10))
+    clock.set(AT + timedelta(hours=2))  # 10:00, inside the 09:00-17:00 send window
     dispatch_due(engine, pb, clock, sinks)
     with engine.connect() as c:
         sent = c.execute(sa.select(decisions.c.customer_id).where(decisions.c.status == "sent")).scalars().first()
@@ -147,7 +147,7 @@ def test_a_reviewers_rejection_teaches_the_agent(engine: Engine, tmp_path: Path)
     first, second, *_ = list_items(engine)
     reject(engine, first.id, "ana", "off_brand", note="too pushy", now=AT + timedelta(hours=1))
     approve(engine, second.id, "ana", content_hash=second.content_hash, now=AT + timedelta(hours=1))
-    clock.set(AT + timedelta(hours=10))
+    clock.set(AT + timedelta(hours=2))  # 10:00, inside the 09:00-17:00 send window
     dispatch_due(engine, pb, clock, sinks)
     report = run_cycle(engine, pb, FixedClock(AT + timedelta(days=4)), sinks).agents["mailer"]
     with engine.connect() as c:

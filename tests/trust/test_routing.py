@@ -57,7 +57,8 @@ def test_assisted_agent_executes_only_what_a_person_approved_before(engine: Engi
     by_creative = {(creative, status) for creative, status in latest if status in ("scheduled", "queued")}
     assert by_creative == {("hello", "scheduled"), ("promo", "queued")}
     assert agent.scheduled + agent.queued == len(expected_eligible())
-    assert agent.sent == 1  # the approved stage-0 message, dispatched by this cycle
+    # The approved stage-0 message's window (day 0, 09:00-17:00) passed long ago: it waits for today's.
+    assert agent.sent == 0 and report.dispatch.late_moved["mailer"] == 1
     queued_reasons = {r for cid, r in review_reasons(engine).items()} - {"trust_stage_0"}
     assert queued_reasons == {"not_approved_before"}
 
@@ -93,7 +94,7 @@ def test_stop_loss_breach_demotes_at_once(engine: Engine, tmp_path: Path) -> Non
     clock = FixedClock(AT)
     sinks = transports(pb, tmp_path)
     run_cycle(engine, pb, clock, sinks)
-    clock.set(AT + timedelta(hours=10))
+    clock.set(AT + timedelta(hours=2))  # 10:00, inside the send window
     dispatch_due(engine, pb, clock, sinks)
     with engine.connect() as c:
         sent = c.execute(sa.select(decisions.c.customer_id).where(decisions.c.status == "sent")).scalars().all()
@@ -123,7 +124,7 @@ def test_approval_is_bound_to_the_content_a_person_saw(engine: Engine, tmp_path:
     manual = playbook(0)
     sinks = transports(manual, tmp_path)
     run_cycle(engine, manual, clock, sinks)
-    clock.set(AT + timedelta(hours=12))
+    clock.set(AT + timedelta(hours=4))  # 12:00, inside the send window
     assert sum(dispatch_due(engine, manual, clock, sinks).sent.values()) == 0
     first, second = list_items(engine)[:2]
     approve(engine, first.id, "rita", content_hash=first.content_hash, now=clock.now())

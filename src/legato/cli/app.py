@@ -285,6 +285,11 @@ def print_dispatch(report: object) -> None:
     assert isinstance(report, DispatchReport)
     totals = report.totals()
     console.print(f"dispatch: {totals['sent']:,} sent, {totals['retry']:,} to retry, {totals['dead']:,} dead")
+    moved, dropped = sum(report.late_moved.values()), sum(report.late_dropped.values())
+    if moved or dropped:
+        console.print(
+            f"late: {moved:,} moved to their agent's next send window, {dropped:,} dropped (their window had passed)", highlight=False
+        )
     for problem in report.errors[:10]:
         console.print(f"[yellow]dead (not sent):[/] {escape(problem)}", highlight=False)
     if len(report.errors) > 10:

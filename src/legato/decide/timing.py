@@ -75,3 +75,19 @@ def zone_or_utc(name: str | None) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         return ZoneInfo(UTC_NAME)
+
+
+def window_of(action: str) -> SendWindow | None:
+    """The send window an action key names (``creative/offer/HH:MM-HH:MM``), None if it names none."""
+    label = action.rsplit("/", 1)[-1]
+    try:
+        return SendWindow.model_validate(label)
+    except ValueError:
+        return None
+
+
+def next_open(window: SendWindow, zone_name: str | None, now: datetime) -> datetime | None:
+    """None while ``window`` is open at ``now`` in the zone (UTC when unknown), else when it opens next."""
+    local_now = now.astimezone(zone_or_utc(zone_name))
+    start = _next_start(local_now, window)
+    return None if start <= now else start

@@ -37,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from legato.clock import Clock
 from legato.channels import REGISTRY
+from legato.decide.timing import next_open, window_of
 from legato.deliver import outbox as outbox_writer
 from legato.deliver.channels import ConsoleTransport, FileTransport, Outcome, Transport
 from legato.deliver.render import (  # noqa: F401 - re-exported: what a template sees is render's
@@ -75,6 +76,8 @@ class DispatchReport:
     errors: list[str] = field(default_factory=list)  # why each dead message is dead
     retry_errors: list[str] = field(default_factory=list)  # the transient errors of messages that wait
     demoted: list[str] = field(default_factory=list)  # agents a blocking compliance finding demoted
+    late_moved: Counter[str] = field(default_factory=Counter)  # due after their send window: moved to the next one
+    late_dropped: Counter[str] = field(default_factory=Counter)  # due after their send window: dropped (when_late: drop)
 
     @property
     def failed(self) -> Counter[str]:
@@ -91,6 +94,7 @@ class DispatchReport:
             "errors": self.errors,
             "retry_errors": self.retry_errors,
             "demoted": self.demoted,
+            "late": {"moved_to_next_window": sum(self.late_moved.values()), "dropped": sum(self.late_dropped.values())},
         }
 
 
@@ -117,6 +121,7 @@ def _due_query() -> Any:
             outbox.c.decision_id,
             outbox.c.attempts,
             decisions.c.agent_id,
+            decisions.c.action,
             decisions.c.creative_id,
             decisions.c.offer_id,
             decisions.c.content_override,
@@ -149,6 +154,8 @@ class _Batch:
     dead: list[dict[str, Any]] = field(default_factory=list)
     later: list[dict[str, Any]] = field(default_factory=list)
     breaches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    late_moved: Counter[str] = field(default_factory=Counter)  # by agent: moved to the next send window
+    late_dropped: Counter[str] = field(default_factory=Counter)  # by agent: dropped, the window had passed
 
 
 def dispatch_due(
@@ -227,9 +234,18 @@ def _prepare(
         # with. When and whether it may go is decided by the rules in force now.
         kit = kits.of(connection, row.playbook_version_id)
         purpose = kit.purposes.get(row.creative_id, MARKETING)
-        resume = quiet_until(playbook, row, now) if purpose == MARKETING else None
-        if resume is not None:  # dispatched late into the night: wait for the morning
-            batch.later.append({"o_id": row.id, "resume": resume})
+        # When it may go: after quiet hours (dispatched late into the night), and inside the
+        # send window its decision chose (the run came late, an approval came after it).
+        quiet = quiet_until(playbook, row, now) if purpose == MARKETING else None
+        late = window_passed(playbook, row, quiet or now) if purpose == MARKETING else None
+        if late is not None and late[0].actions.when_late == "drop":
+            batch.dead.append({"o_id": row.id, "error": f"its send window ({window_of(row.action).label} local) had passed; the agent drops late sends"})  # type: ignore[union-attr]
+            batch.late_dropped[row.agent_id] += 1
+            return
+        if late is not None or quiet is not None:
+            batch.later.append({"o_id": row.id, "resume": late[1] if late is not None else quiet})
+            if late is not None:
+                batch.late_moved[row.agent_id] += 1
             return
         check_contact_now(playbook, row, now, purpose=purpose)
         _check_still_offered(row, *offered)
@@ -281,6 +297,8 @@ def _send(transport: Transport, messages: list[dict[str, Any]], batch: _Batch) -
 
 def _count(report: DispatchReport, batch: _Batch, dead_after_retries: list[dict[str, Any]]) -> None:
     gave_up = {r["o_id"] for r in dead_after_retries}
+    report.late_moved.update(batch.late_moved)
+    report.late_dropped.update(batch.late_dropped)
     for r in batch.sent:
         report.sent[batch.rows[r["o_id"]].agent_id] += 1
     for r in [*batch.dead, *dead_after_retries]:
@@ -341,6 +359,18 @@ def check_contact_now(playbook: Playbook, row: Any, now: datetime, *, purpose: s
     reason = standing_reason(playbook.guardrails, row, row.channel, purpose, now)
     if reason is not None:
         raise RenderError(f"{explain(reason)} at send time ({reason}); not sent")
+
+
+def window_passed(playbook: Playbook, row: Any, now: datetime) -> tuple[Any, datetime] | None:
+    """A marketing message due now outside the send window its decision chose (the run came
+    late, an approval came after the window): its agent and when that window opens next.
+    None while the window is open, or when the decision names no window or its agent is gone."""
+    agent = next((a for a in playbook.agents if a.id == row.agent_id), None)
+    window = window_of(row.action) if agent is not None and row.action else None
+    if window is None:
+        return None
+    opens = next_open(window, row.time_zone, now)
+    return None if opens is None else (agent, opens)
 
 
 def quiet_until(playbook: Playbook, row: Any, now: datetime) -> datetime | None:

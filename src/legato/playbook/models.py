@@ -221,6 +221,11 @@ class ActionSpace(Strict):
     creatives: list[Identifier] = Field(min_length=1)
     send_windows: list[SendWindow] = Field(default_factory=lambda: [SendWindow.model_validate("09:00-17:00")], min_length=1)
     do_nothing: bool = Field(True, description="'Do nothing' is an explicit action the policy can choose.")
+    when_late: Literal["next_window", "drop"] = Field(
+        "next_window",
+        description="A message whose send window has passed when it is dispatched (the run came late, an approval "
+        "came after the window): moved to the agent's next window in the customer's local time, or dropped.",
+    )
 
 
 class PolicySpec(Strict):
