@@ -89,7 +89,7 @@ def test_a_creative_added_between_two_cycles_keeps_what_the_policy_learned(engin
     sinks = transports(after, tmp_path)
     customers(engine)
     run_cycle(engine, before, FixedClock(AT), sinks)
-    dispatch_due(engine, before, FixedClock(AT + timedelta(hours=10)), sinks)
+    dispatch_due(engine, before, FixedClock(AT + timedelta(hours=2)), sinks)  # 10:00, inside the send window
     with engine.connect() as c:
         sent = sorted(c.execute(sa.select(decisions.c.customer_id).where(decisions.c.status == "sent")).scalars())
     assert len(sent) >= 4, "the day-0 cycle sent too few messages to learn from"

@@ -288,9 +288,9 @@ def test_off_policy_evaluation_asks_the_candidate_among_the_same_channels(engine
     test_the_policy_chooses_only_among_channels_the_customer_consented_to(engine, tmp_path)  # cycle at AT
     pb = two_channel_playbook()
     sinks = transports(pb, tmp_path)
-    dispatch_due(engine, pb, FixedClock(AT + timedelta(hours=10)), sinks)
+    dispatch_due(engine, pb, FixedClock(AT + timedelta(hours=2)), sinks)
     run_cycle(engine, pb, FixedClock(AT + timedelta(days=4)), sinks)
-    dispatch_due(engine, pb, FixedClock(AT + timedelta(days=4, hours=10)), sinks)
+    dispatch_due(engine, pb, FixedClock(AT + timedelta(days=4, hours=2)), sinks)
     run_cycle(engine, pb, FixedClock(AT + timedelta(days=12)), sinks)  # settles both
     logged = logged_decisions(engine, pb, "mailer")
     assert logged.allowed is not None and (~logged.allowed).any()

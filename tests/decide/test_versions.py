@@ -32,7 +32,7 @@ def learned_twice(engine: Engine, tmp_path: Path) -> None:
     for day in range(3):
         at = AT + timedelta(days=4 * day)
         run_cycle(engine, pb, FixedClock(at), sinks)
-        dispatch_due(engine, pb, FixedClock(at + timedelta(hours=10)), sinks)
+        dispatch_due(engine, pb, FixedClock(at + timedelta(hours=2)), sinks)  # 10:00, inside the send window
         with engine.connect() as c:
             sent = c.execute(sa.select(decisions.c.customer_id).where(decisions.c.status == "sent", decisions.c.decided_at == at)).scalars().all()
         import_events(engine, pa.table({"id": [f"p{day}-{c}" for c in sent], "customer_id": sent, "type": ["purchase"] * len(sent), "occurred_at": [(at + timedelta(hours=11)).isoformat()] * len(sent)}), clock=FixedClock(at))

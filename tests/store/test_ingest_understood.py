@@ -163,7 +163,7 @@ def test_a_refund_inside_the_window_takes_its_amount_back_from_the_decision(engi
     clock = FixedClock(AT)
     sinks = transports(pb, tmp_path)
     run_cycle(engine, pb, clock, sinks)
-    clock.set(AT + timedelta(hours=10))
+    clock.set(AT + timedelta(hours=2))  # 10:00, inside the send window
     dispatch_due(engine, pb, clock, sinks)
     with engine.connect() as c:
         buyer = c.execute(sa.select(decisions.c.customer_id).where(decisions.c.status == "sent").limit(1)).scalar_one()

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Integer, String, and_, column, select, table, text
+from sqlalchemy import Connection, Engine, Integer, String, and_, column, select, table, text, update
 
 from legato.channels import CONTACT_FIELDS, ContactError, normalize_emails, normalize_phone
 from legato.clock import Clock, SystemClock, as_utc
@@ -259,11 +259,13 @@ def _upsert_customers(connection: Connection, stage: str, consent_stage: str, no
     ]
     for statement in statements:
         connection.execute(text(statement))
-    changed_ids = connection.execute(consent_changes).scalars().all()
-    if changed_ids:
-        connection.execute(
-            text(f"UPDATE {stage} SET state = 'changed' WHERE state = 'same' AND id = :id"), [{"id": i} for i in set(changed_ids)]
-        )
+    # One set-based UPDATE: an UPDATE per changed id scanned the unindexed stage each time
+    # (64,000 customers with a consent took minutes: quadratic).
+    schema, _, name = stage.rpartition(".")
+    stage_rows = table(name, column("id"), column("state"), schema=schema or None)
+    connection.execute(
+        update(stage_rows).where(stage_rows.c.state == "same", stage_rows.c.id.in_(consent_changes)).values(state="changed")
+    )
     columns = ", ".join(_CUSTOMER_FIELDS)
     connection.execute(
         timed(
