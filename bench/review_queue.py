@@ -30,6 +30,8 @@ from legato.store.db import connect
 from legato.store.schema import cycles, metadata
 from legato.trust import review
 from legato.trust.review import list_items
+from legato.trust.review.model import QueueFilter
+from legato.trust.review.queue import list_page
 
 NOW = datetime(2024, 3, 18, 8, 0, tzinfo=timezone.utc)
 TWO_WEEKS_S = 14 * 24 * 3600
@@ -69,7 +71,7 @@ def fill(engine: sa.Engine, items: int) -> float:
             + "INSERT INTO decisions (id, cycle_id, agent_id, customer_id, decided_at, action, creative_id, channel, send_at, "
             "propensity, holdout, findings, route, status, content_hash) "
             f"SELECT n, 1, 'agent_' || ((n / 100) % 5), {customer}, {created}, 'email:hello', 'hello', 'email', {created}, "
-            f"0.5, {'0' if sqlite else 'false'}, '[]', 'review', 'queued', 'h' || (n % 17) {source}"
+            f"0.5, {'0' if sqlite else 'false'}, '[]', 'queued', 'queued', 'h' || (n % 17) {source}"
         ))
         connection.execute(sa.text(
             series
@@ -125,6 +127,9 @@ def main() -> None:
             "list_items(limit=100)": timed(lambda: list_items(engine, limit=100), args.repeat),
             "list_items(limit=100, agent='agent_3')": timed(lambda: list_items(engine, limit=100, agent="agent_3"), args.repeat),
             "list_items(limit=100, role='legal')": timed(lambda: list_items(engine, limit=100, role="legal"), args.repeat),
+            # What `legato review list` reads: the page and the filter's total.
+            "list_page(limit=100) + total": timed(lambda: list_page(engine, QueueFilter(), limit=100), args.repeat),
+            "list_page(limit=100, agent='agent_3') + total": timed(lambda: list_page(engine, QueueFilter(agent="agent_3"), limit=100), args.repeat),
         }
         query_plan = plan(engine)
         backend = engine.dialect.name

@@ -25,6 +25,7 @@ from legato.cycle.action_table import ActionTable
 from legato.cycle.trust_routing import Trust
 from legato.validation import parse_playbook
 from legato.trust.escalation import Escalations
+from legato.trust.ladder import REVIEW
 
 N = 1_000_000
 RESULTS = Path(__file__).with_name("results") / "routing.json"
@@ -81,7 +82,7 @@ def main() -> int:
             start = time.perf_counter()
             routes, reasons, _ = trust.route(agent, allowed, chosen, columns, expected, propensity)
             times.append(time.perf_counter() - start)
-        rows.append({"stage": stage, "decisions": N, "seconds": statistics.median(times), "reviewed": int((routes == "review").sum()), "target_s": 2.0})
+        rows.append({"stage": stage, "decisions": N, "seconds": statistics.median(times), "reviewed": int((routes == REVIEW).sum()), "target_s": 2.0})
     out = Table("stage", "decisions", "median s", "to review", "target s", "met", title="Routing 1,000,000 decisions", title_justify="left")
     for r in rows:
         out.add_row(str(r["stage"]), f"{r['decisions']:,}", f"{r['seconds']:.3f}", f"{r['reviewed']:,}", "2", "yes" if r["seconds"] <= 2 else "NO")

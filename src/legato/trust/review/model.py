@@ -91,7 +91,7 @@ class QueueFilter:
 
 @dataclass(frozen=True)
 class QueuePage:
-    """A page of the queue, how many items the filter matches in all, and the cursor of the next page."""
+    """A page of the queue, how many items the filter matches in all (-1: not counted), and the cursor of the next page."""
 
     items: list[QueueItem]
     total: int

@@ -121,10 +121,10 @@ def list_items(
     The order is the index ``ix_review_items_queue`` (status, priority DESC, created_at, id),
     so the first page is read straight off it however long the queue is.
     """
-    return list_page(engine, QueueFilter(status=status, agent=agent, role=role, kind=kind), limit=limit).items
+    return list_page(engine, QueueFilter(status=status, agent=agent, role=role, kind=kind), limit=limit, count=False).items
 
 
-def list_page(engine: Engine, where: QueueFilter, *, limit: int = 100, after: str | None = None) -> QueuePage:
+def list_page(engine: Engine, where: QueueFilter, *, limit: int = 100, after: str | None = None, count: bool = True) -> QueuePage:
     """One page of the queue in queue order, the filter's total, and the next page's cursor.
 
     Paging is by key, not offset: the cursor is the last item's place in the queue order
@@ -145,7 +145,9 @@ def list_page(engine: Engine, where: QueueFilter, *, limit: int = 100, after: st
         )
     with engine.connect() as connection:
         rows = connection.execute(query.limit(limit + 1)).all()
-        total = int(connection.execute(sa.select(sa.func.count()).select_from(review_items).where(*clauses)).scalar_one())
+        # The total costs a count over every matching item (about 2 ms per 100,000 open items,
+        # more with a filter the index does not lead with); a page read for its items skips it.
+        total = int(connection.execute(sa.select(sa.func.count()).select_from(review_items).where(*clauses)).scalar_one()) if count else -1
     items = [queue_item(row) for row in rows[:limit]]
     more = len(rows) > limit
     return QueuePage(items, total, _cursor_of(items[-1]) if more and items else None)
