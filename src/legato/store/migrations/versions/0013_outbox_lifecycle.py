@@ -19,6 +19,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from legato.store.rebuild import rebuild
+
 import legato.store.types
 
 revision = '0013'
@@ -47,23 +49,8 @@ def condition(allowed: tuple[str, ...]) -> str:
 
 
 def _rebuild(change) -> None:  # type: ignore[no-untyped-def]
-    """Apply ``change`` to a batch of ``outbox``, keeping its indexes exactly as they were
-    (SQLite's batch mode copies the table and re-creates indexes from reflection; each is
-    re-created from its own stored statement afterwards, as 0011 does). Foreign keys are
-    off for migrations (env.py)."""
-    bind = op.get_bind()
-    indexes: list[tuple[str, str]] = []
-    if bind.dialect.name == 'sqlite':
-        indexes = [
-            (name, sql) for name, sql in bind.execute(
-                sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outbox' AND sql IS NOT NULL")
-            )
-        ]
-    with op.batch_alter_table('outbox') as batch:
-        change(batch)
-    for name, create in indexes:
-        op.execute(f'DROP INDEX IF EXISTS {name}')
-        op.execute(create)
+    """Apply ``change`` to a batch of ``outbox``, keeping its indexes (legato.store.rebuild)."""
+    rebuild('outbox', change)
 
 
 def upgrade() -> None:
