@@ -258,7 +258,12 @@ def credit_late(
     stored = connection.execute(sa.select(settings.c.value).where(settings.c.key == key)).scalar_one_or_none()
     seen = int(stored) if stored is not None else 0
     credit = LateCredit()
-    if latest > seen:
+    # Nothing settled yet (a new agent, a first cycle): no event can be late for it, and the
+    # decisions settled later see these events when they settle. Skips a scan of every event.
+    any_settled = connection.execute(
+        sa.select(decisions.c.id).where(decisions.c.agent_id == agent_id, decisions.c.settled_at.is_not(None)).limit(1)
+    ).first()
+    if latest > seen and any_settled is not None:
         credit = _credit(connection, agent_id, objective, offer_costs, now, seen, int(latest))
         if stored is None:
             connection.execute(sa.insert(settings).values(key=key, value=str(latest)))
