@@ -123,8 +123,9 @@ def prepare_world(folder: Path, playbook: Playbook, playbook_path: Path) -> tupl
 # Short headers so a day fits an 80-column terminal; the legend says what each means.
 DAY_COLUMNS = ("agent", "decided", "held", "none", "blocked", "review", "sent", "learned")
 DAY_LEGEND = (
-    "  each day: decided = customers the agent looked at, held = its holdout, none = chose to send nothing,\n"
-    "  blocked = suppressed by a guardrail or the budget, review = waiting for a person, learned = outcomes learned from"
+    "  each day: decided = customers the agent looked at, held = its holdout,\n"
+    "  none = chose to send nothing, blocked = a guardrail or the budget stopped it,\n"
+    "  review = waiting for a person, learned = outcomes learned from"
 )
 
 
@@ -239,7 +240,7 @@ def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
     say("\n[bold]What to look at next[/] (the demo runs on a simulated clock, hence --at)")
     for line in (
         f"the review queue:      {program} review list --database {url}",
-        f"one item:              {program} review show ID --database {url}",
+        f"one item:              {program} review show ID --database {url} {at}",
         f"approve it:            {program} review approve ID --hash HASH --reviewer NAME --database {url} {at}",
         f"an agent's record:     {program} agents show welcome_email --database {url} {at}",
         f"what guardrails did:   {program} report guardrails --database {url}",
