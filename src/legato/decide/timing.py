@@ -8,6 +8,7 @@ whether an unknown zone needs the strictest candidate instead.
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -77,8 +78,12 @@ def zone_or_utc(name: str | None) -> ZoneInfo:
         return ZoneInfo(UTC_NAME)
 
 
+@lru_cache(maxsize=4096)
 def window_of(action: str) -> SendWindow | None:
-    """The send window an action key names (``creative/offer/HH:MM-HH:MM``), None if it names none."""
+    """The send window an action key names (``creative/offer/HH:MM-HH:MM``), None if it names none.
+
+    The dispatcher asks it for every message; an agent has a handful of action keys, so each
+    is parsed once (the model is frozen, so sharing one instance is safe)."""
     label = action.rsplit("/", 1)[-1]
     try:
         return SendWindow.model_validate(label)

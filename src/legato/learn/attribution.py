@@ -34,6 +34,18 @@ from legato.store.status import DecisionStatus, ReviewStatus
 # A refund (revenue stored negative) inside a decision's window takes its amount back from
 # the revenue credited to that decision; it is neither a visit nor a purchase.
 OUTCOME_TYPES = ("visit", "purchase", "refund", "unsubscribe", "complaint", "open", "click")
+# A decision's stored outcome, bound by name: settling writes it once, crediting a late
+# outcome rewrites it (the same columns, the same keys in each row's values).
+_OUTCOME_PARAMS = {
+    "reward": sa.bindparam("r"),
+    "visited": sa.bindparam("v"),
+    "purchased": sa.bindparam("p"),
+    "revenue": sa.bindparam("m"),
+    "unsubscribed": sa.bindparam("u"),
+    "complained": sa.bindparam("c"),
+    "opened": sa.bindparam("o"),
+    "clicked": sa.bindparam("k"),
+}
 EXECUTED = (DecisionStatus.SENT, DecisionStatus.NOTHING)  # what the customer actually experienced was the chosen action
 
 
@@ -101,14 +113,7 @@ def settle(
         sa.update(decisions)
         .where(decisions.c.id == sa.bindparam("d_id"))
         .values(
-            reward=sa.bindparam("r"),
-            visited=sa.bindparam("v"),
-            purchased=sa.bindparam("p"),
-            revenue=sa.bindparam("m"),
-            unsubscribed=sa.bindparam("u"),
-            complained=sa.bindparam("c"),
-            opened=sa.bindparam("o"),
-            clicked=sa.bindparam("k"),
+            **_OUTCOME_PARAMS,
             settled_at=now,
         ),
         [
@@ -337,16 +342,7 @@ def _credit(
         connection.execute(
             sa.update(decisions)
             .where(decisions.c.id == sa.bindparam("d_id"))
-            .values(
-                reward=sa.bindparam("r"),
-                visited=sa.bindparam("v"),
-                purchased=sa.bindparam("p"),
-                revenue=sa.bindparam("m"),
-                unsubscribed=sa.bindparam("u"),
-                complained=sa.bindparam("c"),
-                opened=sa.bindparam("o"),
-                clicked=sa.bindparam("k"),
-            ),
+            .values(**_OUTCOME_PARAMS),
             changed,
         )
     return LateCredit(len(changed), late_events, tuple(int(c["d_id"]) for c in changed))
