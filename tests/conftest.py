@@ -10,6 +10,7 @@ the PostgreSQL half of the suite fails loudly instead of being skipped, unless
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -25,6 +26,7 @@ from threadpoolctl import threadpool_limits
 from legato.validation import parse_playbook
 from legato.playbook.models import Playbook
 from legato.store.db import connect
+from legato.monitor import metrics
 from legato.store.schema import cycles, decisions, metadata
 
 from tests.world import AT, PLAYBOOK
@@ -68,12 +70,24 @@ def _postgres_engine(postgres_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def _migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite store migrated once per worker: each test gets a copy (migrating takes about 2 s)."""
+    path = tmp_path_factory.mktemp("template") / "legato.db"
+    engine = connect(f"sqlite:///{path}")
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    return path
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A migrated, empty store's URL, once per backend."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'legato.db'}"
-        connect(url).dispose()
+        target = tmp_path / "legato.db"
+        shutil.copyfile(request.getfixturevalue("_migrated_sqlite"), target)
+        url = f"sqlite:///{target}"
         yield url
         return
     engine: Engine = request.getfixturevalue("_postgres_engine")
@@ -154,7 +168,7 @@ DECISION_KINDS: dict[str, dict[str, Any]] = {
 
 @pytest.fixture
 def write_decisions(engine: Engine) -> Callable[..., None]:
-    """Writes decisions as a cycle, the dispatcher and settlement would have left them.
+    """Writes decisions as a cycle, the dispatcher and settlement would have left them, with their counts.
 
     ``write_decisions(kind, count, **columns)``: ``count`` decisions of ``kind`` (see
     :data:`DECISION_KINDS`) for agent ``mailer``, decided at :data:`AT` and settled eight
@@ -195,5 +209,7 @@ def write_decisions(engine: Engine) -> Callable[..., None]:
             rows.append(row)
         with engine.begin() as connection:
             connection.execute(sa.insert(decisions), rows)
+            # The counts those writers would have kept as they went (monitor.metrics).
+            metrics.rebuild(connection)
 
     return write

@@ -23,9 +23,30 @@ OWNERS: dict[str, tuple[str, ...]] = {
     "agents": ("legato/trust/agent_state.py",),
     # Opened by items.py; approved, rejected, resolved (actions.py) and expired (due.py) in the same package.
     "review_items": ("legato/trust/review/items.py", "legato/trust/review/actions.py", "legato/trust/review/due.py"),
+    # The queue's totals: appended by the same writers through counts.py, in their transactions.
+    "review_counts": ("legato/trust/review/counts.py",),
     "policy_states": ("legato/decide/versions.py",),
     "playbook_versions": ("legato/store/playbook_versions.py",),
+    "playbook_uploads": ("legato/store/playbook_versions.py",),
     "cycle_partitions": ("legato/cycle/partitions.py",),
+    "cycle_slots": ("legato/cycle/slots.py",),
+    "api_keys": ("legato/store/api_keys.py",),
+    "idempotency_records": ("legato/api/idempotency.py",),
+    # Every consent statement, single or an import's set, through the one consent owner.
+    "consents": ("legato/guard/consent.py",),
+    "consent_history": ("legato/guard/consent.py",),
+    "identity_links": ("legato/store/tracking.py",),
+    "seen_messages": ("legato/store/tracking.py",),
+    "rate_buckets": ("legato/store/rate_buckets.py",),
+    # The webhooks a provider sent that were acted on, taken in the transaction of each effect.
+    "provider_receipts": ("legato/store/receipts.py",),
+    # The KPI counts: added to by the cycle, review, dispatcher, delivery reports and attribution through metrics.py.
+    "metrics": ("legato/monitor/metrics.py",),
+    # Raised, repeated and cleared by the one module; delivering them stamps them there too (mark_delivered).
+    "alerts": ("legato/monitor/alerts.py",),
+    "anomalies": ("legato/monitor/anomaly.py",),
+    "alert_deliveries": ("legato/monitor/alert_delivery.py",),
+    "metric_totals": ("legato/monitor/metrics.py",),
 }
 # Only this module creates the table's rows (others may change their status).
 CREATORS = {"review_items": "legato/trust/review/items.py"}

@@ -9,6 +9,7 @@ playbook, and runs the example agents day by day on a simulated clock.
 
 from __future__ import annotations
 
+import json
 import sys
 import shutil
 from datetime import datetime, timedelta, timezone
@@ -27,6 +28,7 @@ from legato.audience.fields import declared_types
 from legato.cli.output import console, emit_json
 from legato.clock import FixedClock
 from legato.datasets import HILLSTROM, open_binary, shipped_file
+from legato.errors import Invalid
 from legato.decide.holdout import unit_hash
 from legato.deliver.channels import Transport
 from legato.deliver.dispatch import transports
@@ -103,8 +105,11 @@ def demo_customers(rows: pa.Table, start: datetime) -> tuple[pa.Table, pa.Table]
 ARMS = {"mens_collection": "mens", "womens_collection": "womens"}  # the example creatives → Hillstrom arms
 
 
-def prepare_world(folder: Path, playbook: Playbook, playbook_path: Path) -> tuple[Engine, HillstromWorld, dict[str, Transport], datetime]:
-    """A fresh database in ``folder`` holding the Hillstrom customers, and the world fitted on them."""
+def prepare_world(
+    folder: Path, playbook: Playbook, playbook_path: Path, *, seed: int = 7
+) -> tuple[Engine, HillstromWorld, dict[str, Transport], datetime]:
+    """A fresh database in ``folder`` holding the Hillstrom customers, and the world fitted on them
+    (``seed`` draws its customers' responses: the same seed, the same simulated days)."""
     folder.mkdir(parents=True, exist_ok=True)
     for leftover in ("legato.db", "legato.db-wal", "legato.db-shm"):
         (folder / leftover).unlink(missing_ok=True)
@@ -115,7 +120,7 @@ def prepare_world(folder: Path, playbook: Playbook, playbook_path: Path) -> tupl
     clock = FixedClock(START)
     import_customers(engine, customers, attribute_types=declared_types(playbook.attributes), clock=clock)
     import_events(engine, events, clock=clock)
-    world = HillstromWorld.fit(rows, customers.column("id").to_numpy(zero_copy_only=False), seed=7)
+    world = HillstromWorld.fit(rows, customers.column("id").to_numpy(zero_copy_only=False), seed=seed)
     # Messages go to the folder's own outbox: a simulation never writes into a real project's.
     return engine, world, transports(playbook, folder), START
 
@@ -147,10 +152,27 @@ def day_table(day: Day) -> tuple[Table, list[str]]:
     return table, notes
 
 
-def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
+FILE_CHANNEL = "email: {kind: file, path: outbox/email.jsonl}"
+
+
+def smtp_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` of ``legato demo --smtp``, or an :class:`Invalid` naming the fix."""
+    host, colon, port = text.strip().rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise Invalid(f"--smtp {text!r} is not HOST:PORT", hint="e.g. --smtp 127.0.0.1:2525 (a local server: python -m aiosmtpd -n -l 127.0.0.1:2525)")
+    return host.strip("[]"), int(port)
+
+
+def run_demo(folder: Path, *, days: int, as_json: bool, smtp: str | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     playbook_path = folder / "playbook.yaml"
-    playbook_path.write_text(files("legato.playbook").joinpath("example/playbook.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    text = files("legato.playbook").joinpath("example/playbook.yaml").read_text(encoding="utf-8")
+    if smtp is not None:
+        # The demo's e-mails go to a real SMTP server: the written playbook says so, as a user's would.
+        host, port = smtp_address(smtp)
+        assert FILE_CHANNEL in text, "the example playbook's e-mail channel changed; update legato.demo"
+        text = text.replace(FILE_CHANNEL, f"email: {{kind: smtp, host: {json.dumps(host)}, port: {port}, connections: 4}}")
+    playbook_path.write_text(text, encoding="utf-8")
     playbook = load_playbook(playbook_path)
     say = (lambda *a, **k: None) if as_json else console.print
     say(f"[bold]Legato demo[/] in {folder}/ — the Hillstrom e-mail experiment, 64,000 real customers")
@@ -244,7 +266,7 @@ def run_demo(folder: Path, *, days: int, as_json: bool) -> None:
         f"approve it:            {program} review approve ID --hash HASH --reviewer NAME --database {url} {at}",
         f"an agent's record:     {program} agents show welcome_email --database {url} {at}",
         f"what guardrails did:   {program} report guardrails --database {url}",
-        f"the messages sent:     {folder}/outbox/email.jsonl",
+        f"the messages sent:     {folder}/outbox/email.jsonl" if smtp is None else f"the e-mails sent:      at the SMTP server {smtp}",
         f"the strategy:          {playbook_path}   (check it: {program} validate {playbook_path})",
         f"one more cycle:        {program} run {playbook_path} --database {url} --at {START + timedelta(days=days):%Y-%m-%dT%H:%M}",
     ):

@@ -78,9 +78,16 @@ def test_bad_at_time(tmp_path: Path) -> None:
 
 
 def test_demo_then_segment_and_run(tmp_path: Path) -> None:
+    """The demo with ``--smtp``: its e-mails go to a real SMTP server on loopback (aiosmtpd),
+    which receives each sent message once (one demo run serves both, to keep the suite short)."""
+    from tests.smtp_box import Mailbox
+
     folder = tmp_path / "demo"
-    result = runner.invoke(app, ["demo", "--folder", str(folder), "--days", "3", "--json"])
+    with Mailbox() as box:
+        result = runner.invoke(app, ["demo", "--folder", str(folder), "--days", "3", "--json", "--smtp", f"127.0.0.1:{box.port}"])
+        received = list(box.received)
     assert result.exit_code == 0, result.output
+    assert f"kind: smtp, host: \"127.0.0.1\", port: {box.port}" in (folder / "playbook.yaml").read_text()
     report = json.loads(result.stdout)
     assert [d["day"] for d in report["days"]] == [1, 2, 3]
     agents = {a["agent"]: a for a in report["days"][-1]["agents"]}
@@ -89,8 +96,10 @@ def test_demo_then_segment_and_run(tmp_path: Path) -> None:
     sent = sum(d["sent"]["winback_email"] for d in report["days"])
     assert sent > 0 and agents["winback_email"]["settled"] > 0 and agents["winback_email"]["learned_from"] > 0
     assert agents["winback_email"]["policy_version"] >= 2  # the learned state was saved as a new version
-    sent_lines = (folder / "outbox" / "email.jsonl").read_text().splitlines()
-    assert len(sent_lines) == sent
+    assert len(received) == sent and len({r.rcpt_tos[0] for r in received}) == sent  # each e-mail once, to its customer
+    first = received[0].parsed()
+    assert first["From"].addresses[0].addr_spec == "help@hillside.example.com" and first["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert not (folder / "outbox" / "email.jsonl").exists()
     assert all(d["outcome_events"] > 0 for d in report["days"])
     lift = {item["metric"]: item for item in report["lift"]["winback_email"]}
     assert lift["visit_rate"]["n_control"] > 0 and lift["visit_rate"]["n_treated"] > lift["visit_rate"]["n_control"]

@@ -185,21 +185,56 @@ def test_the_jitter_spreads_messages_that_failed_together() -> None:
     assert outbox_writer.backoff(40, rng) <= outbox_writer.BACKOFF_CAP
 
 
-def test_a_message_that_keeps_failing_is_dead_after_its_last_attempt(engine: Engine, tmp_path: Path) -> None:
+def test_an_unreachable_servers_retries_are_capped_by_how_long_the_message_has_waited() -> None:
+    rng = random.Random(11)
+    floor = outbox_writer.RECONNECT_FLOOR
+    assert outbox_writer.reconnect_cap(timedelta(0)) == floor == outbox_writer.reconnect_cap(timedelta(seconds=30))
+    assert outbox_writer.reconnect_cap(timedelta(hours=2)) == timedelta(minutes=30)  # a quarter of the wait so far
+    waits = [outbox_writer.backoff(6, rng, cap=floor) for _ in range(50)]  # the plain sixth wait: 16-32 min
+    assert all(floor / 2 <= w <= floor for w in waits) and len(set(waits)) > 40  # capped, and still jittered
+    assert outbox_writer.backoff(1, rng, cap=timedelta(hours=1)) <= outbox_writer.BACKOFF_BASE  # a cap never lengthens a wait
+
+
+def test_a_message_that_keeps_failing_is_dead_once_it_is_older_than_its_channels_give_up_time(engine: Engine, tmp_path: Path) -> None:
+    """Retried while younger than ``give_up_after`` (default 24 h after its send time), however
+    many attempts that takes; the attempt at that age is its last, and it is dead with the reason."""
     load(engine, {"a": 1.0, "b": 2.0})
     pb = playbook()
+    assert pb.channels[next(iter(pb.channels))].give_up == outbox_writer.GIVE_UP_AFTER == timedelta(hours=24)
     run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
     flaky = Flaky(FileTransport(tmp_path / "out/email.jsonl"), {"b"}, times=100)
-    clock = FixedClock(SEND)
     totals = []
-    for _ in range(outbox_writer.MAX_ATTEMPTS):
-        totals.append(dispatch_due(engine, pb, clock, {"email": flaky}).totals())
-        clock.advance(timedelta(days=1))  # past any backoff, and inside the send window again
+    for at in [SEND + timedelta(hours=h) for h in (0, 2, 4, 6)] + [SEND + timedelta(hours=24)]:
+        totals.append(dispatch_due(engine, pb, FixedClock(at), {"email": flaky}).totals())
+        with engine.connect() as c:  # never due again later than the give-up time
+            next_at = c.execute(sa.select(outbox.c.next_attempt_at).where(outbox.c.customer_id == "b")).scalar_one()
+        assert next_at is None or next_at <= SEND + timedelta(hours=24)
     assert totals[0] == {"sent": 1, "retry": 1, "dead": 0}
-    assert totals[1:-1] == [{"sent": 0, "retry": 1, "dead": 0}] * (outbox_writer.MAX_ATTEMPTS - 2)
+    assert totals[1:-1] == [{"sent": 0, "retry": 1, "dead": 0}] * 3
     assert totals[-1] == {"sent": 0, "retry": 0, "dead": 1}
     status, decision, attempts, error = states(engine)["b"]
-    assert (status, decision, attempts) == ("dead", "failed", outbox_writer.MAX_ATTEMPTS) and "giving up" in str(error)
+    assert (status, decision, attempts) == ("dead", "failed", 5)
+    assert "421 try again later" in str(error) and "not delivered within 24 h of its send time, giving up" in str(error)
+
+
+def test_the_last_attempt_is_at_the_give_up_time_not_after_it(engine: Engine, tmp_path: Path) -> None:
+    load(engine, {"a": 1.0})
+    text = PLAYBOOK.replace('"BODY"', json.dumps(BODY)).replace("AUDIENCE_MAIL", "true").replace("AUDIENCE_TEXT", "false")
+    pb = parse_playbook(text.replace("path: out/email.jsonl}", "path: out/email.jsonl, give_up_after: 90m}"))
+    run_cycle(engine, pb, FixedClock(AT), transports(pb, tmp_path))
+    flaky = Flaky(FileTransport(tmp_path / "out/email.jsonl"), {"a"}, times=100)
+    with engine.connect() as c:
+        at = due = c.execute(sa.select(outbox.c.send_at)).scalar_one()
+    for _ in range(20):  # each attempt at its next_attempt_at
+        dispatch_due(engine, pb, FixedClock(at), {"email": flaky}, rng=random.Random(3))
+        with engine.connect() as c:
+            status, next_at = c.execute(sa.select(outbox.c.status, outbox.c.next_attempt_at)).one()
+        if status == "dead":
+            break
+        assert next_at <= due + timedelta(minutes=90)
+        at = next_at
+    assert status == "dead" and at == due + timedelta(minutes=90)  # backoff 1, 2, 4, ... min, the last one cut to the deadline
+    assert "not delivered within 90 min" in str(states(engine)["a"][3])
 
 
 def test_a_permanent_error_is_dead_at_once_with_the_providers_reason(engine: Engine, tmp_path: Path) -> None:

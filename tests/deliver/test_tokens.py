@@ -116,6 +116,6 @@ def test_a_sent_link_unsubscribes_and_a_forged_one_changes_nothing(engine: Engin
         assert c.execute(sa.select(consents.c.status).where(consents.c.customer_id == message.customer_id)).scalar_one() != "revoked"
     done = runner.invoke(app, ["inbound", "unsubscribe", token, "-d", database_url, "--json"])
     assert done.exit_code == 0, done.output
-    assert json.loads(done.stdout) == {"message_id": str(message.id), "customer_id": message.customer_id, "channel": "email"}
+    assert json.loads(done.stdout) == {"message_id": str(message.id), "customer_id": message.customer_id, "channel": "email", "channels": ["email"], "changed": True}
     with engine.connect() as c:
         assert c.execute(sa.select(consents.c.status).where(consents.c.customer_id == message.customer_id)).scalar_one() == "revoked"

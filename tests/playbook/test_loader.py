@@ -137,3 +137,20 @@ def test_action_features_need_one_row_per_action_in_the_action_space_order() -> 
     (only,) = problems(added)
     assert "agents[0].policy.params.action_features: action_features has 5 rows but the action space has 7 actions" in only
     assert "nothing, mens_collection/free_shipping/09:00-11:00, " in only and "spring_sale/free_shipping/18:00-20:00" in only
+
+
+def test_a_channel_is_told_apart_by_its_kind_and_its_mistakes_are_named_as_that_kinds() -> None:
+    old = "  email: {kind: file, path: outbox/email.jsonl}\n"
+    assert old in EXAMPLE
+    text = EXAMPLE.replace(old, "  email: {kind: file, paht: outbox/email.jsonl}\n  sms: {kind: smtpp}\n", 1)
+    found = problems(text)
+    email, sms = line_of(text, "paht:"), line_of(text, "smtpp")
+    assert any(f"pb.yaml:{email}:" in line and "channels.email.paht: unknown key 'paht'" in line and "did you mean 'path'?" in line for line in found)
+    assert any(f"pb.yaml:{email}:" in line and "channels.email.path: 'path' is required here" in line for line in found)
+    assert any(f"pb.yaml:{sms}:" in line and "channels.sms.kind: unknown kind 'smtpp'" in line and "'console'" in line for line in found)
+
+
+def test_a_channel_written_before_kinds_were_required_is_a_file() -> None:
+    playbook = parse_playbook(EXAMPLE.replace("{kind: file, path: outbox/email.jsonl}", "{path: outbox/email.jsonl}", 1))
+    channel = next(iter(playbook.channels.values()))
+    assert channel.kind == "file" and channel.path == "outbox/email.jsonl" and channel.in_doubt == "resend"

@@ -602,3 +602,44 @@ def test_cli_events_json_with_rejections_exit_1(engine: Engine, tmp_path: Path) 
         "value": "C9",
         "reason": "unknown customer 'C9'; import customers first",
     }
+
+
+def test_small_imports_share_one_kept_stage_per_connection(engine: Engine, tmp_path: Path) -> None:
+    """The event stage stays on its connection (emptied, not dropped): imports one after the
+    other, two in one caller's transaction, and one after a rolled-back transaction (which took
+    the stage with it) each see only their own rows."""
+    seed_customers(engine, tmp_path, ["C1", "C2"])
+
+    def batch(*ids: str) -> pa.Table:
+        return pa.table({"id": list(ids), "customer_id": ["C1"] * len(ids), "type": ["visit"] * len(ids),
+                         "occurred_at": ["2024-03-01T09:00:00Z"] * len(ids)})
+
+    assert import_events(engine, batch("a1", "a2")).inserted == 2
+    assert import_events(engine, batch("a2", "a3")).inserted == 1
+    with engine.begin() as connection:
+        assert import_events(connection, batch("b1")).inserted == 1
+        assert import_events(connection, batch("b1", "b2")).inserted == 1
+    with pytest.raises(RuntimeError), engine.begin() as connection:
+        import_events(connection, batch("c1"))
+        raise RuntimeError("the caller gives up")
+    assert import_events(engine, batch("c1")).inserted == 1
+    stored = sorted(r["id"] for r in table_rows(engine, schema.events))
+    assert stored == ["a1", "a2", "a3", "b1", "b2", "c1"]
+    assert by_id(engine, schema.traits, "customer_id")["C1"]["last_event_at"] is not None
+
+
+def test_a_decision_id_inside_a_properties_object_is_still_checked(engine: Engine, tmp_path: Path) -> None:
+    """The decision_id check is left out only when no properties can hold the key: one sent in a
+    nested properties object, its name written with a JSON escape too, is still refused."""
+    seed_customers(engine, tmp_path, ["C1"])
+    lines = [
+        {"id": "d1", "customer_id": "C1", "type": "click", "occurred_at": "2024-03-01T09:00:00Z", "properties": {"decision_id": "999"}},
+        {"id": "d2", "customer_id": "C1", "type": "visit", "occurred_at": "2024-03-01T09:00:00Z", "properties": {"page": "/"}},
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n"
+                    + '{"id": "d3", "customer_id": "C1", "type": "click", "occurred_at": "2024-03-01T09:00:00Z", '
+                    '"properties": {"decision\\u005fid": "998"}}\n')
+    report = import_events(engine, path)
+    assert report.inserted == 1 and report.rejected == 2
+    assert sorted(r["id"] for r in table_rows(engine, schema.events)) == ["d2"]

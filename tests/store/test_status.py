@@ -66,6 +66,17 @@ def test_a_value_outside_the_enum_is_refused(engine: Engine, table: str, column:
             "INSERT INTO review_items (kind, decision_id, agent_id, reason, priority, status, created_at) "
             "VALUES ('decision', :d, 'a', 'trust_stage_0', 50, 'open', :at)"
         ), {"d": decision, "at": AT})
+        c.execute(text(
+            "INSERT INTO api_keys (name, role, prefix, hash, created_at, created_by) VALUES ('k', 'viewer', 'lg_x', 'h', :at, 'test')"
+        ), {"at": AT})
+        c.execute(text(
+            "INSERT INTO alerts (incident, kind, agent_id, status, summary, detail, opened_at, last_seen_at, repeats) "
+            "VALUES ('stop_loss:a', 'stop_loss', 'a', 'open', 's', '{}', :at, :at, 0)"
+        ), {"at": AT})
+        c.execute(text(
+            "INSERT INTO alert_deliveries (alert_id, phase, destination, status, attempts, due_at, created_at) "
+            "VALUES (1, 'opened', 'log', 'pending', 0, :at, :at)"
+        ), {"at": AT})
     with pytest.raises(IntegrityError), engine.begin() as c:
         c.execute(text(f"UPDATE {table} SET {column} = 'bogus'"))
 

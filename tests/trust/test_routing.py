@@ -17,6 +17,7 @@ from legato.validation import parse_playbook
 from legato.store.ingest import import_events
 from legato.store.schema import agents, audit_log, decisions, review_items
 from legato.trust.review import approve, list_items
+from legato.trust.track_record import resume
 
 from tests.world import AT, PLAYBOOK, expected_eligible, load_customers
 
@@ -87,7 +88,7 @@ def test_escalation_rules_route_b2b_renewals_and_high_value_upsells(engine: Engi
     assert findings["c001"] == ["escalate:b2b_renewal"]
 
 
-def test_stop_loss_breach_demotes_at_once(engine: Engine, tmp_path: Path) -> None:
+def test_stop_loss_breach_pauses_and_demotes_at_once(engine: Engine, tmp_path: Path) -> None:
     load_customers(engine, n=40)
     text = PLAYBOOK.replace("kpis: [{metric: visit_rate, target: 0.1}]}", "kpis: [{metric: visit_rate, target: 0.1}], attribution_days: 1}")
     pb = playbook(3, extra="    stop_loss:\n      - {metric: unsubscribe_rate, max: 0.05, min_sends: 10, demote_to: 0}\n", base=text)
@@ -98,20 +99,25 @@ def test_stop_loss_breach_demotes_at_once(engine: Engine, tmp_path: Path) -> Non
     dispatch_due(engine, pb, clock, sinks)
     with engine.connect() as c:
         sent = c.execute(sa.select(decisions.c.customer_id).where(decisions.c.status == "sent")).scalars().all()
-    unsubscribes = sent[:3]  # 3 of ~26 sends: above the 5% limit
-    import_events(engine, pa.table({"id": [f"u{i}" for i in range(3)], "customer_id": unsubscribes, "type": ["unsubscribe"] * 3, "occurred_at": [(AT + timedelta(hours=11)).isoformat()] * 3}), clock=clock)
+    unsubscribes = sent[:12]  # 12 of ~26 sends: far above the 5% limit
+    import_events(engine, pa.table({"id": [f"u{i}" for i in range(12)], "customer_id": unsubscribes, "type": ["unsubscribe"] * 12, "occurred_at": [(AT + timedelta(hours=11)).isoformat()] * 12}), clock=clock)
     clock.set(AT + timedelta(days=4, hours=2))  # past the 3-day frequency cap
     report = run_cycle(engine, pb, clock, sinks)
     agent = report.agents["mailer"]
-    assert agent.stage == 0 and agent.scheduled == 0 and agent.queued > 0  # decided as Manual in the same cycle
+    assert agent.stage == 0 and agent.paused and agent.scheduled == agent.queued == 0  # stopped in the same cycle
     (breach,) = agent.stop_loss
     assert breach.metric == "unsubscribe_rate" and breach.sends == len(sent)
     with engine.connect() as c:
-        assert c.execute(sa.select(agents.c.trust_stage)).scalar_one() == 0
+        assert c.execute(sa.select(agents.c.trust_stage, agents.c.status)).one() == (0, "paused")
         assert c.execute(sa.select(sa.func.count()).select_from(audit_log).where(audit_log.c.action == "stop_loss_breach")).scalar_one() == 1
-    # The playbook still says 3, but the demotion stands until a person promotes the agent again.
+    # Paused: the next cycle leaves it alone. A person resumes it; the playbook still says 3,
+    # but the demotion stands until a person promotes the agent again.
     clock.set(AT + timedelta(days=5, hours=2))
-    assert run_cycle(engine, pb, clock, sinks).agents["mailer"].stage == 0
+    assert "mailer" not in run_cycle(engine, pb, clock, sinks).agents
+    resume(engine, "mailer", "ana", AT + timedelta(days=5, hours=3), reason="unsubscribe link checked")
+    clock.set(AT + timedelta(days=6, hours=2))
+    again = run_cycle(engine, pb, clock, sinks).agents["mailer"]
+    assert again.stage == 0 and not again.paused and again.queued > 0  # decided as Manual
 
 
 def test_approval_is_bound_to_the_content_a_person_saw(engine: Engine, tmp_path: Path) -> None:

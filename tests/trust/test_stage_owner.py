@@ -39,8 +39,9 @@ def _person(engine: Engine) -> None:
 
 
 def _stop_loss(engine: Engine) -> None:
-    """Twenty settled sends, five unsubscribed: 25% against a 5% limit."""
-    agent = next(a for a in parse_playbook(EXAMPLE).agents if a.id == "winback_email")
+    """Twenty settled sends, ten unsubscribed: 50% against a 5% limit."""
+    playbook = parse_playbook(EXAMPLE)
+    agent = next(a for a in playbook.agents if a.id == "winback_email")
     agent = agent.model_copy(update={"stop_loss": [StopLoss(metric="unsubscribe_rate", max=0.05, min_sends=10, demote_to=0)]})
     with engine.begin() as c:
         cycle = c.execute(sa.insert(cycles).values(at=NOW, started_at=NOW, status=CycleStatus.FINISHED).returning(cycles.c.id)).scalar_one()
@@ -49,12 +50,12 @@ def _stop_loss(engine: Engine) -> None:
             [
                 {"cycle_id": cycle, "agent_id": agent.id, "customer_id": f"c{i}", "decided_at": NOW - timedelta(days=3), "action": "x",
                  "propensity": 1.0, "holdout": False, "findings": [], "route": Route.SCHEDULED, "status": DecisionStatus.SENT,
-                 "settled_at": NOW - timedelta(days=1), "unsubscribed": i < 5}
+                 "settled_at": NOW - timedelta(days=1), "unsubscribed": i < 10}
                 for i in range(20)
             ],
         )
-        stage, breaches = check_stop_loss(c, agent, 3, NOW)
-    assert stage == 0 and len(breaches) == 1
+        result = check_stop_loss(c, playbook, agent, 3, NOW)
+    assert result.stage == 0 and len(result.breaches) == 1 and result.paused
 
 
 def _compliance(engine: Engine) -> None:
@@ -79,8 +80,10 @@ def test_every_demotion_path_writes_the_same_audited_change(engine: Engine, path
     _agent_at(engine, 3)
     run(engine)
     row, log = _state(engine)
-    assert (row.trust_stage, row.status, row.updated_at) == (0, "active", NOW)
-    (entry,) = log
+    # A stop-loss also pauses the agent (through the same owner, audited as agent_paused).
+    assert (row.trust_stage, row.status, row.updated_at) == (0, "paused" if path == "stop_loss" else "active", NOW)
+    assert [e.action for e in log] == [cause.value] + (["agent_paused"] if path == "stop_loss" else [])
+    entry = log[0]
     assert (entry.action, entry.actor, entry.entity_id, entry.at) == (cause.value, actor, "winback_email", NOW)
     assert entry.detail["from"] == 3 and entry.detail["to"] == 0 and entry.detail["reason"].strip()
 

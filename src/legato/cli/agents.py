@@ -5,7 +5,7 @@ and the versions of what a policy learned. Each command parses its options, call
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
@@ -190,16 +190,17 @@ def pause_command(
 def resume_command(
     agent: AgentArgument,
     by: ReviewerOption,
+    reason: Annotated[Optional[str], typer.Option(help="Why; it goes to the audit log. Needed when the stop-loss paused the agent.")] = None,
     at: AtOption = None,
     database: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Resume a paused agent at its stage.
 
-    Example: `legato agents resume winback --by ana`
+    Example: `legato agents resume winback --by ana --reason "list cleaned, complaint source fixed"`
     """
     try:
-        state = agents.resume(engine_for(database), agent, by, now=now_at(at))
+        state = agents.resume(engine_for(database), agent, by, now=now_at(at), reason=reason)
     except LegatoError as error:
         fail(error)
     _agent_done(state, f"resumed {agent}", as_json)

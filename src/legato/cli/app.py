@@ -44,18 +44,28 @@ def _register_sub_apps() -> None:
     from legato.cli.learning import bench, evaluate, score, simulate
     from legato.cli.reports import report_app, suppress_app
     from legato.cli.agents import agents_app
+    from legato.cli.alerts import alerts_app
     from legato.cli.review import review_app
     from legato.cli.preview import preview
     from legato.cli.secret import secret_app
+    from legato.cli.keys import keys_app
+    from legato.cli.outbox import outbox_app
+    from legato.cli.serve import serve
+    from legato.cli.worker import worker
 
     app.add_typer(import_app, name="import")
     app.add_typer(check_app, name="check")
     app.add_typer(report_app, name="report")
     app.add_typer(review_app, name="review")
     app.add_typer(agents_app, name="agents")
+    app.add_typer(alerts_app, name="alerts")
     app.add_typer(inbound_app, name="inbound")
     app.add_typer(suppress_app, name="suppress")
     app.add_typer(secret_app, name="secret")
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(outbox_app, name="outbox")
+    app.command()(serve)
+    app.command()(worker)
     app.command()(preview)
     app.command()(simulate)
     app.command()(bench)
@@ -231,7 +241,6 @@ def run(
 
     Example: `legato run playbook.yaml --at 2024-03-04T09:00`
     """
-    from legato.deliver.dispatch import transports
     from legato.service import cycles
     from legato.validation import load_playbook
     from legato.store.db import connect
@@ -248,7 +257,7 @@ def run(
                     tasks[agent_id] = progress.add_task(agent_id, total=None)
                 progress.advance(tasks[agent_id], count)
 
-            report = cycles.run(engine, loaded, clock, transports(loaded, playbook.parent), progress=advance, wait=wait)
+            report = cycles.run(engine, loaded, clock, cycles.transports_for(loaded, playbook.parent), progress=advance, wait=wait)
     except LegatoError as error:
         fail(error)
     if as_json:
@@ -290,6 +299,16 @@ def print_dispatch(report: object) -> None:
         console.print(
             f"late: {moved:,} moved to their agent's next send window, {dropped:,} dropped (their window had passed)", highlight=False
         )
+    if report.in_doubt:
+        held = report.in_doubt_held
+        console.print(
+            f"[yellow]in doubt:[/] {len(report.in_doubt):,} handed to a provider whose answer was lost "
+            f"({len(report.in_doubt) - held:,} sent again, {held:,} held for a person)", highlight=False
+        )
+        for problem in report.in_doubt[:10]:
+            console.print(f"[yellow]in doubt:[/] {escape(problem)}", highlight=False)
+    if report.bounced:
+        console.print(f"hard bounces: {report.bounced:,} (dead; the addresses are listed undeliverable)", highlight=False)
     for problem in report.errors[:10]:
         console.print(f"[yellow]dead (not sent):[/] {escape(problem)}", highlight=False)
     if len(report.errors) > 10:
@@ -302,25 +321,37 @@ def print_dispatch(report: object) -> None:
 
 @app.command()
 def dispatch(
-    playbook: Annotated[Path, typer.Argument(help="The playbook YAML file.")],
+    playbook: Annotated[Optional[Path], typer.Argument(help="The playbook YAML file (or --playbook).")] = None,
     database: DatabaseOption = None,
+    playbook_option: Annotated[
+        Optional[Path], typer.Option("--playbook", help="The playbook YAML file; without it or the argument, the newest uploaded to the store.")
+    ] = None,
     at: Annotated[Optional[str], typer.Option(help="Send what is due at this time (ISO-8601, UTC unless an offset is given).")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Send what is due now without running a cycle: due messages and retries whose wait is over.
+    """Send what is due now without running a cycle, once, then exit (for cron): due messages
+    and retries whose wait is over. `legato worker` does this continuously.
 
-    Example: `legato dispatch playbook.yaml`
+    Example: `legato dispatch --playbook playbook.yaml` (`--at 2024-03-04T10:00` for a simulated time)
     """
-    from legato.deliver.dispatch import transports
-    from legato.service import delivery
+    from legato.service import cycles, delivery
+    from legato.service.playbook_source import StoreSource
     from legato.validation import load_playbook
     from legato.store.db import connect
 
     try:
-        loaded = load_playbook(playbook)
+        if playbook is not None and playbook_option is not None and playbook != playbook_option:
+            raise LegatoError(f"two playbooks given: {playbook} and --playbook {playbook_option}", hint="give one of them")
+        given = playbook or playbook_option
+        loaded = load_playbook(given) if given is not None else None  # a broken playbook is named before the store is opened
         clock = FixedClock(parse_instant(at)) if at else SystemClock()
         engine = connect(database)
-        report = delivery.dispatch(engine, loaded, clock, transports(loaded, playbook.parent))
+        if loaded is not None and given is not None:
+            folder = given.parent
+        else:
+            newest = StoreSource(engine, Path.cwd()).first()  # the newest upload; its file channels write here
+            loaded, folder = newest.playbook, newest.folder
+        report = delivery.dispatch(engine, loaded, clock, cycles.transports_for(loaded, folder))
     except LegatoError as error:
         fail(error)
     if as_json:
@@ -368,17 +399,21 @@ def _progress(quiet: bool) -> Progress:
 def demo(
     folder: Annotated[Path, typer.Option(help="Folder for the demo's database, playbook and outbox.")] = Path("legato-demo"),
     days: Annotated[int, typer.Option(min=1, max=60, help="Simulated days to run.")] = 6,
+    smtp: Annotated[
+        Optional[str], typer.Option(metavar="HOST:PORT", help="Send the demo's e-mails to this SMTP server (e.g. a local one on 127.0.0.1:2525) instead of a file.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Load 64,000 real customers (the Hillstrom e-mail experiment) and run the example agents
-    over simulated days: no network, no services.
+    over simulated days: no network, no services (unless --smtp names a server to send to).
 
-    Example: `legato demo --days 5`
+    Example: `legato demo --days 5`; watch the e-mails arrive: `python -m aiosmtpd -n -l 127.0.0.1:2525`
+    in another terminal, then `legato demo --smtp 127.0.0.1:2525`
     """
     from legato.demo import run_demo
 
     try:
-        run_demo(folder, days=days, as_json=as_json)
+        run_demo(folder, days=days, as_json=as_json, smtp=smtp)
     except LegatoError as error:
         fail(error)
 

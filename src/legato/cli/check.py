@@ -10,17 +10,18 @@ from __future__ import annotations
 from enum import Enum
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from legato.channels import REGISTRY
 from legato.cli.output import console, emit_json, fail
 from legato.errors import LegatoError
-from legato.guard.findings import Finding, Message, checked_text, verdict
-from legato.guard.message import MessageChecker
+from legato.guard.findings import Finding, checked_text, verdict
+from legato.playbook.models import Playbook
+from legato.service import checks
+from legato.service.checks import CHANNELS
 
 check_app = typer.Typer(
     name="check",
@@ -39,7 +40,7 @@ def _group() -> None:
 STYLE = {"block": "bold white on red", "escalate": "black on yellow", "warn": "black on cyan"}
 
 
-Channel = Enum("Channel", {name: name for name in REGISTRY if name != "webhook"}, type=str)  # type: ignore[misc]
+Channel = Enum("Channel", {name: name for name in CHANNELS}, type=str)  # type: ignore[misc]
 
 
 class Purpose(str, Enum):
@@ -73,70 +74,29 @@ def message(
     `printf 'Subject: New boots\\n\\nHello, ...' | legato check message --channel email --file -`
     """
     try:
-        checker = _load(playbook)
-        if offer is not None and offer not in checker.offers:
-            known = ", ".join(sorted(checker.offers)) or "none"
-            raise LegatoError(f"offer '{offer}' is not in the playbook", hint=f"offers: {known}")
+        loaded = _load(playbook)
         if creative is not None:
-            checked, findings = _creative(checker, creative, offer, text, file, channel, purpose)
+            if text is not None or file is not None or channel is not None or purpose is not None:
+                raise LegatoError(
+                    "--creative takes the text, channel and purpose from the playbook",
+                    hint="leave out --text, --file, --channel and --purpose, or check a text of your own without --creative",
+                )
+            if loaded is None:
+                raise LegatoError("rendering a creative needs its playbook", hint="give --playbook")
+            done = checks.check_creative(loaded, creative, offer=offer)
         else:
             if channel is None:
                 raise LegatoError("say which channel the message goes out on", hint="--channel sms (or give --creative ID with --playbook)")
-            checked = parse_message(channel.value, _read(text, file), purpose=(purpose or Purpose.marketing).value)
-            findings = checker.check_text(checked, offer_id=offer, first=first_sms)
+            done = checks.check_text(loaded, channel.value, _read(text, file), purpose=(purpose or Purpose.marketing).value, offer=offer, first_sms=first_sms)
     except LegatoError as error:
         fail(error)
+    checked, findings = done.message, done.findings
     result = verdict(findings)
     if as_json:
         emit_json({"verdict": result, "findings": [_as_dict(f) for f in findings]})
     else:
         _show(checked_text(checked), len(checked.body), findings, result)
     raise typer.Exit(1 if result == "block" else 0)
-
-
-def _creative(
-    checker: MessageChecker, creative: str, offer: str | None, text: str | None, file: Path | None, channel: Any, purpose: Any
-) -> tuple[Message, list[Finding]]:
-    """A playbook creative through the one check, exactly as the cycle checks its variants."""
-    if text is not None or file is not None or channel is not None or purpose is not None:
-        raise LegatoError(
-            "--creative takes the text, channel and purpose from the playbook",
-            hint="leave out --text, --file, --channel and --purpose, or check a text of your own without --creative",
-        )
-    checker.playbook  # noqa: B018 - a creative needs its playbook; this names the fix when there is none
-    check = checker.check(checker.variant(creative, offer))
-    if check.rendered is None:
-        return Message(check.channel, checker.variant(creative, offer).creative.body, purpose=check.purpose), list(check.findings)
-    message = check.message()
-    assert message is not None
-    return message, list(check.findings)
-
-
-def parse_message(channel: str, raw: str, *, purpose: str = "marketing") -> Message:
-    """A :class:`Message` from text as a person writes it: a channel with a heading (the
-    registry's: an e-mail's ``Subject:``, a push notification's ``Title:``) starts with it."""
-    raw = raw.replace("\r\n", "\n")
-    spec = REGISTRY[channel]
-    if spec.heading is None or spec.heading_label is None:
-        return Message(channel, raw, purpose=purpose)
-    heading, body = _split_header(raw, spec.heading_label)
-    if heading is None and channel == "email":
-        raise LegatoError(
-            "an e-mail must start with a 'Subject:' line, then a blank line, then the body",
-            hint="put the message in a file (Subject: line, blank line, body) and give --file FILE, or in bash "
-            "--text $'Subject: New boots\\n\\nHello, ...' (plain double quotes keep \\n as two characters)",
-        )
-    return Message(channel, body, purpose=purpose, **{spec.heading: heading})
-
-
-def _split_header(raw: str, label: str) -> tuple[str | None, str]:
-    first, newline, rest = raw.partition("\n")
-    if not first.startswith(label) or not newline:
-        return None, raw
-    blank, newline, body = rest.partition("\n")
-    if blank.strip() or not newline:
-        return None, raw
-    return first[len(label) :].strip(), body
 
 
 def _read(text: str | None, file: Path | None) -> str:
@@ -155,13 +115,12 @@ def _read(text: str | None, file: Path | None) -> str:
         raise LegatoError(f"{file}: cannot be read as UTF-8 text ({exc})") from None
 
 
-def _load(playbook: Path | None) -> MessageChecker:
-    """The one check with the playbook's brand and offers, or the built-in defaults without one."""
+def _load(playbook: Path | None) -> Playbook | None:
     if playbook is None:
-        return MessageChecker(None)
+        return None
     from legato.validation import load_playbook
 
-    return MessageChecker(load_playbook(playbook))
+    return load_playbook(playbook)
 
 
 def _as_dict(finding: Finding) -> dict[str, object]:

@@ -89,24 +89,64 @@ def unsubscribe_command(
     token: Annotated[str, typer.Argument(help="The t= value of the message's unsubscribe link.")],
     database: DatabaseOption = None,
     at: AtOption = None,
+    everything: Annotated[bool, typer.Option("--everything", help="Revoke marketing on every channel, not only the message's.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Honour an unsubscribe link: verify its signed token and revoke marketing on that message's channel.
 
-    What a web endpoint behind `brand.legal.unsubscribe_url` calls (RFC 8058 one-click too).
-    Example: `legato inbound unsubscribe mfrgg.q3kx... --json`
+    What `legato serve`'s /v1/unsubscribe does (the page and the RFC 8058 one-click POST); a
+    link used again changes nothing. Example: `legato inbound unsubscribe mfrgg.q3kx... --json`
     """
     from legato.store.db import connect
     from legato.trust.inbound import unsubscribe
 
     try:
-        done = unsubscribe(connect(database), token, _now(at))
+        done = unsubscribe(connect(database), token, _now(at), every_channel=everything)
     except LegatoError as error:
         fail(error)
     if as_json:
         emit_json(done.to_dict())
         return
-    console.print(f"customer {done.customer_id}: marketing by {done.channel} revoked (message {done.message_id})", highlight=False)
+    where = "every channel" if everything else done.channel
+    state = "revoked" if done.changed else "was revoked already; nothing changed"
+    console.print(f"customer {done.customer_id}: marketing by {where} {state} (message {done.message_id})", highlight=False)
+
+
+@inbound_app.command("returned-mail")
+def returned_mail_command(
+    file: Annotated[str, typer.Argument(help="The e-mail as it arrived (a bounce or a feedback-loop report); - reads standard input.")] = "-",
+    database: DatabaseOption = None,
+    at: AtOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Record a bounce (RFC 3464) or a spam complaint (RFC 5965 feedback report) that came back by e-mail.
+
+    A hard bounce makes the address undeliverable, a complaint revokes marketing and lists the
+    address do-not-contact; each is an event of the message's decision, once. Pipe the
+    bounce mailbox into it, e.g. a Postfix alias `bounces: "|legato inbound returned-mail -d URL"`.
+    Example: `legato inbound returned-mail bounce.eml --json`
+    """
+    import sys
+
+    from legato.service import deliveries
+    from legato.store.db import connect
+
+    try:
+        raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    except OSError as exc:
+        fail(LegatoError(f"cannot read {file}: {exc.strerror or exc}", hint="give the e-mail's file, or - to read standard input"))
+    try:
+        done = deliveries.record_report_email(connect(database), raw, now=_now(at))
+    except LegatoError as error:
+        fail(error)
+    if as_json:
+        emit_json({"recorded": [r.to_dict() for r in done]})
+        return
+    if not done:
+        console.print("nothing to record (a delay notice, or no failure in it)", highlight=False)
+    for r in done:
+        console.print(f"message {r.message_id} (decision {r.decision_id}): {r.event_type}"
+                      + ("" if r.new else ", recorded before; nothing changed"), highlight=False)
 
 
 @inbound_app.command("pending")

@@ -44,16 +44,19 @@ def bench(
 def simulate(
     playbook: Annotated[Path, typer.Argument(help="A playbook whose creatives map to the Hillstrom arms (see --arm).")],
     days: Annotated[int, typer.Option(min=1, max=365, help="Simulated days.")] = 14,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the simulated customers' responses (the same seed gives the same days).")] = 7,
     folder: Annotated[Path, typer.Option(help="Folder for the simulation's database and outbox (emptied first).")] = Path("legato-simulation"),
     arm: Annotated[Optional[list[str]], typer.Option("--arm", help="CREATIVE=mens|womens, repeatable; default: the example playbook's creatives.")] = None,
+    inject: Annotated[Optional[list[str]], typer.Option("--inject", help="Trouble from a day on: unsubscribe_spike:day=10,factor=4 (or complaint_spike), repeatable.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Run a playbook for N days against the Hillstrom world: real customers, simulated responses.
 
-    Example: `legato simulate playbook.yaml --days 30 --arm mens_collection=mens --arm womens_collection=womens`
+    Example: `legato simulate playbook.yaml --days 30 --seed 3 --arm mens_collection=mens --arm womens_collection=womens`
+    (`--inject unsubscribe_spike:day=10,factor=4` to see the monitors catch a fault)
     """
     from legato.demo import ARMS, prepare_world
-    from legato.learn.simulation import simulate as run_simulation
+    from legato.learn.simulation import monitors, simulate as run_simulation
     from legato.monitor.lift import lift
     from legato.validation import load_playbook
 
@@ -76,8 +79,12 @@ def simulate(
                     "none of the playbook's creatives is mapped to a Hillstrom arm (the e-mail the experiment sent: mens or womens)",
                     hint=f"say which of {', '.join(creatives) or 'none'} plays which, e.g. --arm {creatives[0] if creatives else 'CREATIVE'}=mens",
                 )
-        engine, world, sinks, start = prepare_world(folder, loaded, playbook)
-        history = run_simulation(engine, loaded, world, arms, start, days, sinks)
+        faults = [_fault(text) for text in inject or []]
+        engine, world, sinks, start = prepare_world(folder, loaded, playbook, seed=seed)
+        world.faults.extend(_at(fault, start) for fault in faults)
+        seen: list[dict[str, object]] = []
+        history = run_simulation(engine, loaded, world, arms, start, days, sinks,
+                                 on_day=lambda day: seen.append({"day": day.number, "agents": monitors(engine, day)}))
         with engine.connect() as connection:
             lifts = {agent.id: lift(connection, agent.id) for agent in loaded.agents}
     except LegatoError as error:
@@ -86,7 +93,9 @@ def simulate(
     if as_json:
         emit_json(
             {
-                "days": days,
+                "days": seen,
+                "simulated_days": days,
+                "seed": seed,
                 "sent": {a: sum(d.sent[a] for d in history) for a in lifts},
                 "lift": {a: [x.to_dict() for x in items] for a, items in lifts.items()},
             }
@@ -120,6 +129,33 @@ def simulate(
             notes.append(f"{sum(r.own_send_time for r in reports):,} sends timed by the customer's own engagement hours")
         for note in notes:
             console.print(f"{agent.id}: {note}")
+
+
+def _fault(text: str) -> tuple[str, int, float]:
+    """``KIND:day=N,factor=F`` as (kind, day, factor), or an error naming the fix."""
+    kind, _, rest = text.partition(":")
+    kinds = ("unsubscribe_spike", "complaint_spike")
+    fields = dict(part.partition("=")[::2] for part in rest.split(",") if part)
+    try:
+        day, factor = int(fields.pop("day")), float(fields.pop("factor"))
+    except (KeyError, ValueError):
+        day = factor = None  # type: ignore[assignment]
+    if kind not in kinds or day is None or factor is None or fields or day < 1 or factor < 0:
+        raise LegatoError(
+            f"--inject {text!r} is not KIND:day=N,factor=F",
+            hint=f"e.g. --inject unsubscribe_spike:day=10,factor=4; kinds: {', '.join(kinds)}; day 1 is the first simulated day",
+        )
+    return kind, day, factor
+
+
+def _at(fault: tuple[str, int, float], start: object) -> object:
+    from datetime import datetime, timedelta
+
+    from legato.learn.simulator import Fault
+
+    kind, day, factor = fault
+    assert isinstance(start, datetime)
+    return Fault(kind, start + timedelta(days=day - 1), factor)  # type: ignore[arg-type]
 
 
 def _arms(pairs: list[str]) -> dict[str, str]:

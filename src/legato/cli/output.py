@@ -14,6 +14,7 @@ import json
 import sys
 from typing import Any, NoReturn
 
+from rich.markup import escape
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
@@ -30,7 +31,8 @@ def emit_json(value: Any) -> None:
 
 def fail(error: Exception, exit_code: int = 2) -> NoReturn:
     """Print a user error with its place and fix, then exit with its code."""
-    errors.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
+    # The message is text, not markup: a hint such as pip install 'legato[charts]' keeps its brackets.
+    errors.print(f"[bold red]error:[/] {escape(str(error))}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(getattr(error, "exit_code", exit_code))
 
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Annotated, Optional
 
-import sqlalchemy as sa
 import typer
 from rich import box
 from rich.table import Table
@@ -31,48 +28,30 @@ def guardrails(
 
     Example: `legato report guardrails --database sqlite:///legato-demo/legato.db`
     """
+    from legato.service import reports
     from legato.store.db import connect
-    from legato.store.schema import decisions
 
     try:
-        engine = connect(database)
+        counts = reports.guardrail_report(connect(database), agent_id=agent)
     except LegatoError as error:
         fail(error)
-    query = sa.select(decisions.c.agent_id, decisions.c.decided_at, decisions.c.findings, sa.func.count().label("n")).group_by(
-        decisions.c.agent_id, decisions.c.decided_at, decisions.c.findings
-    )
-    if agent:
-        query = query.where(decisions.c.agent_id == agent)
-    counts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
-    with engine.connect() as connection:
-        for row in connection.execute(query):
-            findings = row.findings if isinstance(row.findings, list) else json.loads(row.findings or "[]")
-            for reason in findings:
-                counts[(row.agent_id, row.decided_at.date().isoformat())][reason] += row.n
-    rows = [
-        {"agent": agent_id, "day": day, "rule": reason, "outcome": _outcome(reason), "decisions": n}
-        for (agent_id, day), reasons in sorted(counts.items())
-        for reason, n in reasons.most_common()
-    ]
+    rows = [count.to_dict() for count in counts]
     if as_json:
         emit_json({"rules": rows})
         return
     table = Table("agent", "day", "rule", "outcome", "decisions", title="Guardrail outcomes", title_justify="left")
-    for row in rows:
-        table.add_row(row["agent"], row["day"], row["rule"], row["outcome"], f"{row['decisions']:,}")
+    for count in counts:
+        table.add_row(count.agent_id, count.day.isoformat(), count.rule, _OUTCOME_WORDS[count.outcome], f"{count.decisions:,}")
     console.print(table)
 
 
-def _outcome(reason: str) -> str:
-    if reason.startswith("delayed:"):
-        return "delayed"
-    if reason.startswith("escalate:"):
-        return "escalated"
-    if reason == "uplift_gate":
-        return "not worth contacting"
-    if reason == "holdout_unreachable":
-        return "held out; could not have been reached anyway"
-    return "blocked"
+_OUTCOME_WORDS = {
+    "blocked": "blocked",
+    "delayed": "delayed",
+    "escalated": "escalated",
+    "gated": "not worth contacting",
+    "unreachable_holdout": "held out; could not have been reached anyway",
+}
 
 
 SinceOption = Annotated[Optional[str], typer.Option("--since", "--from", help="Decisions made from this date or time on (ISO-8601, UTC).")]
@@ -211,6 +190,56 @@ def outcomes_report(
         console.print("no decisions in this period")
 
 
+@report_app.command("kpis")
+def kpis_report(
+    database: DatabaseOption = None,
+    agent: Annotated[Optional[str], typer.Option(help="Only this agent.")] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    by: Annotated[Optional[str], typer.Option("--by", help="creative, offer, channel or segment (the lifecycle stage when decided).")] = None,
+    playbook: Annotated[Optional[Path], typer.Option("--playbook", help="Whose targets to compare with (default: the playbook the newest cycle ran).")] = None,
+    html_file: Annotated[Optional[Path], typer.Option("--html", help="Also write a report with charts and tables to this HTML file.")] = None,
+    png_file: Annotated[Optional[Path], typer.Option("--png", help="Also write the charts to this PNG file.")] = None,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="First recount every kept metric from history (a store older than them).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Each agent's KPIs, primary first, against their targets, with lift vs holdout, from the
+    metrics kept as things happen (no rescan of history).
+
+    Whole UTC days by the day a decision was made; rates are per settled send (— while none has
+    settled); lift vs holdout is per settled decision, intent to treat, with a 95% interval.
+    --html and --png need the charts extra (pip install 'legato[charts]').
+    Example: `legato report kpis --from 2024-03-01 --to 2024-03-31 --by creative --html kpis.html --database sqlite:///legato-demo/legato.db`
+    """
+    from legato.cli.kpis_output import print_kpis
+    from legato.monitor import charts
+    from legato.service import reports
+    from legato.store.db import connect
+    from legato.validation import load_playbook
+
+    try:
+        start, end = reports.period(since, until)
+        loaded = load_playbook(playbook) if playbook else None
+        engine = connect(database)
+        rebuilt = reports.rebuild_metrics(engine) if rebuild else None
+        found = reports.kpis(engine, loaded, agent_id=agent, since=start, until=end, by=by)
+        if html_file is not None:
+            charts.write_html(found, html_file)
+        if png_file is not None:
+            charts.write_png(found, png_file)
+    except LegatoError as error:
+        fail(error)
+    if as_json:
+        emit_json({**found.to_dict(), "rebuilt_keys": rebuilt})
+        return
+    if rebuilt is not None:
+        console.print(f"recounted from history: {rebuilt:,} kept metric keys", highlight=False)
+    print_kpis(found)
+    for name, file in (("HTML report", html_file), ("charts", png_file)):
+        if file is not None:
+            console.print(f"{name} written to {file}", markup=False, highlight=False)
+
+
 @report_app.command("fairness")
 def fairness(
     playbook: Annotated[Path, typer.Argument(help="The playbook that declares the protected attributes.")],
@@ -225,15 +254,13 @@ def fairness(
     Example: `legato report fairness playbook.yaml --json`
     """
     from legato.clock import parse_instant
-    from legato.monitor.fairness import audit_fairness
+    from legato.service import reports
     from legato.validation import load_playbook
     from legato.store.db import connect
 
     try:
         loaded = load_playbook(playbook)
-        if not loaded.guardrails.protected_attributes:
-            raise LegatoError("the playbook declares no protected attributes to audit", hint="list them under guardrails.protected_attributes")
-        audits = audit_fairness(connect(database), loaded, parse_instant(at) if at else SystemClock().now())
+        audits = reports.fairness_report(connect(database), loaded, now=parse_instant(at) if at else SystemClock().now())
     except LegatoError as error:
         fail(error)
     breached = any(a.breaches for a in audits)

@@ -355,12 +355,9 @@ def _dry_run(items: list[Any], verb: str, as_json: bool) -> None:
     if as_json:
         emit_json({"would_" + verb: [item.to_dict() for item in items]})
         return
-    variants: dict[tuple[str | None, str | None], int] = {}
-    for item in items:
-        variants[(item.creative_id, item.offer_id)] = variants.get((item.creative_id, item.offer_id), 0) + 1
     console.print(f"would {verb} {len(items):,} item(s); nothing changed", highlight=False)
-    for (creative, offer), count in sorted(variants.items(), key=lambda kv: -kv[1]):
-        console.print(f"  {count:,} × {creative}" + (f" with {offer}" if offer else ""), highlight=False, markup=False)
+    for variant in review.variants(items):
+        console.print(f"  {variant.items:,} × {variant.creative_id}" + (f" with {variant.offer_id}" if variant.offer_id else ""), highlight=False, markup=False)
 
 
 def _bulk_done(bulk: Any, verb: str, as_json: bool) -> None:

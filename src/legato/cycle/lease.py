@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -120,6 +120,9 @@ class Lease:
         self.token = token
         self.ttl = ttl
         self.lost = False
+        # Told the cycle's id once the holder knows it (a cycle started in the background
+        # answers its caller with the id as soon as the cycle is recorded).
+        self.on_cycle: Callable[[int], None] | None = None
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
 
@@ -145,6 +148,8 @@ class Lease:
         """Say which cycle the holder runs (shown to a process that finds the lease held)."""
         with self.engine.begin() as connection:
             connection.execute(sa.update(leases).where(leases.c.name == self.name, leases.c.token == self.token).values(cycle_id=cycle_id))
+        if self.on_cycle is not None:
+            self.on_cycle(cycle_id)
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.ttl / 4):

@@ -217,6 +217,9 @@ def complete(
     report.queued_by.update(str(r) for r in review_reason[routes == REVIEW].tolist())
 
     allowed_blobs = encode_allowed(p.reach, active)
-    write_page(connection, agent, cycle_id, now, partition, ids, chosen, propensity, expected, holdout, reasons, status, p.send_at, table, p.features, allowed_blobs)
+    write_page(
+        connection, agent, cycle_id, now, partition, ids, chosen, propensity, expected, holdout, reasons, status, p.send_at, table, p.features, allowed_blobs,
+        segments=columns.get("segment"),
+    )
     queue_reviews(connection, playbook, agent, cycle_id, partition, now, ids, review_reason, review_priority, routes)
     return n

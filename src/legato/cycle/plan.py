@@ -1,7 +1,7 @@
 """The plan step of one agent: everything its partitions share, decided once per cycle.
 
-Settle and learn (a new policy version), the stop-loss (which may lower the stage this very
-cycle), the approvals the trust stage needs, the uplift gate and send-time profile, the
+Settle and learn (a new policy version), the anomaly detector and the stop-loss (which may
+lower the stage, or pause the agent, this very cycle), the approvals the trust stage needs, the uplift gate and send-time profile, the
 audience query, the partitions recorded as pending, and the budget's allocation across the
 whole audience (reserved in the store).
 """
@@ -29,6 +29,8 @@ from legato.cycle.targeting import Targeting
 from legato.cycle.trust_routing import Trust, approved_variants
 from legato.decide.actions import action_space
 from legato.decide.policy import Policy
+from legato.monitor.anomaly import detect_anomalies
+from legato.monitor.series import agent_series
 from legato.monitor.stop_loss import check_stop_loss
 from legato.playbook.models import Agent, Playbook
 from legato.store.schema import cycle_agents
@@ -55,6 +57,7 @@ class AgentPlan:
     query: AudienceQuery
     partitions: list[Partition]
     cut: BudgetCut = field(default_factory=BudgetCut.unlimited)
+    paused: bool = False  # the stop-loss paused the agent in this plan: no budget, no partitions
 
 
 def plan_agent(
@@ -82,17 +85,22 @@ def plan_agent(
         action_keys = [a.key for a in actions]
         policy, report.policy_version = load_policy(connection, agent, action_keys, now)
         learn(connection, playbook, agent, policy, action_keys, now, report)
-        stage, report.stop_loss = check_stop_loss(connection, agent, stage, now)
+        # One read of the agent's daily series for both monitors (legato.monitor.series).
+        series = agent_series(connection, playbook, agent, now)
+        report.anomalies = detect_anomalies(connection, playbook, agent, now, series)
+        stopped = check_stop_loss(connection, playbook, agent, stage, now, series)
+        stage, report.stop_loss, report.paused = stopped.stage, stopped.breaches, stopped.paused
         report.stage = stage
         approved = approved_variants(connection, agent) if stage == Stage.ASSISTED else set()
         targeting = Targeting.prepare(connection, playbook, agent, now, report)
-        record(connection, cycle_id, agent.id, partitions)
+        # A paused agent decides nothing: it has no partitions to do (a resumed cycle skips it too).
+        record(connection, cycle_id, agent.id, [] if stopped.paused else partitions)
         connection.execute(
             sa.insert(cycle_agents).values(cycle_id=cycle_id, agent_id=agent.id, stage=stage, policy_version=report.policy_version, planned_at=now)
         )
         fence(connection)
     trust = Trust(stage, query.escalations, approved, table, playbook)
-    return AgentPlan(agent, stage, policy, table, channels, targeting, trust, query, partitions)
+    return AgentPlan(agent, stage, policy, table, channels, targeting, trust, query, [] if stopped.paused else partitions, paused=stopped.paused)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from legato.audience.fields import StoreResolver, audience_from
+from legato.audience.fields import StoreResolver, audience_from, lifecycle_case
 from legato.audience.sql import FieldType, compile_expression, compile_value
 from legato.cycle.partitions import Partition
 from legato.guard.contact import contact_columns
@@ -70,6 +70,8 @@ class AudienceQuery:
         )
         escalations = Escalations(agent, resolver, dialect)
         base = base.add_columns(*escalations.columns, feature(resolver, "lifetime_spend", dialect).label("customer_value"))
+        # The customer's lifecycle stage now: the segment the decision's metrics are kept under.
+        base = base.add_columns(lifecycle_case(playbook, now, dialect).label("segment"))
         return cls(base.order_by(customers.c.id), escalations)
 
     def read(self, connection: Connection, partition: Partition) -> tuple[dict[str, npt.NDArray[Any]], int]:

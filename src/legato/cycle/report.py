@@ -30,6 +30,8 @@ class AgentReport:
     settled: int = 0
     late_credited: int = 0  # decisions settled before whose outcome late-imported events corrected
     stop_loss: list[Any] = field(default_factory=list)
+    paused: bool = False  # its stop-loss paused it in this cycle
+    anomalies: list[Any] = field(default_factory=list)  # new anomalies of its KPI series (legato.monitor.anomaly)
     learned_from: int = 0
     policy_version: int = 0
     learning_error: str | None = None
@@ -63,6 +65,8 @@ class AgentReport:
             "policy_version": self.policy_version,
             "learning_error": self.learning_error,
             "stop_loss_breaches": [b.to_dict() for b in self.stop_loss],
+            "paused_by_stop_loss": self.paused,
+            "anomalies": [a.to_dict() for a in self.anomalies],
             "global_control": self.global_control,
             "uplift_gate": self.uplift_gate,
             "sends_timed_by_own_history": self.own_send_time,

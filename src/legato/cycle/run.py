@@ -19,15 +19,16 @@ back, without dispatching (:mod:`legato.cycle.preview` says why): ``legato previ
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from legato.clock import Clock, FixedClock
+from legato.cycle import history, slots as slot_store
 from legato.cycle.agents import sync_agents
 from legato.cycle.lease import Lease, LeaseLost, hold
 from legato.cycle.page import complete
@@ -38,6 +39,7 @@ from legato.deliver.channels import Transport
 from legato.deliver.dispatch import DispatchReport, dispatch_due
 from legato.errors import NothingToDoError
 from legato.learn.scoring import refresh_if_due
+from legato.monitor.alert_delivery import deliver_alerts
 from legato.monitor.fairness import audit_daily
 from legato.playbook.models import Agent, Playbook
 from legato.store import playbook_versions
@@ -53,6 +55,12 @@ from legato.trust.review import expire_overdue
 PAGE = 50_000
 
 Progress = Callable[[str, int], None]
+Stop = Callable[[], bool]
+
+
+class Interrupted(Exception):
+    """The cycle was asked to stop (``stop()`` said so between two partitions): what was written
+    stays, the cycle stays running, and the next run resumes it (as after a kill)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,10 @@ def run_cycle(
     progress: Progress | None = None,
     lease: Lease | None = None,
     wait: float = 0.0,
+    slots: Mapping[str, datetime] | None = None,
+    stop: Stop | None = None,
+    dispatch: bool = True,
+    alerts: bool = True,
 ) -> CycleReport:
     """Run every active agent once at ``clock.now()``, then dispatch what is due.
 
@@ -116,6 +128,15 @@ def run_cycle(
     caller holds it already). If the newest cycle did not finish, that cycle is resumed
     instead, at its own time and with its own playbook, and its report returned
     (``report.resumed``): no new cycle is started by the same run.
+
+    ``slots`` (`legato worker`: agent id → the schedule slot that is due) runs only those
+    agents and records their slots with the new cycle (:mod:`legato.cycle.slots`: a slot
+    recorded already raises ``IntegrityError`` and nothing is written). ``stop`` is asked
+    between partitions and before each dispatch batch: when it answers true the cycle stops
+    (:class:`Interrupted`; it is resumed by the next run) or the dispatch stops claiming.
+    ``dispatch=False`` leaves the sending to the caller (`legato worker`'s own dispatch loop);
+    the daily fairness audit still runs. ``alerts=False`` leaves the monitors' alerts undelivered
+    (a simulation: its incidents are not real, and must not reach the marketer's Slack).
     """
     if is_empty(engine):
         raise NothingToDoError(
@@ -125,8 +146,11 @@ def run_cycle(
     with _held(engine, lease, wait) as held:
         unfinished = unfinished_cycle(engine)
         if unfinished is not None:
-            return _resume(engine, playbook, clock, transports, unfinished, held, progress)
-        return _new_cycle(engine, playbook, clock, transports, held, progress)
+            return _resume(engine, playbook, clock, transports, unfinished, held, progress, stop, dispatch, alerts)
+        steps = _CYCLE if dispatch else _UNSENT
+        if not alerts:
+            steps = replace(steps, alerts=False)
+        return _new_cycle(engine, playbook, clock, transports, held, progress, steps, slots=slots, stop=stop)
 
 
 @dataclass(frozen=True)
@@ -134,11 +158,14 @@ class _Steps:
     """What differs between a cycle and its preview; the order of the steps does not."""
 
     settle: Callable[[Engine], None] = settle_opt_outs  # pending opt-outs written before marketing
-    dispatch: bool = True  # send what is due, then the daily fairness audit
+    dispatch: bool = True  # send what is due
     until: str | None = None  # the last agent to run (a preview of one agent runs those before it too)
+    audit: bool = True  # the daily fairness audit, after the dispatch
+    alerts: bool = True  # deliver the alerts the monitors raised (legato worker's dispatch loop does it itself)
 
 
 _CYCLE = _Steps()
+_UNSENT = _Steps(dispatch=False, alerts=False)  # `legato worker`: its dispatch loop sends, alerts too
 
 
 class _Unleased:
@@ -169,7 +196,7 @@ def preview_cycle(engine: Engine, playbook: Playbook, now: datetime, *, until: s
             "the database has no customers, so there is nobody to decide for",
             hint="import customers first: legato import customers FILE (or try `legato demo`)",
         )
-    steps = _Steps(settle=apply_pending_in_place, dispatch=False, until=until)
+    steps = _Steps(settle=apply_pending_in_place, dispatch=False, until=until, audit=False, alerts=False)
     with rolled_back(engine) as joined:
         report = _new_cycle(joined, playbook, FixedClock(now), {}, _Unleased(), None, steps)
         seen = inspect(joined, report) if inspect is not None else None
@@ -184,6 +211,9 @@ def _new_cycle(
     lease: Lease | _Unleased,
     progress: Progress | None,
     steps: _Steps = _CYCLE,
+    *,
+    slots: Mapping[str, datetime] | None = None,
+    stop: Stop | None = None,
 ) -> CycleReport:
     now = clock.now()
     steps.settle(engine)  # an opt-out the store could not take yet is written first, or nothing runs
@@ -194,21 +224,33 @@ def _new_cycle(
         cycle_id = connection.execute(
             sa.insert(cycles).values(at=now, started_at=now, status=CycleStatus.RUNNING, playbook_version_id=version_id).returning(cycles.c.id)
         ).scalar_one()
+        slot_store.record(connection, cycle_id, slots or {})
         stages = sync_agents(connection, playbook, now)
         # The same customer-id ranges for every agent of the cycle.
         partitions = split_customers(connection, PAGE)
         lease.fence(connection)
     lease.note_cycle(cycle_id)
-    return _agents_then_dispatch(engine, playbook, playbook, clock, transports, lease, cycle_id, now, stages, partitions, {}, progress, None, steps)
+    only = frozenset(slots) if slots else None
+    return _agents_then_dispatch(engine, playbook, playbook, clock, transports, lease, cycle_id, now, stages, partitions, {}, progress, None, steps, only, stop)
 
 
 def _resume(
-    engine: Engine, given: Playbook, clock: Clock, transports: dict[str, Transport], cycle: Unfinished, lease: Lease, progress: Progress | None
+    engine: Engine,
+    given: Playbook,
+    clock: Clock,
+    transports: dict[str, Transport],
+    cycle: Unfinished,
+    lease: Lease,
+    progress: Progress | None,
+    stop: Stop | None = None,
+    dispatch: bool = True,
+    alerts: bool = True,
 ) -> CycleReport:
     """Finish an unfinished cycle: its done partitions kept, the rest run, then dispatch.
 
     It runs at the cycle's own time (the same random streams, the same budget cut) with the
-    playbook the cycle started with; agents whose plan step ran are not planned again.
+    playbook the cycle started with; agents whose plan step ran are not planned again. A
+    cycle a worker started for some agents' slots runs those agents only.
     """
     lease.note_cycle(cycle.id)
     settle_opt_outs(engine)  # as a new cycle does: an opt-out waiting in the pending file is written first
@@ -216,6 +258,7 @@ def _resume(
         playbook = given if cycle.playbook_version_id is None else playbook_versions.Versions().get(connection, cycle.playbook_version_id)
         stages = {row.id: (row.trust_stage, row.status) for row in connection.execute(sa.select(agents.c.id, agents.c.trust_stage, agents.c.status))}
         planned = planned_agents(connection, cycle.id)
+        only = slot_store.agents_of(connection, cycle.id)
         partitions = recorded(connection, cycle.id) or split_customers(connection, PAGE)
         kept = connection.execute(
             sa.select(sa.func.count()).select_from(cycle_partitions).where(cycle_partitions.c.cycle_id == cycle.id, cycle_partitions.c.status == PartitionStatus.DONE.value)
@@ -225,7 +268,7 @@ def _resume(
         connection.execute(sa.update(cycles).where(cycles.c.id == cycle.id).values(status=CycleStatus.RUNNING, finished_at=None))
         record(connection, clock.now(), "engine", "cycle_resumed", "cycle", str(cycle.id), {"at": cycle.at.isoformat(), "was": cycle.status, "partitions_kept": int(kept)})
         lease.fence(connection)
-    return _agents_then_dispatch(engine, playbook, given, clock, transports, lease, cycle.id, cycle.at, stages, partitions, planned, progress, resumed)
+    return _agents_then_dispatch(engine, playbook, given, clock, transports, lease, cycle.id, cycle.at, stages, partitions, planned, progress, resumed, replace(_CYCLE if dispatch else _UNSENT, alerts=alerts and dispatch), only, stop)
 
 
 def _text(playbook: Playbook) -> str:
@@ -249,34 +292,46 @@ def _agents_then_dispatch(
     progress: Progress | None,
     resumed: Resumed | None,
     steps: _Steps = _CYCLE,
+    only: frozenset[str] | None = None,
+    stop: Stop | None = None,
 ) -> CycleReport:
-    """The agents of cycle ``cycle_id`` at ``now`` (its decisions from ``playbook``), then the
-    dispatcher at the clock's time (with ``given``: the send-time rules in force)."""
+    """The agents of cycle ``cycle_id`` at ``now`` (its decisions from ``playbook``; ``only``
+    those agents when given), then the dispatcher at the clock's time (with ``given``: the
+    send-time rules in force)."""
     reports: dict[str, AgentReport] = {}
     try:
         scores = refresh_if_due(engine, playbook, now)
         for agent in playbook.agents:
             stage, status = stages.get(agent.id, (agent.trust_stage, AgentStatus.ACTIVE))
-            if agent.active and status == AgentStatus.ACTIVE:
-                reports[agent.id] = _run_agent(engine, playbook, agent, stage, cycle_id, now, partitions, planned.get(agent.id), lease.fence, progress, steps.settle)
+            if agent.active and status == AgentStatus.ACTIVE and (only is None or agent.id in only):
+                reports[agent.id] = _run_agent(engine, playbook, agent, stage, cycle_id, now, partitions, planned.get(agent.id), lease.fence, progress, steps.settle, stop)
             if agent.id == steps.until:
                 break
-        dispatched = dispatch_due(engine, given, clock, transports) if steps.dispatch else DispatchReport()
+        dispatched = dispatch_due(engine, given, clock, transports, stop=stop) if steps.dispatch else DispatchReport()
     except LeaseLost:
         raise  # the process that took the lease over finishes the cycle
-    except Exception:
+    except Interrupted:
+        raise  # left running: the next run resumes it
+    except Exception as error:
         # Pages already written stay (each was one transaction); the cycle says it did not
-        # finish, and the next run resumes it.
+        # finish, and why, in one transaction, and the next run resumes it.
         with engine.begin() as connection:
             connection.execute(sa.update(cycles).where(cycles.c.id == cycle_id).values(finished_at=clock.now(), status=CycleStatus.FAILED))
+            record(connection, clock.now(), "engine", history.FAILED, "cycle", str(cycle_id), {"reason": history.failure_reason(error)})
             lease.fence(connection)
         raise
     try:
-        if steps.dispatch:
+        if steps.audit:
             audit_daily(engine, playbook, now)
     except Exception as exc:  # noqa: BLE001 - the audit must not undo a cycle whose messages went out
         with engine.begin() as connection:
             record(connection, now, "engine", "fairness_audit_failed", "cycle", str(cycle_id), {"reason": f"{type(exc).__name__}: {exc}"})
+    if steps.alerts:
+        try:
+            deliver_alerts(engine, given, clock.now())
+        except Exception as exc:  # noqa: BLE001 - each delivery keeps its own record; the next run tries what is due again
+            with engine.begin() as connection:
+                record(connection, now, "engine", "alert_delivery_failed", "cycle", str(cycle_id), {"reason": f"{type(exc).__name__}: {exc}"})
     for agent_id, count in dispatched.sent.items():
         if agent_id in reports:
             reports[agent_id].sent = count
@@ -301,6 +356,7 @@ def _run_agent(
     fence: Fence,
     progress: Progress | None,
     settle: Callable[[Engine], None] = settle_opt_outs,
+    stop: Stop | None = None,
 ) -> AgentReport:
     """The agent's plan, its budget across the whole audience, then each partition not yet done."""
     report = AgentReport(agent_id=agent.id, stage=stage)
@@ -308,6 +364,8 @@ def _run_agent(
         plan = plan_agent(engine, playbook, agent, stage, cycle_id, now, partitions, report, fence)
     else:
         plan = resume_plan(engine, playbook, agent, cycle_id, now, partitions, planned, report)
+    if plan.paused:
+        return report  # its stop-loss paused it: nothing more to decide this cycle
     if planned is None or planned.budget_cut is None:
         # Before any partition of the agent is written: a stored cut means the reservation is in.
         allocate_budget(engine, playbook, plan, cycle_id, now, fence)
@@ -318,6 +376,8 @@ def _run_agent(
     for partition in partitions:
         if partition.number in done:
             continue
+        if stop is not None and stop():
+            raise Interrupted(f"cycle {cycle_id} was asked to stop before partition {partition.number} of agent {agent.id}")
         decided = _run_partition(engine, playbook, plan, cycle_id, now, partition, report, fence, settle)
         if progress and decided:
             progress(agent.id, decided)

@@ -16,6 +16,7 @@ from legato.cycle.partitions import Partition
 from legato.decide.actions import NOTHING
 from legato.decide.features import encode_context
 from legato.deliver import outbox as outbox_writer
+from legato.monitor import metrics
 from legato.playbook.models import Agent, Playbook
 from legato.store.audit import record
 from legato.store.bulk import insert_columns
@@ -99,8 +100,12 @@ def write_page(
     table: ActionTable,
     features: npt.NDArray[np.float64],
     allowed: list[bytes | None],
+    *,
+    segments: npt.NDArray[np.object_] | None = None,
 ) -> None:
-    """Decisions, then the outbox rows derived from them in SQL, then the page's audit entry."""
+    """Decisions, then the outbox rows derived from them in SQL, then the page's counts and audit entry.
+
+    ``segments`` is each customer's lifecycle stage (None: the playbook has none)."""
     acting = chosen >= 0
     index = np.where(acting, chosen, 0)
     n = len(ids)
@@ -129,8 +134,15 @@ def write_page(
         "action_index": np.where(acting, chosen, nothing),
         "allowed_actions": allowed,
         "playbook_version_id": [version_id] * n,
+        "objective": [agent.objective] * n,
+        "segment": segments.tolist() if segments is not None else [None] * n,
     }
     insert_columns(connection, decisions, columns)
     outbox_writer.schedule_decided(connection, sa.and_(partition_rows(cycle_id, agent.id, partition), decisions.c.route == EXECUTE))
+    tally = metrics.Tally()
+    dims = list(zip(columns["channel"].tolist(), columns["creative_id"].tolist(), columns["offer_id"].tolist(), strict=True))
+    base = metrics.Key(agent.id, metrics.day_of(now), agent.objective)
+    metrics.count_page(tally, base, status.tolist(), dims, columns["segment"], reasons.tolist())
+    metrics.add(connection, tally)
     counts = Counter(status.tolist())
     record(connection, now, f"agent:{agent.id}", "decided", "cycle", str(cycle_id), {"decisions": len(ids), **{str(k): v for k, v in counts.items()}})

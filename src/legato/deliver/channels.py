@@ -6,7 +6,11 @@ of the same message is recognised and a different message never is.
 
 ``send`` returns one :class:`Outcome` per message: delivered (with the provider's id for
 it), a transient error (worth trying again later: a timeout, a full disk, a rate limit) or a
-permanent one (this message can never go: an address the provider refuses). One message or
+permanent one (this message can never go: an address the provider refuses). A provider that
+asks to be left alone for a while (HTTP 429 with ``Retry-After``, a 503 with one) gives its
+wait as ``retry_after`` seconds: the message is not tried again before it. A message the
+transport never handed over (it stopped at the batch's first 429) is ``attempted`` False:
+it waits ``retry_after`` without using up one of its attempts. One message or
 one channel failing therefore stops nothing else; a transport that raises instead fails
 only its own batch, as a transient error (the dispatcher's rule).
 
@@ -20,6 +24,17 @@ complete message that lacks only its newline gets it). Writers of the same file 
 under an exclusive lock and each reads what the others appended before writing.
 ``console`` prints, for trying a playbook by hand.
 
+**Providers that do not deduplicate** (an SMTP server, an SMS provider) cannot be given the
+message id as an idempotency key. Such a transport says so (``deduplicates = False``) and
+offers *lanes* instead of ``send``: one lane per connection, each sending one message at a
+time (:class:`Lane`). The dispatcher then runs the hand-over protocol
+(:mod:`legato.deliver.outbox`): before a lane sends a message, the message is marked handed
+over in the transaction that records the previous message's result on that lane, so a
+crash leaves at most one message per lane whose fate is unknown, and names it in doubt. A
+lane that loses the provider's answer after the whole message went (the connection dropped,
+a timeout) answers :func:`lost`: in doubt as well, never a silent retry. Transports without
+the attribute deduplicate (file, console, and receivers that dedupe by a stable id).
+
 A file that cannot be written (a folder in its place, no permission, a full disk) is an
 :class:`OutboxUnwritable` naming the file and the fix: :func:`legato.deliver.dispatch.transports`
 checks each file before a cycle decides anything, and a send that fails later is a
@@ -32,6 +47,8 @@ import fcntl
 import json
 import os
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -62,6 +79,17 @@ class Outcome:
     provider_id: str | None = None
     error: str | None = None
     permanent: bool = False
+    retry_after: float | None = None  # seconds the provider asked to wait before the next try
+    attempted: bool = True  # False: never handed over (its attempt is not counted)
+    # The provider may have it: the answer was lost after the whole message was handed over.
+    in_doubt: bool = False
+    # A permanent refusal of the address itself (SMTP 5xx to RCPT TO): a hard bounce, and the
+    # address is listed undeliverable (legato.guard.contact.suppress).
+    bounced: bool = False
+    # The provider's server could not be reached, or closed the connection before the message
+    # went (refused, timed out, restarting): nothing about this message. Its retries are
+    # capped short (legato.deliver.outbox.backoff) so what waits goes soon after the server returns.
+    unreachable: bool = False
 
     @property
     def delivered(self) -> bool:
@@ -72,20 +100,67 @@ def delivered(message_id: Any, provider_id: str | None = None) -> Outcome:
     return Outcome(message_id, provider_id)
 
 
-def transient(message_id: Any, error: str) -> Outcome:
-    return Outcome(message_id, error=error)
+def transient(message_id: Any, error: str, *, retry_after: float | None = None, attempted: bool = True, unreachable: bool = False) -> Outcome:
+    return Outcome(message_id, error=error, retry_after=retry_after, attempted=attempted, unreachable=unreachable)
 
 
-def permanent(message_id: Any, error: str) -> Outcome:
-    return Outcome(message_id, error=error, permanent=True)
+def permanent(message_id: Any, error: str, *, bounced: bool = False) -> Outcome:
+    return Outcome(message_id, error=error, permanent=True, bounced=bounced)
+
+
+def lost(message_id: Any, error: str) -> Outcome:
+    """The whole message went and the answer never came: the provider may or may not have it."""
+    return Outcome(message_id, error=error, in_doubt=True)
+
+
+class LaneHold:
+    """One provider's lanes wait together: after an answer that stops them all (a 429, a 5xx,
+    refused credentials, an unreachable provider), every lane of the transport hands nothing
+    over until the provider's wait (``Retry-After``) has passed, or ``default_seconds`` when it
+    named none. A message that comes meanwhile is a transient outcome that was not handed over,
+    so it costs no attempt. Thread-safe: lanes run in threads of their own."""
+
+    def __init__(self, default_seconds: float = 60.0) -> None:
+        self.default_seconds = default_seconds
+        self._lock = threading.Lock()
+        self._held: tuple[float, str, float | None] | None = None  # until (monotonic), why, the provider's wait
+
+    def hold(self, outcome: Outcome) -> None:
+        with self._lock:
+            self._held = (time.monotonic() + (outcome.retry_after or self.default_seconds), str(outcome.error), outcome.retry_after)
+
+    def held(self, message_id: Any) -> Outcome | None:
+        """The outcome of a message that comes while the lanes are held, else None."""
+        with self._lock:
+            if self._held is None:
+                return None
+            until, why, wait = self._held
+            if until <= time.monotonic():
+                self._held = None
+                return None
+        return transient(message_id, f"not handed over: the provider answered an earlier message with: {why}", retry_after=wait, attempted=False)
 
 
 class Transport(Protocol):
     def send(self, messages: list[dict[str, Any]]) -> list[Outcome]: ...
 
 
+class Lane(Protocol):
+    """One connection of a transport whose provider does not deduplicate: one message at a time."""
+
+    def send_one(self, message: dict[str, Any]) -> Outcome: ...
+
+
+def deduplicates(transport: Any) -> bool:
+    """Whether a transport's provider recognises a message it already has by its id (then the
+    dispatcher may hand it whole batches); False means the hand-over protocol, lane by lane."""
+    return bool(getattr(transport, "deduplicates", True)) or not hasattr(transport, "lanes")
+
+
 class FileTransport:
     """JSON Lines, each message id once; the provider id of a message is ``file:<id>``."""
+
+    deduplicates = True  # it skips the ids it holds: no hand-over protocol needed
 
     def __init__(self, path: Path, channel: str | None = None) -> None:
         self.path = path
@@ -193,6 +268,8 @@ def _message_id(line: bytes) -> Any:
 
 
 class ConsoleTransport:
+    deduplicates = True  # a dry run: printing twice after a crash harms nobody
+
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console()
 

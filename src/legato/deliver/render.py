@@ -13,7 +13,7 @@ import hashlib
 import re
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError
@@ -25,7 +25,7 @@ from legato.playbook.models import Creative, Offer, Playbook
 
 # Bounded: what a template may build is limited (legato.deliver.sandbox).
 ENVIRONMENT = BoundedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
-PARTS = ("subject", "title", "body")
+PARTS = ("subject", "title", "body", "html")
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class Rendered:
     subject: str | None
     title: str | None
     body: str
+    html: str | None = None  # e-mail's HTML part, when the creative has one (the body stays the text part)
 
 
 class RenderError(ValueError):
@@ -58,7 +59,7 @@ class CreativeTemplate:
             raise RenderError(f"creative '{self.creative.id}': {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - e.g. {{ 1000 // customer.spend }} with spend 0: this copy fails, alone
             raise RenderError(f"creative '{self.creative.id}' cannot be rendered for this customer: {type(exc).__name__}: {exc}") from exc
-        return Rendered(subject=parts.get("subject"), title=parts.get("title"), body=parts["body"])
+        return Rendered(subject=parts.get("subject"), title=parts.get("title"), body=parts["body"], html=parts.get("html"))
 
 
 def check_template(creative: Creative) -> str | None:
@@ -75,6 +76,8 @@ def variant_hash(creative: Creative, offer_id: str | None) -> str:
     digest = hashlib.sha256()
     for part in (creative.id, creative.channel.value, creative.subject or "", creative.title or "", creative.body, offer_id or ""):
         digest.update(part.encode("utf-8") + b"\x00")
+    if creative.html is not None:  # only then: the hashes of creatives without HTML (decided before it existed) stay
+        digest.update(b"html\x00" + creative.html.encode("utf-8") + b"\x00")
     return digest.hexdigest()
 
 
@@ -156,8 +159,74 @@ def message_context(playbook: Playbook, customer: Mapping[str, Any], offer: Offe
 
 
 def unsubscribe_link(playbook: Playbook, token: str) -> str:
-    """The one-click opt-out link of one message."""
-    return f"{playbook.brand.legal.unsubscribe_url}?t={token}"
+    """The one-click opt-out link of one message: the brand's ``unsubscribe_url`` (the public
+    address of ``legato serve``'s ``/v1/unsubscribe``) with the message's signed token as ``t``,
+    which that route reads (a GET shows the confirmation page, an RFC 8058 POST unsubscribes)."""
+    base = playbook.brand.legal.unsubscribe_url
+    return f"{base}{'&' if '?' in base else '?'}t={token}"
+
+
+# --- opens and clicks: the rendered e-mail's links rewritten, when the brand turns them on ----
+
+OPEN_PATH = "/v1/open"  # legato serve's open pixel
+CLICK_PATH = "/v1/click"  # legato serve's click redirect
+TRACKED_CHANNELS = ("email",)  # an SMS's length is counted in segments: its links stay as written
+_TEXT_URL = re.compile(r"https?://[^\s<>\"'`]+")
+_HREF = re.compile(r"""(\bhref\s*=\s*)(["'])(https?://[^"'<>\s]+)\2""", re.IGNORECASE)
+_TRAILING = ".,;:!?)]}"  # punctuation that ends a sentence, not the address
+
+
+def open_pixel_url(playbook: Playbook, token: str) -> str:
+    """The open pixel's address for one message."""
+    return f"{playbook.brand.tracking_base()}{OPEN_PATH}?t={token}"
+
+
+def click_link(playbook: Playbook, token: str, target: str, signature: str) -> str:
+    """The click redirect for one link of one message: its token, the target and the target's
+    signature (:func:`legato.deliver.tokens.link_signature`), so the redirect goes only where
+    the message pointed."""
+    from urllib.parse import quote
+
+    return f"{playbook.brand.tracking_base()}{CLICK_PATH}?t={token}&u={quote(target, safe='')}&s={signature}"
+
+
+def tracked(playbook: Playbook, channel: str, rendered: Rendered, token: str, sign: Any) -> Rendered:
+    """The rendered message with the brand's tracking in place (``brand.tracking``): with clicks on,
+    every http(s) link of an e-mail goes through a signed click redirect (the unsubscribe link and
+    Legato's own links excepted: RFC 8058 wants the opt-out reached directly); with opens on, an
+    HTML part gets a 1x1 pixel before ``</body>``. ``sign(url)`` gives a link's signature. Off
+    (the default), or on another channel, the message is returned as it is."""
+    tracking = playbook.brand.tracking
+    if channel not in TRACKED_CHANNELS or not tracking.on:
+        return rendered
+    unsubscribe = playbook.brand.legal.unsubscribe_url.split("?", 1)[0]
+    own = f"{playbook.brand.tracking_base()}/v1/"
+
+    def rewrite(url: str) -> str:
+        if url.split("?", 1)[0] == unsubscribe or url.startswith(own):
+            return url
+        return click_link(playbook, token, url, sign(url))
+
+    def in_text(match: re.Match[str]) -> str:
+        url = match.group(0)
+        stripped = url.rstrip(_TRAILING)
+        return rewrite(stripped) + url[len(stripped):]
+
+    changes: dict[str, Any] = {}
+    if tracking.clicks:
+        changes["body"] = _TEXT_URL.sub(in_text, rendered.body)
+    html = getattr(rendered, "html", None)
+    if html:
+        from html import escape, unescape
+
+        if tracking.clicks:
+            html = _HREF.sub(lambda m: f"{m.group(1)}{m.group(2)}{escape(rewrite(unescape(m.group(3))))}{m.group(2)}", html)
+        if tracking.opens:
+            pixel = f'<img src="{escape(open_pixel_url(playbook, token))}" width="1" height="1" alt="" style="display:block;border:0">'
+            at = html.lower().rfind("</body>")
+            html = html[:at] + pixel + html[at:] if at >= 0 else html + pixel
+        changes["html"] = html
+    return replace(rendered, **changes) if changes else rendered
 
 
 def check_template_access(playbook: Playbook, creative: Creative) -> str | None:

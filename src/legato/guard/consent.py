@@ -33,7 +33,7 @@ from sqlalchemy import ColumnElement, Connection, and_, case, func, literal, or_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from legato.playbook.models import Guardrails
-from legato.store.schema import consents
+from legato.store.schema import consent_history, consents
 
 MARKETING = "marketing"
 TRANSACTIONAL = "transactional"
@@ -326,17 +326,70 @@ def revoke(connection: Connection, customer_id: str, channel: str, at: datetime,
     Every revocation goes through here: a STOP reply, a person's confirmation, the unsubscribe
     link, an imported ``unsubscribe`` or ``complaint`` event. A revocation older than an express
     consent on file dated after it changes nothing (the customer said yes again since)."""
+    new = Statement(ConsentStatus.REVOKED.value, ConsentKind.EXPRESS.value, at)
+    return state(connection, customer_id, channel, purpose, new, source=source, now=at)
+
+
+def stored(connection: Connection, customer_id: str, channel: str, purpose: str) -> Statement | None:
+    """The statement on file for the customer's ``purpose`` on ``channel``, if any."""
     key = and_(consents.c.customer_id == customer_id, consents.c.channel == channel, consents.c.purpose == purpose)
     row = connection.execute(select(consents.c.status, consents.c.kind, consents.c.stated_at, consents.c.recorded_at).where(key)).first()
-    new = Statement(ConsentStatus.REVOKED.value, ConsentKind.EXPRESS.value, at)
-    done = change(Statement(row.status, row.kind, row.stated_at, row.recorded_at) if row else None, new)
+    return Statement(row.status, row.kind, row.stated_at, row.recorded_at) if row else None
+
+
+def state(
+    connection: Connection, customer_id: str, channel: str, purpose: str, new: Statement, *, source: str, now: datetime, by: str | None = None
+) -> Change:
+    """Write one statement if :func:`change` lets it through (recorded ``now``, in the history
+    too); what it did. A refused grant (:attr:`Change.refused`) writes nothing: the caller says
+    why with :func:`refusal_reason`. The one writer of a single statement: a revocation
+    (:func:`revoke`) or a person's change over the HTTP API (``by``: who recorded it)."""
+    key = and_(consents.c.customer_id == customer_id, consents.c.channel == channel, consents.c.purpose == purpose)
+    on_file = stored(connection, customer_id, channel, purpose)
+    done = change(on_file, new)
     if done is Change.WRITE:
-        values = dict(status=new.status, kind=new.kind, source=source[:128], recorded_at=at, stated_at=at, expires_at=None)
-        if row is None:
+        values = dict(status=new.status, kind=new.kind, source=source[:128], recorded_at=now, stated_at=new.stated_at, expires_at=None)
+        if on_file is None:
             connection.execute(consents.insert().values(customer_id=customer_id, channel=channel, purpose=purpose, **values))
         else:
             connection.execute(consents.update().where(key).values(**values))
+        connection.execute(
+            consent_history.insert().values(
+                customer_id=customer_id, channel=channel, purpose=purpose, status=new.status, kind=new.kind,
+                source=source[:128], stated_at=new.stated_at, recorded_at=now, recorded_by=by,
+            )
+        )
     return done
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A statement as the store holds it: on file (``consents``) or in the history."""
+
+    channel: str
+    purpose: str
+    status: str
+    kind: str
+    source: str
+    stated_at: datetime | None
+    recorded_at: datetime
+    expires_at: datetime | None = None  # statements on file only
+    recorded_by: str | None = None  # history only: who recorded it, when a person did
+
+
+def on_file(connection: Connection, customer_id: str) -> list[Recorded]:
+    """The customer's statements that stand, by channel and purpose."""
+    rows = connection.execute(
+        select(consents).where(consents.c.customer_id == customer_id).order_by(consents.c.channel, consents.c.purpose)
+    )
+    return [Recorded(r.channel, r.purpose, r.status, r.kind, r.source, r.stated_at, r.recorded_at, r.expires_at) for r in rows]
+
+
+def history_of(connection: Connection, customer_id: str) -> list[Recorded]:
+    """Every statement written for the customer, oldest first (since migration 0019; before it, the ones then on file)."""
+    h = consent_history
+    rows = connection.execute(select(h).where(h.c.customer_id == customer_id).order_by(h.c.channel, h.c.purpose, h.c.id))
+    return [Recorded(r.channel, r.purpose, r.status, r.kind, r.source, r.stated_at, r.recorded_at, None, r.recorded_by) for r in rows]
 
 
 def granted(connection: Connection, customer_id: str, channel: str, purpose: str = MARKETING) -> bool:
@@ -348,20 +401,25 @@ def granted(connection: Connection, customer_id: str, channel: str, purpose: str
 def write_statements(connection: Connection, staged: Any, now: datetime) -> int:
     """Write the statements of ``staged`` (columns customer_id, channel, purpose, status, kind,
     stated_at, source; one row per customer, channel and purpose) that :func:`sql_change` lets
-    through, in one statement; returns how many. An import's consents go through here."""
+    through, in one statement, each in the history too; returns how many. An import's consents
+    go through here."""
     stored = consents.alias("stored")
     keys = and_(stored.c.customer_id == staged.c.customer_id, stored.c.channel == staged.c.channel, stored.c.purpose == staged.c.purpose)
-    rows = (
-        select(
-            staged.c.customer_id, staged.c.channel, staged.c.purpose, staged.c.status, staged.c.kind, staged.c.source,
-            literal(now, consents.c.recorded_at.type), literal(None, consents.c.expires_at.type), staged.c.stated_at,
-        )
-        .select_from(staged.outerjoin(stored, keys))
-        .where(sql_change(stored, staged) == Change.WRITE.value)
-    )
+    values = {
+        "customer_id": staged.c.customer_id, "channel": staged.c.channel, "purpose": staged.c.purpose, "status": staged.c.status,
+        "kind": staged.c.kind, "source": staged.c.source, "recorded_at": literal(now, consents.c.recorded_at.type),
+        "expires_at": literal(None, consents.c.expires_at.type), "stated_at": staged.c.stated_at,
+    }
+
+    def written(names: list[str]) -> Any:
+        return select(*(values[n] for n in names)).select_from(staged.outerjoin(stored, keys)).where(sql_change(stored, staged) == Change.WRITE.value)
+
+    # The history first: once the statements are written, sql_change would compare them with themselves.
+    history = [n for n in values if n != "expires_at"]
+    connection.execute(consent_history.insert().from_select(history, written(history)))
+    names = list(values)
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    names = ["customer_id", "channel", "purpose", "status", "kind", "source", "recorded_at", "expires_at", "stated_at"]
-    insert = dialect.insert(consents).from_select(names, rows)
+    insert = dialect.insert(consents).from_select(names, written(names))
     insert = insert.on_conflict_do_update(
         index_elements=["customer_id", "channel", "purpose"],
         set_={name: insert.excluded[name] for name in names[3:]},

@@ -11,6 +11,8 @@ points are the channel registry's (:mod:`legato.channels`).
 
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import dataclass
 from typing import Any
 from datetime import datetime, timedelta, timezone
@@ -58,6 +60,23 @@ class ContactVerdict:
     delayed: npt.NDArray[np.bool_]
 
 
+# WhatsApp's customer service window: a business may send a freeform message (not an
+# approved template) only within 24 hours of the customer's last message (Meta's WhatsApp
+# Business Messaging Policy). The cycle asks it for a page (contact_columns), the dispatcher
+# for each message at send time (legato.guard.standing), both with this one rule.
+WHATSAPP_WINDOW = timedelta(hours=24)
+OUTSIDE_WHATSAPP_WINDOW = "whatsapp_outside_service_window"
+
+
+def in_whatsapp_window(last_message_at: datetime | None, now: datetime) -> bool:
+    """Whether a customer who last wrote on WhatsApp at ``last_message_at`` may get a freeform message ``now``."""
+    if last_message_at is None:
+        return False
+    if last_message_at.tzinfo is None:
+        last_message_at = last_message_at.replace(tzinfo=timezone.utc)
+    return last_message_at > now - WHATSAPP_WINDOW
+
+
 def contact_columns(
     query: Select[tuple[object, ...]],
     guardrails: Guardrails,
@@ -79,7 +98,7 @@ def contact_columns(
         .where(
             inbound_messages.c.customer_id == customers.c.id,
             inbound_messages.c.channel == "whatsapp",
-            inbound_messages.c.received_at > now - timedelta(hours=24),
+            inbound_messages.c.received_at > now - WHATSAPP_WINDOW,
         )
         .exists()
     )
@@ -136,6 +155,11 @@ def on_suppression_list() -> ColumnElement[bool]:
 
 SUPPRESSION_KINDS = ("customer", "email", "phone")  # the do-not-contact list: no marketing on any channel
 UNDELIVERABLE = "undeliverable"  # an address or number that hard-bounced: no message of any purpose reaches it
+# A device token FCM said is dead (UNREGISTERED, or not a valid registration token) is listed
+# undeliverable too, as this prefix and a digest of the token (the token itself is the app's,
+# not ours to keep twice): no push goes to it again, and a new token the app records (an
+# import, an identify call) is another entry, so the customer is reachable again at once.
+DEAD_TOKEN = "fcm-token:"
 
 
 @dataclass(frozen=True)
@@ -155,6 +179,8 @@ def _listed_form(kind: str, value: str, country: str | None, *, undeliverable: b
         raise Invalid(f"'{kind}' is not a suppression kind", hint=f"use {', '.join(kinds)}")
     if not value.strip():
         raise Invalid(f"the {kind} to list is empty", hint=f"give --{kind} VALUE")
+    if kind == UNDELIVERABLE and value.strip().startswith(DEAD_TOKEN):  # a dead device token, as listed
+        return value.strip()
     if kind == UNDELIVERABLE:  # an address that bounced: an e-mail address or a number
         return normalize_contact("email" if "@" in value else "phone", value, country)
     return value.strip() if kind == "customer" else normalize_contact(kind, value, country)
@@ -169,12 +195,21 @@ def add_suppression(
     the form imports store, so ``+1 (415) 555-0100`` on the list stops ``+14155550100``;
     ``country`` reads a number written without its country code. Returns the value listed.
     """
+    return list_entry(engine, kind, value, reason, now, country=country, by=by)[0].value
+
+
+def list_entry(
+    engine: Any, kind: str, value: str, reason: str, now: datetime, *, country: str | None = None, by: str = "cli"
+) -> tuple[Suppression, bool]:
+    """:func:`add_suppression`, answering with the entry as listed and whether it is new (an
+    entry listed already keeps its own reason and date)."""
     if not reason.strip():
         raise Invalid("a suppression needs a reason", hint="say why, e.g. --reason 'asked by phone'")
     value = _listed_form(kind, value, country)
     with engine.begin() as connection:
-        suppress(connection, kind, value, reason, now, by=by)
-    return value
+        added = suppress(connection, kind, value, reason, now, by=by)
+        row = connection.execute(select(suppressions).where(suppressions.c.kind == kind, suppressions.c.value == value)).one()
+    return Suppression(row.kind, row.value, row.reason, row.added_at), added
 
 
 def suppress(connection: Any, kind: str, value: str, reason: str, at: datetime, *, by: str) -> bool:
@@ -192,6 +227,17 @@ def undeliverable(point: ColumnElement[Any], field: str) -> ColumnElement[bool]:
     """True where the contact point ``point`` (a customers column) is listed as undeliverable."""
     value = func.lower(point) if field == "email" else point
     return select(literal(1)).where(suppressions.c.kind == UNDELIVERABLE, suppressions.c.value == value).exists()
+
+
+def dead_token_entry(token: str) -> str:
+    """The suppression list's value for a push device token FCM reported dead."""
+    return DEAD_TOKEN + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def dead_token(connection: Any, token: str) -> bool:
+    """Whether FCM reported this device token dead (listed by :func:`suppress` through the dispatcher)."""
+    value = dead_token_entry(token)
+    return connection.execute(select(literal(1)).where(suppressions.c.kind == UNDELIVERABLE, suppressions.c.value == value)).first() is not None
 
 
 def remove_suppression(engine: Any, kind: str, value: str, reason: str, by: str, now: datetime, *, country: str | None = None) -> Suppression:
@@ -337,7 +383,7 @@ def unreachable_reasons(
         mark(promotional & ~facts.consented[channel], ConsentBlock.MISSING.reason(channel))
     if channel == "whatsapp" and facts.whatsapp_window is not None and templates is not None:
         # Outside the 24-hour window WhatsApp accepts only pre-approved templates (Meta's Business Policy).
-        mark(~templates & ~facts.whatsapp_window, "whatsapp_outside_service_window")
+        mark(~templates & ~facts.whatsapp_window, OUTSIDE_WHATSAPP_WINDOW)
     return reasons
 
 

@@ -250,7 +250,7 @@ class MessageChecker:
         if template_findings or parts["body"] is None:
             outcome: tuple[tuple[Finding, ...], Rendered | None] = (tuple(template_findings), None)
         else:
-            sample = Rendered(subject=parts["subject"], title=parts["title"], body=parts["body"])
+            sample = Rendered(subject=parts["subject"], title=parts["title"], body=parts["body"], html=parts["html"])
             found = self.content.check(
                 as_message(variant.channel, variant.purpose, sample),
                 offer_id=variant.offer.id if variant.offer else None,

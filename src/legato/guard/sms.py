@@ -1,5 +1,11 @@
 """How many SMS parts a text costs: GSM-7 when every character fits, else UCS-2.
 
+The one owner of segment counting: the content checks warn about a text of more parts than
+the channel registry allows (:mod:`legato.guard.voice`, ``max_segments`` in
+:mod:`legato.channels`), and the SMS transport counts what it hands the provider, which
+bills by part (:mod:`legato.deliver.twilio`). It lives with the checks, which import nothing
+from delivery; delivery imports it.
+
 Sources: 3GPP TS 23.038 §6.2.1 defines the GSM 7-bit default alphabet and its extension
 table (reached with an escape, so each extension character costs two septets); 3GPP TS
 23.040 §9.2.3.24.1 defines the concatenation header, which takes 6 octets of the 140 and

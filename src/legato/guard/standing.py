@@ -15,11 +15,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, literal, select
+from sqlalchemy import ColumnElement, and_, case, exists, func, literal, select
 
 from legato.channels import REGISTRY
 from legato.guard.consent import MARKETING, ConsentRecord, ConsentRule, given_at
-from legato.guard.contact import on_suppression_list, undeliverable
+from legato.guard.contact import OUTSIDE_WHATSAPP_WINDOW, in_whatsapp_window, on_suppression_list, undeliverable
 from legato.playbook.models import Guardrails
 from legato.store.schema import consents, customers, inbound_messages, review_items, traits
 from legato.store.status import ReviewKind, ReviewStatus
@@ -44,7 +44,18 @@ def standing_columns(channel: ColumnElement[str]) -> list[ColumnElement[Any]]:
         _unclear_opt_out_open().label("standing_unclear_opt_out"),
         undeliverable(customers.c.email, "email").label("standing_undeliverable_email"),
         undeliverable(customers.c.phone, "phone").label("standing_undeliverable_phone"),
+        _last_whatsapp_message(channel).label("standing_whatsapp_last"),
     ]
+
+
+def _last_whatsapp_message(channel: ColumnElement[str]) -> ColumnElement[Any]:
+    """When the customer last wrote on WhatsApp (for a WhatsApp message only): its service window."""
+    last = (
+        select(func.max(inbound_messages.c.received_at))
+        .where(inbound_messages.c.customer_id == customers.c.id, inbound_messages.c.channel == "whatsapp")
+        .scalar_subquery()
+    )
+    return case((channel == "whatsapp", last), else_=None)
 
 
 def _unclear_opt_out_open() -> ColumnElement[bool]:
@@ -73,11 +84,15 @@ def standing_joins(source: Any, channel: ColumnElement[str]) -> Any:
     )
 
 
-def standing_reason(guardrails: Guardrails, row: Any, channel: str, purpose: str, now: datetime) -> str | None:
+def standing_reason(
+    guardrails: Guardrails, row: Any, channel: str, purpose: str, now: datetime, *, template: bool | None = None
+) -> str | None:
     """Why one customer cannot be sent a message of ``purpose`` on ``channel`` now (None if they can).
 
     The same reasons, in the same order, as :func:`unreachable_reasons` gives the cycle:
-    the suppression list, the contact point (missing, or hard-bounced), then the consent rule.
+    the suppression list, the contact point (missing, or hard-bounced), the consent rule,
+    then for WhatsApp, when ``template`` says whether the creative is an approved template,
+    the 24-hour service window (a freeform message decided inside it may be due after it closed).
     """
     marketing = purpose == MARKETING
     if marketing and row.standing_suppressed:
@@ -96,6 +111,8 @@ def standing_reason(guardrails: Guardrails, row: Any, channel: str, purpose: str
     block = ConsentRule.of(guardrails, channel).verdict(purpose, record, row.standing_purchases, now)
     if block is not None:
         return block.reason(channel)
+    if channel == "whatsapp" and template is False and not in_whatsapp_window(getattr(row, "standing_whatsapp_last", None), now):
+        return OUTSIDE_WHATSAPP_WINDOW
     if marketing and getattr(row, "standing_unclear_opt_out", False):
         return POSSIBLE_OPT_OUT
     return None
@@ -118,6 +135,7 @@ STANDING_TEXT = {
     "undeliverable": "the customer's address or number on the channel hard-bounced",
     "customer_unknown": "the customer is no longer in the store",
     POSSIBLE_OPT_OUT: "a reply of the customer's that may be an opt-out waits for a person",
+    OUTSIDE_WHATSAPP_WINDOW: "the customer last wrote on WhatsApp more than 24 hours ago and the creative is not an approved template",
 }
 
 

@@ -46,15 +46,19 @@ def simulate(
     transports: dict[str, Transport],
     *,
     on_day: Callable[[Day], None] | None = None,
+    alerts: bool = False,
 ) -> list[Day]:
-    """Run ``days`` simulated days from ``start``; ``arms`` maps creative ids to world arms."""
+    """Run ``days`` simulated days from ``start``; ``arms`` maps creative ids to world arms.
+
+    The monitors' alerts are kept (and logged) but not sent unless ``alerts``: a simulated
+    incident must not reach the marketer's Slack (a test sends them to a local receiver)."""
     clock = FixedClock(start)
     arm_index = {creative: ARMS.index(arm) for creative, arm in arms.items()}
     history: list[Day] = []
     for number in range(1, days + 1):
         day_start = start + timedelta(days=number - 1)
         clock.set(day_start)
-        day = Day(number=number, cycle=run_cycle(engine, playbook, clock, transports))
+        day = Day(number=number, cycle=run_cycle(engine, playbook, clock, transports, alerts=alerts))
         for agent_id, report in day.cycle.agents.items():
             day.sent[agent_id] += report.sent
         for hour in range(24):
@@ -70,6 +74,31 @@ def simulate(
         if on_day:
             on_day(day)
     return history
+
+
+def monitors(engine: Engine, day: Day) -> dict[str, dict[str, object]]:
+    """What the monitors saw and did on a simulated day, per agent of its cycle or in the store.
+
+    ``anomalies`` and ``breaches`` found by the day's cycle, whether the agent is paused and its
+    stage after the day, and the alerts raised for it that day.
+    """
+    from legato.monitor.alerts import list_alerts
+    from legato.trust.track_record import list_agents
+
+    end = day.cycle.at + timedelta(days=1)
+    with engine.connect() as connection:
+        alerts = [a for a in list_alerts(connection) if day.cycle.at <= a.opened_at < end]
+    seen: dict[str, dict[str, object]] = {}
+    for state in list_agents(engine):
+        report = day.cycle.agents.get(state.id)
+        seen[state.id] = {
+            "anomalies": [a.to_dict() for a in report.anomalies] if report else [],
+            "breaches": [b.to_dict() for b in report.stop_loss] if report else [],
+            "paused": state.status == "paused",
+            "stage": state.trust_stage,
+            "alerts": sum(1 for a in alerts if a.agent_id == state.id),
+        }
+    return seen
 
 
 def _sent_between(engine: Engine, begin: datetime, end: datetime, arm_index: dict[str, int]) -> Sent:

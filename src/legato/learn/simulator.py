@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +33,22 @@ EVENING_HOUR = 17
 UNSUBSCRIBE_RATE = 0.002
 COMPLAINT_RATE = 0.0003
 FATIGUE_DAYS = 7
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Trouble injected into the world: from ``start`` on, sends cause ``factor`` times the usual rate.
+
+    ``unsubscribe_spike`` multiplies unsubscribes, ``complaint_spike`` complaints (what a
+    broken template or a bought list does), so that monitors can be tested against a known fault.
+    """
+
+    kind: Literal["unsubscribe_spike", "complaint_spike"]
+    start: datetime
+    factor: float
+
+    def applies(self, kind: str, at: datetime) -> bool:
+        return self.kind == kind and at >= self.start
 
 
 @dataclass(frozen=True)
@@ -75,6 +92,7 @@ class HillstromWorld:
     web: npt.NDArray[np.bool_]
     phone: npt.NDArray[np.bool_]
     rng: np.random.Generator
+    faults: list[Fault] = field(default_factory=list)
     _index: dict[str, int] = field(default_factory=dict)
     _last_sent: dict[str, datetime] = field(default_factory=dict)
     _pending: list[tuple[str, str, datetime, float | None]] = field(default_factory=list)
@@ -157,10 +175,13 @@ class HillstromWorld:
                     self.p_convert[i, arm] / max(self.p_visit[i, arm], 1e-9) * (1.25 if offer else 1.0)
                 )
                 self._visit(i, when + delay, self.rng.random() < min(convert_given_visit, 1.0), arm)
-            if self.rng.random() < UNSUBSCRIBE_RATE:
+            if self.rng.random() < UNSUBSCRIBE_RATE * self._factor("unsubscribe_spike", when):
                 self._pending.append((customer, "unsubscribe", when + timedelta(hours=1), None))
-            if self.rng.random() < COMPLAINT_RATE:
+            if self.rng.random() < COMPLAINT_RATE * self._factor("complaint_spike", when):
                 self._pending.append((customer, "complaint", when + timedelta(hours=1), None))
+
+    def _factor(self, kind: str, at: datetime) -> float:
+        return float(np.prod([f.factor for f in self.faults if f.applies(kind, at)]))
 
     def _visit(self, i: int, when: datetime, bought: bool, arm: int) -> None:
         customer = str(self.ids[i])

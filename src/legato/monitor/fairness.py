@@ -75,13 +75,17 @@ class FairnessAudit:
         }
 
 
-def audit_fairness(engine: Engine, playbook: Playbook, now: datetime, *, since: datetime | None = None) -> list[FairnessAudit]:
+def audit_fairness(
+    engine: Engine, playbook: Playbook, now: datetime, *, since: datetime | None = None, record_breaches: bool = True
+) -> list[FairnessAudit]:
     """Audit every agent on every protected attribute over decisions since ``since`` (all if None).
 
-    Breaches go to the audit log and, as findings, to the review queue (see the module doc).
+    Breaches go to the audit log and, as findings, to the review queue (see the module doc);
+    with ``record_breaches=False`` nothing is written (a report read over HTTP: reading must
+    not change the store; the cycle's daily audit raises the findings).
     """
     audits: list[FairnessAudit] = []
-    with engine.begin() as connection:
+    with engine.begin() if record_breaches else engine.connect() as connection:
         for attribute in playbook.guardrails.protected_attributes:
             group = sa.func.coalesce(customers.c.attributes[attribute].as_string(), "(unknown)").label("grp")
             population = dict(connection.execute(sa.select(group, sa.func.count()).group_by(group)).all())
@@ -100,11 +104,15 @@ def audit_fairness(engine: Engine, playbook: Playbook, now: datetime, *, since: 
                 chosen = selected.get(agent_id, {})
                 groups = [GroupRate(str(name), int(total), chosen.get(str(name), 0)) for name, total in sorted(population.items())]
                 audit = _assess(agent_id, attribute, groups)
+                audits.append(audit)
+                if not record_breaches:
+                    continue
                 for breach in audit.breaches:
                     record(connection, now, ACTOR, "fairness_breach", "agent", agent_id, {"attribute": attribute, **breach})
                 if audit.breaches:
                     audit.review_item_id = _raise_finding(connection, playbook, audit, now, since)
-                audits.append(audit)
+        if not record_breaches:
+            return audits
         record(
             connection, now, ACTOR, "fairness_audit_run", "fairness_audit", _period(now),
             {

@@ -255,23 +255,35 @@ class _Moments:
     def of(cls, row: Any, name: str) -> _Moments:
         if row is None or not row["n"]:
             return cls(0, math.nan, math.nan, 0.0)
-        n = int(row["n"])
-        total = float(row[f"{name}_sum"] or 0.0)
-        squares = float(row[f"{name}_squares"] or 0.0)
+        return cls.from_totals(int(row["n"]), float(row[f"{name}_sum"] or 0.0), float(row[f"{name}_squares"] or 0.0))
+
+    @classmethod
+    def from_totals(cls, n: int, total: float, squares: float) -> _Moments:
+        if not n:
+            return cls(0, math.nan, math.nan, 0.0)
         mean = total / n
         variance = max(squares - n * mean * mean, 0.0) / (n - 1) if n > 1 else math.nan
         return cls(n, mean, variance, total)
 
 
-def _compare(metric: str, treated: _Moments, control: _Moments) -> Lift:
+def compare_totals(metric: str, outcome: str, treated: tuple[int, float, float], control: tuple[int, float, float]) -> Lift:
+    """The same estimator (difference of means, Welch's normal interval, nothing below
+    :data:`MIN_GROUP` units) over each group's (units, sum, sum of squares): what kept counts
+    give (``legato report kpis``, whose unit is the settled decision; for a 0/1 outcome the sum
+    of squares is the sum). ``outcome`` names the outcome in a note."""
+    return _compare(metric, _Moments.from_totals(*treated), _Moments.from_totals(*control), outcome)
+
+
+def _compare(metric: str, treated: _Moments, control: _Moments, outcome: str | None = None) -> Lift:
     difference = treated.mean - control.mean
     low = high = None
     note = None
-    outcome = METRICS[metric][2]
+    outcome = outcome or METRICS[metric][2]
     if treated.total == 0 and control.total == 0 and not treated.variance > 0 and not control.variance > 0:
         note = f"no {outcome} recorded for either group yet"
     elif treated.n < MIN_GROUP or control.n < MIN_GROUP:
-        note = f"too few customers for an interval (needs {MIN_GROUP} in each group)"
+        unit = "customers" if metric in METRICS else "decisions"
+        note = f"too few {unit} for an interval (needs {MIN_GROUP} in each group)"
     else:
         se = math.sqrt(treated.variance / treated.n + control.variance / control.n)
         low, high = difference - Z_95 * se, difference + Z_95 * se

@@ -64,6 +64,8 @@ def _links(playbook: Playbook) -> Iterator[Problem]:
             )
         if creative.channel.value == "email" and not creative.subject:
             yield Problem(("creatives", i), "an e-mail creative needs a subject")
+        if creative.html is not None and creative.channel.value != "email":
+            yield Problem(("creatives", i, "html"), "only an e-mail creative has an HTML part", "remove html, or make the creative's channel email")
     for i, agent in enumerate(playbook.agents):
         if agent.objective not in objectives:
             yield _missing(("agents", i, "objective"), "objectives", agent.objective, objectives)
@@ -73,6 +75,16 @@ def _links(playbook: Playbook) -> Iterator[Problem]:
         for j, creative in enumerate(agent.actions.creatives):
             if creative not in creatives:
                 yield _missing(("agents", i, "actions", "creatives", j), "creatives", creative, creatives)
+    for i, destination in enumerate(playbook.alerts.destinations):
+        if destination.kind == "email":
+            spec = playbook.channels.get(destination.channel)  # type: ignore[call-overload]
+            if spec is None or spec.kind != "smtp":
+                yield Problem(
+                    ("alerts", "destinations", i, "channel"),
+                    f"alert e-mail goes through an SMTP channel, and channels.{destination.channel} is "
+                    + ("not declared" if spec is None else f"of kind {spec.kind}"),
+                    "declare channels.email with kind: smtp (host, port, from_address), or remove this destination",
+                )
     guard = playbook.guardrails
     for section, rules in (("consent", guard.consent), ("frequency_caps", guard.frequency_caps), ("quiet_hours", guard.quiet_hours)):
         for i, rule in enumerate(rules):

@@ -25,11 +25,10 @@ from legato.playbook.links import check_links
 from legato.playbook.bounds import MAX_BYTES, MAX_DEPTH, DocumentTooLarge, check_document
 from legato.playbook.models import Playbook
 from legato.playbook.positions import PositionMap, compose_positions
-from legato.playbook.positions import Mark
 from legato.playbook.positions import Path as FieldPath
-from legato.playbook.problems import Problem
+from legato.playbook.problems import Placed, Problem
 
-__all__ = ["PartialPlaybook", "PlaybookChecks", "PlaybookError", "Problem", "load_playbook", "parse_playbook", "render_problems"]
+__all__ = ["PartialPlaybook", "PlaybookChecks", "PlaybookError", "Placed", "Problem", "load_playbook", "parse_playbook", "place_problems", "read_text", "render_problems"]
 
 
 class PlaybookChecks(Protocol):
@@ -48,9 +47,12 @@ class PlaybookError(LegatoError):
     """A playbook that cannot be used; ``problems`` lists every reason with its place."""
 
     def __init__(
-        self, file: str, lines: list[str], *, problems: list[Problem] | None = None, partial: PartialPlaybook | None = None
+        self, file: str, lines: list[str] | list[Placed], *, problems: list[Problem] | None = None, partial: PartialPlaybook | None = None
     ) -> None:
         self.file = file
+        # Each problem at its place; given as lines already rendered (a face's own), they have no place.
+        self.placed = [entry for entry in lines if isinstance(entry, Placed)]
+        lines = [entry.render(file) if isinstance(entry, Placed) else entry for entry in lines]
         self.lines = lines
         self.problems = problems or []  # the problems behind ``lines`` (none for a YAML syntax error)
         # What of the playbook passed the models (the sections or items that failed left
@@ -64,22 +66,26 @@ class PlaybookError(LegatoError):
 
 def load_playbook(path: str | Path, *, checks: PlaybookChecks) -> Playbook:
     """Read, validate and cross-check a playbook; raise :class:`PlaybookError` listing all problems."""
+    return parse_playbook(read_text(path), str(path), checks=checks)
+
+
+def read_text(path: str | Path) -> str:
+    """A playbook file's text, or a :class:`LegatoError` naming the file and the fix."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise LegatoError(
             f"{path}: no such playbook file", hint="create one with `legato init DIR` or check the path"
         ) from None
     except (UnicodeDecodeError, IsADirectoryError) as exc:
         raise LegatoError(f"{path}: cannot be read as a UTF-8 YAML file ({exc})") from None
-    return parse_playbook(text, str(path), checks=checks)
 
 
 def parse_playbook(text: str, file: str = "<playbook>", *, checks: PlaybookChecks) -> Playbook:
     if len(text) > MAX_BYTES:
-        raise PlaybookError(file, [f"{file}:1:1: the file has {len(text):,} characters, more than a playbook needs ({MAX_BYTES:,})"
-                                   "\n  hint: check that this is the playbook and not a data file"])
+        raise PlaybookError(file, [Placed(1, 1, "(file)", f"the file has {len(text):,} characters, more than a playbook needs ({MAX_BYTES:,})",
+                                          "check that this is the playbook and not a data file")])
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         if root is not None:
@@ -88,11 +94,9 @@ def parse_playbook(text: str, file: str = "<playbook>", *, checks: PlaybookCheck
     except yaml.YAMLError as exc:
         raise PlaybookError(file, [_yaml_problem(file, exc)]) from None
     except DocumentTooLarge as exc:
-        raise PlaybookError(file, [f"{file}:{exc.mark.line}:{exc.mark.column}: {exc.message}\n  hint: {exc.hint}"]) from None
+        raise PlaybookError(file, [Placed(exc.mark.line, exc.mark.column, "(document)", exc.message, exc.hint)]) from None
     except RecursionError:  # nesting so deep the composer itself gives up before it is measured
-        raise PlaybookError(
-            file, [f"{file}:1:1: the document nests more than {MAX_DEPTH} levels deep\n  hint: flatten the structure"]
-        ) from None
+        raise PlaybookError(file, [Placed(1, 1, "(document)", f"the document nests more than {MAX_DEPTH} levels deep", "flatten the structure")]) from None
     problems: list[Problem] = [
         Problem(path, f"duplicate key '{path[-1]}' (first at line {first.line})", mark=second)
         for path, first, second in positions.duplicates
@@ -103,7 +107,7 @@ def parse_playbook(text: str, file: str = "<playbook>", *, checks: PlaybookCheck
         raise PlaybookError(file, [_yaml_problem(file, exc)]) from None
     if not isinstance(data, dict):
         problems.append(Problem((), "a playbook is a YAML mapping with brand, objectives, agents, ..."))
-        raise PlaybookError(file, _render(file, problems, positions))
+        raise PlaybookError(file, _place(problems, positions))
     problems.extend(checks.raw(data))
     try:
         playbook = Playbook.model_validate(data)
@@ -117,12 +121,12 @@ def parse_playbook(text: str, file: str = "<playbook>", *, checks: PlaybookCheck
             problems.extend(partial.place(check_links(partial.playbook)))
             problems.extend(partial.place(checks.model(partial.playbook)))
         problems = _unique(problems)
-        raise PlaybookError(file, _render(file, problems, positions), problems=problems, partial=partial) from None
+        raise PlaybookError(file, _place(problems, positions), problems=problems, partial=partial) from None
     problems.extend(check_links(playbook))
     problems.extend(checks.model(playbook))
     if problems:
         partial = PartialPlaybook(playbook, {}, set())
-        raise PlaybookError(file, _render(file, problems, positions), problems=problems, partial=partial)
+        raise PlaybookError(file, _place(problems, positions), problems=problems, partial=partial)
     playbook._source = (text, playbook.model_dump_json())
     return playbook
 
@@ -159,7 +163,7 @@ def _partial_playbook(data: dict[str, Any], error: ValidationError) -> PartialPl
     current = error
     for _ in range(_MAX_PRUNING):
         paths = {
-            (tuple(part for part in item["loc"] if not _is_union_tag(part)), item["type"] == "missing")
+            (_data_path(item["loc"], work), item["type"] == "missing")
             for item in current.errors()
         }
         # Deepest and last first, so leaving one item out does not move another one's place.
@@ -270,19 +274,19 @@ def playbook_from_text(text: str, file: str) -> Playbook:
     return playbook
 
 
-def _yaml_problem(file: str, exc: yaml.YAMLError) -> str:
+def _yaml_problem(file: str, exc: yaml.YAMLError) -> Placed:
     mark = getattr(exc, "problem_mark", None)
-    where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
     detail = f"{context}, {problem}" if context else problem
-    return f"{where}: YAML syntax: {detail}\n  hint: check indentation and quoting; a ':' inside a value needs quotes"
+    line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    return Placed(line, column, "YAML syntax", detail, "check indentation and quoting; a ':' inside a value needs quotes")
 
 
 def _pydantic_problems(error: ValidationError, data: dict[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     for item in error.errors():
-        path = tuple(part for part in item["loc"] if not _is_union_tag(part))
+        path = _data_path(item["loc"], data)
         kind = item["type"]
         if kind == "extra_forbidden":
             name = str(path[-1])
@@ -294,10 +298,36 @@ def _pydantic_problems(error: ValidationError, data: dict[str, Any]) -> list[Pro
             problems.append(Problem(path, f"unknown key '{name}'", hint, mark=None))
             continue
         message = item["msg"].removeprefix("Value error, ")
+        if kind == "union_tag_invalid":  # a 'kind' no member of the union has
+            ctx = item.get("ctx", {})
+            problems.append(Problem((*path, ctx.get("discriminator", "'kind'").strip("'")), f"unknown kind {ctx.get('tag', '')!r}",
+                                    f"use one of {ctx.get('expected_tags', '')}"))
+            continue
         if kind == "missing":
             message = f"'{path[-1]}' is required here"
         problems.append(Problem(path, message, _hint_for(kind, item)))
     return problems
+
+
+def _data_path(loc: Sequence[Any], data: Any) -> FieldPath:
+    """An error location as a path in the data: without the union members' names Pydantic adds
+    (``literal['any']``, ``str``), but keeping a key of the data that looks like one (a key
+    written ``str:`` or ``a[b]`` is the playbook's own, and is what the problem is about)."""
+    path: list[str | int] = []
+    here: Any = data
+    for part in loc:
+        if isinstance(here, dict) and part in here:
+            path.append(part)
+            here = here[part]
+        elif isinstance(here, list) and isinstance(part, int) and 0 <= part < len(here):
+            path.append(part)
+            here = here[part]
+        elif _is_union_tag(part) or (isinstance(here, dict) and here.get("kind") == part):
+            continue  # a union member's name, or the tag of a union told apart by its 'kind'
+        else:
+            path.append(part)  # not in the data (a missing key): the rest cannot be walked
+            here = None
+    return tuple(path)
 
 
 def _is_union_tag(part: Any) -> bool:
@@ -316,40 +346,64 @@ def _hint_for(kind: str, item: Any) -> str | None:
 
 
 def _allowed_keys(parent: Sequence[str | int], data: dict[str, Any]) -> list[str]:
-    """The field names the model at ``parent`` accepts, for 'did you mean' hints."""
-    model: Any = Playbook
+    """The field names the model at ``parent`` accepts, for 'did you mean' hints: list items
+    and a dict's own keys (``channels.email``) are stepped over, and of a union told apart by
+    ``kind`` the member the data names is taken."""
+    annotation: Any = Playbook
+    here: Any = data
     for part in parent:
-        if isinstance(part, int):
+        here = here.get(part) if isinstance(here, dict) else here[part] if isinstance(here, list) and isinstance(part, int) and part < len(here) else None
+        if isinstance(part, int) or _is_dict(annotation):
+            annotation = _value_type(annotation)
             continue
-        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        model = _model_in(annotation, here)
+        field = model.model_fields.get(part) if model is not None else None
         if field is None:
             return []
-        model = _model_in(field.annotation)
-        if model is None:
-            return []
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return list(model.model_fields)
-    return []
+        annotation = field.annotation
+    model = _model_in(annotation, here)
+    return list(model.model_fields) if model is not None else []
 
 
-def _model_in(annotation: Any) -> type[BaseModel] | None:
+def _is_dict(annotation: Any) -> bool:
+    return getattr(annotation, "__origin__", None) is dict
+
+
+def _value_type(annotation: Any) -> Any:
+    args = getattr(annotation, "__args__", ()) or ()
+    return args[-1] if args else None
+
+
+def _model_in(annotation: Any, data: Any = None) -> type[BaseModel] | None:
+    """The model an annotation holds; of several (a union), the one whose ``kind`` is the data's."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
+    found: list[type[BaseModel]] = []
     for arg in getattr(annotation, "__args__", ()) or ():
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
+        model = _model_in(arg, data)
+        if model is not None:
+            found.append(model)
+    if len(found) > 1 and isinstance(data, dict) and "kind" in data:
+        for model in found:
+            kind = model.model_fields.get("kind")
+            if kind is not None and kind.default == data["kind"]:
+                return model
+    return found[0] if found else None
 
 
 def render_problems(text: str, file: str, problems: list[Problem]) -> list[str]:
     """``FILE:LINE:COL: field: message`` lines for problems found in an already loaded playbook."""
+    return [entry.render(file) for entry in place_problems(text, problems)]
+
+
+def place_problems(text: str, problems: list[Problem]) -> list[Placed]:
+    """Problems found in an already loaded playbook, each at its line and column, in file order."""
     _, positions = compose_positions(text)
-    return _render(file, problems, positions)
+    return _place(problems, positions)
 
 
-def _render(file: str, problems: list[Problem], positions: PositionMap) -> list[str]:
-    placed: list[tuple[Mark, str]] = []
+def _place(problems: list[Problem], positions: PositionMap) -> list[Placed]:
+    placed: list[Placed] = []
     for problem in problems:
         mark = problem.mark
         if mark is None and problem.offset is not None and problem.path in positions.scalars:
@@ -357,9 +411,6 @@ def _render(file: str, problems: list[Problem], positions: PositionMap) -> list[
         if mark is None:
             about_key = problem.message.startswith(("unknown key", "duplicate key"))
             mark = positions.locate(problem.path, prefer_key=about_key)
-        line = f"{file}:{mark.line}:{mark.column}: {problem.dotted()}: {problem.message}"
-        if problem.hint:
-            line += f"\n  hint: {problem.hint}"
-        placed.append((mark, line))
-    placed.sort(key=lambda item: (item[0].line, item[0].column))
-    return [line for _, line in placed]
+        placed.append(Placed(mark.line, mark.column, problem.dotted(), problem.message, problem.hint))
+    placed.sort(key=lambda item: (item.line, item.column))
+    return placed

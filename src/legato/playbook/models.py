@@ -12,8 +12,13 @@ import re
 from datetime import datetime, time
 from enum import Enum
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from legato.playbook.alerts import AlertSettings
+from legato.playbook.channels import CARRIES, ChannelTransport
+from legato.playbook.schedule import Schedule, parse_schedule, zone_named
 
 Identifier = Annotated[
     str,
@@ -54,14 +59,65 @@ class LegalIdentity(Strict):
     )
 
 
+TRACKING_PATH = "/v1/unsubscribe"  # the path of legato serve's unsubscribe route: a base for tracked links
+
+
+class Tracking(Strict):
+    """Opens and clicks of the brand's e-mail, recorded by ``legato serve`` (both off unless the
+    playbook turns them on: an open pixel tells the sender when and where someone reads, which
+    many readers have not agreed to; rewriting a marketer's links is the marketer's choice)."""
+
+    opens: bool = Field(False, description="Add a 1x1 open pixel to HTML e-mail (off by default: a privacy choice).")
+    clicks: bool = Field(False, description="Rewrite links in e-mail through signed click redirects.")
+    base_url: str | None = Field(
+        None, pattern=r"^https?://[^\s?#]+$",
+        description="Public address of legato serve (https://legato.example); by default unsubscribe_url without its /v1/unsubscribe.",
+    )
+
+    @property
+    def on(self) -> bool:
+        return self.opens or self.clicks
+
+
 class Brand(Strict):
     name: str = Field(min_length=1)
     voice: Voice = Field(default_factory=Voice)
     legal: LegalIdentity
+    tracking: Tracking = Field(default_factory=Tracking, description="Opens and clicks, recorded by legato serve.")
     ai_disclosure: bool = Field(
         False, description="Every message must say it was written with AI (EU AI Act Art. 50 transparency)."
     )
     currency: str = Field("USD", pattern=r"^[A-Z]{3}$", description="ISO 4217 code amounts are shown in, e.g. in {{ offer.label }}.")
+    time_zone: str = Field(
+        "UTC", min_length=1, description="The brand's IANA time zone, e.g. Europe/Paris: agents' `daily` and `weekly` schedules are in it."
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        zone_named(value)
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return zone_named(self.time_zone)
+
+    @model_validator(mode="after")
+    def _tracking_has_an_address(self) -> Brand:
+        if self.tracking.on and self.tracking_base() is None:
+            raise ValueError(
+                "brand.tracking is on but Legato cannot tell where legato serve is reached: give brand.tracking.base_url "
+                f"(e.g. https://legato.example), or make brand.legal.unsubscribe_url end in {TRACKING_PATH}"
+            )
+        return self
+
+    def tracking_base(self) -> str | None:
+        """Where legato serve is reached from outside: ``tracking.base_url``, else ``unsubscribe_url``
+        without its ``/v1/unsubscribe``; None when neither says."""
+        if self.tracking.base_url:
+            return self.tracking.base_url.rstrip("/")
+        url = self.legal.unsubscribe_url.split("?", 1)[0].rstrip("/")
+        return url[: -len(TRACKING_PATH)] if url.endswith(TRACKING_PATH) else None
 
 
 # --- objectives, lifecycle, segments ---------------------------------------------------
@@ -157,17 +213,6 @@ class ChannelKind(str, Enum):
     webhook = "webhook"
 
 
-class Transport(Strict):
-    kind: Literal["file", "console"] = "file"
-    path: str | None = Field(None, description="For kind 'file': JSON Lines file, relative to the playbook.")
-
-    @model_validator(mode="after")
-    def _path_for_file(self) -> Transport:
-        if self.kind == "file" and not self.path:
-            raise ValueError("a file transport needs a path, for example outbox/email.jsonl")
-        return self
-
-
 class Creative(Strict):
     id: Identifier
     channel: ChannelKind
@@ -181,6 +226,9 @@ class Creative(Strict):
     subject: str | None = None
     title: str | None = None
     body: str = Field(min_length=1)
+    html: str | None = Field(
+        None, min_length=1, description="E-mail: an HTML template sent beside the text body (multipart/alternative); the body stays the text part."
+    )
 
 
 # --- agents ----------------------------------------------------------------------------
@@ -238,17 +286,59 @@ class Budget(Strict):
     daily_offer_cost: float | None = Field(None, ge=0)
 
 
+class StopLossMetric(str, Enum):
+    """What a stop-loss rule may watch: the KPIs, and what only a stop-loss watches (bounces, offer cost)."""
+
+    visit_rate = "visit_rate"
+    conversion_rate = "conversion_rate"
+    revenue_per_send = "revenue_per_send"
+    unsubscribe_rate = "unsubscribe_rate"
+    complaint_rate = "complaint_rate"
+    bounce_rate = "bounce_rate"
+    offer_cost = "offer_cost"  # of a day's sends, against a daily amount
+
+
+# What each kind of rule can judge (legato.monitor.stop_loss says how).
+TRIPWIRE_METRICS = frozenset(
+    {StopLossMetric.visit_rate, StopLossMetric.conversion_rate, StopLossMetric.unsubscribe_rate, StopLossMetric.complaint_rate,
+     StopLossMetric.bounce_rate, StopLossMetric.offer_cost}
+)
+HOLDOUT_METRICS = frozenset(
+    {StopLossMetric.visit_rate, StopLossMetric.conversion_rate, StopLossMetric.revenue_per_send, StopLossMetric.unsubscribe_rate,
+     StopLossMetric.complaint_rate}
+)
+
+
 class StopLoss(Strict):
-    metric: Metric
+    """A limit that pauses and demotes the agent when its sends credibly cross it.
+
+    Without ``against``, an absolute tripwire on the agent's own sends (a rate's ``max`` or
+    ``min``; offer cost per day). With ``against: holdout``, a guardrail: ``max``/``min``
+    bound the difference treated − holdout. Rates are judged by always-valid sequential
+    tests at level ``alpha`` (legato.monitor.sequential), so daily looks do not add false alarms.
+    """
+
+    metric: StopLossMetric
     max: float | None = None
     min: float | None = None
+    against: Literal["holdout"] | None = Field(None, description="Compare with the agent's holdout instead of an absolute limit.")
     min_sends: int = Field(100, ge=1, description="Do not judge before this many sends.")
+    min_holdout: int = Field(100, ge=1, description="With against: holdout, nor before this many holdout decisions.")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="Chance of a false alarm the rule accepts (see legato.monitor.sequential).")
     demote_to: int = Field(0, ge=0, le=3)
 
     @model_validator(mode="after")
     def _one_limit(self) -> StopLoss:
         if self.max is None and self.min is None:
             raise ValueError("give a limit: max or min")
+        if self.against is None and self.metric not in TRIPWIRE_METRICS:
+            raise ValueError(f"{self.metric.value} has no absolute limit: compare it with the holdout (against: holdout)")
+        if self.against is not None and self.metric not in HOLDOUT_METRICS:
+            raise ValueError(f"{self.metric.value} is not compared with the holdout: give it an absolute max instead (no against)")
+        if self.against is None and self.metric != StopLossMetric.offer_cost:
+            for limit in (self.max, self.min):
+                if limit is not None and not 0.0 <= limit <= 1.0:
+                    raise ValueError(f"{self.metric.value} is a rate: its limit {limit} must be between 0 and 1 (0.003 is 0.3%)")
         return self
 
 
@@ -309,6 +399,22 @@ class Agent(Strict):
     audit_sample: Fraction = Field(0.05, description="Stage 2: share of executed actions queued for an after-the-fact audit.")
     uplift_gate: UpliftGateSettings | None = Field(None, description="Contact only customers a message is predicted to move.")
     send_time: SendTimeSettings = Field(default_factory=SendTimeSettings)
+    schedule: str | None = Field(
+        None,
+        description="When `legato worker` runs this agent's cycle: `every 6h`, `every 30m`, `daily 08:00` (the brand's "
+        "time zone), `daily 08:00, 18:00` or `weekly mon,thu 08:00`. Without one the worker leaves the agent to `legato run`.",
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_schedule(value)
+        return value
+
+    @property
+    def parsed_schedule(self) -> Schedule | None:
+        return None if self.schedule is None else parse_schedule(self.schedule)
 
 
 # --- guardrails ------------------------------------------------------------------------
@@ -490,12 +596,13 @@ class Playbook(Strict):
     lifecycle: list[LifecycleStage] = Field(default_factory=list)
     segments: dict[Identifier, str] = Field(default_factory=dict)
     offers: list[Offer] = Field(default_factory=list)
-    channels: dict[ChannelKind, Transport] = Field(min_length=1)
+    channels: dict[ChannelKind, ChannelTransport] = Field(min_length=1)
     creatives: list[Creative] = Field(min_length=1)
     agents: list[Agent] = Field(min_length=1)
     guardrails: Guardrails = Field(default_factory=Guardrails)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     inbound: InboundSettings = Field(default_factory=InboundSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings, description="Where the monitors' alerts go (legato.playbook.alerts).")
     values: list[CompanyValue] = Field(default_factory=list, description="Declared company values decisions must not conflict with.")
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     global_control: Fraction = Field(
@@ -507,6 +614,15 @@ class Playbook(Strict):
     # store can keep the marketer's own text when recording the version a cycle ran (see
     # legato.playbook.loader.playbook_text); a copy with changes no longer matches the JSON.
     _source: tuple[str, str] | None = PrivateAttr(default=None)
+
+    @field_validator("channels")
+    @classmethod
+    def _kind_carries_channel(cls, value: dict[ChannelKind, Any]) -> dict[ChannelKind, Any]:
+        for channel, spec in value.items():
+            carried = CARRIES.get(spec.kind)
+            if carried is not None and channel.value not in carried:
+                raise ValueError(f"{channel.value}: kind {spec.kind} carries {' and '.join(carried)} only; give {channel.value} another kind")
+        return value
 
     @field_validator("segments")
     @classmethod

@@ -52,8 +52,8 @@ def pause(engine: Engine, agent_id: str, by: str, reason: str, *, now: datetime)
     return track_record.pause(engine, agent_id, by, reason, now)
 
 
-def resume(engine: Engine, agent_id: str, by: str, *, now: datetime) -> AgentState:
-    return track_record.resume(engine, agent_id, by, now)
+def resume(engine: Engine, agent_id: str, by: str, *, now: datetime, reason: str | None = None) -> AgentState:
+    return track_record.resume(engine, agent_id, by, now, reason)
 
 
 def policy_versions(engine: Engine, agent_id: str) -> list[PolicyVersion]:

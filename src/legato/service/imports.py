@@ -1,15 +1,30 @@
-"""Loading customers and events from files into the store."""
+"""Loading customers and events into the store: from files (``legato import``) and from
+records (the HTTP API's ``/v1/customers`` and ``/v1/events``, and Segment's calls).
+
+Records go through the same importer as a file: they are made into one table
+(:func:`legato.store.ingest.table_from_records`, typed as a JSON Lines file is read) and
+imported in one transaction, so they get the same fields, the same row errors and the same
+"a bad record is left out whole, the others are written" as ``legato import``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
+from legato.clock import Clock
 from legato.errors import Invalid
 from legato.playbook.models import Playbook
-from legato.store.ingest import ATTRIBUTE_TYPES, FORMATS, ImportReport, import_customers, import_events
+from legato.store.ingest import ATTRIBUTE_TYPES, FORMATS, ImportReport, import_customers, import_events, table_from_records
+
+# A customer record's own fields (beside consent_* and attributes) and an event record's:
+# every other column of a file is an attribute or a property, which a record sends nested.
+CUSTOMER_FIELDS = ("id", "email", "phone", "time_zone", "country", "region")
+EVENT_FIELDS = ("id", "customer_id", "type", "occurred_at", "revenue", "channel", "bounce_type", "decision_id")
+Store = Engine | Connection
 
 Progress = Callable[[int, int], None]
 
@@ -71,3 +86,54 @@ def events(
         event_type=event_type,
         ids_from_content=ids_from_content,
     )
+
+
+def customer_records(
+    store: Store,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    playbook: Playbook | None = None,
+    clock: Clock | None = None,
+    consent_source: str | None = None,
+) -> ImportReport:
+    """Customers given as records: a file's columns, with its other columns under ``attributes``.
+
+    Each record's attributes become columns of their own, so declared attributes are checked
+    against their type as in a file; a record is one row, and a row error's ``row`` is the
+    record's index from 0 (:func:`record_field` names the field it is about).
+    """
+    rows = []
+    for record in records:
+        row = {key: value for key, value in record.items() if key != "attributes"}
+        row.update(record.get("attributes") or {})
+        rows.append(row)
+    declared = attribute_types(playbook, {})
+    return import_customers(store, table_from_records(rows, first_row=0), attribute_types=declared, clock=clock, consent_source=consent_source)
+
+
+def event_records(
+    store: Store,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    create_customers: bool = False,
+    clock: Clock | None = None,
+) -> ImportReport:
+    """Events given as records: a file's columns, with its other columns under ``properties``.
+
+    ``create_customers`` creates a customer the store does not know (with only an id) for
+    its events; without it such an event is a row error, as in ``legato import events``. A
+    row error's ``row`` is the record's index from 0.
+    """
+    return import_events(store, table_from_records(records, first_row=0), create_customers=create_customers, clock=clock)
+
+
+def record_field(kind: str, column: str | None) -> str | None:
+    """Where in a record (``customers`` or ``events``) the importer's column is: a field of
+    its own (``occurred_at``, ``consent_email_marketing``), or ``attributes.<name>`` /
+    ``properties.<name>``; None for the record as a whole."""
+    if column is None:
+        return None
+    if kind == "customers":
+        own = column in CUSTOMER_FIELDS or column.startswith("consent_")
+        return column if own else f"attributes.{column}"
+    return column if column in EVENT_FIELDS else f"properties.{column}"

@@ -129,6 +129,26 @@ def reject_matching(
     return result
 
 
+@dataclass(frozen=True)
+class VariantCount:
+    """How many items of a bulk action propose one creative with one offer."""
+
+    creative_id: str | None
+    offer_id: str | None
+    items: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"creative_id": self.creative_id, "offer_id": self.offer_id, "items": self.items}
+
+
+def variants(items: list[QueueItem]) -> list[VariantCount]:
+    """What ``items`` propose, by creative and offer, most items first (a bulk action's preview)."""
+    counted: dict[tuple[str | None, str | None], int] = {}
+    for item in items:
+        counted[(item.creative_id, item.offer_id)] = counted.get((item.creative_id, item.offer_id), 0) + 1
+    return [VariantCount(creative, offer, n) for (creative, offer), n in sorted(counted.items(), key=lambda kv: -kv[1])]
+
+
 def preview_matching(engine: Engine, where: QueueFilter, *, limit: int = BULK_LIMIT) -> list[QueueItem]:
     """What :func:`approve_matching` or :func:`reject_matching` would act on; changes nothing."""
     return _decisions(engine, where, limit)

@@ -10,11 +10,22 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from legato.guard.contact import Suppression, add_suppression, list_suppressions, remove_suppression
+from legato.guard.contact import SUPPRESSION_KINDS, UNDELIVERABLE, Suppression, add_suppression, list_entry, list_suppressions, remove_suppression
+
+# What a person may list (``undeliverable`` entries come from hard bounces; a person may only take them off).
+KINDS = SUPPRESSION_KINDS
+LISTED_KINDS = (*SUPPRESSION_KINDS, UNDELIVERABLE)
 
 
 def add(engine: Engine, kind: str, value: str, reason: str, *, by: str, now: datetime, country: str | None = None) -> str:
     return add_suppression(engine, kind, value, reason, now, country=country, by=by)
+
+
+def add_entry(
+    engine: Engine, kind: str, value: str, reason: str, *, by: str, now: datetime, country: str | None = None
+) -> tuple[Suppression, bool]:
+    """The entry as listed, and whether it is new (listed already: unchanged, its own reason kept)."""
+    return list_entry(engine, kind, value, reason, now, country=country, by=by)
 
 
 def remove(engine: Engine, kind: str, value: str, reason: str, *, by: str, now: datetime, country: str | None = None) -> Suppression:

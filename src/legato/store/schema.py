@@ -70,6 +70,26 @@ consents = Table(
     Column("stated_at", UTCDateTime),
 )
 
+# Every consent statement that was written to ``consents``, in order: what stands now is the
+# last row per (customer, channel, purpose). Append-only; its one writer is legato.guard.consent,
+# in the same statement's transaction. Rows before migration 0022 are the statements then on
+# file (what they replaced was not kept).
+consent_history = Table(
+    "consent_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("customer_id", ID, ForeignKey("customers.id", ondelete="CASCADE"), nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("source", String(128), nullable=False),
+    Column("stated_at", UTCDateTime),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Column("recorded_by", String(128)),  # the person (an API key's name) who recorded it; NULL for imports, replies and links
+    Index("ix_consent_history_customer", "customer_id", "channel", "purpose", "id"),
+)
+
 # Global suppression and do-not-contact lists: a listed customer id, e-mail address or phone
 # number receives no marketing on any channel, whatever its consents say.
 suppressions = Table(
@@ -175,6 +195,20 @@ playbook_versions = Table(
     Column("recorded_at", UTCDateTime, nullable=False),
 )
 
+# Each playbook a person uploaded over the HTTP API: which version (the text is stored once per
+# distinct text in playbook_versions), who (the key's name) and when. The newest upload is the
+# playbook in force of a server started without --playbook. Its one writer is
+# legato.store.playbook_versions.
+playbook_uploads = Table(
+    "playbook_uploads",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("version_id", Integer, ForeignKey("playbook_versions.id"), nullable=False),
+    Column("uploaded_by", String(128), nullable=False),
+    Column("uploaded_at", UTCDateTime, nullable=False),
+    Index("ix_playbook_uploads_version", "version_id"),
+)
+
 cycles = Table(
     "cycles",
     metadata,
@@ -235,9 +269,16 @@ decisions = Table(
     Column("opened", Boolean),
     Column("clicked", Boolean),
     Column("settled_at", UTCDateTime),
-    Index("ix_decisions_agent_time", "agent_id", "decided_at"),
+    # What the metrics are keyed by besides the columns above (legato.monitor.metrics): the
+    # agent's objective and the customer's lifecycle stage when decided. NULL before migration 0027.
+    Column("objective", ID),
+    Column("segment", ID),
+    # The decision search reads newest first by (decided_at, id) off these (migration 0018: id
+    # last, or PostgreSQL sorts a whole cycle, decided at one instant, for every page).
+    Index("ix_decisions_agent_time", "agent_id", "decided_at", "id"),
     Index("ix_decisions_agent_settled", "agent_id", "settled_at"),
-    Index("ix_decisions_customer_time", "customer_id", "decided_at"),
+    Index("ix_decisions_customer_time", "customer_id", "decided_at", "id"),
+    Index("ix_decisions_time", "decided_at", "id"),
     # One decision per customer, agent and cycle: a partition finds its own rows by this key
     # (not by ids read before inserting), and a partition run twice cannot decide twice.
     Index("ux_decisions_cycle_agent_customer", "cycle_id", "agent_id", "customer_id", unique=True),
@@ -289,6 +330,18 @@ leases = Table(
     Column("cycle_id", Integer),  # the cycle its holder runs, once it knows
 )
 
+# The schedule slots cycles ran (legato.cycle.slots): an agent's slot is recorded once, with
+# the cycle that started for it, in that cycle's first transaction; a second worker that saw
+# the same slot due cannot record it again, so the slot runs once.
+cycle_slots = Table(
+    "cycle_slots",
+    metadata,
+    Column("agent_id", ID, primary_key=True),
+    Column("slot_at", UTCDateTime, primary_key=True),  # the slot's instant (UTC), legato.playbook.schedule
+    Column("cycle_id", Integer, ForeignKey("cycles.id"), nullable=False),
+    Index("ix_cycle_slots_cycle_id", "cycle_id"),
+)
+
 # What a cycle took from an agent's daily budget, taken before any of its sends is written so
 # that two cycles of the same day cannot both spend what is left.
 budget_reservations = Table(
@@ -314,7 +367,7 @@ outbox = Table(
     Column("customer_id", ID, nullable=False),
     Column("channel", String(32), nullable=False),
     Column("send_at", UTCDateTime, nullable=False),
-    # store.status.OutboxStatus: pending | claimed | sent | retry | dead | cancelled
+    # store.status.OutboxStatus: pending | claimed | sent | retry | dead | cancelled | in_doubt
     Column("status", String(16), nullable=False),
     Column("payload", JSON),
     Column("attempts", Integer, nullable=False, default=0),  # attempts begun (counted when claimed)
@@ -326,10 +379,33 @@ outbox = Table(
     Column("lease_expires_at", UTCDateTime),
     Column("next_attempt_at", UTCDateTime),  # status retry: when it is due again (backoff)
     Column("provider_id", String(255)),  # the id the transport or provider gave the sent message
+    # The hand-over protocol (legato.deliver.outbox.hand_over): set, durably, just before a
+    # message is handed to a provider that does not deduplicate, cleared with its result. A
+    # claim whose holder died with this set is in doubt: the provider may have it.
+    Column("handed_over_at", UTCDateTime),
+    Column("in_doubt_at", UTCDateTime),  # when it was found in doubt (kept after a resend: the record)
+    # store.status.DeliveryStatus: what the provider reported after it took the message
+    # (delivered | opened | failed; NULL until a report comes), never taken back.
+    Column("delivery", String(16)),
     Index("ix_outbox_customer_send", "customer_id", "send_at"),
     Index("ix_outbox_status_send", "status", "send_at"),
     Index("ix_outbox_status_next_attempt", "status", "next_attempt_at"),
     check("outbox", "status"),
+    check("outbox", "delivery"),
+)
+
+# The requests a provider sent that Legato acted on, by the provider's own id of each (Twilio's
+# MessageSid of an incoming text), once per subject (the customer it was handled for; '' for a
+# number no customer has): a provider retrying a webhook it thinks unanswered finds its receipt
+# and changes nothing. Written only by legato.store.receipts, in the transaction of the effect.
+provider_receipts = Table(
+    "provider_receipts",
+    metadata,
+    Column("provider", String(16), primary_key=True),
+    Column("receipt", String(128), primary_key=True),
+    Column("subject", ID, primary_key=True),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("inbound_message_id", Integer),  # the inbound message it became, if one was recorded
 )
 
 # What customers write back (replies or unprompted): classified, acted on at once where the
@@ -391,6 +467,22 @@ Index(
     review_items.c.id,
 )
 
+# How many review items there are per (status, kind, agent, role, reason, priority), as deltas
+# the queue's writers append in their own transactions (legato.trust.review.counts; migration
+# 0019): a million open items have their totals without being counted.
+review_counts = Table(
+    "review_counts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("status", String(16), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("agent_id", ID),
+    Column("assigned_role", String(64)),
+    Column("reason", String(64), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("n", Integer, nullable=False),  # items that entered this key (negative: left it)
+)
+
 audit_log = Table(
     "audit_log",
     metadata,
@@ -409,13 +501,177 @@ audit_log = Table(
     Index("ix_audit_log_action_at", "action", "at"),
 )
 
+# --- the HTTP API -----------------------------------------------------------------------
+
+# API keys (legato.store.api_keys is the one writer): only the SHA-256 of a key is kept, so
+# the table leaks nothing a caller could use; ``prefix`` is what lists show to tell keys apart.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False),
+    Column("role", String(16), nullable=False),  # store.status.KeyRole
+    Column("prefix", String(16), nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("revoked_at", UTCDateTime),
+    check("api_keys", "role"),
+)
+# One live key per name: a reviewer's name is the identity the audit log records.
+Index("uq_api_keys_live_name", api_keys.c.name, unique=True, sqlite_where=api_keys.c.revoked_at.is_(None), postgresql_where=api_keys.c.revoked_at.is_(None))
+
+# What a state-changing request answered, by (key, Idempotency-Key): the same request sent
+# again gets the same answer without doing the work twice (legato.api.idempotency).
+idempotency_records = Table(
+    "idempotency_records",
+    metadata,
+    Column("key_id", Integer, ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True),
+    Column("idempotency_key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),  # SHA-256 of method, path and body
+    Column("status_code", Integer),  # NULL while the first request is still being answered
+    Column("response", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Segment's identities (legato.store.tracking is the one writer): an id that an alias call, or a
+# call carrying both a userId and an anonymousId, linked to the customer it stands for.
+identity_links = Table(
+    "identity_links",
+    metadata,
+    Column("alias", ID, primary_key=True),  # a previousId or an anonymousId
+    Column("customer_id", ID, nullable=False),
+    Column("linked_at", UTCDateTime, nullable=False),
+    Column("source", String(16), nullable=False),  # alias (an alias call) or call (a call with both ids)
+    Index("ix_identity_links_customer_id", "customer_id"),
+)
+
+# The messageIds of Segment calls applied that have no row of their own to tell a repeat by
+# (identify, group, alias; a track's messageId is its event's id): a repeated call changes nothing.
+seen_messages = Table(
+    "seen_messages",
+    metadata,
+    Column("message_id", String(128), primary_key=True),
+    Column("type", String(16), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+
+# Alerts the monitors raised (legato.monitor.alerts is the one writer): one row per incident
+# (``incident`` names it, e.g. ``stop_loss:winback``), open until it clears. Delivering them
+# (webhook, e-mail, log; issue 14 part 4) reads the rows and stamps ``delivered_at`` and
+# ``cleared_delivered_at``; a repeat of an open incident only counts in ``repeats``.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("incident", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),  # store.status.AlertKind
+    Column("agent_id", ID),
+    Column("status", String(16), nullable=False),  # store.status.AlertStatus
+    Column("summary", Text, nullable=False),
+    Column("detail", JSON, nullable=False),
+    Column("opened_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("repeats", Integer, nullable=False, server_default="0"),
+    Column("cleared_at", UTCDateTime),
+    Column("cleared_by", String(128)),
+    Column("delivered_at", UTCDateTime),
+    Column("cleared_delivered_at", UTCDateTime),
+    check("alerts", "status"),
+    check("alerts", "kind"),
+)
+# One open alert per incident: the database refuses a second, whoever raises it.
+Index("uq_alerts_open_incident", alerts.c.incident, unique=True, sqlite_where=alerts.c.status == "open", postgresql_where=alerts.c.status == "open")
+
+# Each alert's (and follow-up's) delivery to each destination (legato.monitor.alert_delivery is
+# the one writer): claimed before it is sent, stamped sent once the destination accepted it, so
+# a rerun or a killed deliverer never sends it there twice and never drops it.
+alert_deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("alert_id", Integer, ForeignKey("alerts.id"), nullable=False),
+    Column("phase", String(16), nullable=False),  # store.status.AlertPhase
+    Column("destination", String(320), nullable=False),  # "log", "slack", "email:ops@shop.example"
+    Column("status", String(16), nullable=False),  # store.status.AlertDeliveryStatus
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("claimed_by", String(128)),
+    Column("claimed_until", UTCDateTime),
+    Column("last_error", Text),
+    Column("sent_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("alert_id", "phase", "destination"),
+    check("alert_deliveries", "status"),
+    check("alert_deliveries", "phase"),
+)
+Index("ix_alert_deliveries_status_due_at", alert_deliveries.c.status, alert_deliveries.c.due_at)
+
+# Each anomaly a KPI series showed (legato.monitor.anomaly is the one writer): the series, the
+# day, what was observed and the range expected, once per (agent, series, day).
+anomalies = Table(
+    "anomalies",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agent_id", ID, nullable=False),
+    Column("series", String(64), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("observed", Float, nullable=False),
+    Column("expected", Float, nullable=False),
+    Column("low", Float, nullable=False),
+    Column("high", Float, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("sample", Float, nullable=False),  # the day's denominator (sends), or 0 for a count
+    Column("found_at", UTCDateTime, nullable=False),
+    Column("review_item_id", Integer),
+    UniqueConstraint("agent_id", "series", "day"),
+)
+
+# The KPI counts, kept as they happen (legato.monitor.metrics is the one writer): each state change
+# adds to its key in its own transaction (an upsert, value += n), so a report reads these rows
+# instead of rescanning decisions. Every count is keyed by its decision: the UTC day the decision
+# was made, its agent, objective, channel, creative, offer and segment (the customer's lifecycle
+# stage then), '' where the decision has none. ``arm`` splits what settled decisions brought
+# (sent | holdout | control | unsent); ``reason`` splits the suppressed. The primary key starts
+# (agent, name, day): a series is one index range (migration 0027).
 metrics = Table(
     "metrics",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("day", String(10), nullable=False),
-    Column("agent_id", ID, nullable=False),
-    Column("name", String(64), nullable=False),
+    Column("agent_id", ID, primary_key=True),
+    Column("name", String(32), primary_key=True),  # monitor.metrics.Measure
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD, UTC
+    Column("objective", ID, primary_key=True),
+    Column("channel", String(32), primary_key=True),
+    Column("creative", ID, primary_key=True),
+    Column("offer", ID, primary_key=True),
+    Column("segment", ID, primary_key=True),
+    Column("arm", String(8), primary_key=True),
+    Column("reason", String(128), primary_key=True),
     Column("value", Float, nullable=False),
-    UniqueConstraint("day", "agent_id", "name"),
+)
+
+# The same counts summed over the breakdown (per agent, name, day, arm, reason), kept by the same
+# writer in the same transactions (migration 0030): a report without a breakdown and a series
+# read these, about 30 rows per agent and day, instead of every key.
+metric_totals = Table(
+    "metric_totals",
+    metadata,
+    Column("agent_id", ID, primary_key=True),
+    Column("name", String(32), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("arm", String(8), primary_key=True),
+    Column("reason", String(128), primary_key=True),
+    Column("value", Float, nullable=False),
+)
+
+# Each channel's token bucket (its playbook rate_limit), shared by every worker through the
+# store: written only by legato.store.rate_buckets. Times are seconds since the epoch by the
+# workers' clocks (a rate is wall-clock time, whatever time a dispatch simulates).
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("channel", String(64), primary_key=True),
+    Column("tokens", Float, nullable=False),  # messages that may go now (fractional: refilled continuously)
+    Column("refilled_at", Float, nullable=False),  # when tokens was last brought up to date
+    Column("hold_until", Float, nullable=True),  # the provider asked every sender to wait until then (a 429)
 )

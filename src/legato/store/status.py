@@ -28,7 +28,7 @@ class DecisionStatus(StrEnum):
     QUEUED = "queued"  # waiting for a person in the review queue
     SCHEDULED = "scheduled"  # pending in the outbox
     SENT = "sent"
-    FAILED = "failed"  # the dispatcher could not send it (it says why in the outbox row)
+    FAILED = "failed"  # the dispatcher could not send it, or its provider reported it undelivered (the outbox row says why)
     REJECTED = "rejected"  # a reviewer refused it
     EXPIRED = "expired"  # nobody reviewed it in time
 
@@ -48,8 +48,11 @@ class Route(StrEnum):
 class OutboxStatus(StrEnum):
     """A message's life in the outbox (:mod:`legato.deliver.outbox` is its one writer):
     pending → claimed (a dispatcher's lease) → sent | retry (a transient error; due again
-    later) | dead (a permanent error, or too many attempts; the reason is kept). Pending and
-    retrying messages can still be cancelled; a claimed one is on its way."""
+    later) | dead (a permanent error, or too many attempts; the reason is kept) | in doubt
+    (a crash or a lost answer came between handing it to a provider that does not
+    deduplicate and learning whether it took it; the channel's ``in_doubt: hold`` keeps it
+    for a person). Pending and retrying messages can still be cancelled; a claimed one is on
+    its way."""
 
     PENDING = "pending"  # due at send_at
     CLAIMED = "claimed"  # a dispatcher holds it until lease_expires_at (then anyone may claim it again)
@@ -57,6 +60,18 @@ class OutboxStatus(StrEnum):
     RETRY = "retry"  # an attempt failed for a passing reason: due again at next_attempt_at
     DEAD = "dead"  # never sent: a permanent error or the last attempt failed (error says why)
     CANCELLED = "cancelled"  # rejected, withdrawn, expired or opted out before it left
+    IN_DOUBT = "in_doubt"  # handed over, answer unknown, held for a person (in_doubt: hold)
+
+
+class DeliveryStatus(StrEnum):
+    """What the provider reported about a message after it took it (``outbox.delivery``; NULL
+    until a report comes; :func:`legato.deliver.outbox.record_delivery` is its one writer).
+    A report never takes a message back: the first of delivered and failed stands (callbacks
+    arrive out of order, and a late one is history, not news), and opened may follow delivered."""
+
+    DELIVERED = "delivered"  # it reached the handset, the mailbox, the device
+    OPENED = "opened"  # it reached the person: read (WhatsApp), the open pixel, a click
+    FAILED = "failed"  # the provider could not deliver it: failed, undelivered, a hard bounce (error says why)
 
 
 class ReviewStatus(StrEnum):
@@ -87,9 +102,41 @@ class CycleStatus(StrEnum):
     FAILED = "failed"
 
 
+class AlertStatus(StrEnum):
+    OPEN = "open"  # the incident is going on; one row per incident while open
+    CLEARED = "cleared"  # it ended (a person resumed the agent; the series came back)
+
+
+class AlertKind(StrEnum):
+    STOP_LOSS = "stop_loss"  # a stop-loss rule paused the agent
+    ANOMALY = "anomaly"  # a KPI series left its expected range
+
+
+class AlertDeliveryStatus(StrEnum):
+    PENDING = "pending"  # not tried yet, or failed for a passing reason and waiting for its next try
+    SENDING = "sending"  # claimed by a deliverer (until its lease ends: then in doubt, sent again)
+    SENT = "sent"  # the destination accepted it: never sent there again
+    FAILED = "failed"  # refused for good, or still failing at give_up_after: a person looks
+
+
+class AlertPhase(StrEnum):
+    OPENED = "opened"  # the incident's alert
+    CLEARED = "cleared"  # its follow-up: the incident ended
+
+
 class AgentStatus(StrEnum):
     ACTIVE = "active"
     PAUSED = "paused"
+
+
+class KeyRole(StrEnum):
+    """What an API key may do (``legato.api.security`` maps each route to the roles it admits)."""
+
+    VIEWER = "viewer"  # reads everything, changes nothing
+    MARKETER = "marketer"  # steers: pauses, resumes, demotes agents; runs cycles; uploads playbooks; suppresses
+    REVIEWER = "reviewer"  # reads, and acts on the review queue under the key's name
+    ADMIN = "admin"  # everything a person may do, promotion on the trust ladder included
+    INGEST = "ingest"  # only sends customers and events in (a Segment write key)
 
 
 # (table, column) -> its enum: what migrations 0011/0013/0016 constrain and the conformance test reads.
@@ -97,11 +144,17 @@ COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
     ("decisions", "status"): DecisionStatus,
     ("decisions", "route"): Route,
     ("outbox", "status"): OutboxStatus,
+    ("outbox", "delivery"): DeliveryStatus,
     ("review_items", "status"): ReviewStatus,
     ("review_items", "kind"): ReviewKind,
     ("inbound_messages", "status"): InboundStatus,
     ("cycles", "status"): CycleStatus,
     ("agents", "status"): AgentStatus,
+    ("api_keys", "role"): KeyRole,
+    ("alerts", "status"): AlertStatus,
+    ("alerts", "kind"): AlertKind,
+    ("alert_deliveries", "status"): AlertDeliveryStatus,
+    ("alert_deliveries", "phase"): AlertPhase,
 }
 
 

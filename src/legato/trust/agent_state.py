@@ -84,14 +84,25 @@ def change_stage(
     return StageChanged(agent_id, before, after, cause)
 
 
-def change_status(connection: Connection, agent_id: str, to: AgentStatus, *, actor: str, reason: str | None, now: datetime) -> AgentStatus | None:
-    """Pause or resume; audited as ``agent_paused`` / ``agent_resumed``. Returns the old status, or None if unchanged."""
+def change_status(
+    connection: Connection,
+    agent_id: str,
+    to: AgentStatus,
+    *,
+    actor: str,
+    reason: str | None,
+    now: datetime,
+    detail: Mapping[str, Any] | None = None,
+) -> AgentStatus | None:
+    """Pause or resume; audited as ``agent_paused`` / ``agent_resumed``. Returns the old status, or None if unchanged.
+
+    ``detail``: the cause's own facts (a stop-loss's evidence; the breach a resume answers)."""
     row = locked(connection, agent_id)
     if row is None or row.status == to:
         return None
     connection.execute(sa.update(agents).where(agents.c.id == agent_id).values(status=AgentStatus(to), updated_at=now))
     action = "agent_paused" if to == AgentStatus.PAUSED else "agent_resumed"
-    record(connection, now, actor, action, "agent", agent_id, {"from": row.status, "to": AgentStatus(to).value, "reason": reason})
+    record(connection, now, actor, action, "agent", agent_id, {**(detail or {}), "from": row.status, "to": AgentStatus(to).value, "reason": reason})
     return AgentStatus(row.status)
 
 

@@ -58,7 +58,9 @@ from legato.guard import consent as consent_history
 from legato.guard.normalize import normalize
 from legato.guard.redact import mask
 from legato.playbook.models import ChannelKind, Playbook
+from legato.store import receipts
 from legato.store.audit import record
+from legato.store.receipts import Receipt
 from legato.store.schema import audit_log, consents, customers, decisions, inbound_messages, outbox, review_items
 from legato.store.status import InboundStatus, OutboxStatus, ReviewKind
 from legato.trust import pending_optouts
@@ -99,11 +101,12 @@ class Classification:
 @dataclass(frozen=True)
 class Handled:
     message_id: int
-    action: str  # opted_out | helped | escalated | recorded
+    action: str  # opted_out | helped | escalated | recorded | duplicate (the provider sent it before: nothing done)
     intents: list[str]
     reason: str | None
     reply: str | None  # the text to send back, where the rules call for one
     review_item_id: int | None = None  # where an escalated conversation waits in the queue
+    duplicate: bool = False  # the provider sent this text before and it was handled then: nothing done now
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -144,31 +147,40 @@ def classify(text: str) -> Classification:
     return Classification(intents, sentiment, [mask(e) for e in evidence], opt_out)
 
 
-def receive(engine: Engine, playbook: Playbook, customer_id: str, channel: str, text: str, now: datetime) -> Handled:
-    """Record, classify and act on one inbound message."""
+def receive(engine: Engine, playbook: Playbook, customer_id: str, channel: str, text: str, now: datetime,
+            *, receipt: Receipt | None = None) -> Handled:
+    """Record, classify and act on one inbound message. ``receipt``, the provider's id of the
+    text, makes it once: a text whose receipt this customer's handling took already (the
+    provider delivered it again) changes nothing and answers nothing (``duplicate``)."""
     if not text.strip():
         raise LegatoError("an inbound message needs text")
     found = classify(text)
     text = mask(text)  # classified as written; stored and shown with personal data masked
     rules = RuleSet(inbound_rules(playbook), INBOUND_FIELDS, StoreResolver(playbook, now, engine.dialect.name), engine.dialect.name)
     if "opt_out" not in found.intents and POSSIBLE_OPT_OUT not in found.intents:
-        return _receive(engine, playbook, customer_id, channel, text, now, found, rules)
+        return _receive(engine, playbook, customer_id, channel, text, now, found, rules, receipt)
     # A "no" (or what may be one) waits for a locked or unreachable store, and is kept in a
     # durable file if it still cannot be written: the command fails, and no marketing goes
     # out until it is.
     try:
-        return pending_optouts.retrying(lambda: _receive(engine, playbook, customer_id, channel, text, now, found, rules))
+        return pending_optouts.retrying(lambda: _receive(engine, playbook, customer_id, channel, text, now, found, rules, receipt))
     except StoreError as error:
         raise _kept_for_later(engine, customer_id, channel, text, now, found, error) from error
 
 
-def _receive(engine: Engine, playbook: Playbook, customer_id: str, channel: str, text: str, now: datetime, found: Classification, rules: RuleSet) -> Handled:
+def _receive(engine: Engine, playbook: Playbook, customer_id: str, channel: str, text: str, now: datetime, found: Classification, rules: RuleSet,
+             receipt: Receipt | None = None) -> Handled:
     """One attempt: the message recorded and acted on in one transaction."""
     reply: str | None = None
     reason: str | None = None
     item_id: int | None = None
     with engine.begin() as connection:
         _bounded_wait(connection)
+        # The receipt first: a second delivery of the same text waits here for the first to
+        # commit, then finds its receipt and does nothing (store.receipts).
+        if receipt is not None and not receipts.take(connection, receipt, customer_id, now):
+            earlier = receipts.recorded(connection, receipt, customer_id)
+            return Handled(earlier or 0, "duplicate", found.intents, None, None, duplicate=True)
         if connection.execute(sa.select(customers.c.id).where(customers.c.id == customer_id)).first() is None:
             raise NotFound(f"unknown customer '{customer_id}'", hint="import the customer first; nothing was recorded")
         if "opt_out" in found.intents:
@@ -208,6 +220,8 @@ def _receive(engine: Engine, playbook: Playbook, customer_id: str, channel: str,
             )
             .returning(inbound_messages.c.id)
         ).scalar_one()
+        if receipt is not None:
+            receipts.note(connection, receipt, customer_id, message_id)
         if chosen is not None:
             item_id = open_item(
                 connection,
@@ -499,36 +513,85 @@ def confirm_opt_out(
 class Unsubscribed:
     message_id: str
     customer_id: str
-    channel: str
+    channel: str  # the message's channel
+    channels: tuple[str, ...] = ()  # what the customer asked to stop: the message's channel, or every channel
+    changed: bool = True  # False: marketing there was revoked already; nothing changed now
 
     def to_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
+        return {**self.__dict__, "channels": list(self.channels)}
 
 
-def unsubscribe(engine: Engine, token: str, now: datetime) -> Unsubscribed:
-    """Honour the unsubscribe link of a message: verify its token, revoke that channel at once.
+@dataclass(frozen=True)
+class UnsubscribeLink:
+    """What a verified unsubscribe token names (nothing changed yet)."""
 
-    The token is an HMAC (:mod:`legato.deliver.tokens`) any accepted key signed for the
-    message and its customer; a token that fails is refused and changes nothing.
-    """
-    from legato.deliver.tokens import ring_for, token_message_id, verify_token
+    message_id: str
+    customer_id: str
+    channel: str
+
+
+def _refused(what: str = "the unsubscribe link") -> Invalid:
+    return Invalid(
+        f"{what} is not valid (altered, made up, or signed with a key retired since)",
+        hint="use the link exactly as the message gave it, from a recent message; nothing was changed",
+    )
+
+
+def verified_message(connection: Any, token: str, ring: Any, *, what: str = "the unsubscribe link") -> Any:
+    """The outbox row (message_id, customer_id, channel) a message token was signed for, or
+    :class:`Invalid`: the token was altered, made up, or signed by a key no longer accepted."""
+    from legato.deliver.tokens import token_message_id, verify_token
 
     message_id = token_message_id(token)
-    refused = Invalid("the unsubscribe token is not valid", hint="use the token from the link exactly as the message gave it; nothing was changed")
     if message_id is None or len(message_id) > 36:
-        raise refused
+        raise _refused(what)
+    row = connection.execute(sa.select(outbox.c.message_id, outbox.c.customer_id, outbox.c.channel).where(outbox.c.message_id == message_id)).first()
+    if row is None or not verify_token(token, message_id, row.customer_id, ring):
+        raise _refused(what)
+    return row
+
+
+def unsubscribe_link(engine: Engine, token: str) -> UnsubscribeLink:
+    """The message and customer a token names, verified, changing nothing (the confirmation page
+    a GET on the link shows: a mail scanner that fetches every link unsubscribes nobody)."""
+    from legato.deliver.tokens import ring_for
+
     ring = ring_for(engine)
+    with engine.connect() as connection:
+        row = verified_message(connection, token, ring)
+    return UnsubscribeLink(row.message_id, row.customer_id, row.channel)
+
+
+def unsubscribe(engine: Engine, token: str, now: datetime, *, every_channel: bool = False) -> Unsubscribed:
+    """Honour the unsubscribe link of a message: verify its token, revoke marketing at once on
+    the message's channel (``every_channel``: on all of them) and cancel what waits there.
+
+    The token is an HMAC (:mod:`legato.deliver.tokens`) any accepted key signed for the
+    message and its customer; a token that fails is refused and changes nothing. A link used
+    again changes nothing and answers the same (``changed`` False): a channel whose marketing
+    is revoked already is left as it is.
+    """
+    from legato.deliver.tokens import ring_for
+
+    ring = ring_for(engine)
+    everything = tuple(kind.value for kind in ChannelKind)
 
     def once() -> Unsubscribed:
         with engine.begin() as connection:
             _bounded_wait(connection)
-            row = connection.execute(sa.select(outbox.c.customer_id, outbox.c.channel).where(outbox.c.message_id == message_id)).first()
-            if row is None or not verify_token(token, message_id, row.customer_id, ring):
-                raise refused
-            _revoke(connection, row.customer_id, row.channel, now, source="unsubscribe_link")
-            record(connection, now, f"customer:{row.customer_id}", "unsubscribed", "outbox", str(message_id),
-                   {"channel": row.channel, "via": "unsubscribe link"})
-        return Unsubscribed(message_id, row.customer_id, row.channel)
+            row = verified_message(connection, token, ring)
+            asked = everything if every_channel else (row.channel,)
+            revoked = []
+            for each in asked:
+                on_file = consent_history.stored(connection, row.customer_id, each, consent_history.MARKETING)
+                if on_file is not None and on_file.status == consent_history.ConsentStatus.REVOKED.value:
+                    continue  # revoked already: the second click is the first one's
+                if _revoke(connection, row.customer_id, each, now, source="unsubscribe_link"):
+                    revoked.append(each)
+            if revoked:
+                record(connection, now, f"customer:{row.customer_id}", "unsubscribed", "outbox", str(row.message_id),
+                       {"channel": row.channel, "channels": revoked, "via": "unsubscribe link"})
+        return Unsubscribed(row.message_id, row.customer_id, row.channel, asked, bool(revoked))
 
     # Waits and retries like an opt-out reply; if the store still cannot take it the command
     # fails (exit 6) and the link's caller must try again.

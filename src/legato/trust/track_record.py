@@ -25,13 +25,16 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, Row
 
 from legato.errors import Conflict, Invalid, LegatoError, NotFound
+from legato.monitor.alerts import clear_alert, incident_key
 from legato.monitor.lift import Lift, measure
 from legato.store.schema import agents, audit_log, decisions, review_items
-from legato.store.status import AgentStatus, ReviewKind, ReviewStatus
+from legato.store.status import AgentStatus, AlertKind, ReviewKind, ReviewStatus
 from legato.trust.agent_state import StageCause, change_stage, change_status
 from legato.trust.ladder import Stage
 
 STOP_LOSS_BREACH = "stop_loss_breach"
+PAUSED = "agent_paused"
+STOP_LOSS_ACTOR = "stop_loss"  # legato.monitor.stop_loss's actor in the audit log
 # Decision reasons that are not guardrail findings: spending limits and the uplift gate say
 # nothing about conduct.
 NOT_GUARDRAILS = frozenset({"budget", "uplift_gate", "holdout_unreachable"})
@@ -220,7 +223,9 @@ def record_of(connection: Connection, agent_id: str, *, since: datetime, until: 
     measured = measure(connection, agent_id, decided_from=since, decided_to=until)
     breach = connection.execute(
         sa.select(sa.func.max(audit_log.c.at)).where(
-            audit_log.c.action == STOP_LOSS_BREACH, audit_log.c.entity == "agent", audit_log.c.entity_id == agent_id, audit_log.c.at < until
+            # A breach of an agent already at the rule's stage pauses it without a stage change.
+            sa.or_(audit_log.c.action == STOP_LOSS_BREACH, sa.and_(audit_log.c.action == PAUSED, audit_log.c.actor == STOP_LOSS_ACTOR)),
+            audit_log.c.entity == "agent", audit_log.c.entity_id == agent_id, audit_log.c.at < until
         )
     ).scalar_one()
     return TrackRecord(
@@ -374,9 +379,38 @@ def pause(engine: Engine, agent_id: str, by: str, reason: str, now: datetime) ->
     return _set_status(engine, agent_id, by, AgentStatus.PAUSED, now, reason=_reason(reason, "a pause"))
 
 
-def resume(engine: Engine, agent_id: str, by: str, now: datetime) -> AgentState:
-    """Let a paused agent decide again at its stage."""
-    return _set_status(engine, agent_id, by, AgentStatus.ACTIVE, now, reason=None)
+def resume(engine: Engine, agent_id: str, by: str, now: datetime, reason: str | None = None) -> AgentState:
+    """Let a paused agent decide again at its stage: a person's call, audited with who and why.
+
+    An agent its stop-loss paused needs a reason (what was checked or fixed): the audit row
+    names the breach it answers, the stop-loss alert clears (its follow-up is then due) and
+    the stop-loss's tests start afresh from this resume (:func:`legato.monitor.series.epoch`).
+    """
+    by = _name(by)
+    with engine.begin() as connection:
+        agent = _agent(connection, agent_id, lock=True)
+        if agent.status == AgentStatus.ACTIVE:
+            raise TrustConflict(f"agent '{agent_id}' is already {AgentStatus.ACTIVE}", hint="nothing was changed")
+        pause = connection.execute(
+            sa.select(audit_log.c.id, audit_log.c.actor, audit_log.c.at, audit_log.c.detail)
+            .where(audit_log.c.action == PAUSED, audit_log.c.entity == "agent", audit_log.c.entity_id == agent_id)
+            .order_by(audit_log.c.id.desc())
+            .limit(1)
+        ).first()
+        given = reason.strip() if reason and reason.strip() else None
+        detail: dict[str, Any] = {}
+        if pause is not None and pause.actor == STOP_LOSS_ACTOR:
+            if given is None:
+                raise TrustInvalid(
+                    f"agent '{agent_id}' was paused by its stop-loss at {pause.at:%Y-%m-%d %H:%M} UTC ({(pause.detail or {}).get('reason', '')}); "
+                    "resuming it needs a reason",
+                    hint="say what was checked or fixed with --reason TEXT (the API: {\"reason\": ...}); it goes to the audit log",
+                )
+            cleared = clear_alert(connection, incident_key(AlertKind.STOP_LOSS, agent_id), now, by=by)
+            detail = {"answers": {"audit_id": pause.id, "paused_at": pause.at.isoformat(), "breaches": (pause.detail or {}).get("breaches", [])},
+                      "alert_cleared": cleared}
+        change_status(connection, agent_id, AgentStatus.ACTIVE, actor=by, reason=given, now=now, detail=detail)
+    return next(a for a in list_agents(engine) if a.id == agent_id)
 
 
 # --- helpers -------------------------------------------------------------------------------

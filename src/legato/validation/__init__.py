@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from legato.playbook import loader
-from legato.playbook.loader import PlaybookError, render_problems
+from legato.playbook.loader import PlaybookError, place_problems, read_text
 from legato.playbook.models import Playbook
-from legato.playbook.problems import Problem
+from legato.playbook.problems import Placed, Problem
 from legato.validation.content import content_problems
 from legato.validation.references import check_references, expression_problems
 
-__all__ = ["CHECKS", "PlaybookError", "Problem", "Validation", "content_problems", "load_playbook", "parse_playbook", "validate"]
+__all__ = ["CHECKS", "Placed", "PlaybookError", "Problem", "Validation", "content_problems", "load_playbook", "parse_playbook", "validate", "validate_text"]
 
 
 class _Checks:
@@ -57,13 +57,21 @@ class Validation:
     """
 
     file: str
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    placed: list[Placed] = field(default_factory=list)  # the problems, each at its line and column
+    placed_notes: list[Placed] = field(default_factory=list)
     playbook: Playbook | None = None
 
     @property
+    def problems(self) -> list[str]:
+        return [entry.render(self.file) for entry in self.placed]
+
+    @property
+    def notes(self) -> list[str]:
+        return [entry.render(self.file) for entry in self.placed_notes]
+
+    @property
     def valid(self) -> bool:
-        return not self.problems
+        return not self.placed
 
 
 def validate(path: str | Path, *, engine: Any = None, at: datetime | None = None) -> Validation:
@@ -74,29 +82,32 @@ def validate(path: str | Path, *, engine: Any = None, at: datetime | None = None
     With ``engine``, each agent's audience is also counted on the data (at ``at``, default
     now) and an empty one is a note. A missing or unreadable file raises :class:`LegatoError`.
     """
-    from legato.playbook.loader import load_playbook as read
+    return validate_text(read_text(path), str(path), engine=engine, at=at)
 
-    file = str(path)
+
+def validate_text(text: str, file: str = "<playbook>", *, engine: Any = None, at: datetime | None = None) -> Validation:
+    """:func:`validate` for YAML text already read (a playbook sent over HTTP, say)."""
+    from legato.playbook.loader import parse_playbook as parse
+
     result = Validation(file)
     try:
-        playbook = read(path, checks=CHECKS)
+        playbook = parse(text, file, checks=CHECKS)
         problems: list[Problem] = []
         checked, place = playbook, (lambda found: found)
     except PlaybookError as error:
         if error.partial is None or not error.problems:
-            result.problems = error.lines
+            result.placed = error.placed
             return result
         problems = list(error.problems)
         checked, place = error.partial.playbook, error.partial.place
         playbook = None
-    text = Path(path).read_text(encoding="utf-8")
     problems += place(content_problems(checked))
     notes = place(content_problems(checked, severities=("escalate", "warn")))
     if engine is not None:
         from legato.validation.audiences import empty_audiences
 
         notes += place(empty_audiences(engine, checked, at))
-    result.problems = render_problems(text, file, problems)
-    result.notes = render_problems(text, file, notes)
+    result.placed = place_problems(text, problems)
+    result.placed_notes = place_problems(text, notes)
     result.playbook = playbook if not problems else None
     return result

@@ -22,9 +22,9 @@ The names below are the public API; the modules behind them are the package's ow
 from legato.store.ingest.customers import import_customers
 from legato.store.ingest.events import import_events
 from legato.store.ingest.json_columns import ATTRIBUTE_TYPES
-from legato.store.ingest.read import FORMATS, detect_format
+from legato.store.ingest.read import FORMATS, detect_format, table_from_records
 from legato.store.ingest.report import ImportFileError, ImportReport, RowError
-from legato.store.ingest.stage import Progress
+from legato.store.ingest.stage import Progress, transaction
 
 __all__ = [
     "ATTRIBUTE_TYPES",
@@ -36,4 +36,6 @@ __all__ = [
     "detect_format",
     "import_customers",
     "import_events",
+    "table_from_records",
+    "transaction",
 ]

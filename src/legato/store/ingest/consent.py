@@ -34,6 +34,22 @@ _CONSENT_VALUES = {
 _CONSENT_COLUMN = re.compile(r"^consent_([a-z]+)_([a-z]+)(_at)?$")
 
 
+NOT_A_CONSENT = "looks like a consent column but is not consent_<channel>_<purpose> or consent_<channel>_<purpose>_at"
+CONSENT_NAMES_HINT = (
+    f"channel is one of {', '.join(CHANNELS)}; purpose is one of {', '.join(PURPOSES)}, "
+    "e.g. consent_email_marketing and its date consent_email_marketing_at"
+)
+
+
+def is_consent_name(name: str) -> bool:
+    """Whether ``name`` is a consent column the importer reads (``consent_at`` included);
+    any other name starting with ``consent_`` is refused by :func:`find_consent_columns`."""
+    if name == "consent_at":
+        return True
+    match = _CONSENT_COLUMN.match(name)
+    return bool(match) and match.group(1) in CHANNELS and match.group(2) in PURPOSES
+
+
 @dataclass(frozen=True)
 class ConsentColumn:
     name: str  # consent_sms_marketing
@@ -52,12 +68,7 @@ def find_consent_columns(frame: Frame) -> list[ConsentColumn]:
             continue
         match = _CONSENT_COLUMN.match(name)
         if not match or match.group(1) not in CHANNELS or match.group(2) not in PURPOSES:
-            raise ImportFileError(
-                f"{frame.name}: column {name} looks like a consent column but is not "
-                "consent_<channel>_<purpose> or consent_<channel>_<purpose>_at",
-                hint=f"channel is one of {', '.join(CHANNELS)}; purpose is one of "
-                f"{', '.join(PURPOSES)}, e.g. consent_email_marketing and its date consent_email_marketing_at",
-            )
+            raise ImportFileError(f"{frame.name}: column {name} {NOT_A_CONSENT}", hint=CONSENT_NAMES_HINT)
         if match.group(3):
             dated.add(name[: -len("_at")])
         else:

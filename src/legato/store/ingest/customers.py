@@ -30,7 +30,7 @@ from legato.store.ingest.known import customer_column_warnings, suggested_column
 from legato.store.ingest.read import Frame, read_source, require_columns
 from legato.store.ingest.report import ImportReport, RowError, source_text
 from legato.store.ingest.rows import Problems, check_ids, check_unique_ids
-from legato.store.ingest.stage import Progress, Steps, drop_stage, load_stage, timed
+from legato.store.ingest.stage import Progress, Steps, drop_stage, load_stage, timed, transaction
 
 # Column lengths from the schema: checking them here turns what would be a PostgreSQL
 # error aborting the whole import (SQLite does not enforce them) into a row error. The
@@ -44,7 +44,7 @@ _CONSENT_STAGE = "legato_stage_consents"
 
 
 def import_customers(
-    engine: Engine,
+    engine: Engine | Connection,
     source: Path | str | pa.Table,
     *,
     format: str | None = None,
@@ -53,12 +53,17 @@ def import_customers(
     clock: Clock | None = None,
     progress: Progress | None = None,
     delimiter: str | None = None,
+    consent_source: str | None = None,
 ) -> ImportReport:
     """Insert new customers and update changed ones, with their consents.
 
     A customer is written only if something differs from the store, so re-importing a
     file changes nothing (not even ``updated_at``). An empty cell means "no value": it
     never erases what the store holds. Attributes are merged key by key.
+
+    ``engine`` may be a connection in a transaction the caller owns (see
+    :func:`.stage.transaction`). ``consent_source`` names where the consent statements came
+    from (default ``import:<file name>``; the HTTP API names the key that sent them).
     """
     now = as_utc((clock or SystemClock()).now())
     declared = dict(attribute_types or {})
@@ -93,7 +98,8 @@ def import_customers(
 
     reserved = {"id", "consent_at", *_CUSTOMER_FIELDS, *(c.name for c in consent_columns), *dates}
     others = [name for name in frame.names if name not in reserved]
-    report.warnings = [w.describe(frame.name) for w in customer_column_warnings(frame.names, others, declared)]
+    report.column_warnings = customer_column_warnings(frame.names, others, declared)
+    report.warnings = [w.describe(frame.name) for w in report.column_warnings]
     fragments = object_fragments(frame, others, "attributes", declared, problems)
     attributes = json_objects(fragments, rows)
 
@@ -103,10 +109,10 @@ def import_customers(
         [order, ids, *(fields[n] for n in _CUSTOMER_FIELDS), attributes],
         names=["row_no", "id", *_CUSTOMER_FIELDS, "attributes"],
     ).filter(good)
-    source_name = f"import:{frame.name}"[:128]
+    source_name = (consent_source or f"import:{frame.name}")[:128]
     consent_rows = consent_stage_rows(ids, consents, dates, source_name, good)
 
-    with engine.begin() as connection:
+    with transaction(engine) as connection:
         customers_stage = load_stage(
             connection,
             _CUSTOMER_STAGE,
@@ -291,3 +297,27 @@ def _upsert_customers(connection: Connection, stage: str, consent_stage: str, no
     )
     counted = connection.execute(text(f"SELECT state, COUNT(*) FROM {stage} GROUP BY state"))
     return {state: int(count) for state, count in counted}
+
+
+def add_bare_customers(connection: Connection, customer_ids: str, now: datetime) -> list[str]:
+    """Create the customers ``customer_ids`` names that the store does not have, with only an id.
+
+    ``customer_ids`` is a SELECT whose single column is named ``customer_id``. An event for a
+    customer Segment's tracking code has not identified yet (a track before identify) creates
+    one this way when ``legato serve --unknown-customers create``; an identify later fills in
+    the fields. Returns the ids created.
+    """
+    created = connection.execute(
+        timed(
+            "INSERT INTO customers (id, attributes, created_at, updated_at) "
+            # DISTINCT one level down: beside it PostgreSQL would type the '{}' as text, not json.
+            f"SELECT ids.customer_id, '{{}}', :now, :now FROM (SELECT DISTINCT customer_id FROM ({customer_ids}) AS named) AS ids "
+            "WHERE NOT EXISTS (SELECT 1 FROM customers AS c WHERE c.id = ids.customer_id) "
+            "RETURNING id",
+            "now",
+        ),
+        {"now": now},
+    ).scalars().all()
+    if created:
+        traits.add_empty_rows(connection, f"SELECT ids.customer_id FROM ({customer_ids}) AS ids")
+    return list(created)

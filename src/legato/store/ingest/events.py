@@ -7,6 +7,10 @@ STOP reply uses (docs/events.md lists every type Legato reads):
   channel (its ``channel`` column; else the channel of the message its ``decision_id`` names;
   else every channel: a no that names no channel is a no to all), dated by ``occurred_at``
   (:func:`legato.guard.consent.revoke`: an express consent dated after the event outlives it);
+- a ``complaint`` about one channel also puts the customer's address or number on that
+  channel on the do-not-contact list (:func:`legato.guard.contact.suppress`, kind ``email`` or
+  ``phone``): someone who reported a message as spam gets no marketing there again, whatever
+  a later import says of their consent (a person may take the entry off);
 - a hard ``bounce`` (``bounce_type`` hard or empty; soft bounces change nothing) lists the
   customer's address on that channel as undeliverable (:func:`legato.guard.contact.suppress`),
   so no message of any purpose goes to it again. A bounce must name its channel or message.
@@ -27,7 +31,7 @@ from sqlalchemy import Connection, Engine, text
 
 from legato.channels import NAMES as CHANNELS
 from legato.channels import REGISTRY, contact_or_none
-from legato.clock import Clock
+from legato.clock import Clock, SystemClock, as_utc
 from legato.guard import consent as consent_history
 from legato.guard.consent import Change
 from legato.guard.contact import UNDELIVERABLE, suppress
@@ -40,7 +44,8 @@ from legato.store.ingest.known import event_column_warnings, suggested_column
 from legato.store.ingest.read import Frame, read_source, require_columns
 from legato.store.ingest.report import ImportFileError, ImportReport, source_text
 from legato.store.ingest.rows import Problems, check_ids, check_unique_ids
-from legato.store.ingest.stage import Progress, Steps, drop_stage, load_stage
+from legato.store.ingest.customers import add_bare_customers
+from legato.store.ingest.stage import Progress, Steps, clear_stage, load_stage, probing, transaction
 from legato.store.types import UTCDateTime
 
 _TYPE_LENGTH = 32
@@ -53,12 +58,13 @@ _EVENT_STAGE = "legato_stage_events"
 _EVENT_FIELDS = ("id", "customer_id", "type", "occurred_at", "revenue")
 
 REVOKING = ("unsubscribe", "complaint")  # revoke marketing consent on their channel
+COMPLAINT = "complaint"  # also puts the address on that channel on the do-not-contact list
 BOUNCE = "bounce"
 _HARD = {"hard": True, "permanent": True, "soft": False, "temporary": False, "transient": False}
 
 
 def import_events(
-    engine: Engine,
+    engine: Engine | Connection,
     source: Path | str | pa.Table,
     *,
     format: str | None = None,
@@ -68,18 +74,24 @@ def import_events(
     delimiter: str | None = None,
     event_type: str | None = None,
     ids_from_content: bool = False,
+    create_customers: bool = False,
 ) -> ImportReport:
     """Insert events that are not in the store yet and fold them into traits.
 
     An event whose id is already stored counts as ``unchanged`` (a duplicate delivery),
-    so a file can be imported again safely. ``clock`` is accepted for symmetry with
-    :func:`import_customers`; events carry their own time.
+    so a file can be imported again safely. Events carry their own time; ``clock`` only
+    dates the customers ``create_customers`` creates.
 
     A file that has no ``type`` column can give every row one (``event_type``), and one with
     no ``id`` column can take ids from each row's content (``ids_from_content``): a hash of
     its cells, numbered where identical rows repeat, so importing it again changes nothing.
+
+    An event for a customer the store does not know is a row error, unless
+    ``create_customers`` (``legato serve --unknown-customers create``: Segment's tracking code
+    sends track calls before identify): then the customer is created with only an id, for the
+    events that passed every other check. ``engine`` may be a connection in a transaction the
+    caller owns (see :func:`.stage.transaction`).
     """
-    del clock  # events are timed by occurred_at, not by the import
     frame = read_source(source, format, mapping, ["occurred_at"], delimiter=delimiter)
     if event_type is not None:
         _add_type(frame, event_type)
@@ -104,7 +116,8 @@ def import_events(
     effects = _consent_event_facts(frame, problems, types)
     check_unique_ids(frame, problems, ids)
     others = [name for name in frame.names if name not in _EVENT_FIELDS]
-    report.warnings = [w.describe(frame.name) for w in event_column_warnings(frame.names, others)]
+    report.column_warnings = event_column_warnings(frame.names, others)
+    report.warnings = [w.describe(frame.name) for w in report.column_warnings]
     if others:
         properties = json_objects(object_fragments(frame, others, "properties", {}, problems), rows)
     else:
@@ -116,7 +129,7 @@ def import_events(
         names=["row_no", "id", "customer_id", "type", "occurred_at", "revenue", "properties"],
     ).filter(pa.array(~problems.bad))
 
-    with engine.begin() as connection:
+    with transaction(engine, rows=staged.num_rows) as connection, probing(connection, staged.num_rows, restore=isinstance(engine, Connection)):
         stage = load_stage(
             connection,
             _EVENT_STAGE,
@@ -131,11 +144,12 @@ def import_events(
             ],
             staged,
             steps.loaded,
+            kept=True,
         )
         already = connection.execute(
             text(f"DELETE FROM {stage} AS s WHERE EXISTS (SELECT 1 FROM events AS e WHERE e.id = s.id)")
         ).rowcount
-        unknown = connection.execute(
+        unknown = [] if create_customers else connection.execute(
             text(
                 f"DELETE FROM {stage} AS s WHERE NOT EXISTS "
                 "(SELECT 1 FROM customers AS c WHERE c.id = s.customer_id) "
@@ -156,7 +170,9 @@ def import_events(
                 return f"json_extract({table}properties, '$.decision_id')"
             return f"({table}properties::jsonb ->> 'decision_id')"
 
-        orphaned = connection.execute(
+        # Most batches name no decision (an HTTP batch of visits): the statement is left out when
+        # no staged properties can hold the key.
+        orphaned = [] if not _may_name(staged.column("properties"), "decision_id") else connection.execute(
             text(
                 f"DELETE FROM {stage} AS s WHERE {reference('s.')} IS NOT NULL AND NOT EXISTS "
                 f"(SELECT 1 FROM decisions AS d WHERE CAST(d.id AS TEXT) = CAST({reference('s.')} AS TEXT) "
@@ -177,6 +193,9 @@ def import_events(
             ),
             "decision_id",
         )
+        if create_customers:
+            now = as_utc((clock or SystemClock()).now())
+            report.customers_created = len(add_bare_customers(connection, f"SELECT s.customer_id FROM {stage} AS s", now))
         inserted = connection.execute(
             text(
                 "INSERT INTO events (id, customer_id, type, occurred_at, revenue, properties, batch) "
@@ -185,17 +204,33 @@ def import_events(
             {"batch": next_batch(connection)},
         ).rowcount
         steps.at(rows + rows // 2)
-        revoked, undeliverable = _take_effect(connection, stage, effects)
+        # Only unsubscribes, complaints and bounces take effect: a batch with none of them (most)
+        # skips the query that looks for them.
+        carrying = pc.any(pc.is_in(staged.column("type"), pa.array([*REVOKING, BOUNCE]))).as_py()
+        revoked, undeliverable, suppressed = _take_effect(connection, stage, effects) if carrying else (0, 0, 0)
         traits.merge_events(connection, stage)
-        drop_stage(connection, stage)
+        if connection.dialect.name == "sqlite":
+            # The kept stage would hold a big file's rows in memory until the next import;
+            # PostgreSQL's is emptied at commit (ON COMMIT DELETE ROWS).
+            clear_stage(connection, stage)
     steps.finish()
     report.inserted = inserted
     report.unchanged = already
     report.consents_revoked = revoked
     report.undeliverable = undeliverable
+    report.suppressed = suppressed
     report.rejected = problems.rejected
     report.errors = problems.errors()
     return report
+
+
+def _may_name(properties: pa.ChunkedArray, key: str) -> bool:
+    """Whether any properties object (JSON text) may have ``key``: its text holds the key's
+    name, or an escape (``\\u``) that could spell it."""
+    if properties.null_count == len(properties):
+        return False
+    found = pc.or_(pc.match_substring(properties, f'"{key}"'), pc.match_substring(properties, "\\u"))
+    return bool(pc.any(found).as_py())
 
 
 def _add_type(frame: Frame, event_type: str) -> None:
@@ -305,6 +340,11 @@ def _consent_event_facts(frame: Frame, problems: Problems, types: pa.Array) -> d
     """The ``channel``, ``bounce_type`` and ``decision_id`` cells events that carry consent
     need, checked: a channel is the registry's, a bounce names its channel or message."""
     rows = frame.table.num_rows
+    carries = mask(pc.is_in(types, pa.array([*REVOKING, BOUNCE])))
+    if not carries.any():
+        # Every check below is about these events alone, and only they read the facts: a batch
+        # of visits and purchases (most) skips a dozen kernel calls.
+        return {"channel": [None] * rows, "bounce_type": [None] * rows, "decision_id": [None] * rows}
 
     def cells(name: str) -> pa.Array:
         return cell_text(frame.column(name), name) if name in frame.names else pa.nulls(rows, pa.string())
@@ -312,7 +352,6 @@ def _consent_event_facts(frame: Frame, problems: Problems, types: pa.Array) -> d
     channels = pc.utf8_lower(cells("channel"))
     bounce_types = pc.utf8_lower(cells("bounce_type"))
     decision_ids = cells("decision_id")
-    carries = mask(pc.is_in(types, pa.array([*REVOKING, BOUNCE])))
     unknown = carries & mask(pc.is_valid(channels)) & ~mask(pc.is_in(channels, pa.array(list(CHANNELS))))
     problems.add(unknown, "channel", channels, lambda v: f"{quoted(v)} is not a channel (use one of {', '.join(CHANNELS)})")
     bounce = mask(pc.equal(types, BOUNCE))
@@ -326,9 +365,10 @@ def _consent_event_facts(frame: Frame, problems: Problems, types: pa.Array) -> d
     return {"channel": channels.to_pylist(), "bounce_type": bounce_types.to_pylist(), "decision_id": decision_ids.to_pylist()}
 
 
-def _take_effect(connection: Connection, stage: str, facts: dict[str, list[str | None]]) -> tuple[int, int]:
+def _take_effect(connection: Connection, stage: str, facts: dict[str, list[str | None]]) -> tuple[int, int, int]:
     """Unsubscribes, complaints and hard bounces among the events just inserted, acted on:
-    (consents revoked, addresses listed undeliverable)."""
+    (consents revoked, addresses listed undeliverable, addresses complaints put on the
+    do-not-contact list)."""
     found = connection.execute(
         sa.text(f"SELECT row_no, id, customer_id, type, occurred_at FROM {stage} WHERE type IN :types ORDER BY occurred_at, row_no").bindparams(
             sa.bindparam("types", expanding=True)
@@ -336,14 +376,14 @@ def _take_effect(connection: Connection, stage: str, facts: dict[str, list[str |
         {"types": [*REVOKING, BOUNCE]},
     ).all()
     if not found:
-        return 0, 0
+        return 0, 0, 0
     named = sorted({d for d in (facts["decision_id"][int(r.row_no)] for r in found) if d is not None})
     by_decision = {}
     if named:
         by_decision = {
             str(i): c for i, c in connection.execute(sa.select(decisions.c.id, decisions.c.channel).where(sa.cast(decisions.c.id, sa.String).in_(named)))
         }
-    revoked = listed = 0
+    revoked = listed = suppressed = 0
     for row in found:
         index = int(row.row_no)
         channel = facts["channel"][index] or by_decision.get(str(facts["decision_id"][index]))
@@ -351,14 +391,24 @@ def _take_effect(connection: Connection, stage: str, facts: dict[str, list[str |
         if row.type in REVOKING:
             for each in [channel] if channel else list(CHANNELS):
                 revoked += consent_history.revoke(connection, row.customer_id, each, row.occurred_at, source=source) is Change.WRITE
+            if row.type == COMPLAINT and channel is not None:
+                field, value = _address(connection, row.customer_id, channel)
+                if value is not None:
+                    suppressed += suppress(connection, field, value, f"spam complaint on {channel} (event {row.id})", row.occurred_at, by="import:events")
             continue
         if not _HARD.get(facts["bounce_type"][index] or "hard", True) or channel is None:
             continue
-        field = REGISTRY[channel].contact_field
-        if field is None:
-            continue  # push and webhook have no address of ours to list
-        address = connection.execute(sa.select(customers.c[field], customers.c.country).where(customers.c.id == row.customer_id)).first()
-        value = contact_or_none(field, address[0], address[1]) if address is not None and address[0] else None
+        _, value = _address(connection, row.customer_id, channel)
         if value is not None:
             listed += suppress(connection, UNDELIVERABLE, value, f"hard bounce on {channel} (event {row.id})", row.occurred_at, by="import:events")
-    return revoked, listed
+    return revoked, listed, suppressed
+
+
+def _address(connection: Connection, customer_id: str, channel: str) -> tuple[str | None, str | None]:
+    """The customer's contact field on ``channel`` and its value in its one form (None for push and
+    webhook, which reach an app or a system, not an address of ours, or when the customer has none)."""
+    field = REGISTRY[channel].contact_field
+    if field is None:
+        return None, None
+    address = connection.execute(sa.select(customers.c[field], customers.c.country).where(customers.c.id == customer_id)).first()
+    return field, contact_or_none(field, address[0], address[1]) if address is not None and address[0] else None

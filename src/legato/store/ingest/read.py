@@ -119,7 +119,8 @@ def read_source(
     """
     separator = delimiter_of(delimiter)
     if isinstance(source, pa.Table):
-        frame = _typed_frame(source, "table", lambda: np.arange(1, source.num_rows + 1))
+        first = int((source.schema.metadata or {}).get(_FIRST_ROW, b"1"))
+        frame = _typed_frame(source, "table", lambda: np.arange(first, source.num_rows + first))
     else:
         path = Path(source)
         if not path.is_file():
@@ -353,18 +354,42 @@ def _read_jsonl_slowly(path: Path) -> Frame:
             )
         records.append(record)
         numbers.append(number)
+    table = table_from_records(records)
+    found = np.array(numbers, dtype=np.int64)
+    return Frame(table, path.name, True, _json_columns(table), lambda: found)
+
+
+# A text column whose field carries this metadata holds JSON (an object or a list per cell),
+# so a table built from records says so itself when it is imported (:func:`_typed_frame`).
+JSON_FIELD = {b"legato.json": b"1"}
+
+
+def table_from_records(records: Sequence[Mapping[str, Any]], *, first_row: int = 1) -> pa.Table:
+    """Records (a JSON Lines file's objects, an HTTP body's) as a table the importers take.
+
+    One column per key in the order keys are first seen, a missing key being an empty cell;
+    each column typed as the slow JSON Lines reader types it: text, booleans, numbers,
+    nested values as JSON text (flagged with :data:`JSON_FIELD`), and a column of mixed kinds
+    as text, so that validation names the bad cells instead of the whole import failing.
+    Row errors number the records from ``first_row`` (the HTTP API's batches count from 0).
+    """
     keys: dict[str, None] = {}
     for record in records:
         keys.update(dict.fromkeys(record))
-    arrays, json_columns = [], set()
+    fields, arrays = [], []
     for key in keys:
         array, is_json = _array_from_values([record.get(key) for record in records])
         arrays.append(array)
-        if is_json:
-            json_columns.add(key)
-    table = pa.table(arrays, names=list(keys)) if keys else pa.table({})
-    found = np.array(numbers, dtype=np.int64)
-    return Frame(table, path.name, True, json_columns, lambda: found)
+        fields.append(pa.field(key, array.type, metadata=JSON_FIELD if is_json else None))
+    schema = pa.schema(fields, metadata={_FIRST_ROW: str(first_row).encode()})
+    return pa.Table.from_arrays(arrays, schema=schema) if keys else pa.table({}).replace_schema_metadata(schema.metadata)
+
+
+_FIRST_ROW = b"legato.first_row"
+
+
+def _json_columns(table: pa.Table) -> set[str]:
+    return {field.name for field in table.schema if field.metadata and field.metadata.get(b"legato.json") == b"1"}
 
 
 def _array_from_values(values: list[Any]) -> tuple[pa.Array, bool]:
@@ -397,7 +422,7 @@ def _typed_frame(table: pa.Table, name: str, numbering: Callable[[], np.ndarray]
     """A frame from typed columns (JSONL, Parquet, Arrow): nested values become JSON text."""
     names = [str(n).strip() for n in table.column_names]
     _check_unique(name, names)
-    arrays, json_columns = [], set()
+    arrays, json_columns = [], {n.strip() for n in _json_columns(table)}
     for column_name, column in zip(names, table.columns):
         array = contiguous(column)
         kind = array.type

@@ -9,6 +9,7 @@ from typing import Any
 import pyarrow as pa
 
 from legato.errors import LegatoError
+from legato.store.ingest.known import ColumnWarning
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,15 @@ class ImportReport:
     # What the import did not understand but kept (a column named like a field, stored as
     # an attribute or property), each with the fix; nothing was rejected for it.
     warnings: list[str] = field(default_factory=list)
+    column_warnings: list[ColumnWarning] = field(default_factory=list)  # the same, as data: column and field
     # Grants the consent history did not write (the customer revoked since, or the grant cannot
     # be shown to be newer): the row's other fields were imported, its consent stays revoked.
     not_regranted: list[RowError] = field(default_factory=list)
     # Events: consents their unsubscribes and complaints revoked, addresses their hard bounces listed.
     consents_revoked: int = 0
     undeliverable: int = 0
+    suppressed: int = 0  # addresses complaints put on the do-not-contact list
+    customers_created: int = 0  # events for customers the store did not know, with create_customers
 
     @property
     def source_name(self) -> str:
@@ -79,7 +83,7 @@ class ImportReport:
             "errors": rows(self.errors),
         }
         if self.kind == "events":
-            return common | {"consents_revoked": self.consents_revoked, "undeliverable": self.undeliverable}
+            return common | {"consents_revoked": self.consents_revoked, "undeliverable": self.undeliverable, "suppressed": self.suppressed}
         return common | {"not_regranted": len(self.not_regranted), "not_regranted_rows": rows(self.not_regranted[:NOT_REGRANTED_SAMPLE])}
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, Row
 
+from legato.monitor import metrics
 from legato.deliver import outbox as outbox_writer
 from legato.deliver.render import variant_hash
 from legato.guard.standing import explain, standing_now
@@ -24,6 +25,7 @@ from legato.store.schema import agents, customers, decisions, inbound_messages, 
 from legato.store.status import DecisionStatus, InboundStatus, OutboxStatus
 from legato.trust.ladder import Stage
 from legato.trust.optout import POSSIBLE_OPT_OUT
+from legato.trust.review import counts
 from legato.trust.review.message import PREVIEW_TOKEN, current_creative, decision_playbook, original_hash, render_and_check
 from legato.trust.review.model import (
     APPROVED,
@@ -373,6 +375,11 @@ def _transition(connection: Connection, row: Row[Any], expected: Collection[str]
     ).rowcount
     if changed != 1:
         raise ReviewConflict(f"review item {row.id} changed while you were acting on it; review again", hint=f"legato review show {row.id}")
+    counts.moved(connection, counts.key_of(row), counts.key_of(row, **values))
+    metrics.count_review_transition(
+        connection, row.decision_id, row.kind, row.created_at,
+        (row.status, row.decided_at), (values.get("status", row.status), values.get("decided_at", row.decided_at)),
+    )
 
 
 def _outbox_status(connection: Connection, row: Row[Any]) -> str | None:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
+from legato.monitor import metrics
 from legato.deliver import outbox as outbox_writer
 from legato.store.audit import Entry, record_many
 from legato.store.schema import decisions, inbound_messages, review_items
-from legato.store.status import DecisionStatus, InboundStatus, OutboxStatus
+from legato.store.status import DecisionStatus, InboundStatus, OutboxStatus, ReviewKind
 from legato.trust.optout import POSSIBLE_OPT_OUT
+from legato.trust.review import counts
 from legato.trust.review.model import DEFAULT_SLA_HOURS, EXPIRED, OPEN, SLA_ACTOR, audit_subject
 
 
@@ -73,10 +76,23 @@ def expire_overdue(engine: Engine, now: datetime, *, sla_hours: Mapping[str, flo
             .returning(
                 review_items.c.id, review_items.c.kind, review_items.c.decision_id, review_items.c.inbound_message_id,
                 review_items.c.agent_id, review_items.c.due_at, review_items.c.content_hash,
+                review_items.c.assigned_role, review_items.c.reason, review_items.c.priority, review_items.c.status,
+                review_items.c.created_at,
             )
         ).all()
         if not expired:
             return 0
+        left: Counter[counts.Key] = Counter()
+        for row in expired:  # RETURNING gives the new status: each item left its open key for the expired one
+            left[counts.key_of(row, status=OPEN)] -= 1
+            left[counts.key_of(row)] += 1
+        counts.add(connection, left)
+        keys = metrics.keys_for(connection, [row.decision_id for row in expired if row.decision_id is not None and row.kind == ReviewKind.DECISION])
+        tally = metrics.Tally()
+        for row in expired:
+            if row.decision_id in keys:
+                metrics.count_review(tally, keys[row.decision_id], row.created_at, row.status, now, 1)
+        metrics.add(connection, tally)
         ids = [{"d": row.decision_id} for row in expired if row.decision_id is not None]
         if ids:
             outbox_writer.cancel_for_decisions(connection, [i["d"] for i in ids])

@@ -21,6 +21,7 @@ from sqlalchemy import Connection
 from legato.store.bulk import insert_many
 from legato.store.schema import review_items
 from legato.store.status import ReviewKind, ReviewStatus
+from legato.trust.review import counts
 from legato.trust.review.due import due_at_for
 from legato.trust.review.model import CONVERSATION_SLA_HOURS, DEFAULT_SLA_HOURS
 
@@ -59,18 +60,15 @@ def open_item(connection: Connection, item: NewItem, sla_hours: Mapping[str, flo
     if (item.kind == ReviewKind.CONVERSATION) != (item.inbound_message_id is not None):
         raise ValueError(f"a {item.kind.value} item {'needs' if item.kind == ReviewKind.CONVERSATION else 'has no'} inbound message")
     default = CONVERSATION_SLA_HOURS if item.kind == ReviewKind.CONVERSATION else DEFAULT_SLA_HOURS
-    return int(
-        connection.execute(
-            sa.insert(review_items)
-            .values(
-                kind=item.kind, decision_id=None, inbound_message_id=item.inbound_message_id, agent_id=item.agent_id,
-                reason=item.reason, priority=item.priority, status=ReviewStatus.OPEN, created_at=item.created_at,
-                due_at=due_at_for(item.reason, item.created_at, sla_hours, default=default),
-                assigned_role=item.assigned_role, evidence=dict(item.evidence) if item.evidence is not None else None,
-            )
-            .returning(review_items.c.id)
-        ).scalar_one()
-    )
+    values = {
+        "kind": item.kind, "decision_id": None, "inbound_message_id": item.inbound_message_id, "agent_id": item.agent_id,
+        "reason": item.reason, "priority": item.priority, "status": ReviewStatus.OPEN, "created_at": item.created_at,
+        "due_at": due_at_for(item.reason, item.created_at, sla_hours, default=default),
+        "assigned_role": item.assigned_role, "evidence": dict(item.evidence) if item.evidence is not None else None,
+    }
+    item_id = int(connection.execute(sa.insert(review_items).values(**values).returning(review_items.c.id)).scalar_one())
+    counts.entered(connection, [counts.key_of(values)])
+    return item_id
 
 
 def open_decision_items(connection: Connection, items: Sequence[DecisionItem], now: datetime, sla_hours: Mapping[str, float]) -> None:
@@ -96,3 +94,4 @@ def open_decision_items(connection: Connection, items: Sequence[DecisionItem], n
         connection, review_items,
         ["decision_id", "kind", "agent_id", "reason", "priority", "status", "created_at", "due_at", "content_hash", "evidence"], rows,
     )
+    counts.entered(connection, ((item.status, ReviewKind.DECISION, item.agent_id, None, item.reason, item.priority) for item in items))
