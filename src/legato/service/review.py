@@ -18,7 +18,8 @@ from legato.guard.content import Finding
 from legato.playbook.models import Playbook
 from legato.trust import review
 from legato.trust.review import ItemDetail, QueueItem
-from legato.trust.review.actions import Unlocked, unlocked_by
+from legato.trust.review.actions import DraftCheck, Unlocked, unlocked_by
+from legato.trust.review.actions import check_edit as _check_edit
 from legato.trust.review.model import DECISION, QueueFilter, QueuePage, ReviewError, ReviewInvalid
 from legato.trust.review.queue import list_page, matching
 
@@ -170,6 +171,11 @@ def edit(
     engine: Engine, item_id: int, reviewer: str, *, playbook: Playbook | None = None, now: datetime, subject: str | None = None, body: str | None = None
 ) -> tuple[QueueItem, list[Finding]]:
     return review.edit(engine, item_id, reviewer, playbook=playbook, subject=subject, body=body, now=now)
+
+
+def check_edit(engine: Engine, item_id: int, *, playbook: Playbook | None = None, subject: str | None = None, body: str | None = None) -> DraftCheck:
+    """A draft of an edit checked as :func:`edit` would check it; nothing is saved (checking as one types)."""
+    return _check_edit(engine, item_id, playbook=playbook, subject=subject, body=body)
 
 
 def reject(engine: Engine, item_id: int, reviewer: str, reason: str, *, now: datetime, note: str | None = None) -> QueueItem:

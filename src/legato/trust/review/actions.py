@@ -19,14 +19,15 @@ from legato.deliver import outbox as outbox_writer
 from legato.deliver.render import variant_hash
 from legato.guard.standing import explain, standing_now
 from legato.guard.content import Finding
-from legato.playbook.models import Playbook
+from legato.guard.message import MessageCheck
+from legato.playbook.models import Creative, Playbook
 from legato.store.audit import record
 from legato.store.schema import agents, customers, decisions, inbound_messages, outbox, review_items
 from legato.store.status import DecisionStatus, InboundStatus, OutboxStatus
 from legato.trust.ladder import Stage
 from legato.trust.optout import POSSIBLE_OPT_OUT
 from legato.trust.review import counts
-from legato.trust.review.message import PREVIEW_TOKEN, current_creative, decision_playbook, original_hash, render_and_check
+from legato.trust.review.message import PREVIEW_TOKEN, checked, current_creative, decision_playbook, finding_views, original_hash, render_and_check
 from legato.trust.review.model import (
     APPROVED,
     AUDIT,
@@ -178,28 +179,7 @@ def edit(
         if sent in (OutboxStatus.SENT, OutboxStatus.DEAD, OutboxStatus.CLAIMED):
             state = "being sent" if sent == OutboxStatus.CLAIMED else sent
             raise ReviewConflict(f"review item {item_id}: the message was already {state}; it can no longer be edited", hint=LIST_HINT)
-        if row.creative_id is None:
-            raise ReviewInvalid(f"review item {item_id} proposes no message", hint="only messages can be edited")
-        source = decision_playbook(connection, row, playbook)
-        if source is None:
-            raise ReviewInvalid(
-                f"review item {item_id}: its decision was made before playbook versions were stored",
-                hint="give the playbook the agent ran on: --playbook FILE",
-            )
-        playbook = source
-        base = current_creative(playbook, row)
-        if row.content_override is None and variant_hash(base, row.offer_id) != row.content_hash:
-            raise ReviewConflict(
-                f"review item {item_id}: the playbook's creative '{row.creative_id}' is not the one this decision was made with",
-                hint="edit with the playbook the agent ran on, or reject the item and let the agent decide again",
-            )
-        if subject is not None and base.channel.value != "email":
-            raise ReviewInvalid(f"review item {item_id}: {base.channel.value} messages have no subject", hint="edit the body only")
-        edited = base.model_copy(update={k: v for k, v in (("subject", subject), ("body", body)) if v is not None})
-        customer = connection.execute(
-            sa.select(customers.c.id, customers.c.email, customers.c.phone, customers.c.attributes).where(customers.c.id == row.customer_id)
-        ).first()
-        check = render_and_check(playbook, edited, row, customer, PREVIEW_TOKEN)
+        edited, check = _edited(connection, row, playbook, subject, body)
         findings = list(check.findings)
         if check.render_error is not None or any(f.family == "template" for f in findings):
             problem = check.render_error or "; ".join(f.reason for f in findings if f.family == "template")
@@ -234,6 +214,63 @@ def edit(
         }
         _audit(connection, now, reviewer, "review_edited", row, detail, row.content_hash, new_hash)
         return queue_item(load_row(connection, item_id)), findings
+
+
+def _edited(connection: Connection, row: Row[Any], playbook: Playbook | None, subject: str | None, body: str | None) -> tuple[Creative, MessageCheck]:
+    """The item's creative with the new subject and/or body, rendered for its customer and
+    checked (the one check of a message), from the decision's playbook version."""
+    if row.creative_id is None:
+        raise ReviewInvalid(f"review item {row.id} proposes no message", hint="only messages can be edited")
+    source = decision_playbook(connection, row, playbook)
+    if source is None:
+        raise ReviewInvalid(
+            f"review item {row.id}: its decision was made before playbook versions were stored",
+            hint="give the playbook the agent ran on: --playbook FILE",
+        )
+    base = current_creative(source, row)
+    if row.content_override is None and variant_hash(base, row.offer_id) != row.content_hash:
+        raise ReviewConflict(
+            f"review item {row.id}: the playbook's creative '{row.creative_id}' is not the one this decision was made with",
+            hint="edit with the playbook the agent ran on, or reject the item and let the agent decide again",
+        )
+    if subject is not None and base.channel.value != "email":
+        raise ReviewInvalid(f"review item {row.id}: {base.channel.value} messages have no subject", hint="edit the body only")
+    edited = base.model_copy(update={k: v for k, v in (("subject", subject), ("body", body)) if v is not None})
+    customer = connection.execute(
+        sa.select(customers.c.id, customers.c.email, customers.c.phone, customers.c.attributes).where(customers.c.id == row.customer_id)
+    ).first()
+    return edited, render_and_check(source, edited, row, customer, PREVIEW_TOKEN)
+
+
+@dataclass(frozen=True)
+class DraftCheck:
+    """An edit checked as :func:`edit` would check it, nothing saved: the message as this
+    customer would get it (``content``: subject, title, body; None when it does not render),
+    its checked text (what the copy's findings index), every finding with the words it points
+    at (:func:`legato.trust.review.message.finding_views`), the verdict ("block": ``edit``
+    refuses it), and the content hash it would have."""
+
+    content: dict[str, str | None] | None
+    text: str | None
+    findings: list[dict[str, Any]]
+    verdict: str
+    render_error: str | None
+    content_hash: str
+    changed: bool  # False: the draft is the content as it stands (an edit would change nothing)
+
+
+def check_edit(engine: Engine, item_id: int, *, playbook: Playbook | None = None, subject: str | None = None, body: str | None = None) -> DraftCheck:
+    """A draft of an edit checked as :func:`edit` checks it, without saving anything (a reviewer
+    checking as they type). Refused as ``edit`` refuses it for what the draft itself cannot
+    change: not a proposed message, a creative the decision was not made with."""
+    with engine.connect() as connection:
+        row = load_row(connection, item_id)
+        _require_decision(row, "edit")
+        edited, check = _edited(connection, row, playbook, subject, body)
+    rendered = check.rendered
+    content = {"subject": rendered.subject, "title": rendered.title, "body": rendered.body, "html": rendered.html} if rendered else None
+    new_hash = variant_hash(edited, row.offer_id)
+    return DraftCheck(content, checked(check, rendered), finding_views(check), check.verdict, check.render_error, new_hash, new_hash != row.content_hash)
 
 
 def reject(engine: Engine, item_id: int, reviewer: str, reason_code: str, *, note: str | None = None, now: datetime) -> QueueItem:

@@ -9,10 +9,12 @@ from typing import Any
 from sqlalchemy import Connection, Row
 
 from legato.deliver.render import edited_creative, variant_hash
-from legato.guard.message import MessageCheck, MessageChecker, Recipient, Variant
+from legato.deliver.render import Rendered
+from legato.guard.findings import Finding, checked_text
+from legato.guard.message import MessageCheck, MessageChecker, Recipient, Variant, as_message
 from legato.playbook.models import Creative, Playbook
 from legato.store.playbook_versions import Versions
-from legato.trust.review.model import ReviewConflict, ReviewInvalid
+from legato.trust.review.model import ReviewConflict, ReviewInvalid, finding_dict
 
 PREVIEW_TOKEN = "preview"  # the unsubscribe token before the message has an outbox row
 
@@ -53,3 +55,20 @@ def render_and_check(playbook: Playbook, creative: Creative, row: Row[Any], cust
     variant = Variant(creative, offers.get(row.offer_id or ""), variant_hash(creative, row.offer_id))
     recipient = Recipient(customer.id, customer.email, customer.phone, customer.attributes)
     return MessageChecker(playbook).check(variant, recipient=recipient, token=token)
+
+
+def checked(check: MessageCheck, rendered: Rendered | None) -> str | None:
+    """The text a finding's span indexes into (:func:`legato.guard.findings.checked_text`) for ``rendered``."""
+    return checked_text(as_message(check.channel, check.purpose, rendered)) if rendered is not None else None
+
+
+def finding_views(check: MessageCheck) -> list[dict[str, Any]]:
+    """Each finding of ``check`` as a reviewer reads it: its rule and span, ``in`` the text the
+    span indexes (``variant``: the message for a stand-in customer; ``copy``: this customer's)
+    and ``excerpt``, the words it points at in that text (empty where it could not be rendered)."""
+    def view(finding: Finding, where: str, text: str | None) -> dict[str, Any]:
+        start, end = finding.span
+        return finding_dict(finding) | {"in": where, "excerpt": text[start:end] if text is not None else ""}
+
+    variant, copy = checked(check, check.variant_text), checked(check, check.rendered)
+    return [view(f, "variant", variant) for f in check.variant_findings] + [view(f, "copy", copy) for f in check.copy_findings]

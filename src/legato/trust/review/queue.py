@@ -17,7 +17,7 @@ from legato.playbook.models import Playbook
 from legato.store.schema import audit_log, customers, decisions, inbound_messages, outbox, review_counts, review_items
 from legato.trust.review import counts
 from legato.trust.escalation import evidence_for_reason
-from legato.trust.review.message import PREVIEW_TOKEN, current_creative, decision_playbook, playbook_hash, render_and_check
+from legato.trust.review.message import PREVIEW_TOKEN, current_creative, decision_playbook, finding_views, playbook_hash, render_and_check
 from legato.trust.review.model import (
     KINDS,
     LIST_HINT,
@@ -32,7 +32,6 @@ from legato.trust.review.model import (
     ReviewInvalid,
     ReviewNotFound,
     ReviewError,
-    finding_dict,
     masked_evidence,
     masked_text,
     queue_item,
@@ -233,12 +232,12 @@ def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None,
             check = render_and_check(source, creative, row, customer, message_token(sent.message_id, row.customer_id, ring_for(engine)) if sent else PREVIEW_TOKEN)
             rendered = check.rendered
             if rendered is not None:
-                content = {"subject": rendered.subject, "title": rendered.title, "body": rendered.body}
+                # html: the e-mail's HTML part, when its creative has one (the body is the text part).
+                content = {"subject": rendered.subject, "title": rendered.title, "body": rendered.body, "html": rendered.html}
             render_error = check.render_error
             # Variant findings index into the variant rendered for a stand-in customer, those of
-            # the copy into the message shown (``content``); "in" says which.
-            findings = [finding_dict(f) | {"in": "variant"} for f in check.variant_findings]
-            findings += [finding_dict(f) | {"in": "copy"} for f in check.copy_findings]
+            # the copy into the message shown (``content``); "in" says which, "excerpt" what they point at.
+            findings = finding_views(check)
             with engine.connect() as connection:
                 standing = standing_now(connection, (playbook or source).guardrails, row.customer_id, row.channel, creative.purpose, now)
         except (RenderError, ReviewError) as exc:
