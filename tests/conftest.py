@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -46,6 +47,37 @@ def _one_thread_per_native_pool() -> Iterator[None]:
     """
     with threadpool_limits(limits=1):
         yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """No process a test starts outlives the test's body.
+
+    A test that fails between starting a ``legato worker`` (or any child) and stopping it
+    would leave the child running: it keeps working on the worker's database, takes locks the
+    next test's TRUNCATE waits on, and changes rows under the next test. So every process
+    started while the test body runs and still alive when it returns is killed and reaped here,
+    before the fixtures' teardown.
+    """
+    started: list[subprocess.Popen[Any]] = []
+    original = subprocess.Popen.__init__
+
+    def track(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        started.append(self)
+
+    subprocess.Popen.__init__ = track  # type: ignore[method-assign]
+    try:
+        return (yield)
+    finally:
+        subprocess.Popen.__init__ = original  # type: ignore[method-assign]
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    pass
 
 
 @pytest.fixture(scope="session")
@@ -123,8 +155,20 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 
 def _truncate(engine: Engine) -> None:
+    """Empty every table of the worker's database.
+
+    A test that failed may leave a session behind that holds a lock (an open transaction in
+    a thread, a subprocess it did not stop): TRUNCATE would wait on it for ever and hang the
+    whole suite. So every other session on this database is ended first, and the TRUNCATE
+    gives up after a minute instead of waiting without end.
+    """
+    engine.dispose()  # the pool's idle connections would be ended below; open fresh ones after
     names = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
     with engine.begin() as connection:
+        connection.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        )
+        connection.execute(text("SET LOCAL lock_timeout = '60s'"))
         connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
 
 
