@@ -39,6 +39,18 @@ class FixedClock:
         return self._at
 
 
+class ShiftedClock:
+    """The wall clock moved to start at ``at``: time passes as it does, from that instant
+    (``legato serve --at``: a server over a store whose cycles ran on a simulated clock, such
+    as the demo's, acts and reports as at the end of that simulation, and its minutes still pass)."""
+
+    def __init__(self, at: datetime) -> None:
+        self._shift = as_utc(at) - datetime.now(timezone.utc)
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc) + self._shift
+
+
 def as_utc(value: datetime) -> datetime:
     """Interpret a naive datetime as UTC and convert an aware one to UTC."""
     if value.tzinfo is None:

@@ -106,21 +106,24 @@ ARMS = {"mens_collection": "mens", "womens_collection": "womens"}  # the example
 
 
 def prepare_world(
-    folder: Path, playbook: Playbook, playbook_path: Path, *, seed: int = 7
+    folder: Path, playbook: Playbook, playbook_path: Path, *, seed: int = 7, customers: int | None = None
 ) -> tuple[Engine, HillstromWorld, dict[str, Transport], datetime]:
     """A fresh database in ``folder`` holding the Hillstrom customers, and the world fitted on them
-    (``seed`` draws its customers' responses: the same seed, the same simulated days)."""
+    (``seed`` draws its customers' responses: the same seed, the same simulated days;
+    ``customers``: only the first that many rows, for a smaller store such as the console's tests')."""
     folder.mkdir(parents=True, exist_ok=True)
     for leftover in ("legato.db", "legato.db-wal", "legato.db-shm"):
         (folder / leftover).unlink(missing_ok=True)
     shutil.rmtree(folder / "outbox", ignore_errors=True)
     engine = connect(sqlite_url(folder.resolve() / "legato.db"))
     rows = hillstrom_table()
-    customers, events = demo_customers(rows, START)
+    if customers is not None:
+        rows = rows.slice(0, customers)
+    people, events = demo_customers(rows, START)
     clock = FixedClock(START)
-    import_customers(engine, customers, attribute_types=declared_types(playbook.attributes), clock=clock)
+    import_customers(engine, people, attribute_types=declared_types(playbook.attributes), clock=clock)
     import_events(engine, events, clock=clock)
-    world = HillstromWorld.fit(rows, customers.column("id").to_numpy(zero_copy_only=False), seed=seed)
+    world = HillstromWorld.fit(rows, people.column("id").to_numpy(zero_copy_only=False), seed=seed)
     # Messages go to the folder's own outbox: a simulation never writes into a real project's.
     return engine, world, transports(playbook, folder), START
 
@@ -200,9 +203,13 @@ def run_demo(folder: Path, *, days: int, as_json: bool, smtp: str | None = None)
             for agent in playbook.agents
         ]
         final = {agent.id: lift(connection, agent.id) for agent in playbook.agents}
+    last = START + timedelta(days=days - 1, hours=12)
+    console_key = console_key_for(engine, last)
+    serve_line = f"legato serve --database {url} --playbook {playbook_path} --at {last:%Y-%m-%dT%H:%M}"
     if as_json:
         emit_json(
             {
+                "console": {"url": CONSOLE_URL, "serve": serve_line, "key": console_key, "key_name": CONSOLE_KEY_NAME},
                 "folder": str(folder),
                 "database": url,
                 "days": [{"day": d.number, "sent": dict(d.sent), "outcome_events": d.outcome_events, "agents": [a.to_dict() for a in d.cycle.agents.values()]} for d in history],
@@ -257,7 +264,6 @@ def run_demo(folder: Path, *, days: int, as_json: bool, smtp: str | None = None)
     say(queue)
     program = Path(sys.argv[0]).name if sys.argv and Path(sys.argv[0]).name == "legato" else "legato"
     program = sys.argv[0] if program == "legato" and "/" in (sys.argv[0] if sys.argv else "") else program
-    last = START + timedelta(days=days - 1, hours=12)
     at = f"--at {last:%Y-%m-%dT%H:%M}"  # the demo's clock, not today's
     say("\n[bold]What to look at next[/] (the demo runs on a simulated clock, hence --at)")
     for line in (
@@ -271,6 +277,23 @@ def run_demo(folder: Path, *, days: int, as_json: bool, smtp: str | None = None)
         f"one more cycle:        {program} run {playbook_path} --database {url} --at {START + timedelta(days=days):%Y-%m-%dT%H:%M}",
     ):
         say(f"  • {line}", soft_wrap=True, highlight=False)
+    say("\n[bold]The web console[/]: the overview, each agent, the review queue, in a browser")
+    say(f"  1. start the server:  {program} serve --database {url} --playbook {playbook_path} --at {last:%Y-%m-%dT%H:%M}", soft_wrap=True, highlight=False)
+    say(f"  2. open {CONSOLE_URL} and sign in with this key (an admin key named {CONSOLE_KEY_NAME}, shown only now):", soft_wrap=True, highlight=False)
+    say(f"     {console_key}", soft_wrap=True, highlight=False, markup=False)
+
+
+CONSOLE_URL = "http://127.0.0.1:8000/"
+CONSOLE_KEY_NAME = "demo"
+
+
+def console_key_for(engine: Engine, at: datetime) -> str:
+    """An admin key for the demo's store, made through the service (the secret is not kept: it is printed once)."""
+    from legato.service import keys
+    from legato.store.status import KeyRole
+
+    _, secret = keys.create(engine, CONSOLE_KEY_NAME, KeyRole.ADMIN, by="legato demo", now=at)
+    return secret
 
 
 def queue_summary(engine: Engine) -> list[tuple[str, str | None, str, str, int]]:

@@ -104,6 +104,15 @@ def test_demo_then_segment_and_run(tmp_path: Path) -> None:
     lift = {item["metric"]: item for item in report["lift"]["winback_email"]}
     assert lift["visit_rate"]["n_control"] > 0 and lift["visit_rate"]["n_treated"] > lift["visit_rate"]["n_control"]
     database = report["database"]
+    # The demo ends with the console: the serve line, and an admin key it made for this store.
+    from legato.service import keys
+    from legato.store.db import connect
+
+    made = report["console"]
+    assert made["url"] == "http://127.0.0.1:8000/" and made["serve"].startswith(f"legato serve --database {database} ")
+    assert "--at 2024-03-06T20:00" in made["serve"]  # the demo's last day, as its other hints
+    found_key = keys.find(connect(database), made["key"])
+    assert found_key is not None and found_key.role.value == "admin" and found_key.name == made["key_name"]
 
     segment = runner.invoke(app, ["segment", str(folder / "playbook.yaml"), "big_spenders", "--database", database, "--at", "2024-03-06", "--json"])
     assert segment.exit_code == 0, segment.output

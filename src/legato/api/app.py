@@ -48,7 +48,12 @@ def create_app(settings: ApiSettings | None = None, *, engine: object | None = N
     for router in ROUTERS:
         state_roles(router)
         app.include_router(router)
+    from legato.console.app import install as install_console
+    from legato.console.app import install_headers
+
+    install_console(app)  # the web console at /, on the same service layer (legato.console)
     idempotency.install(app)  # inside the body limit, which counts the body it reads
     app.add_middleware(BodyLimit, default=settings.body_limit)
-    observe.install(app)  # outermost: every answer gets a request id, a log line and its metrics
+    observe.install(app)  # every answer gets a request id, a log line and its metrics
+    install_headers(app)  # outermost: every console answer, even a 500 made by observe, gets its security headers
     return app

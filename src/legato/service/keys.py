@@ -16,6 +16,16 @@ def create(engine: Engine, name: str, role: str | KeyRole, *, by: str, now: date
     return api_keys.create(engine, name, chosen, by=by, now=now)
 
 
+def find(engine: Engine, secret: str) -> ApiKey | None:
+    """The live key this secret is (the console's sign-in), or None."""
+    return api_keys.find(engine, secret)
+
+
+def live(engine: Engine, key_id: int) -> ApiKey | None:
+    """The live key with this id (a console session's, at each request), or None once revoked."""
+    return api_keys.find_by_id(engine, key_id)
+
+
 def list_keys(engine: Engine, *, include_revoked: bool = False) -> list[ApiKey]:
     return api_keys.list_keys(engine, include_revoked=include_revoked)
 

@@ -60,8 +60,10 @@ def lift_report(
     until: datetime | None = None,
     by_segment: bool = False,
     playbook: Playbook | None = None,
+    against: tuple[str, ...] = ("holdout", "global_control"),
 ) -> list[LiftRow]:
-    """Each agent's lift per customer (intent to treat) against its holdout and the global control."""
+    """Each agent's lift per customer (intent to treat) against its holdout and the global control
+    (``against``: only some of them, e.g. the console's overview asks for the holdout alone)."""
     if by_segment and (playbook is None or not playbook.segments):
         raise Invalid("a breakdown by segment needs a playbook with segments", hint="give --playbook, whose segments: section names them")
     rows: list[LiftRow] = []
@@ -73,8 +75,8 @@ def lift_report(
             scopes = [(name, decisions.c.customer_id.in_(member_ids(playbook, name, at, engine.dialect.name))) for name in playbook.segments]
         for agent in agent_ids:
             for segment, members in scopes:
-                for against in ("holdout", "global_control"):
-                    report = measure(connection, agent, decided_from=since, decided_to=until, against=against, customers=members)  # type: ignore[arg-type]
+                for group in against:
+                    report = measure(connection, agent, decided_from=since, decided_to=until, against=group, customers=members)  # type: ignore[arg-type]
                     rows.append(LiftRow(segment, report))
     return rows
 

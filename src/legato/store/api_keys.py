@@ -124,3 +124,14 @@ def find(engine: Engine, secret: str) -> ApiKey | None:
     with engine.connect() as connection:
         row = connection.execute(_LIVE_BY_HASH, {"hash": digest(secret)}).first()
     return _key(row) if row is not None else None
+
+
+_LIVE_BY_ID = sa.select(api_keys).where(api_keys.c.id == sa.bindparam("key_id"), api_keys.c.revoked_at.is_(None))
+
+
+def find_by_id(engine: Engine, key_id: int) -> ApiKey | None:
+    """The live key with this id, or None (revoked or gone): a console session names its key by id
+    and asks at every request, so revoking the key ends its sessions too."""
+    with engine.connect() as connection:
+        row = connection.execute(_LIVE_BY_ID, {"key_id": key_id}).first()
+    return _key(row) if row is not None else None

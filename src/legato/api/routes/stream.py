@@ -64,6 +64,13 @@ async def stream(
     start: Cursor = Depends(start_of),
     heartbeat: float = Query(15.0, ge=1.0, le=300.0, description="Seconds between keep-alive comments"),
 ) -> AsyncIterator[ServerSentEvent]:
+    async for event in changes(request, ctx, start, heartbeat):
+        yield event
+
+
+async def changes(request: Request, ctx: ApiContext, start: Cursor, heartbeat: float) -> AsyncIterator[ServerSentEvent]:
+    """The stream's events from ``start`` until the client leaves or the server shuts down (the
+    console's ``/stream`` serves the same, signed in by its session instead of a key)."""
     reader = Reader(ctx.engine, start)
     stopping = closing(request.app)
     poll = getattr(request.app.state, "stream_poll", POLL)
