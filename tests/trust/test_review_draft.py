@@ -76,3 +76,25 @@ def test_a_draft_of_what_is_not_a_message_is_refused(engine: Engine, tmp_path: P
     helpers.stage0_queue(engine, tmp_path, n=12)
     with pytest.raises(ReviewError, match="there is no review item 999999"):
         review.check_edit(engine, 999999, body="Hello")
+
+
+def test_neighbours_in_a_filtered_queue_and_the_totals_by_reason_and_agent(engine: Engine, tmp_path: Path) -> None:
+    from legato.trust.review.model import QueueFilter
+
+    helpers.stage0_queue(engine, tmp_path, n=12)
+    items = list_items(engine)
+    assert len(items) >= 3
+    everything = QueueFilter()
+    assert review.around(engine, everything, items[0]) == (None, items[1].id)
+    assert review.around(engine, everything, items[1]) == (items[0].id, items[2].id)
+    assert review.around(engine, everything, items[-1]) == (items[-2].id, None)
+    assert review.around(engine, QueueFilter(agent="nobody"), items[1]) == (None, None)
+    review.escalate(engine, items[-1].id, "ana", to_role="legal", note="look", now=AT)  # priority up: first in the queue now
+    moved = show_item(engine, items[-1].id).item
+    assert review.around(engine, everything, moved) == (None, items[0].id)
+    assert review.totals(engine) == {"reason": {"trust_stage_0": len(items)}, "agent": {"mailer": len(items)}, "kind": {"decision": len(items)}}
+    review.reject(engine, items[0].id, "ana", "off_brand", now=AT)
+    assert review.totals(engine)["reason"] == {"trust_stage_0": len(items) - 1}
+    assert review.totals(engine, "rejected")["agent"] == {"mailer": 1}
+    shown = show_item(engine, items[1].id)
+    assert shown.template is not None and "{{ unsubscribe_url }}" in (shown.template["body"] or "")

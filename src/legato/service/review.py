@@ -21,7 +21,7 @@ from legato.trust.review import ItemDetail, QueueItem
 from legato.trust.review.actions import DraftCheck, Unlocked, unlocked_by
 from legato.trust.review.actions import check_edit as _check_edit
 from legato.trust.review.model import DECISION, QueueFilter, QueuePage, ReviewError, ReviewInvalid
-from legato.trust.review.queue import list_page, matching
+from legato.trust.review.queue import breakdown, list_page, matching, neighbours
 
 # Acting on more than this many items at once is refused: page through the filter instead.
 BULK_LIMIT = 1000
@@ -59,6 +59,16 @@ def queue(
 
 def page(engine: Engine, where: QueueFilter, *, limit: int = 100, after: str | None = None) -> QueuePage:
     return list_page(engine, where, limit=limit, after=after)
+
+
+def around(engine: Engine, where: QueueFilter, item: QueueItem) -> tuple[int | None, int | None]:
+    """The items before and after ``item`` in the filtered queue (working through it one by one)."""
+    return neighbours(engine, where, item)
+
+
+def totals(engine: Engine, status: str = "open") -> dict[str, dict[str, int]]:
+    """The queue's items of ``status`` by reason, agent and kind (from the kept counts)."""
+    return breakdown(engine, status)
 
 
 def show(engine: Engine, item_id: int, *, playbook: Playbook | None = None, now: datetime | None = None) -> ItemDetail:

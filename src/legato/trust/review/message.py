@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Row
 
 from legato.deliver.render import edited_creative, variant_hash
 from legato.deliver.render import Rendered
-from legato.guard.findings import Finding, checked_text
+from legato.guard.findings import Finding, checked_text, layout
 from legato.guard.message import MessageCheck, MessageChecker, Recipient, Variant, as_message
 from legato.playbook.models import Creative, Playbook
 from legato.store.playbook_versions import Versions
@@ -64,11 +64,15 @@ def checked(check: MessageCheck, rendered: Rendered | None) -> str | None:
 
 def finding_views(check: MessageCheck) -> list[dict[str, Any]]:
     """Each finding of ``check`` as a reviewer reads it: its rule and span, ``in`` the text the
-    span indexes (``variant``: the message for a stand-in customer; ``copy``: this customer's)
-    and ``excerpt``, the words it points at in that text (empty where it could not be rendered)."""
-    def view(finding: Finding, where: str, text: str | None) -> dict[str, Any]:
+    span indexes (``variant``: the message for a stand-in customer; ``copy``: this customer's),
+    ``excerpt``, the words it points at in that text (empty where it could not be rendered),
+    and ``whole``: it is about the body as a whole (something missing, such as the unsubscribe
+    link), not about some of its words."""
+    def view(finding: Finding, where: str, rendered: Rendered | None) -> dict[str, Any]:
         start, end = finding.span
-        return finding_dict(finding) | {"in": where, "excerpt": text[start:end] if text is not None else ""}
+        place = layout(as_message(check.channel, check.purpose, rendered)) if rendered is not None else None
+        excerpt = place.text[start:end] if place is not None else ""
+        whole = place is None or (start, end) == place.body or (start <= 0 and end >= len(place.text))
+        return finding_dict(finding) | {"in": where, "excerpt": excerpt, "whole": whole}
 
-    variant, copy = checked(check, check.variant_text), checked(check, check.rendered)
-    return [view(f, "variant", variant) for f in check.variant_findings] + [view(f, "copy", copy) for f in check.copy_findings]
+    return [view(f, "variant", check.variant_text) for f in check.variant_findings] + [view(f, "copy", check.rendered) for f in check.copy_findings]

@@ -170,6 +170,8 @@ class ItemDetail:
     evidence: dict[str, Any] | None = None
     standing: str | None = None
     why: dict[str, Any] | None = None  # the audience and the customer's values of the fields it reads (queue.why_chosen)
+    # The message's templates as they stand (the creative, or a reviewer's edit of it): what an editor starts from.
+    template: dict[str, str | None] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -175,6 +175,37 @@ def matching(engine: Engine, where: QueueFilter, *, limit: int = MAX_LIMIT) -> l
         return [queue_item(row) for row in rows]
 
 
+def neighbours(engine: Engine, where: QueueFilter, item: QueueItem) -> tuple[int | None, int | None]:
+    """The items just before and just after ``item`` in queue order among those ``where``
+    matches (None at either end): a reviewer working through a filtered queue one item at a
+    time. Read off the queue's index by key, as a page is (``item`` need not match ``where``)."""
+    _valid(where, 1)
+    created = item.created_at if item.created_at.tzinfo else item.created_at.replace(tzinfo=timezone.utc)
+    p, c, i = review_items.c.priority, review_items.c.created_at, review_items.c.id
+    later = sa.or_(p < item.priority, sa.and_(p == item.priority, c > created), sa.and_(p == item.priority, c == created, i > item.id))
+    earlier = sa.or_(p > item.priority, sa.and_(p == item.priority, c < created), sa.and_(p == item.priority, c == created, i < item.id))
+    clauses = _clauses(where)
+    with engine.connect() as connection:
+        after = connection.execute(_ordered(sa.select(i).where(*clauses, later)).limit(1)).scalar_one_or_none()
+        before = connection.execute(
+            sa.select(i).where(*clauses, earlier).order_by(p.asc(), c.desc(), i.desc()).limit(1)
+        ).scalar_one_or_none()
+    return before, after
+
+
+def breakdown(engine: Engine, status: str = OPEN) -> dict[str, dict[str, int]]:
+    """How many items of ``status`` there are by reason, agent and kind, from the counts the
+    writers keep (a few rows however long the queue is): a queue's totals at a glance."""
+    if status not in STATUSES:
+        raise ReviewInvalid(f"unknown review status '{status}'", hint=f"use one of {', '.join(STATUSES)}")
+    found: dict[str, dict[str, int]] = {}
+    with engine.connect() as connection:
+        for name, column in (("reason", "reason"), ("agent", "agent_id"), ("kind", "kind")):
+            rows = counts.by(connection, (column,), review_counts.c.status == status)
+            found[name] = {str(key[0]) if key[0] is not None else "": n for key, n in sorted(rows.items(), key=lambda kv: (-kv[1], str(kv[0][0])))}
+    return found
+
+
 def _cursor_of(item: QueueItem) -> str:
     created = item.created_at if item.created_at.tzinfo else item.created_at.replace(tzinfo=timezone.utc)
     micros = (created - _EPOCH) // timedelta(microseconds=1)
@@ -222,7 +253,7 @@ def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None,
             .where(audit_log.c.entity == "review_item", audit_log.c.entity_id == str(item_id))
             .order_by(audit_log.c.id)
         ).all()
-    content = render_error = matches = standing = None
+    content = render_error = matches = standing = template = None
     findings: list[dict[str, Any]] = []
     if source is not None and row.creative_id is not None:
         against = playbook if playbook is not None else source
@@ -238,6 +269,7 @@ def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None,
             # Variant findings index into the variant rendered for a stand-in customer, those of
             # the copy into the message shown (``content``); "in" says which, "excerpt" what they point at.
             findings = finding_views(check)
+            template = {"subject": creative.subject, "title": creative.title, "body": creative.body}
             with engine.connect() as connection:
                 standing = standing_now(connection, (playbook or source).guardrails, row.customer_id, row.channel, creative.purpose, now)
         except (RenderError, ReviewError) as exc:
@@ -273,6 +305,7 @@ def show_item(engine: Engine, item_id: int, *, playbook: Playbook | None = None,
         evidence=evidence,
         standing=standing,
         why=why,
+        template=template,
     )
 
 
