@@ -68,7 +68,7 @@ def test_without_a_playbook_a_text_is_checked_with_the_defaults_and_a_creative_i
     for url in serve(engine, ApiSettings(clock=FixedClock(AT), rate_limit=0)):
         import httpx
 
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {secret}"}) as client:
+        with httpx.Client(timeout=30, base_url=url, headers={"Authorization": f"Bearer {secret}"}) as client:
             text = client.post("/v1/checks/message", json={"channel": "sms", "text": "New boots are in"})
             creative = client.post("/v1/checks/message", json={"creative": "hello"})
     assert text.status_code == 200 and text.json()["verdict"] == "block"

@@ -129,7 +129,7 @@ def test_the_formatter_keeps_an_error_with_its_request_id() -> None:
 
 
 def test_openmetrics_when_asked(served: Served) -> None:
-    with httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {served.keys['viewer']}",
+    with httpx.Client(timeout=30, base_url=served.url, headers={"Authorization": f"Bearer {served.keys['viewer']}",
                                                     "Accept": "application/openmetrics-text; version=1.0.0"}) as client:
         answer = client.get("/metrics")
     assert answer.headers["content-type"].startswith("application/openmetrics-text")

@@ -117,11 +117,11 @@ def test_a_server_restarted_without_a_playbook_carries_on_with_the_newest_upload
         assert client.post("/v1/playbooks", content=text.encode(), headers=YAML).status_code == 201
     headers = {"Authorization": f"Bearer {served.keys['viewer']}"}
     for url in serve(served.engine, ApiSettings(clock=FixedClock(AT), rate_limit=0)):
-        with httpx.Client(base_url=url, headers=headers) as client:
+        with httpx.Client(timeout=30, base_url=url, headers=headers) as client:
             assert client.post("/v1/checks/message", json={"creative": "welcome"}).status_code == 200
     # --playbook names the file to use: it wins over what was uploaded.
     for url in serve(served.engine, ApiSettings(playbook=served.playbook, clock=FixedClock(AT), rate_limit=0)):
-        with httpx.Client(base_url=url, headers=headers) as client:
+        with httpx.Client(timeout=30, base_url=url, headers=headers) as client:
             assert client.post("/v1/checks/message", json={"creative": "hello"}).status_code == 200
             assert client.get("/v1/playbooks").json()["versions"][0]["in_force"] is False
 
@@ -141,11 +141,11 @@ def test_with_several_workers_an_upload_to_one_is_in_force_on_the_others(served:
     try:
         one, other = next(first), next(second)
         headers = {"Authorization": f"Bearer {served.keys['marketer']}"}
-        with httpx.Client(base_url=other, headers=headers) as client:
+        with httpx.Client(timeout=30, base_url=other, headers=headers) as client:
             assert client.post("/v1/checks/message", json={"creative": "hello"}).status_code == 200  # the file, until an upload
-        with httpx.Client(base_url=one, headers=headers) as client:
+        with httpx.Client(timeout=30, base_url=one, headers=headers) as client:
             assert client.post("/v1/playbooks", content=text.encode(), headers=YAML).status_code == 201
-        with httpx.Client(base_url=other, headers=headers) as client:
+        with httpx.Client(timeout=30, base_url=other, headers=headers) as client:
             assert client.post("/v1/checks/message", json={"creative": "welcome"}).status_code == 200
             assert client.post("/v1/checks/message", json={"creative": "hello"}).status_code == 422
             assert client.get("/v1/playbooks").json()["versions"][0]["in_force"] is True

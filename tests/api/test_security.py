@@ -26,7 +26,7 @@ def test_no_key_is_401_with_the_fix(served: Served) -> None:
 
 
 def test_a_wrong_key_is_401(served: Served) -> None:
-    with httpx.Client(base_url=served.url, headers={"Authorization": "Bearer lg_not-a-key"}) as client:
+    with httpx.Client(timeout=30, base_url=served.url, headers={"Authorization": "Bearer lg_not-a-key"}) as client:
         assert client.get("/v1/agents").status_code == 401
 
 
@@ -57,14 +57,14 @@ def test_a_reviewer_may_not_promote(served: Served) -> None:
 
 def test_basic_auth_with_the_key_as_user_name(served: Served) -> None:
     token = base64.b64encode(f"{served.keys['viewer']}:".encode()).decode()
-    with httpx.Client(base_url=served.url, headers={"Authorization": f"Basic {token}"}) as client:
+    with httpx.Client(timeout=30, base_url=served.url, headers={"Authorization": f"Basic {token}"}) as client:
         assert client.get("/v1/agents").status_code == 200
 
 
 def test_the_rate_limit_answers_429_with_retry_after(engine: Engine) -> None:
     secret = keys.create(engine, "busy", KeyRole.VIEWER, by="test", now=AT)[1]
     for url in serve(engine, ApiSettings(clock=FixedClock(AT), rate_limit=0.01, burst=3)):
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {secret}"}) as client:
+        with httpx.Client(timeout=30, base_url=url, headers={"Authorization": f"Bearer {secret}"}) as client:
             statuses = [client.get("/v1/agents").status_code for _ in range(5)]
             refused = client.get("/v1/agents")
     # 0.01 a second: no token comes back during the test, however slow the machine.

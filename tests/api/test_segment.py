@@ -357,7 +357,7 @@ def test_only_ingest_and_admin_keys_send_calls(served: Served) -> None:
     for role, status in (("viewer", 403), ("reviewer", 403), ("marketer", 403), ("ingest", 200), ("admin", 200)):
         with segment_client(served.url, served.keys[role]) as client:
             assert client.post("/v1/track", json={"userId": "u1", "event": "e"}).status_code == status, role
-    with httpx.Client(base_url=served.url, headers=basic("lg_wrong")) as client:
+    with httpx.Client(timeout=30, base_url=served.url, headers=basic("lg_wrong")) as client:
         assert client.post("/v1/track", json={"userId": "u1", "event": "e"}).status_code == 401
 
 

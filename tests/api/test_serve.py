@@ -62,15 +62,15 @@ def test_serve_answers_with_a_key_the_cli_made(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
+                if httpx.get(timeout=30, url=f"{url}/readyz").status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             assert server.poll() is None, server.communicate()[1]
             assert time.monotonic() < deadline, "legato serve did not become ready"
             time.sleep(0.1)
-        assert httpx.get(f"{url}/v1/agents", headers={"Authorization": f"Bearer {key}"}).status_code == 200
-        assert httpx.get(f"{url}/v1/agents").status_code == 401
+        assert httpx.get(timeout=30, url=f"{url}/v1/agents", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        assert httpx.get(timeout=30, url=f"{url}/v1/agents").status_code == 401
     finally:
         server.send_signal(signal.SIGINT)
         _, stderr = server.communicate(timeout=20)

@@ -115,7 +115,7 @@ def test_stop_through_the_inbound_webhook_makes_the_next_text_to_that_number_imp
     # A forged STOP (signed with another token) is refused and changes nothing.
     forged = world.twilio.inbound(inbound, NUMBERS["t2"], "STOP", token="not-the-token")
     assert forged.status_code == 403 and forged.json()["error"]["kind"] == "forbidden"
-    unsigned = httpx.post(inbound, data={"From": NUMBERS["t2"], "To": "+14155550100", "Body": "STOP", "AccountSid": ACCOUNT})
+    unsigned = httpx.post(timeout=30, url=inbound, data={"From": NUMBERS["t2"], "To": "+14155550100", "Body": "STOP", "AccountSid": ACCOUNT})
     assert unsigned.status_code == 403
     assert _consent(world.engine, "t2") == "granted" and _count(world.engine, inbound_messages) == 0
 
@@ -179,7 +179,7 @@ def test_a_callback_signed_for_another_url_is_refused(world: World) -> None:
     params = {"MessageSid": sent["sid"], "MessageStatus": "undelivered", "ErrorCode": "30005", "AccountSid": ACCOUNT}
     # Signed for another message's URL: the message id in the URL is part of what is signed.
     other = world.sent_to(NUMBERS["t1"])[0]["StatusCallback"]
-    forged = httpx.post(sent["StatusCallback"], data=params, headers={"X-Twilio-Signature": post_signature(other, params)})
+    forged = httpx.post(timeout=30, url=sent["StatusCallback"], data=params, headers={"X-Twilio-Signature": post_signature(other, params)})
     assert forged.status_code == 403
     assert _count(world.engine, events) == 0 and _count(world.engine, suppressions) == 0
     assert post_signed(sent["StatusCallback"], params, TOKEN).json()["event_type"] == "bounce"
