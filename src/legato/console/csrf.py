@@ -12,8 +12,8 @@ The sign-in form has no session yet: its token is a double-submit cookie
 (:data:`SIGN_IN_COOKIE`) set with the form, so another site cannot sign a visitor in under
 its own key (login CSRF).
 
-Forms are read here (:func:`form_of`), URL-encoded: the console's forms post nothing else,
-and it spares a multipart parser.
+Forms are read here (:func:`form_of`), URL-encoded; the one form with a file (the playbook
+upload) posts ``multipart/form-data``, whose text fields are read here too (python-multipart).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ HEADER = "x-csrf-token"
 FIELD = "csrf"
 SIGN_IN_COOKIE = "legato_console_signin"
 FORM_LIMIT = 64 * 1024  # bytes of a console form: reasons and notes, never files
+FILE_FORM_LIMIT = 1024 * 1024  # bytes of a form with a file (multipart): a playbook, within the API's body limit
 
 
 class BadToken(Exception):
@@ -51,12 +52,17 @@ async def form_lists(request: Request) -> dict[str, list[str]]:
         return cached
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await request.body()
-    if len(body) > FORM_LIMIT:
-        raise BadToken(f"the form is larger than {FORM_LIMIT // 1024} KiB")
+    limit = FILE_FORM_LIMIT if content_type == "multipart/form-data" else FORM_LIMIT
+    if len(body) > limit:
+        raise BadToken(f"the form is larger than {limit // 1024} KiB")
     found: dict[str, list[str]] = {}
     if content_type in ("application/x-www-form-urlencoded", ""):
         for name, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
             found.setdefault(name, []).append(value)
+    elif content_type == "multipart/form-data":  # a form with a file (the playbook upload): its page reads the file from request.form()
+        for name, value in (await request.form(max_files=1, max_fields=16)).multi_items():
+            if isinstance(value, str):
+                found.setdefault(name, []).append(value)
     request.state.console_form = found
     return found
 
