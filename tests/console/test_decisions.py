@@ -84,6 +84,15 @@ def test_every_decision_a_page_at_a_time_and_a_bad_value_said_at_its_field(conso
         assert more and more == [d["id"] for d in first["items"][50:50 + len(more)]]
         expect(page.get_by_role("link", name="Newest")).to_be_visible()
 
+    newest = first["items"][0]["decided_at"][:16]  # the minute of the newest decision, as a datetime-local field gives it
+    page.goto("/decisions")
+    page.get_by_label("Decided before (UTC)").fill(newest)
+    page.get_by_role("button", name="Search").click()
+    with api("viewer") as client:
+        older = client.get("/v1/decisions", params={"until": newest + ":00Z", "limit": 50}).json()["items"]
+    shown = [int(d) for d in page.locator("table.decisions tbody tr").evaluate_all("rows => rows.map(r => r.dataset.decision)")]
+    assert older and shown == [d["id"] for d in older]
+
     answer = page.goto("/decisions?status=lost&since=yesterday")
     assert answer is not None and answer.status == 422
     expect(page.locator("#e-status")).to_contain_text("'lost' is not one of: nothing, holdout")

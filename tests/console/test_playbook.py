@@ -83,6 +83,10 @@ def test_a_broken_upload_shows_each_problem_at_its_line_then_a_valid_one_is_a_ne
     assert versions(api) == before  # nothing was stored
 
     valid = original.rstrip("\n") + "\n# uploaded from the console's upload form by its browser test: <b>shown as text</b>\n"
+    page.get_by_label("Playbook YAML").fill(valid)
+    page.get_by_role("button", name="Check only").click()
+    expect(page.locator("#checked h2")).to_have_text("The playbook is valid")
+    assert versions(api) == before  # checked, not stored
     page.get_by_label("Playbook YAML").fill("")
     page.get_by_label("Or a file").set_input_files({"name": "playbook.yaml", "mimeType": "application/yaml", "buffer": valid.encode("utf-8")})
     page.get_by_role("button", name="Check and upload").click()
