@@ -109,6 +109,8 @@ def test_pause_with_a_reason_and_the_next_cycle_skips_the_agent(signed_in_page: 
     assert page.get_attribute("[data-agent-status]", "data-agent-status") == "paused"
     pause = _audit(console_server, "agent_paused", PAUSED_AGENT)[-1]
     assert pause.actor == "marketer-ana" and pause.detail["reason"] == "the spring offer ended early"
+    shown = page.inner_text("[data-changes] tr[data-action=agent_paused]")  # the page's own account of it, from the audit log
+    assert "marketer-ana" in shown and "the spring offer ended early" in shown
     client = api("marketer")
     try:
         started = client.post("/v1/cycles")
@@ -239,3 +241,35 @@ def test_agents_list_and_sign_out(signed_in_page: Any, api: Any, shot: Any) -> N
     page.wait_for_url(re.compile(r".*/sign-in\?why=signed_out$"))
     page.goto("/agents")
     assert "/sign-in" in page.url
+
+
+def test_promote_and_demote_each_need_a_reason_and_are_audited(signed_in_page: Any, console_server: ConsoleServer, api: Any, shot: Any) -> None:
+    page = signed_in_page("admin")
+    _accept_dialogs(page)
+    page.goto(f"/agents/{OTHER_AGENT}")
+    stage = int(page.get_attribute("[data-agent-stage]", "data-agent-stage"))
+    token = page.get_attribute("meta[name=csrf-token]", "content")
+    empty = page.request.post(f"/agents/{OTHER_AGENT}/promote", form={"to_stage": str(stage + 1), "reason": "  ", "csrf": token})
+    assert empty.status == 422 and "needs a reason" in empty.text()
+    assert page.get_attribute("[data-promotion]", "data-promotion") == "not-recommended"  # a short demo record: the page says why
+    page.fill("#promote-reason", "launch week: the team reviews its sends by hand")
+    page.click("[data-action=promote]")
+    page.wait_for_url(re.compile(r".*done=promoted$"))
+    assert int(page.get_attribute("[data-agent-stage]", "data-agent-stage")) == stage + 1
+    promoted = _audit(console_server, "trust_promoted", OTHER_AGENT)[-1]
+    assert promoted.actor == "admin-ana" and promoted.detail["override_reason"] == "launch week: the team reviews its sends by hand"
+    assert promoted.detail["unmet"]  # an override: the unmet criteria are recorded beside the reason
+    page.select_option("#demote-stage", str(stage))
+    page.fill("#demote-reason", "launch week is over")
+    page.click("[data-action=demote]")
+    page.wait_for_url(re.compile(r".*done=demoted$"))
+    demoted = _audit(console_server, "trust_demoted", OTHER_AGENT)[-1]
+    assert demoted.actor == "admin-ana" and demoted.detail["reason"] == "launch week is over" and demoted.detail["to"] == stage
+    assert next(a for a in api().get("/v1/agents").json()["agents"] if a["agent"] == OTHER_AGENT)["trust_stage"] == stage
+    # A marketer steers but may not promote: no promote form, and its POST is 403.
+    marketer = signed_in_page("marketer")
+    marketer.goto(f"/agents/{OTHER_AGENT}")
+    assert marketer.query_selector("[data-action=promote]") is None and marketer.query_selector("[data-action=demote]") is not None
+    refused = marketer.request.post(f"/agents/{OTHER_AGENT}/promote", form={
+        "to_stage": str(stage + 1), "reason": "x", "csrf": marketer.get_attribute("meta[name=csrf-token]", "content")})
+    assert refused.status == 403

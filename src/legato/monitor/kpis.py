@@ -160,22 +160,58 @@ def read(connection: Connection, *, agent_id: str | None, since: date | None, un
     return connection.execute(query.group_by(*grouping)).all()
 
 
+# What the daily series reads (``_days``): sends, settled sends, and the outcome of any primary KPI.
+DAY_MEASURES: tuple[str, ...] = tuple(sorted({Measure.SENT.value, Measure.SETTLED.value,
+                                              *(m.value for m in _OUTCOME.values() if m is not None)}))
+
+
+def _bounded(query: Any, table: Any, agent_id: str | None, since: date | None, until: date | None) -> Any:
+    if agent_id is not None:
+        query = query.where(table.c.agent_id == agent_id)
+    if since is not None:
+        query = query.where(table.c.day >= since.isoformat())
+    if until is not None:
+        query = query.where(table.c.day < until.isoformat())
+    return query
+
+
+def read_totals(connection: Connection, *, agent_id: str | None, since: date | None, until: date | None) -> list[Any]:
+    """The agent totals summed over the period per (agent, name, arm, reason): no day."""
+    t = metric_totals
+    query = sa.select(t.c.agent_id, t.c.name, t.c.arm, t.c.reason, sa.func.sum(t.c.value).label("value"))
+    query = _bounded(query, t, agent_id, since, until).group_by(t.c.agent_id, t.c.name, t.c.arm, t.c.reason)
+    return connection.execute(query).all()
+
+
+def read_days(connection: Connection, *, agent_id: str | None, since: date | None, until: date | None) -> list[Any]:
+    """Per (agent, day, name, arm) the counts of :data:`DAY_MEASURES`, and ``audience`` (every
+    decision written counts it under its day, so a day with decisions is a point of the series
+    even when nothing of it was sent)."""
+    t = metric_totals
+    query = sa.select(t.c.agent_id, t.c.day, t.c.name, t.c.arm, sa.func.sum(t.c.value).label("value"))
+    query = _bounded(query.where(t.c.name.in_((*DAY_MEASURES, Measure.AUDIENCE.value))), t, agent_id, since, until)
+    return connection.execute(query.group_by(t.c.agent_id, t.c.day, t.c.name, t.c.arm)).all()
+
+
 class _Sums:
     """Counts by name and arm (and reason, for the suppressed), summed over the rows added."""
 
     def __init__(self) -> None:
         self.by: defaultdict[tuple[str, str], float] = defaultdict(float)
+        self.names: defaultdict[str, float] = defaultdict(float)  # every arm's: what get() without arms reads
         self.reasons: defaultdict[str, float] = defaultdict(float)
 
     def add(self, name: str, arm: str, reason: str, value: float) -> None:
         self.by[(name, arm)] += value
+        self.names[name] += value
         if name == Measure.SUPPRESSED:
             self.reasons[reason] += value
 
     def get(self, measure: Measure, *arms: Arm) -> float:
         if not arms:
-            return sum(v for (name, _), v in self.by.items() if name == measure)
-        return sum(self.by.get((measure.value, arm.value), 0.0) for arm in arms)
+            return self.names.get(measure.value, 0)  # 0, not 0.0, when never counted: as the sum of nothing was
+        by = self.by
+        return sum(by.get((measure.value, arm.value), 0.0) for arm in arms)
 
 
 def report(
@@ -188,7 +224,19 @@ def report(
     daily: dict[tuple[str, str], dict[str, _Sums]] = defaultdict(lambda: defaultdict(_Sums))
     holdouts: dict[tuple[str, str], _Sums] = defaultdict(_Sums)  # (agent, segment or '') → the holdout's counts
     holdout_days: dict[tuple[str, str], dict[str, _Sums]] = defaultdict(lambda: defaultdict(_Sums))
-    for row in read(connection, agent_id=agent_id, since=start, until=end, by=by):
+    if by is None:
+        # Without a breakdown, the period's totals and the daily series are two aggregates: the
+        # totals without the day (a few rows per agent), the days with only what the series reads.
+        holdout = Arm.HOLDOUT.value
+        for agent, name, arm, reason, value in read_totals(connection, agent_id=agent_id, since=start, until=end):
+            groups[(agent, "")].add(name, arm, reason, float(value))
+            if arm == holdout:
+                holdouts[(agent, "")].add(name, arm, reason, float(value))
+        for agent, day, name, arm, value in read_days(connection, agent_id=agent_id, since=start, until=end):
+            daily[(agent, "")][day].add(name, arm, "", float(value))
+            if arm == holdout:
+                holdout_days[(agent, "")][day].add(name, arm, "", float(value))
+    for row in (read(connection, agent_id=agent_id, since=start, until=end, by=by) if by is not None else ()):
         value = float(row.value)
         groups[(row.agent_id, row.grp)].add(row.name, row.arm, row.reason, value)
         daily[(row.agent_id, row.grp)][row.day].add(row.name, row.arm, row.reason, value)

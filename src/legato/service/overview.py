@@ -80,10 +80,10 @@ def overview(engine: Engine, playbook: Playbook | None, *, now: datetime, days: 
     found = reports.kpis(engine, playbook, since=since, until=until)
     listed = agents.list_agents(engine)
     with engine.connect() as connection:
-        stop_loss = _stop_loss(connection, listed)
+        states = _stop_loss(connection, listed)
         open_anomalies = _open_anomalies(connection)
         queue = _queue(connection)
-    return Overview(now, last, since, until, days, playbook, found, listed, stop_loss, open_anomalies, queue)
+    return Overview(now, last, since, until, days, playbook, found, listed, states, open_anomalies, queue)
 
 
 def period(engine: Engine, *, now: datetime, days: int) -> tuple[datetime, datetime, datetime | None]:
@@ -139,6 +139,15 @@ def _stop_loss(connection: sa.Connection, listed: list[AgentState]) -> dict[str,
     return states
 
 
+def stop_loss(engine: Engine, agent_id: str) -> StopLossState | None:
+    """One agent's stop-loss state (an agent's page)."""
+    from legato.service import agents
+
+    listed = [a for a in agents.list_agents(engine) if a.id == agent_id]
+    with engine.connect() as connection:
+        return _stop_loss(connection, listed).get(agent_id)
+
+
 def _open_anomalies(connection: sa.Connection) -> list[dict[str, Any]]:
     query = (
         sa.select(anomalies, review_items.c.status.label("item_status"))
@@ -173,3 +182,14 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value
+
+
+def escalated(engine: Engine, agent_id: str, *, since: datetime, until: datetime) -> dict[str, int]:
+    """The agent's items that went to a person in [since, until), by reason, most first (an agent's day)."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.select(review_items.c.reason, sa.func.count())
+            .where(review_items.c.agent_id == agent_id, review_items.c.created_at >= since, review_items.c.created_at < until)
+            .group_by(review_items.c.reason)
+        ).all()
+    return dict(sorted(((str(r), int(n)) for r, n in rows), key=lambda kv: -kv[1]))

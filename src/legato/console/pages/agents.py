@@ -27,8 +27,10 @@ from legato.console.csrf import checked, form_of
 from legato.console.render import page
 from legato.errors import LegatoError
 from legato.monitor.kpis import BY, GroupKpis
-from legato.service import agents, reports
-from legato.service.overview import period
+from legato.service import agents, audit, reports
+from legato.service.audit import AuditFilter
+from legato.service.overview import escalated, period
+from legato.service.overview import stop_loss as overview_stop_loss
 from legato.trust.ladder import Stage
 
 router = APIRouter()
@@ -93,6 +95,10 @@ def _detail(request: Request, ctx: ApiContext, session: Session, agent_id: str, 
     day_start, day_end = _last_day(ctx.engine, now)
     since, until, last_cycle = period(ctx.engine, now=now, days=30)
     today = next(iter(reports.kpis(ctx.engine, playbook, agent_id=agent_id, since=day_start, until=day_end).groups), None)
+    today_actions = reports.kpis(ctx.engine, playbook, agent_id=agent_id, since=day_start, until=day_end, by="creative").groups
+    today_escalated = escalated(ctx.engine, agent_id, since=day_start, until=day_end)
+    changes = audit.search(ctx.engine, AuditFilter(entity="agent", entity_id=agent_id), limit=10).items
+    stop_loss = overview_stop_loss(ctx.engine, agent_id)
     overall = next(iter(reports.kpis(ctx.engine, playbook, agent_id=agent_id, since=since, until=until).groups), None)
     breakdowns: dict[str, list[GroupKpis]] = {}
     for by in BY:
@@ -106,7 +112,8 @@ def _detail(request: Request, ctx: ApiContext, session: Session, agent_id: str, 
     stage = record.stage
     return page(
         request, "agent.html", status_code=status_code, session=session, agent_id=agent_id, shown=shown, record=record,
-        objective=objective, spec=spec, today=today, overall=overall, breakdowns=breakdowns, day=day_start, since=since, until=until,
+        objective=objective, spec=spec, today=today, today_actions=today_actions, today_escalated=today_escalated, changes=changes,
+        stop_loss=stop_loss, overall=overall, breakdowns=breakdowns, day=day_start, since=since, until=until,
         last_cycle=last_cycle, stage_name=Stage(stage).name.lower(), next_stage=stage + 1 if stage < max(Stage) else None,
         lower_stages=[(int(s), s.name.lower()) for s in Stage if s < stage], error=error, done=DONE.get(done or ""),
         form=form or {}, reason_limit=REASON_LIMIT, now=now,
