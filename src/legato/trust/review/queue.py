@@ -178,18 +178,28 @@ def matching(engine: Engine, where: QueueFilter, *, limit: int = MAX_LIMIT) -> l
 def neighbours(engine: Engine, where: QueueFilter, item: QueueItem) -> tuple[int | None, int | None]:
     """The items just before and just after ``item`` in queue order among those ``where``
     matches (None at either end): a reviewer working through a filtered queue one item at a
-    time. Read off the queue's index by key, as a page is (``item`` need not match ``where``)."""
+    time. ``item`` need not match ``where``.
+
+    Each side is read off the queue's index by key, in two seeks: the same priority first
+    (its created/id range), else the nearest other priority. One OR of the three conditions
+    is not a range SQLite can seek to: it scanned the queue from its far end (57 ms for an
+    item near the top of 100,000).
+    """
     _valid(where, 1)
     created = item.created_at if item.created_at.tzinfo else item.created_at.replace(tzinfo=timezone.utc)
     p, c, i = review_items.c.priority, review_items.c.created_at, review_items.c.id
-    later = sa.or_(p < item.priority, sa.and_(p == item.priority, c > created), sa.and_(p == item.priority, c == created, i > item.id))
-    earlier = sa.or_(p > item.priority, sa.and_(p == item.priority, c < created), sa.and_(p == item.priority, c == created, i < item.id))
     clauses = _clauses(where)
+    same = p == item.priority
     with engine.connect() as connection:
-        after = connection.execute(_ordered(sa.select(i).where(*clauses, later)).limit(1)).scalar_one_or_none()
-        before = connection.execute(
-            sa.select(i).where(*clauses, earlier).order_by(p.asc(), c.desc(), i.desc()).limit(1)
-        ).scalar_one_or_none()
+        def first(*conditions: sa.ColumnElement[bool], order: tuple[Any, ...]) -> int | None:
+            return connection.execute(sa.select(i).where(*clauses, *conditions).order_by(*order).limit(1)).scalar_one_or_none()
+
+        after = first(same, c >= created, sa.or_(c > created, i > item.id), order=(c, i))
+        if after is None:
+            after = first(p < item.priority, order=(p.desc(), c, i))
+        before = first(same, c <= created, sa.or_(c < created, i < item.id), order=(c.desc(), i.desc()))
+        if before is None:
+            before = first(p > item.priority, order=(p.asc(), c.desc(), i.desc()))
     return before, after
 
 
