@@ -252,3 +252,24 @@ def test_review_pages_fit_a_phone(signed_in_page: Any, api: Any, shot: Any) -> N
         widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
         assert widths[0] <= widths[1], f"{path} is {widths[0]} px wide on a {widths[1]} px screen"
         shot(page, name)
+
+
+def test_bulk_reject_asks_for_a_reason_and_none_of_them_is_sent(signed_in_page: Any, console_server: ConsoleServer, api: Any) -> None:
+    client = api("admin")
+    wanted = {"agent": "welcome_email", "reason": "high_value_customer"}
+    before = _open_items(client, **wanted)
+    assert before, "the demo store has high-value escalations"
+    page = signed_in_page("reviewer")
+    page.goto("/review/bulk?action=reject&agent=welcome_email&reason=high_value_customer")
+    assert int(page.get_attribute("[data-bulk-plan]", "data-count")) == len(before)
+    assert "will never be sent" in page.inner_text("[data-bulk-summary]")
+    page.click("form[data-bulk-form] button[type=submit]")  # no reason chosen: the browser keeps the form (required)
+    assert page.locator("[data-bulk-result]").count() == 0 and _total(client, **wanted) == len(before)
+    page.select_option("select[name=because]", "wrong_audience")
+    page.fill("input[name=note]", "high spenders get a personal call instead")
+    page.click("form[data-bulk-form] button[type=submit]")
+    page.wait_for_selector("[data-bulk-result]")
+    assert int(page.get_attribute("[data-bulk-result]", "data-done")) == len(before)
+    assert _total(client, **wanted) == 0
+    assert {client.get(f"/v1/review/items/{i['id']}").json()["item"]["status"] for i in before} == {"rejected"}
+    assert all(_outbox(console_server, i["decision_id"]) is None or _outbox(console_server, i["decision_id"]).status == "cancelled" for i in before)
