@@ -222,7 +222,7 @@ def inbox(request: Request, session: Reader, ctx: Context) -> Response:
     filters = Filters.of(request.query_params)
     after = request.query_params.get("after") or None
     found = review.page(ctx.engine, filters.where(ctx.now()), limit=PAGE_SIZE, after=after)
-    totals = review.totals(ctx.engine, filters.status) if filters.status != "all" else review.totals(ctx.engine)
+    totals = review.totals(ctx.engine, filters.status if filters.status != "all" else "open")  # "all": the open ones
     return page(
         request, "review_list.html", title="Review inbox", filters=filters, items=found.items, total=found.total,
         next_cursor=found.next_cursor, after=after, totals=totals, reasons=REASONS, statuses=STATUSES, kinds=KINDS,
