@@ -1,21 +1,22 @@
 """`legato report kpis` over 90 days × 10 agents of kept metrics (issue 14, part 1).
 
 Run: ``flock /tmp/legato-bench.lock .venv/bin/python bench/report_kpis.py`` (``--days``,
-``--agents``, ``--repeat``, ``--postgres URL`` the server to make a scratch database on,
-``--skip-postgres``). For each store a fresh store gets ``--agents`` agents × ``--days`` days of
-metrics, written through their one writer (``legato.monitor.metrics.add``, a day at a time as
-the writers would) with the cardinality of a busy programme: per agent and day 3 creatives ×
-2 offers (and none) × 4 lifecycle stages, every count the writers keep, outcomes by arm,
-suppressions under 4 reasons. Then, each ``--repeat`` times:
+``--agents``, ``--repeat``, ``--backend sqlite|postgresql|both``, ``--postgres URL`` a database
+of the server to create the bench's scratch database from, dropped after). For each store a
+fresh store gets ``--agents`` agents × ``--days`` days of metrics, written through their one
+writer (``legato.monitor.metrics.add``, a day at a time as the writers would) with the
+cardinality of a busy programme: per agent and day 3 creatives × 2 offers (and none) × 4
+lifecycle stages, every count the writers keep, outcomes by arm, suppressions under 4
+reasons. Then, each ``--repeat`` times, interleaved:
 
-- **report**: ``legato.service.reports.kpis`` (read, aggregate, targets, lift vs holdout,
-  the daily series) and printing it to a console that discards the text;
-- **report --by creative**: the same, broken down;
-- **command**: ``legato report kpis --database URL --playbook P`` as its own process, as a user
-  runs it (Python's start and the imports included);
-- **start**: ``legato --help`` as its own process: what any command costs before it does anything;
-- **floor**: the report's SQL aggregate alone, by the driver (``sqlite3``/``psycopg``) with
-  nothing else: what no report can go under.
+- **kpis**, and **kpis --by creative | offer | channel | segment**: ``legato.service.reports.kpis``
+  (read, aggregate, targets, lift vs holdout, the daily series, the anomalies) and printing
+  it to a console that discards the text;
+- each one's **floor**: the statements that report ran, by the driver (``sqlite3``/``psycopg``),
+  rows fetched and nothing else: what no report of that shape can go under;
+- **command**: ``legato report kpis --database URL --playbook P`` (and with ``--by creative``)
+  as its own process, as a user runs it, against **start**: ``legato --help`` as its own
+  process, what any command costs before it does anything (Python's start and the imports).
 
 Printed as a table (median of the repeats, and each one's ratio to the floor), written to
 ``bench/results/report_kpis.json``. Target: ≤ 1 s for the report over 90 days × 10 agents.
@@ -43,7 +44,6 @@ from rich.console import Console
 from rich.table import Table
 
 from legato.monitor import metrics
-from legato.monitor.kpis import read
 from legato.monitor.metrics import Arm, Key, Measure, Tally
 from legato.store.db import connect
 from legato.store.schema import metrics as metrics_table
@@ -149,42 +149,45 @@ def fill(url: str, agents: int, days: int, seed: int = 7) -> int:
     return int(stored)
 
 
-def floor_sql(url: str) -> str:
-    """The report's aggregate as the driver runs it (no bounds: the whole period)."""
+def floor_sql(url: str, playbook_path: Path, by: str | None) -> list[tuple[str, Any]]:
+    """Every statement the report runs (``by``: broken down), as the driver received them."""
+    from legato.service import reports
+    from legato.validation import load_playbook
+
     engine = connect(url)
-    with engine.connect() as connection:
-        compiled = None
-        original = connection.execute
+    playbook = load_playbook(playbook_path)
+    seen: list[tuple[str, Any]] = []
 
-        def capture(statement: Any, *args: Any, **kwargs: Any) -> Any:
-            nonlocal compiled
-            compiled = str(statement.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
-            return original(statement, *args, **kwargs)
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        seen.append((statement, parameters))
 
-        connection.execute = capture  # type: ignore[method-assign]
-        read(connection, agent_id=None, since=None, until=None, by=None)
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    reports.kpis(engine, playbook, by=by)
     engine.dispose()
-    assert compiled is not None
-    return compiled
+    return seen
 
 
-def time_floor(url: str, sql: str) -> tuple[float, int]:
+def time_floor(url: str, statements: list[tuple[str, Any]]) -> tuple[float, int]:
+    """The report's statements run by the driver alone, rows fetched and nothing done with them."""
+    rows = 0
     if url.startswith("sqlite"):
         import sqlite3
 
         connection = sqlite3.connect(sa.engine.make_url(url).database)
         started = time.perf_counter()
-        rows = connection.execute(sql).fetchall()
+        for statement, parameters in statements:
+            rows += len(connection.execute(statement, parameters).fetchall())
         elapsed = time.perf_counter() - started
         connection.close()
-        return elapsed, len(rows)
+        return elapsed, rows
     import psycopg
 
     parts = sa.engine.make_url(url)
     with psycopg.connect(host=parts.host, port=parts.port or 5432, user=parts.username, dbname=parts.database) as connection:
         started = time.perf_counter()
-        rows = connection.execute(sql).fetchall()  # type: ignore[arg-type]
-        return time.perf_counter() - started, len(rows)
+        for statement, parameters in statements:
+            rows += len(connection.execute(statement, parameters or None).fetchall())  # type: ignore[arg-type]
+        return time.perf_counter() - started, rows
 
 
 def time_report(url: str, playbook_path: Path, by: str | None) -> tuple[float, int]:
@@ -205,9 +208,9 @@ def time_report(url: str, playbook_path: Path, by: str | None) -> tuple[float, i
     return elapsed, len(found.groups)
 
 
-def time_command(url: str, playbook_path: Path, *, help_only: bool = False) -> float:
+def time_command(url: str, playbook_path: Path, *, help_only: bool = False, by: str | None = None) -> float:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    args = ["--help"] if help_only else ["report", "kpis", "--database", url, "--playbook", str(playbook_path)]
+    args = ["--help"] if help_only else ["report", "kpis", "--database", url, "--playbook", str(playbook_path), *(["--by", by] if by else [])]
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", "from legato.cli.app import main; main()", *args],
@@ -238,59 +241,82 @@ def drop_store(url: str, postgres: str) -> None:
         admin.dispose()
 
 
+MODES: tuple[str | None, ...] = (None, "creative", "offer", "channel", "segment")
+
+
+def mode_name(by: str | None) -> str:
+    return "report" if by is None else f"by_{by}"
+
+
+def measure(url: str, playbook_path: Path, repeat: int) -> dict[str, Any]:
+    """Each mode's report and floor, the command and ``legato --help``, ``repeat`` times, interleaved."""
+    statements = {by: floor_sql(url, playbook_path, by) for by in MODES}
+    runs: dict[str, list[float]] = {name: [] for by in MODES for name in (mode_name(by), f"{mode_name(by)}_floor")}
+    runs.update(command=[], command_by_creative=[], start=[])
+    shape: dict[str, Any] = {}
+    for _ in range(repeat):
+        for by in MODES:
+            floor, floor_rows = time_floor(url, statements[by])
+            runs[f"{mode_name(by)}_floor"].append(floor)
+            elapsed, groups = time_report(url, playbook_path, by)
+            runs[mode_name(by)].append(elapsed)
+            shape[mode_name(by)] = {"groups": groups, "floor_rows": floor_rows, "statements": len(statements[by])}
+        runs["command"].append(time_command(url, playbook_path))
+        runs["command_by_creative"].append(time_command(url, playbook_path, by="creative"))
+        runs["start"].append(time_command(url, playbook_path, help_only=True))
+    med = {name: statistics.median(values) for name, values in runs.items()}
+    figures: dict[str, Any] = {"runs": runs, "modes": {}}
+    for by in MODES:
+        name = mode_name(by)
+        figures["modes"][name] = {
+            **shape[name], "seconds": med[name], "floor_seconds": med[f"{name}_floor"], "over_floor": med[name] / med[f"{name}_floor"],
+            "met": med[name] <= TARGET_SECONDS,
+        }
+    for name in ("command", "command_by_creative", "start"):
+        figures[f"{name}_seconds"] = med[name]
+    # The process's floor is Python's start and the imports (legato --help): what any command costs.
+    figures["command_over_start"] = med["command"] / med["start"]
+    figures["command_by_creative_over_start"] = med["command_by_creative"] / med["start"]
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--agents", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/test",
+                        help="a PostgreSQL server's database to create (and drop) the bench's own database from")
     args = parser.parse_args()
+    kinds = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
     results: dict[str, Any] = {"days": args.days, "agents": args.agents, "repeat": args.repeat, "target_seconds": TARGET_SECONDS, "stores": {}}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         playbook_path = folder / "playbook.yaml"
         playbook_path.write_text(playbook_text(args.agents), encoding="utf-8")
         parse_playbook(playbook_path.read_text(encoding="utf-8"))  # the bench's own playbook must be valid
-        for kind in ("sqlite", *(() if args.skip_postgres else ("postgresql",))):
+        for kind in kinds:
             url = fresh_store(kind, folder, args.postgres)
             try:
                 started = time.perf_counter()
                 rows = fill(url, args.agents, args.days)
-                filled = time.perf_counter() - started
-                sql = floor_sql(url)
-                floor, report, by_creative, command, start = [], [], [], [], []
-                for _ in range(args.repeat):
-                    f, result_rows = time_floor(url, sql)
-                    floor.append(f)
-                    r, groups = time_report(url, playbook_path, None)
-                    report.append(r)
-                    b, creative_groups = time_report(url, playbook_path, "creative")
-                    by_creative.append(b)
-                    command.append(time_command(url, playbook_path))
-                    start.append(time_command(url, playbook_path, help_only=True))
-                med = {name: statistics.median(values) for name, values in
-                       (("floor", floor), ("report", report), ("by_creative", by_creative), ("command", command), ("start", start))}
-                results["stores"][kind] = {
-                    "metric_rows": rows, "fill_seconds": filled, "aggregate_rows": result_rows, "groups": groups,
-                    "creative_groups": creative_groups,
-                    **{f"{name}_seconds": value for name, value in med.items()},
-                    **{f"{name}_runs": values for name, values in (("floor", floor), ("report", report), ("by_creative", by_creative), ("command", command), ("start", start))},
-                    "report_over_floor": med["report"] / med["floor"], "by_creative_over_floor": med["by_creative"] / med["floor"],
-                    "command_over_floor": med["command"] / med["floor"], "command_less_start_seconds": med["command"] - med["start"],
-                    "met": med["report"] <= TARGET_SECONDS,
-                }
+                results["stores"][kind] = {"metric_rows": rows, "fill_seconds": time.perf_counter() - started, **measure(url, playbook_path, args.repeat)}
             finally:
                 drop_store(url, args.postgres)
     table = Table(title=f"legato report kpis: {args.agents} agents × {args.days} days (median of {args.repeat})", title_justify="left")
-    for column in ("store", "metric rows", "floor (driver)", "report", "× floor", "--by creative", "× floor", "command (process)", "legato --help", "≤ 1 s"):
-        table.add_column(column, justify="left" if column == "store" else "right")
+    for column in ("store", "report", "groups", "floor (driver)", "report", "× floor", "≤ 1 s"):
+        table.add_column(column, justify="left" if column in ("store", "report") else "right")
     for kind, r in results["stores"].items():
-        table.add_row(
-            kind, f"{r['metric_rows']:,}", f"{r['floor_seconds'] * 1000:,.0f} ms", f"{r['report_seconds'] * 1000:,.0f} ms",
-            f"{r['report_over_floor']:.1f}", f"{r['by_creative_seconds'] * 1000:,.0f} ms", f"{r['by_creative_over_floor']:.1f}",
-            f"{r['command_seconds'] * 1000:,.0f} ms", f"{r['start_seconds'] * 1000:,.0f} ms", "yes" if r["met"] else "no",
-        )
+        for i, (name, m) in enumerate(r["modes"].items()):
+            shown = "kpis" if name == "report" else f"kpis --by {name.removeprefix('by_')}"
+            table.add_row(
+                f"{kind} ({r['metric_rows']:,} rows)" if i == 0 else "", shown, f"{m['groups']}", f"{m['floor_seconds'] * 1000:,.0f} ms",
+                f"{m['seconds'] * 1000:,.0f} ms", f"{m['over_floor']:.1f}", "yes" if m["met"] else "no",
+            )
+        for name, shown in (("command", "legato report kpis (process)"), ("command_by_creative", "… --by creative (process)")):
+            table.add_row("", shown, "", f"{r['start_seconds'] * 1000:,.0f} ms (--help)", f"{r[f'{name}_seconds'] * 1000:,.0f} ms",
+                          f"{r[f'{name}_over_start']:.1f}", "")
     console.print(table)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -47,6 +47,7 @@ OWNERS: dict[str, tuple[str, ...]] = {
     "anomalies": ("legato/monitor/anomaly.py",),
     "alert_deliveries": ("legato/monitor/alert_delivery.py",),
     "metric_totals": ("legato/monitor/metrics.py",),
+    "metric_groups": ("legato/monitor/metrics.py",),
 }
 # Only this module creates the table's rows (others may change their status).
 CREATORS = {"review_items": "legato/trust/review/items.py"}

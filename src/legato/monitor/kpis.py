@@ -31,7 +31,7 @@ from sqlalchemy import Connection
 from legato.monitor.lift import Lift, compare_totals
 from legato.monitor.metrics import Arm, Measure
 from legato.playbook.models import Metric, Playbook
-from legato.store.schema import metric_totals, metrics
+from legato.store.schema import metric_groups, metric_totals
 
 By = Literal["creative", "offer", "channel", "segment"]
 BY: tuple[str, ...] = ("creative", "offer", "channel", "segment")
@@ -57,6 +57,13 @@ COUNTS = (
     Measure.BOUNCED, Measure.OPENED, Measure.CLICKED, Measure.VISITED, Measure.CONVERTED, Measure.REVENUE, Measure.OFFER_COST,
     Measure.UNSUBSCRIBED, Measure.COMPLAINED,
 )
+# What the daily series reads (audience: every day a group decided for is a point, even with no send).
+SERIES = (Measure.AUDIENCE, Measure.SENT, Measure.SETTLED, *dict.fromkeys(m for m in _OUTCOME.values() if m is not None))
+# Its columns, one row per day: (count, arm); no arm: over every arm.
+DAY_COLUMNS: tuple[tuple[Measure, Arm | None], ...] = (
+    (Measure.AUDIENCE, None), (Measure.SENT, None), *((m, arm) for arm in (Arm.SENT, Arm.HOLDOUT) for m in SERIES[2:]),
+)
+_HOLDOUT_COLUMNS = tuple(c for c in DAY_COLUMNS if c[1] is Arm.HOLDOUT)
 _BY_ARM = {Measure.SETTLED, Measure.VISITED, Measure.CONVERTED, Measure.REVENUE, Measure.REVENUE_SQUARES, Measure.OFFER_COST,
            Measure.OPENED, Measure.CLICKED, Measure.UNSUBSCRIBED, Measure.COMPLAINED}
 
@@ -139,58 +146,71 @@ def days_of(since: datetime | None, until: datetime | None) -> tuple[date | None
     return start, end
 
 
-def read(connection: Connection, *, agent_id: str | None, since: date | None, until: date | None, by: str | None) -> list[Any]:
-    """The kept counts summed per (agent, group, day, name, arm, reason): one aggregate over one index range per agent."""
-    if by is not None and by not in BY:
+def _source(by: str | None) -> tuple[sa.Table, Any, list[sa.ColumnElement[bool]]]:
+    """Where the counts of a breakdown are kept: the agent totals without one, else the members' totals."""
+    if by is None:
+        return metric_totals, sa.literal("").label("grp"), []
+    if by not in BY:
         raise ValueError(by)
-    # Without a breakdown the agent totals serve (a few rows per agent and day); with one, every key.
-    table = metrics if by else metric_totals
-    group = metrics.c[by] if by else sa.literal("")
-    query = sa.select(
-        table.c.agent_id, group.label("grp"), table.c.day, table.c.name, table.c.arm, table.c.reason,
-        sa.func.sum(table.c.value).label("value"),
-    )
+    return metric_groups, metric_groups.c.grp, [metric_groups.c.dimension == by]
+
+
+def _bounds(table: sa.Table, agent_id: str | None, since: date | None, until: date | None) -> list[sa.ColumnElement[bool]]:
+    where = []
     if agent_id is not None:
-        query = query.where(table.c.agent_id == agent_id)
+        where.append(table.c.agent_id == agent_id)
     if since is not None:
-        query = query.where(table.c.day >= since.isoformat())
+        where.append(table.c.day >= since.isoformat())
     if until is not None:
-        query = query.where(table.c.day < until.isoformat())
+        where.append(table.c.day < until.isoformat())
+    return where
+
+
+def read(connection: Connection, *, agent_id: str | None, since: date | None, until: date | None, by: str | None) -> list[Any]:
+    """The kept counts summed per (agent, group, day, name, arm, reason)."""
+    table, group, where = _source(by)
+    query = sa.select(table.c.agent_id, group, table.c.day, table.c.name, table.c.arm, table.c.reason, sa.func.sum(table.c.value).label("value"))
     grouping = [table.c.agent_id, *([group] if by else []), table.c.day, table.c.name, table.c.arm, table.c.reason]
+    return connection.execute(query.where(*where, *_bounds(table, agent_id, since, until)).group_by(*grouping)).all()
+
+
+def read_totals(connection: Connection, *, agent_id: str | None, since: date | None, until: date | None, by: str | None) -> list[Any]:
+    """The period's counts per (agent, group, name, arm, reason): a few dozen rows per group.
+
+    With a breakdown, one aggregate in the order of ``metric_groups``'s key (no sort)."""
+    table, group, where = _source(by)
+    query = sa.select(table.c.agent_id, group, table.c.name, table.c.arm, table.c.reason, sa.func.sum(table.c.value).label("value"))
+    grouping = [table.c.agent_id, *([group] if by else []), table.c.name, table.c.arm, table.c.reason]
+    return connection.execute(query.where(*where, *_bounds(table, agent_id, since, until)).group_by(*grouping)).all()
+
+
+def read_days(connection: Connection, *, agent_id: str | None, since: date | None, until: date | None, by: str | None) -> list[Any]:
+    """Per (agent, group, day): the counts the daily series shows (:data:`DAY_COLUMNS`, in that
+    order after the three keys), summed in SQL, one row per day."""
+    table, group, where = _source(by)
+    columns = [
+        sa.func.sum(sa.case((sa.and_(table.c.name == measure.value, *([table.c.arm == arm.value] if arm else [])), table.c.value), else_=0.0))
+        for measure, arm in DAY_COLUMNS
+    ]
+    grouping = [table.c.agent_id, *([group] if by else []), table.c.day]
+    query = sa.select(table.c.agent_id, group, table.c.day, *columns).where(
+        *where, table.c.name.in_([m.value for m in SERIES]), *_bounds(table, agent_id, since, until)
+    )
     return connection.execute(query.group_by(*grouping)).all()
 
 
-# What the daily series reads (``_days``): sends, settled sends, and the outcome of any primary KPI.
-DAY_MEASURES: tuple[str, ...] = tuple(sorted({Measure.SENT.value, Measure.SETTLED.value,
-                                              *(m.value for m in _OUTCOME.values() if m is not None)}))
+class _Day:
+    """One day's series counts (:data:`DAY_COLUMNS`), read as :class:`_Sums` reads."""
 
+    __slots__ = ("values",)
 
-def _bounded(query: Any, table: Any, agent_id: str | None, since: date | None, until: date | None) -> Any:
-    if agent_id is not None:
-        query = query.where(table.c.agent_id == agent_id)
-    if since is not None:
-        query = query.where(table.c.day >= since.isoformat())
-    if until is not None:
-        query = query.where(table.c.day < until.isoformat())
-    return query
+    def __init__(self, values: dict[tuple[Measure, Arm | None], float]) -> None:
+        self.values = values
 
-
-def read_totals(connection: Connection, *, agent_id: str | None, since: date | None, until: date | None) -> list[Any]:
-    """The agent totals summed over the period per (agent, name, arm, reason): no day."""
-    t = metric_totals
-    query = sa.select(t.c.agent_id, t.c.name, t.c.arm, t.c.reason, sa.func.sum(t.c.value).label("value"))
-    query = _bounded(query, t, agent_id, since, until).group_by(t.c.agent_id, t.c.name, t.c.arm, t.c.reason)
-    return connection.execute(query).all()
-
-
-def read_days(connection: Connection, *, agent_id: str | None, since: date | None, until: date | None) -> list[Any]:
-    """Per (agent, day, name, arm) the counts of :data:`DAY_MEASURES`, and ``audience`` (every
-    decision written counts it under its day, so a day with decisions is a point of the series
-    even when nothing of it was sent)."""
-    t = metric_totals
-    query = sa.select(t.c.agent_id, t.c.day, t.c.name, t.c.arm, sa.func.sum(t.c.value).label("value"))
-    query = _bounded(query.where(t.c.name.in_((*DAY_MEASURES, Measure.AUDIENCE.value))), t, agent_id, since, until)
-    return connection.execute(query.group_by(t.c.agent_id, t.c.day, t.c.name, t.c.arm)).all()
+    def get(self, measure: Measure, *arms: Arm) -> float:
+        if not arms:
+            return self.values.get((measure, None), 0.0)
+        return sum(self.values.get((measure, arm), 0.0) for arm in arms)
 
 
 class _Sums:
@@ -198,7 +218,7 @@ class _Sums:
 
     def __init__(self) -> None:
         self.by: defaultdict[tuple[str, str], float] = defaultdict(float)
-        self.names: defaultdict[str, float] = defaultdict(float)  # every arm's: what get() without arms reads
+        self.names: defaultdict[str, float] = defaultdict(float)  # over every arm
         self.reasons: defaultdict[str, float] = defaultdict(float)
 
     def add(self, name: str, arm: str, reason: str, value: float) -> None:
@@ -210,8 +230,7 @@ class _Sums:
     def get(self, measure: Measure, *arms: Arm) -> float:
         if not arms:
             return self.names.get(measure.value, 0)  # 0, not 0.0, when never counted: as the sum of nothing was
-        by = self.by
-        return sum(by.get((measure.value, arm.value), 0.0) for arm in arms)
+        return sum(self.by.get((measure.value, arm.value), 0.0) for arm in arms)
 
 
 def report(
@@ -221,29 +240,19 @@ def report(
     """Each agent's KPIs (primary first) against their targets, with lift vs holdout and a daily series."""
     start, end = days_of(since, until)
     groups: dict[tuple[str, str], _Sums] = defaultdict(_Sums)
-    daily: dict[tuple[str, str], dict[str, _Sums]] = defaultdict(lambda: defaultdict(_Sums))
+    daily: dict[tuple[str, str], dict[str, _Day]] = defaultdict(dict)
     holdouts: dict[tuple[str, str], _Sums] = defaultdict(_Sums)  # (agent, segment or '') → the holdout's counts
-    holdout_days: dict[tuple[str, str], dict[str, _Sums]] = defaultdict(lambda: defaultdict(_Sums))
-    if by is None:
-        # Without a breakdown, the period's totals and the daily series are two aggregates: the
-        # totals without the day (a few rows per agent), the days with only what the series reads.
-        holdout = Arm.HOLDOUT.value
-        for agent, name, arm, reason, value in read_totals(connection, agent_id=agent_id, since=start, until=end):
-            groups[(agent, "")].add(name, arm, reason, float(value))
-            if arm == holdout:
-                holdouts[(agent, "")].add(name, arm, reason, float(value))
-        for agent, day, name, arm, value in read_days(connection, agent_id=agent_id, since=start, until=end):
-            daily[(agent, "")][day].add(name, arm, "", float(value))
-            if arm == holdout:
-                holdout_days[(agent, "")][day].add(name, arm, "", float(value))
-    for row in (read(connection, agent_id=agent_id, since=start, until=end, by=by) if by is not None else ()):
-        value = float(row.value)
-        groups[(row.agent_id, row.grp)].add(row.name, row.arm, row.reason, value)
-        daily[(row.agent_id, row.grp)][row.day].add(row.name, row.arm, row.reason, value)
-        if row.arm == Arm.HOLDOUT:
-            scope = row.grp if by == "segment" else ""
-            holdouts[(row.agent_id, scope)].add(row.name, row.arm, row.reason, value)
-            holdout_days[(row.agent_id, scope)][row.day].add(row.name, row.arm, row.reason, value)
+    holdout_days: dict[tuple[str, str], dict[str, _Day]] = defaultdict(dict)
+    for agent, grp, name, arm, reason, value in read_totals(connection, agent_id=agent_id, since=start, until=end, by=by):
+        groups[(agent, grp)].add(name, arm, reason, float(value))
+        if arm == Arm.HOLDOUT:
+            holdouts[(agent, grp if by == "segment" else "")].add(name, arm, reason, float(value))
+    for agent, grp, day, *values in read_days(connection, agent_id=agent_id, since=start, until=end, by=by):
+        counts = dict(zip(DAY_COLUMNS, map(float, values), strict=True))
+        daily[(agent, grp)][day] = _Day(counts)
+        held = holdout_days[(agent, grp if by == "segment" else "")].setdefault(day, _Day({}))
+        for column in _HOLDOUT_COLUMNS:  # summed over the groups but by segment: the holdout has no creative
+            held.values[column] = held.values.get(column, 0.0) + counts[column]
     agents = {a.id: a for a in playbook.agents} if playbook is not None else {}
     result = []
     for (agent, grp), sums in sorted(groups.items()):
@@ -282,7 +291,7 @@ def _anomalies(connection: Connection, agent_id: str | None, since: date | None,
     return found
 
 
-def kpi_value(metric: Metric, sums: _Sums) -> float | None:
+def kpi_value(metric: Metric, sums: _Sums | _Day) -> float | None:
     """A KPI over the settled sends of ``sums`` (``sends``: the sends); None when none settled."""
     if metric is Metric.sends:
         return sums.get(Measure.SENT)
@@ -293,7 +302,7 @@ def kpi_value(metric: Metric, sums: _Sums) -> float | None:
     return outcome if metric is Metric.revenue else outcome / settled
 
 
-def _holdout_rate(metric: Metric, sums: _Sums) -> float | None:
+def _holdout_rate(metric: Metric, sums: _Sums | _Day) -> float | None:
     measure = _OUTCOME[metric]
     settled = sums.get(Measure.SETTLED, Arm.HOLDOUT)
     if measure is None or not settled:
@@ -332,7 +341,7 @@ def _lines(objective: Any, sums: _Sums, holdout: _Sums) -> list[KpiLine]:
     return lines
 
 
-def _days(objective: Any, days: dict[str, _Sums], holdout_days: dict[str, _Sums]) -> list[DayPoint]:
+def _days(objective: Any, days: dict[str, _Day], holdout_days: dict[str, _Day]) -> list[DayPoint]:
     primary = objective.kpis[0].metric if objective is not None else Metric.visit_rate
     points = []
     for day in sorted(days):

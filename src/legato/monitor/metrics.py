@@ -53,7 +53,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
-from legato.store.schema import decisions, events, metric_totals, metrics, outbox, playbook_versions, review_items
+from legato.store.schema import decisions, events, metric_groups, metric_totals, metrics, outbox, playbook_versions, review_items
 from legato.store.status import DecisionStatus, OutboxStatus, ReviewKind, ReviewStatus, Route
 
 
@@ -183,10 +183,15 @@ class Tally:
             self.counts[k] += v
 
 
+# The breakdowns ``metric_groups`` sums each key under (``legato report kpis --by``).
+DIMENSIONS = ("creative", "offer", "channel", "segment")
+
+
 def add(connection: Connection, tally: Tally) -> None:
-    """Add a batch's counts to their keys and to their agent's totals, in the caller's
-    transaction: one upsert per key."""
+    """Add a batch's counts to their keys, to their agent's totals and to each breakdown
+    member's totals, in the caller's transaction: one upsert per key."""
     totals: Counter[tuple[str, str, str, str, str]] = Counter()
+    groups: Counter[tuple[str, str, str, str, str, str, str]] = Counter()
     rows = []
     for (key, name, arm, reason), n in sorted(tally.counts.items(), key=lambda item: (item[0][0], item[0][1], item[0][2], item[0][3])):
         if not n:
@@ -196,6 +201,8 @@ def add(connection: Connection, tally: Tally) -> None:
             "creative": key.creative, "offer": key.offer, "segment": key.segment, "arm": arm, "reason": reason[:128], "value": float(n),
         })
         totals[(key.agent_id, name, key.day, arm, reason[:128])] += n
+        for dimension in DIMENSIONS:
+            groups[(dimension, key.agent_id, getattr(key, dimension), name, arm, reason[:128], key.day)] += n
     if rows:
         connection.execute(_upsert(connection.dialect.name, metrics), rows)
         summed = [
@@ -205,6 +212,13 @@ def add(connection: Connection, tally: Tally) -> None:
         ]
         if summed:
             connection.execute(_upsert(connection.dialect.name, metric_totals), summed)
+        members = [
+            {"dimension": dimension, "agent_id": agent, "grp": grp, "name": name, "arm": arm, "reason": reason, "day": day, "value": float(n)}
+            for (dimension, agent, grp, name, arm, reason, day), n in sorted(groups.items())
+            if n
+        ]
+        if members:
+            connection.execute(_upsert(connection.dialect.name, metric_groups), members)
 
 
 _UPSERTS: dict[tuple[str, str], Any] = {}
@@ -393,6 +407,7 @@ def rebuild(connection: Connection) -> int:
     tally = recount(connection)
     connection.execute(sa.delete(metrics))
     connection.execute(sa.delete(metric_totals))
+    connection.execute(sa.delete(metric_groups))
     add(connection, tally)
     return sum(1 for n in tally.counts.values() if n)
 
@@ -407,19 +422,26 @@ def kept(connection: Connection) -> Tally:
 
 
 def totals_differ(connection: Connection) -> list[Any]:
-    """The agent totals that are not the sum of their keys (none, when the writers kept both)."""
-    summed = (
-        sa.select(metrics.c.agent_id, metrics.c.name, metrics.c.day, metrics.c.arm, metrics.c.reason, sa.func.sum(metrics.c.value).label("value"))
-        .group_by(metrics.c.agent_id, metrics.c.name, metrics.c.day, metrics.c.arm, metrics.c.reason)
-        .subquery()
+    """The agent totals and the breakdown members' totals that are not the sum of their keys
+    (none, when the writers kept them all)."""
+    found = _sums_differ(connection, metric_totals, ("agent_id", "name", "day", "arm", "reason"))
+    for dimension in DIMENSIONS:
+        found += _sums_differ(connection, metric_groups, ("agent_id", "grp", "name", "day", "arm", "reason"), dimension)
+    return found
+
+
+def _sums_differ(connection: Connection, table: sa.Table, columns: tuple[str, ...], dimension: str | None = None) -> list[Any]:
+    """Rows of ``table`` (``metric_groups``: of one dimension) that are not ``metrics`` summed by ``columns``."""
+    grouped = [metrics.c[c] if c != "grp" else metrics.c[str(dimension)].label("grp") for c in columns]
+    summed = sa.select(*grouped, sa.func.sum(metrics.c.value).label("value")).group_by(*grouped).subquery()
+    kept = table if dimension is None else sa.select(table).where(table.c.dimension == dimension).subquery()
+    on = sa.and_(*(summed.c[c] == kept.c[c] for c in columns))
+    one = sa.select(*(summed.c[c] for c in columns), summed.c.value, kept.c.value.label("total")).select_from(summed.outerjoin(kept, on)).where(
+        sa.or_(kept.c.value.is_(None), sa.func.abs(kept.c.value - summed.c.value) > 1e-6 * (1 + sa.func.abs(summed.c.value)))
     )
-    on = sa.and_(*(summed.c[c] == metric_totals.c[c] for c in ("agent_id", "name", "day", "arm", "reason")))
-    one = sa.select(summed.c.agent_id, summed.c.name, summed.c.day, summed.c.value, metric_totals.c.value.label("total")).select_from(
-        summed.outerjoin(metric_totals, on)
-    ).where(sa.or_(metric_totals.c.value.is_(None), sa.func.abs(metric_totals.c.value - summed.c.value) > 1e-6 * (1 + sa.func.abs(summed.c.value))))
-    other = sa.select(metric_totals.c.agent_id, metric_totals.c.name, metric_totals.c.day, summed.c.value, metric_totals.c.value).select_from(
-        metric_totals.outerjoin(summed, on)
-    ).where(summed.c.value.is_(None), metric_totals.c.value != 0)
+    other = sa.select(*(kept.c[c] for c in columns), summed.c.value, kept.c.value.label("total")).select_from(kept.outerjoin(summed, on)).where(
+        summed.c.value.is_(None), kept.c.value != 0
+    )
     return [*connection.execute(one).all(), *connection.execute(other).all()]
 
 

@@ -664,6 +664,25 @@ metric_totals = Table(
     Column("value", Float, nullable=False),
 )
 
+# The same counts summed per breakdown member (a creative, offer, channel or segment) and day,
+# kept by the same writer in the same transactions (migration 0031): ``legato report kpis --by``
+# reads these (a few hundred rows per agent and day) instead of grouping every key. The key
+# starts (dimension, agent, member, name, arm, reason) so a period's totals per member are one
+# index-ordered aggregate, with no sort.
+metric_groups = Table(
+    "metric_groups",
+    metadata,
+    Column("dimension", String(16), primary_key=True),  # creative | offer | channel | segment (monitor.kpis.BY)
+    Column("agent_id", ID, primary_key=True),
+    Column("grp", ID, primary_key=True),  # the member: '' for decisions without one
+    Column("name", String(32), primary_key=True),
+    Column("arm", String(8), primary_key=True),
+    Column("reason", String(128), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("value", Float, nullable=False),
+    sqlite_with_rowid=False,  # the key is the table: a read in its order touches no second b-tree
+)
+
 # Each channel's token bucket (its playbook rate_limit), shared by every worker through the
 # store: written only by legato.store.rate_buckets. Times are seconds since the epoch by the
 # workers' clocks (a rate is wall-clock time, whatever time a dispatch simulates).
