@@ -1,21 +1,48 @@
-"""An agent's daily series for the stop-loss: its sends and its holdout per UTC day, with their outcomes.
+"""An agent's daily series for the stop-loss and the anomaly detector: its sends and its holdout per UTC day, with their outcomes.
 
-**The seam.** The stop-loss and the anomaly detector ask :func:`agent_series` and nothing else
-for their numbers. Today it reads them from ``decisions`` (stored outcomes of settled
-decisions; unsubscribes, complaints and bounces of unsettled sends as they arrived, through
-the attribution rule, :func:`legato.learn.attribution.outcomes_so_far`) and ``events``
-(bounces naming a decision). When the daily ``metrics`` table is written as things happen
-(issue 14, part 1), this function reads it instead and its callers do not change.
+**The one owner.** The stop-loss and the anomaly detector ask :func:`agent_series` and nothing
+else for their numbers. It reads them from the **kept counts** (``metric_totals`` and
+``metric_groups``, which :mod:`legato.monitor.metrics` writes as things happen), so a cycle
+reads a few rows per day instead of rescanning the agent's decisions; the same series can be
+read **from decisions** (``source=Source.DECISIONS``: a store whose history predates the kept
+counts, and the test that proves both ways equal). What comes from where:
+
+==========================  ============================================  =====================
+series                      kept counts (per UTC day of the decision)     read from decisions
+==========================  ============================================  =====================
+``sent.n``                  ``sent``: messages that went out (a later     status sent or failed
+                            hard bounce fails the decision, not the send)  with its message out
+``offer_cost``              ``sent`` per offer × the offer's cost          the same, per decision
+``sent`` unsubscribes,      settled sends' ``unsubscribed``/``complained``  the decisions' stored
+complaints                  (arm sent) + unsettled sends' so far (below)   outcomes + the same
+``sent`` bounces            ``bounced``: the provider's bounce reports    bounce events naming
+                                                                           the decision
+``settled_sent``,           ``settled`` and outcomes by arm (sent,         stored outcomes of
+``settled_holdout``         holdout), ``revenue_sq``                       settled decisions
+==========================  ============================================  =====================
+
+Two parts always come from decisions, because no kept count can give them: the unsubscribes
+and complaints of **sends still in their attribution window** (counted as they arrive, through
+the attribution rule, :func:`legato.learn.attribution.outcomes_so_far`; the kept counts take
+outcomes when a decision settles), a bounded read of the agent's unsettled decisions; and
+**the epoch's own day** after a resume, since a kept count is per day and the series starts at
+the resume's instant. The mSPRT against the holdout needs per arm only the count, sum and sum
+of squares of each outcome over decisions, which the kept counts hold (``revenue_sq``).
 
 Days are UTC days of the decision, from the epoch (the agent's last resume by a person, else
-its first decision) to ``now``, every calendar day present (a day without sends is zeros),
-so a sequential test's daily restarts are calendar days.
+its first send or held-out decision) to ``now``, every calendar day present (a day without
+sends is zeros), so a sequential test's daily restarts are calendar days. Decisions are
+assumed not to be dated after ``now`` (a cycle reads its series before it decides).
 """
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
+from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
@@ -23,10 +50,10 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from legato.learn.attribution import outcomes_so_far
-from legato.monitor.kpis import utc_day
+from legato.monitor.metrics import Arm, Measure, arm_of, day_of, message_left
 from legato.playbook.models import Agent, Playbook
-from legato.store.schema import audit_log, decisions, events
-from legato.store.status import DecisionStatus
+from legato.store.schema import audit_log, decisions, events, metric_groups, metric_totals
+from legato.store.status import DecisionStatus, Route
 
 Floats = npt.NDArray[np.float64]
 
@@ -35,6 +62,15 @@ OUTCOMES = ("visited", "purchased", "revenue", "unsubscribed", "complained")
 # Outcomes known the moment they happen, counted before the window closes.
 FAST = ("unsubscribed", "complained", "bounced")
 RESUMED = "agent_resumed"
+# outcome → its kept count
+_MEASURE = {"visited": Measure.VISITED, "purchased": Measure.CONVERTED, "revenue": Measure.REVENUE,
+            "unsubscribed": Measure.UNSUBSCRIBED, "complained": Measure.COMPLAINED}
+_GROUPS = {Arm.SENT: "settled_sent", Arm.HOLDOUT: "settled_holdout"}
+
+
+class Source(StrEnum):
+    KEPT = "kept"  # the kept counts (the history) and decisions for what they cannot give
+    DECISIONS = "decisions"  # every number from decisions and events
 
 
 @dataclass(frozen=True)
@@ -64,106 +100,165 @@ def epoch(connection: Connection, agent_id: str) -> datetime | None:
     ).scalar_one()
 
 
-def agent_series(connection: Connection, playbook: Playbook, agent: Agent, now: datetime) -> AgentSeries:
-    """The agent's daily series from its epoch up to ``now``."""
+class _Days:
+    """What each day adds up to, by (part, what): ``("sent", "n")``, ``("settled_holdout", "revenue_sq")``…"""
+
+    def __init__(self) -> None:
+        self.values: defaultdict[date, defaultdict[tuple[str, str], float]] = defaultdict(lambda: defaultdict(float))
+
+    def add(self, day: date, part: str, what: str, value: float) -> None:
+        self.values[day][(part, what)] += value
+
+    def mark(self, day: date) -> None:
+        """A day the agent sent or held out on: where the series starts without an epoch."""
+        self.values[day]  # noqa: B018 - the defaultdict makes the day
+
+
+def agent_series(connection: Connection, playbook: Playbook, agent: Agent, now: datetime, *, source: Source | None = None) -> AgentSeries:
+    """The agent's daily series from its epoch up to ``now``, from the kept counts when they
+    hold the agent's history (``source`` forces one way)."""
     since = epoch(connection, agent.id)
     objective = next(o for o in playbook.objectives if o.id == agent.objective)
-    costs = {o.id: o.cost for o in playbook.offers}
-    dialect = connection.dialect.name
-    day = utc_day(decisions.c.decided_at, dialect).label("day")
-    where = [decisions.c.agent_id == agent.id, decisions.c.decided_at <= now]
+    costs = {o.id: float(o.cost) for o in playbook.offers}
+    if source is None:
+        kept = connection.execute(sa.select(metric_totals.c.agent_id).where(metric_totals.c.agent_id == agent.id).limit(1)).first()
+        source = Source.KEPT if kept is not None else Source.DECISIONS
+    found = _Days()
+    last = date.fromisoformat(day_of(now))
+    if source is Source.KEPT:
+        first = None
+        if since is not None:  # the epoch's day, from the resume's instant on: from decisions
+            first = date.fromisoformat(day_of(since)) + timedelta(days=1)
+            midnight = datetime.combine(first, datetime.min.time(), timezone.utc)
+            _from_decisions(connection, found, agent.id, costs, since, min(midnight, now), before=midnight <= now)
+        _from_kept(connection, found, agent.id, first, last, costs)
+    else:
+        _from_decisions(connection, found, agent.id, costs, since, now)
+    _open_outcomes(connection, found, agent.id, since, now, objective.attribution_days)
+    start = date.fromisoformat(day_of(since)) if since is not None else min(found.values, default=None)
+    days = [] if start is None else [start + timedelta(days=i) for i in range((last - start).days + 1)]
+    return _series(agent.id, since, days, found)
+
+
+def _from_kept(connection: Connection, found: _Days, agent_id: str, first: date | None, last: date, costs: Mapping[str, float]) -> None:
+    """Whole days ``first``..``last`` from the kept counts: a few rows per day."""
+    names = [Measure.SENT, Measure.HELD_OUT, Measure.BOUNCED, Measure.SETTLED, *_MEASURE.values(), Measure.REVENUE_SQUARES]
+    bounds = [metric_totals.c.day <= last.isoformat(), *([metric_totals.c.day >= first.isoformat()] if first else [])]
+    rows = connection.execute(
+        sa.select(metric_totals.c.day, metric_totals.c.name, metric_totals.c.arm, sa.func.sum(metric_totals.c.value))
+        .where(metric_totals.c.agent_id == agent_id, metric_totals.c.name.in_([n.value for n in names]), *bounds)
+        .group_by(metric_totals.c.day, metric_totals.c.name, metric_totals.c.arm)
+    ).all()
+    outcome_of = {m.value: o for o, m in _MEASURE.items()}
+    for day_text, name, arm, value in rows:
+        value = float(value)
+        if not value:
+            continue
+        day = date.fromisoformat(day_text)
+        if name in (Measure.SENT, Measure.HELD_OUT) and value > 0:
+            found.mark(day)
+        if name == Measure.SENT:
+            found.add(day, "sent", "n", value)
+        elif name == Measure.BOUNCED:
+            found.add(day, "sent", "bounced", value)
+        elif arm in _GROUPS:
+            part = _GROUPS[Arm(arm)]
+            if name == Measure.SETTLED:
+                found.mark(day)
+                found.add(day, part, "n", value)
+            elif name == Measure.REVENUE_SQUARES:
+                found.add(day, part, "revenue_sq", value)
+            else:
+                found.add(day, part, outcome_of[name], value)
+                if arm == Arm.SENT and name in (Measure.UNSUBSCRIBED, Measure.COMPLAINED):
+                    found.add(day, "sent", outcome_of[name], value)  # the settled sends' part of the fast outcomes
+    g = metric_groups
+    by_offer = connection.execute(
+        sa.select(g.c.day, g.c.grp, sa.func.sum(g.c.value)).where(
+            g.c.dimension == "offer", g.c.agent_id == agent_id, g.c.grp != "", g.c.name == Measure.SENT.value,
+            g.c.day <= last.isoformat(), *([g.c.day >= first.isoformat()] if first else []),
+        ).group_by(g.c.day, g.c.grp)
+    ).all()
+    for day_text, offer, value in by_offer:
+        found.add(date.fromisoformat(day_text), "offer_cost", "", float(value) * costs.get(offer, 0.0))
+
+
+def _from_decisions(
+    connection: Connection, found: _Days, agent_id: str, costs: Mapping[str, float], since: datetime | None, until: datetime, *, before: bool = False
+) -> None:
+    """The decisions made from ``since`` to ``until`` (``before``: ``until`` excluded, the midnight
+    the kept counts take over at), counted as the kept counts count them (:func:`legato.monitor.metrics.recount`)."""
+    where = [decisions.c.agent_id == agent_id, decisions.c.decided_at < until if before else decisions.c.decided_at <= until]
     if since is not None:
         where.append(decisions.c.decided_at >= since)
-    # Booleans summed as 0/1 (PostgreSQL casts no boolean to a float), revenue as it is.
+    left = message_left()
     value = lambda name: sa.func.coalesce(decisions.c.revenue, 0.0) if name == "revenue" else sa.case((decisions.c[name].is_(True), 1.0), else_=0.0)  # noqa: E731
+    counted = sa.or_(decisions.c.status.in_([DecisionStatus.SENT, DecisionStatus.FAILED]), decisions.c.route == Route.HOLDOUT,
+                     decisions.c.holdout.is_(True), decisions.c.settled_at.is_not(None))
     rows = connection.execute(
         sa.select(
-            day,
-            decisions.c.status,
-            decisions.c.settled_at.is_not(None).label("settled"),
-            decisions.c.offer_id,
-            sa.func.count().label("n"),
-            *(sa.func.sum(value(name)).label(name) for name in OUTCOMES),
-            sa.func.sum(value("revenue") * value("revenue")).label("revenue_sq"),
-        )
-        .where(*where, decisions.c.status.in_([DecisionStatus.SENT, DecisionStatus.HOLDOUT]))
-        .group_by(day, decisions.c.status, decisions.c.settled_at.is_not(None), decisions.c.offer_id)
+            decisions.c.id, decisions.c.decided_at, decisions.c.route, decisions.c.holdout, decisions.c.status, decisions.c.offer_id,
+            decisions.c.settled_at.is_not(None).label("settled"), left, *(value(name).label(name) for name in OUTCOMES),
+        ).where(*where, counted)
     ).all()
-    fast = _fast_outcomes(connection, agent.id, where, objective.attribution_days, now, day, since)
-    first = min([date.fromisoformat(r.day) for r in rows] + [d for d, _ in fast], default=None)
-    start = since.date() if since is not None else first
-    days = [] if start is None else [start + timedelta(days=i) for i in range((now.date() - start).days + 1)]
-    index = {d: i for i, d in enumerate(days)}
-    size = len(days)
-    sent, settled_sent, settled_holdout = _group(size, FAST), _group(size, OUTCOMES), _group(size, OUTCOMES)
-    offer_cost = np.zeros(size)
+    ids: dict[int, date] = {}
     for row in rows:
-        i = index.get(date.fromisoformat(row.day))
-        if i is None:
-            continue
-        if row.status == DecisionStatus.SENT:
-            sent.n[i] += row.n
-            offer_cost[i] += row.n * costs.get(row.offer_id, 0.0) if row.offer_id else 0.0
-            if row.settled:
-                for name in ("unsubscribed", "complained"):
-                    sent.sums[name][i] += row._mapping[name]
-        if not row.settled:
-            continue
-        group = settled_sent if row.status == DecisionStatus.SENT else settled_holdout
-        group.n[i] += row.n
-        for name in OUTCOMES:
-            group.sums[name][i] += row._mapping[name]
-            group.squares[name][i] += row.revenue_sq if name == "revenue" else row._mapping[name]
-    for d, counts in fast:
-        i = index.get(d)
-        if i is not None:
-            for name, value in counts.items():
-                sent.sums[name][i] += value
-    for name in FAST:
-        sent.squares[name][:] = sent.sums[name]
-    return AgentSeries(agent.id, since, days, sent, offer_cost, settled_sent, settled_holdout)
+        day = date.fromisoformat(day_of(row.decided_at))
+        arm = arm_of(row.route, bool(row.holdout), bool(row.left))
+        if row.route == Route.HOLDOUT:
+            found.mark(day)
+        if row.left and row.status in (DecisionStatus.SENT, DecisionStatus.FAILED):
+            found.mark(day)
+            found.add(day, "sent", "n", 1.0)
+            found.add(day, "offer_cost", "", costs.get(row.offer_id, 0.0) if row.offer_id else 0.0)
+            ids[int(row.id)] = day
+        if row.settled and arm in _GROUPS:
+            part = _GROUPS[arm]
+            found.mark(day)
+            found.add(day, part, "n", 1.0)
+            for name in OUTCOMES:
+                found.add(day, part, name, float(row._mapping[name]))
+                if arm is Arm.SENT and name in ("unsubscribed", "complained"):
+                    found.add(day, "sent", name, float(row._mapping[name]))
+            found.add(day, part, "revenue_sq", float(row.revenue) ** 2)
+    if not ids:
+        return
+    # Bounce reports name the message's decision (service.deliveries): each one counts, as the kept counts count them.
+    # (a report comes after its message: after the epoch, when there is one)
+    reported = [events.c.type == "bounce", *([events.c.occurred_at >= since] if since is not None else [])]
+    for (properties,) in connection.execute(sa.select(events.c.properties).where(*reported)):
+        data = properties if isinstance(properties, Mapping) else json.loads(properties or "{}")
+        decision = str(data.get("decision_id") or "")
+        if data.get("message_id") and decision.isdigit() and int(decision) in ids:
+            found.add(ids[int(decision)], "sent", "bounced", 1.0)
 
 
-def _group(size: int, names: tuple[str, ...]) -> Group:
-    return Group(np.zeros(size), {n: np.zeros(size) for n in names}, {n: np.zeros(size) for n in names})
+def _open_outcomes(connection: Connection, found: _Days, agent_id: str, since: datetime | None, now: datetime, attribution_days: int) -> None:
+    """Unsubscribes and complaints of the sends still in their window, so far: no kept count has them yet."""
+    where = [decisions.c.agent_id == agent_id, decisions.c.decided_at <= now, decisions.c.settled_at.is_(None),
+             decisions.c.status.in_([DecisionStatus.SENT, DecisionStatus.FAILED])]
+    if since is not None:
+        where.append(decisions.c.decided_at >= since)
+    chosen = sa.select(decisions.c.id, decisions.c.customer_id, decisions.c.decided_at, message_left()).where(*where).order_by(decisions.c.id)
+    open_rows = [r for r in connection.execute(chosen).all() if r.left]
+    if not open_rows:
+        return
+    so_far = outcomes_so_far(connection, agent_id, open_rows, timedelta(days=attribution_days), now)
+    for row, unsubscribed, complained in zip(open_rows, so_far.unsubscribed.tolist(), so_far.complained.tolist(), strict=True):
+        day = date.fromisoformat(day_of(row.decided_at))
+        found.add(day, "sent", "unsubscribed", float(unsubscribed))
+        found.add(day, "sent", "complained", float(complained))
 
 
-def _fast_outcomes(
-    connection: Connection,
-    agent_id: str,
-    where: list[sa.ColumnElement[bool]],
-    attribution_days: int,
-    now: datetime,
-    day: sa.ColumnElement[str],
-    since: datetime | None,
-) -> list[tuple[date, dict[str, float]]]:
-    """Per day: unsubscribes and complaints of unsettled sends so far, and bounces of every send."""
-    found: dict[date, dict[str, float]] = {}
-    open_rows = connection.execute(
-        sa.select(decisions.c.id, decisions.c.customer_id, decisions.c.decided_at, day)
-        .where(*where, decisions.c.status == DecisionStatus.SENT, decisions.c.settled_at.is_(None))
-        .order_by(decisions.c.id)
-    ).all()
-    if open_rows:
-        so_far = outcomes_so_far(connection, agent_id, open_rows, timedelta(days=attribution_days), now)
-        for row, unsubscribed, complained in zip(open_rows, so_far.unsubscribed.tolist(), so_far.complained.tolist(), strict=True):
-            counts = found.setdefault(date.fromisoformat(row.day), {"unsubscribed": 0.0, "complained": 0.0, "bounced": 0.0})
-            counts["unsubscribed"] += unsubscribed
-            counts["complained"] += complained
-    # A bounce names the message's decision (delivery reports, the dispatcher): the rate is per send.
-    bounced = {
-        str(v)
-        for v in connection.execute(
-            sa.select(events.c.properties["decision_id"].as_string()).where(
-                events.c.type == "bounce", events.c.occurred_at <= now, *([events.c.occurred_at >= since] if since is not None else [])
-            )
-        ).scalars()
-        if v is not None
-    }
-    ids = sorted(int(v) for v in bounced if v.isdigit())
-    for offset in range(0, len(ids), 10_000):
-        chunk = ids[offset : offset + 10_000]
-        for (d,) in connection.execute(sa.select(day).where(*where, decisions.c.status == DecisionStatus.SENT, decisions.c.id.in_(chunk))):
-            counts = found.setdefault(date.fromisoformat(d), {"unsubscribed": 0.0, "complained": 0.0, "bounced": 0.0})
-            counts["bounced"] += 1.0
-    return sorted(found.items())
+def _series(agent_id: str, since: datetime | None, days: list[date], found: _Days) -> AgentSeries:
+    def array(part: str, what: str) -> Floats:
+        return np.array([found.values[d].get((part, what), 0.0) if d in found.values else 0.0 for d in days], dtype=np.float64)
+
+    def group(part: str, names: tuple[str, ...]) -> Group:
+        sums = {n: array(part, n) for n in names}
+        squares = {n: (array(part, "revenue_sq") if n == "revenue" else sums[n].copy()) for n in names}
+        return Group(array(part, "n"), sums, squares)
+
+    return AgentSeries(
+        agent_id, since, days, group("sent", FAST), array("offer_cost", ""), group("settled_sent", OUTCOMES), group("settled_holdout", OUTCOMES)
+    )
