@@ -134,3 +134,27 @@ def test_openmetrics_when_asked(served: Served) -> None:
         answer = client.get("/metrics")
     assert answer.headers["content-type"].startswith("application/openmetrics-text")
     assert answer.text.rstrip().endswith("# EOF")
+
+
+def test_alerts_raised_and_delivered_by_kind_are_read_from_the_store(served: Served) -> None:
+    from datetime import timedelta
+
+    from legato.monitor.alert_delivery import deliver_alerts
+    from legato.monitor.alerts import clear_alert, incident_key, raise_alert
+    from legato.store.status import AlertKind
+
+    stop, odd = incident_key(AlertKind.STOP_LOSS, "mailer"), incident_key(AlertKind.ANOMALY, "mailer", "sends")
+    with served.engine.begin() as connection:  # as a cycle's monitors raise them, in another process
+        raise_alert(connection, stop, AlertKind.STOP_LOSS, "paused", {}, AT, agent_id="mailer")
+        raise_alert(connection, stop, AlertKind.STOP_LOSS, "paused", {}, AT, agent_id="mailer")  # a repeat: the same incident
+        raise_alert(connection, odd, AlertKind.ANOMALY, "sends fell", {}, AT, agent_id="mailer")
+        clear_alert(connection, odd, AT + timedelta(hours=1), by="monitor")
+    assert deliver_alerts(served.engine, playbook(stage=2), AT + timedelta(hours=2)).sent == {"log": 3}  # opened ×2, the anomaly's follow-up
+    with served.client("viewer") as client:
+        found = metrics_of(client.get("/metrics").text)
+    raised = {(s["kind"], s["status"]): v for s, v in found["legato_alerts"]}
+    assert raised == {("stop_loss", "open"): 1, ("stop_loss", "cleared"): 0, ("anomaly", "open"): 0, ("anomaly", "cleared"): 1}
+    sent = {(s["kind"], s["phase"], s["status"]): v for s, v in found["legato_alert_deliveries"]}
+    assert len(sent) == 2 * 2 * 4 and sum(sent.values()) == 3
+    assert sent[("stop_loss", "opened", "sent")] == 1 and sent[("anomaly", "opened", "sent")] == 1 and sent[("anomaly", "cleared", "sent")] == 1
+    assert sent[("stop_loss", "opened", "failed")] == 0

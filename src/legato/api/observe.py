@@ -13,7 +13,8 @@ keys. :func:`configure_logging` makes every log record a JSON line (``legato ser
 **Metrics.** Each app has its own :class:`~prometheus_client.CollectorRegistry` (tests run
 several apps in one process). Requests by route template and status, latency histograms, and
 events ingested (:func:`events_ingested`, called by the ingest routes) are counted in the
-process; the review queue, the outbox backlog and cycles are read from the store at scrape
+process; the review queue, the outbox backlog, cycles, and alerts raised and delivered by kind
+are read from the store at scrape
 time (:class:`StoreCollector`), so they are right whichever process changed them. A server's
 own counters start at zero when it starts, as Prometheus expects of counters.
 
@@ -119,6 +120,16 @@ class StoreCollector(Collector):
             buckets = [(_bound(b), sum(1 for s in seconds if s <= b)) for b in CYCLE_BUCKETS] + [("+Inf", len(seconds))]
             durations.add_metric([outcome], buckets, sum(seconds))
         yield durations
+        raised = GaugeMetricFamily("legato_alerts", "Alerts the monitors raised, by kind (stop_loss, anomaly) and status (open, cleared)",
+                                   labels=["kind", "status"])
+        for (kind, status), count in sorted(figures.alerts.items()):
+            raised.add_metric([kind, status], count)
+        yield raised
+        sent = GaugeMetricFamily("legato_alert_deliveries", "Alert deliveries per destination, by kind, phase (opened, cleared) and "
+                                 "status (pending, sending, sent: delivered, failed: given up)", labels=["kind", "phase", "status"])
+        for (kind, phase, status), count in sorted(figures.alert_deliveries.items()):
+            sent.add_metric([kind, phase, status], count)
+        yield sent
         last = GaugeMetricFamily("legato_cycle_last_finished_timestamp_seconds", "When the last finished cycle ended (Unix time; 0: none yet)")
         last.add_metric([], figures.cycles.last_finished_at.timestamp() if figures.cycles.last_finished_at else 0.0)
         yield last

@@ -413,3 +413,19 @@ def deliveries(connection: Connection, alert_ids: list[int] | None = None) -> di
         )
     return found
 
+
+
+def delivery_counts(connection: Connection) -> dict[tuple[str, str, str], int]:
+    """Deliveries by (alert kind, phase, status), every triple present (0 when none): sent and
+    failed are the alerts delivered and given up on per destination (``/metrics``)."""
+    from legato.store.status import AlertKind
+
+    found = {(str(k), str(p), str(s)): 0 for k in AlertKind for p in AlertPhase for s in Status}
+    rows = connection.execute(
+        sa.select(alerts.c.kind, alert_deliveries.c.phase, alert_deliveries.c.status, sa.func.count())
+        .select_from(alert_deliveries.join(alerts, alerts.c.id == alert_deliveries.c.alert_id))
+        .group_by(alerts.c.kind, alert_deliveries.c.phase, alert_deliveries.c.status)
+    )
+    for kind, phase, status, n in rows:
+        found[(str(kind), str(phase), str(status))] = int(n)
+    return found

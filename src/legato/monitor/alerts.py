@@ -80,9 +80,15 @@ def clear_alert(connection: Connection, incident: str, now: datetime, *, by: str
 
 
 def list_alerts(
-    connection: Connection, *, agent_id: str | None = None, status: AlertStatus | None = None, alert_ids: list[int] | None = None
+    connection: Connection, *, agent_id: str | None = None, status: AlertStatus | None = None, alert_ids: list[int] | None = None,
+    after_id: int | None = None, limit: int | None = None,
 ) -> list[Alert]:
+    """Alerts oldest first; ``after_id`` and ``limit``: a page by key (the id), never by offset."""
     query = sa.select(alerts).order_by(alerts.c.id)
+    if after_id is not None:
+        query = query.where(alerts.c.id > after_id)
+    if limit is not None:
+        query = query.limit(limit)
     if alert_ids is not None:
         query = query.where(alerts.c.id.in_(alert_ids))
     if agent_id is not None:
@@ -112,3 +118,12 @@ def mark_delivered(connection: Connection, alert_id: int, cleared: bool, now: da
 def incident_key(kind: AlertKind, agent_id: str, what: str | None = None) -> str:
     """The incident an alert is about: one stop-loss incident per agent, one anomaly per agent and series."""
     return f"{kind.value}:{agent_id}" + (f":{what}" if what else "")
+
+
+def counts(connection: Connection) -> dict[tuple[str, str], int]:
+    """Alerts by (kind, status), every pair present (0 when none): an alert is never deleted,
+    so a kind's sum over status is every incident ever raised (``/metrics``)."""
+    found = {(str(k), str(s)): 0 for k in AlertKind for s in AlertStatus}
+    for kind, status, n in connection.execute(sa.select(alerts.c.kind, alerts.c.status, sa.func.count()).group_by(alerts.c.kind, alerts.c.status)):
+        found[(str(kind), str(status))] = int(n)
+    return found

@@ -1,4 +1,7 @@
-"""Alerts: the incidents the monitors raised (one per incident), each with its deliveries."""
+"""Alerts: the incidents the monitors raised (one per incident), each with its deliveries.
+
+Pages are by cursor (the last alert's id), oldest first, as decisions page by key: a busy
+store's alerts grow without bound, and a page by offset would skip or repeat one raised meanwhile."""
 
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ class Alert(BaseModel):
 
 class Alerts(BaseModel):
     alerts: list[Alert] = Field(description="oldest first")
+    next_cursor: str | None = Field(description="Pass as `after` for the next page; null on the last page")
 
 
 @router.get("", response_model=Alerts, summary="Alerts, open and cleared, with each destination's delivery")
@@ -49,6 +53,9 @@ def list_alerts(
     caller: Caller = Depends(allow(Ability.READ)),
     agent: str | None = Query(None, max_length=128, description="Only this agent's alerts"),
     status: Literal["open", "cleared"] | None = Query(None),
+    limit: int = Query(100, ge=1, le=alerts.MAX_LIMIT),
+    after: str | None = Query(None, min_length=1, max_length=16, description="The next_cursor of the previous page"),
     ctx: ApiContext = Depends(context),
 ) -> Alerts:
-    return Alerts(alerts=[Alert(**a) for a in alerts.listing(ctx.engine, agent_id=agent, status=status)])
+    found = alerts.page(ctx.engine, agent_id=agent, status=status, limit=limit, after=after)
+    return Alerts(alerts=[Alert(**a) for a in found.items], next_cursor=found.next_cursor)
