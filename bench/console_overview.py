@@ -22,7 +22,9 @@ sign-in form, and, each ``--repeat`` times over one keep-alive HTTP client:
   no HTTP, no rendering (what the page's reads cost).
 
 Printed as a table (median and p90 in ms, each as a ratio to both floors), written to
-``bench/results/console_overview.json``. Target: the 90-day overview ≤ 200 ms (median).
+``bench/results/console_overview.json``. Target: the overview ≤ 200 ms (median) over a store
+holding 90 days: its default view (the last 30 days) and, stricter, the 90-day view, each
+marked met or missed.
 Lift per customer (``/overview/lift``) is not part of the overview's time: the page loads it
 after it is shown (see docs/architecture.md, "The web console").
 """
@@ -176,7 +178,7 @@ def main() -> None:
         engine.dispose()
 
     rows = []
-    for label, name, days in (("overview 30 d", "overview_30", "30"), ("overview 90 d", "overview_90", "90")):
+    for label, name, days in (("overview 30 d (default)", "overview_30", "30"), ("overview 90 d", "overview_90", "90")):
         found_ms = http[name]
         rows.append({
             "how": label, **found_ms,
@@ -188,7 +190,8 @@ def main() -> None:
         "days": args.days, "agents": args.agents, "open_items": args.items, "repeat": args.repeat, "backend": "sqlite",
         "python": platform.python_version(), "cpus": os.cpu_count(), "load_average": os.getloadavg(),
         "measured_at": datetime.now(timezone.utc).isoformat(), "fill_seconds": filled, "page_bytes_90": size,
-        "target_ms": TARGET_MS, "meets_target": http["overview_90"]["p50_ms"] <= TARGET_MS,
+        "target_ms": TARGET_MS, "meets_target_default_view_30d": http["overview_30"]["p50_ms"] <= TARGET_MS,
+        "meets_target_90d_view": http["overview_90"]["p50_ms"] <= TARGET_MS,
         "http": http, "service_floor": service, "rows": rows,
     }
     table = Table(title=f"console overview over HTTP: {args.agents} agents × {args.days} days of KPI counts, "
@@ -197,7 +200,7 @@ def main() -> None:
         table.add_column(column, justify="left" if column == "how" else "right")
     for row in rows:
         table.add_row(row["how"], f"{row['p50_ms']:.1f}", f"{row['p90_ms']:.1f}", f"{row['over_healthz']:.1f}×", f"{row['over_service']:.2f}×",
-                      ("met" if row["p50_ms"] <= TARGET_MS else "missed") if row["how"] == "overview 90 d" else "")
+                      "met" if row["p50_ms"] <= TARGET_MS else "missed")
     table.add_row("floor: /healthz", f"{http['healthz']['p50_ms']:.2f}", f"{http['healthz']['p90_ms']:.2f}", "1.0×", "", "")
     for days in ("30", "90"):
         table.add_row(f"floor: service, {days} d", f"{service[days]['p50_ms']:.1f}", f"{service[days]['p90_ms']:.1f}", "", "1.00×", "")

@@ -7,7 +7,7 @@ group, so once per suite):
   :data:`CUSTOMERS` Hillstrom customers, :data:`DAYS` simulated days of the example playbook),
   and one key per role made through :mod:`legato.service.keys`;
 - ``console_server``: ``legato serve`` started as a real process on a free loopback port over
-  that store, with ``--at`` the demo's last day (as ``legato demo`` tells a user to start it) and
+  that store (started while the days are simulated, ready before any test), with ``--at`` the demo's last day (as ``legato demo`` tells a user to start it) and
   a known ``LEGATO_CONSOLE_SECRET`` (a test forges an expired session with it); stopped in
   teardown with deadlines;
 - ``browser``: Debian's Chromium (``/usr/bin/chromium``) driven by Playwright's sync API. A
@@ -81,8 +81,48 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _serve(store: ConsoleStore) -> tuple[subprocess.Popen[str], str, Any]:
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), *sys.path]), "LEGATO_CONSOLE_SECRET": SECRET}
+    log = (store.folder / "serve.log").open("w", encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from legato.cli.app import main; main()", "serve", "--port", str(port),
+         "--database", store.url, "--playbook", str(store.playbook), "--at", f"{store.at:%Y-%m-%dT%H:%M}", "--rate-limit", "0"],
+        stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=store.folder,
+    )
+    return process, f"http://127.0.0.1:{port}", log
+
+
+def _ready(process: subprocess.Popen[str], url: str, store: ConsoleStore) -> None:
+    deadline = time.monotonic() + START_DEADLINE
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError(f"legato serve exited with {process.returncode}: {(store.folder / 'serve.log').read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"legato serve did not answer /readyz within {START_DEADLINE:g} s")
+        time.sleep(0.2)
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=STOP_DEADLINE)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=STOP_DEADLINE)
+
+
 @pytest.fixture(scope="session")
-def console_store(tmp_path_factory: pytest.TempPathFactory) -> ConsoleStore:
+def _console_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
+    """The store and its server: ``legato serve`` is started as soon as the store's schema and
+    customers are in, so its start (imports, on a busy machine many seconds) overlaps the
+    simulated days; it reads nothing of them until the tests ask."""
     from legato.demo import ARMS, START, prepare_world
     from legato.learn.simulation import simulate
     from legato.service import keys
@@ -93,53 +133,32 @@ def console_store(tmp_path_factory: pytest.TempPathFactory) -> ConsoleStore:
     playbook_path.write_text(files("legato.playbook").joinpath("example/playbook.yaml").read_text(encoding="utf-8"), encoding="utf-8")
     playbook = load_playbook(playbook_path)
     engine, world, sinks, _ = prepare_world(folder, playbook, playbook_path, customers=CUSTOMERS)
+    at = START + timedelta(days=DAYS - 1, hours=12)
+    store = ConsoleStore(folder, engine.url.render_as_string(hide_password=False), playbook_path, at)
+    process, url, log = _serve(store)
     try:
-        simulate(engine, playbook, world, ARMS, START, DAYS, sinks)
-        at = START + timedelta(days=DAYS - 1, hours=12)
-        store = ConsoleStore(folder, engine.url.render_as_string(hide_password=False), playbook_path, at)
-        for role in ROLES:
-            _, secret = keys.create(engine, f"{role}-ana", role, by="tests", now=at)
-            store.keys[role] = secret
+        try:
+            simulate(engine, playbook, world, ARMS, START, DAYS, sinks)
+            for role in ROLES:
+                _, secret = keys.create(engine, f"{role}-ana", role, by="tests", now=at)
+                store.keys[role] = secret
+        finally:
+            engine.dispose()
+        _ready(process, url, store)
+        yield ConsoleServer(url, store, process)
     finally:
-        engine.dispose()
-    return store
+        _stop(process)
+        log.close()
 
 
 @pytest.fixture(scope="session")
-def console_server(console_store: ConsoleStore) -> Iterator[ConsoleServer]:
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), *sys.path]), "LEGATO_CONSOLE_SECRET": SECRET}
-    log = (console_store.folder / "serve.log").open("w", encoding="utf-8")
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from legato.cli.app import main; main()", "serve", "--port", str(port),
-         "--database", console_store.url, "--playbook", str(console_store.playbook), "--at", f"{console_store.at:%Y-%m-%dT%H:%M}",
-         "--rate-limit", "0"],
-        stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=console_store.folder,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_DEADLINE
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None:
-                raise RuntimeError(f"legato serve exited with {process.returncode}: {(console_store.folder / 'serve.log').read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"legato serve did not answer /readyz within {START_DEADLINE:g} s")
-            time.sleep(0.2)
-        yield ConsoleServer(url, console_store, process)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=STOP_DEADLINE)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=STOP_DEADLINE)
-        log.close()
+def console_store(_console_world: ConsoleServer) -> ConsoleStore:
+    return _console_world.store
+
+
+@pytest.fixture(scope="session")
+def console_server(_console_world: ConsoleServer) -> ConsoleServer:
+    return _console_world
 
 
 @pytest.fixture(scope="session")
