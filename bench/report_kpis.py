@@ -140,10 +140,10 @@ def fill(url: str, agents: int, days: int, seed: int = 7) -> int:
             metrics.add(connection, tally)
         keys += sum(1 for v in tally.counts.values() if v)
     with engine.connect() as connection:
-        if engine.dialect.name == "postgresql":
-            connection.exec_driver_sql("ANALYZE metrics")
-        else:
-            connection.exec_driver_sql("ANALYZE")
+        # Every table the report reads has its statistics, as autovacuum would give them in time
+        # (metric_groups without them: PostgreSQL planned for 108 rows and sorted 111,661 on disk).
+        connection.exec_driver_sql("ANALYZE")
+        connection.commit()
         stored = connection.execute(sa.select(sa.func.count()).select_from(metrics_table)).scalar_one()
     engine.dispose()
     return int(stored)
