@@ -37,7 +37,34 @@ import httpx
 
 ACCOUNT = "AC" + "0" * 31 + "1"
 TOKEN = "test-auth-token-0123456789abcdef"
+TOKEN_ENV = "LEGATO_TEST_TWILIO_TOKEN"
 NUMBER = re.compile(r"^(whatsapp:)?\+[1-9]\d{6,14}$")
+
+# The one-agent SMS world the Twilio tests share: ``playbook_text`` fills in where Twilio
+# answers (URL) and where its status callbacks go (CALLBACK).
+PLAYBOOK = """
+brand:
+  name: Text Co
+  legal: {sender_name: Text Co, postal_address: "2 Quay St", support_contact: "help@text.example", unsubscribe_url: "https://text.example/u"}
+objectives:
+  - {id: grow, goal: engagement, why: testing, stages: [any], kpis: [{metric: visit_rate, target: 0.1}]}
+lifecycle:
+  - {stage: any, when: "true"}
+channels:
+  sms: {kind: twilio, base_url: "URL", account_sid: ACCOUNT, auth_token_env: TOKEN_ENV, from: "+14155550100", status_callback: "CALLBACK"}
+creatives:
+  - {id: text, channel: sms, body: "Text Co: new boots are in. Reply STOP to opt out."}
+agents:
+  - {id: texter, objective: grow, audience: "true", actions: {creatives: [text], send_windows: ["09:00-17:00"], do_nothing: false}, policy: {name: uniform_random}, holdout: 0, trust_stage: 3}
+guardrails:
+  consent:
+    - {channel: sms, purpose: marketing}
+"""
+
+
+def playbook_text(url: str, callback: str = "https://legato.example/v1/twilio/status", template: str = PLAYBOOK) -> str:
+    """``template`` (the shared SMS world, or a variant of it) with Twilio at ``url`` and callbacks to ``callback``."""
+    return template.replace("URL", url).replace("CALLBACK", callback).replace("ACCOUNT", ACCOUNT).replace("TOKEN_ENV", TOKEN_ENV)
 
 
 def twilio_signature(token: str, url: str, params: dict[str, str]) -> str:

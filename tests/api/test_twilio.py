@@ -30,30 +30,11 @@ from legato.store.ingest import import_customers
 from legato.store.schema import audit_log, consent_history, consents, decisions, events, inbound_messages, outbox, suppressions
 from legato.validation import parse_playbook
 from tests.api.conftest import serve
-from tests.twilio_server import ACCOUNT, TOKEN, TwilioServer, post_signed
+from tests.twilio_server import ACCOUNT, TOKEN, TOKEN_ENV, TwilioServer, playbook_text, post_signed
 
 AT = datetime(2024, 3, 4, 8, 0, tzinfo=timezone.utc)
-TOKEN_ENV = "LEGATO_TEST_TWILIO_TOKEN"
 NUMBERS = {"t0": "+14155550170", "t1": "+14155550171", "t2": "+14155550172"}
 
-PLAYBOOK = """
-brand:
-  name: Text Co
-  legal: {sender_name: Text Co, postal_address: "2 Quay St", support_contact: "help@text.example", unsubscribe_url: "https://text.example/u"}
-objectives:
-  - {id: grow, goal: engagement, why: testing, stages: [any], kpis: [{metric: visit_rate, target: 0.1}]}
-lifecycle:
-  - {stage: any, when: "true"}
-channels:
-  sms: {kind: twilio, base_url: "TWILIO", account_sid: ACCOUNT, auth_token_env: TOKEN_ENV, from: "+14155550100", status_callback: "LEGATO/v1/twilio/status"}
-creatives:
-  - {id: text, channel: sms, body: "Text Co: new boots are in. Reply STOP to opt out."}
-agents:
-  - {id: texter, objective: grow, audience: "true", actions: {creatives: [text], send_windows: ["09:00-17:00"], do_nothing: false}, policy: {name: uniform_random}, holdout: 0, trust_stage: 3}
-guardrails:
-  consent:
-    - {channel: sms, purpose: marketing}
-"""
 
 
 @dataclass
@@ -89,7 +70,7 @@ def world(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
     with TwilioServer() as twilio:
         for url in serve(engine, ApiSettings(playbook=path, clock=clock, rate_limit=0)):
             # The served app reads its playbook at its first request: written once its address is known.
-            text = PLAYBOOK.replace("TWILIO", twilio.url).replace("LEGATO", url).replace("ACCOUNT", ACCOUNT).replace("TOKEN_ENV", TOKEN_ENV)
+            text = playbook_text(twilio.url, f"{url}/v1/twilio/status")
             path.write_text(text, encoding="utf-8")
             yield World(url, engine, clock, parse_playbook(text), twilio, tmp_path)
 

@@ -29,30 +29,11 @@ from legato.playbook.channels import TwilioChannel
 from legato.store.ingest import import_customers
 from legato.store.schema import outbox
 from legato.validation import parse_playbook
-from tests.twilio_server import ACCOUNT, TOKEN, TwilioServer
+from tests.twilio_server import ACCOUNT, PLAYBOOK, TOKEN, TOKEN_ENV, TwilioServer, playbook_text
 
 AT = datetime(2024, 3, 4, 8, 0, tzinfo=timezone.utc)
 SEND = AT + timedelta(hours=2)
-TOKEN_ENV = "LEGATO_TEST_TWILIO_TOKEN"
 
-PLAYBOOK = """
-brand:
-  name: Text Co
-  legal: {sender_name: Text Co, postal_address: "2 Quay St", support_contact: "help@text.example", unsubscribe_url: "https://text.example/u"}
-objectives:
-  - {id: grow, goal: engagement, why: testing, stages: [any], kpis: [{metric: visit_rate, target: 0.1}]}
-lifecycle:
-  - {stage: any, when: "true"}
-channels:
-  sms: {kind: twilio, base_url: "URL", account_sid: ACCOUNT, auth_token_env: TOKEN_ENV, from: "+14155550100", status_callback: "https://legato.example/v1/twilio/status"}
-creatives:
-  - {id: text, channel: sms, body: "Text Co: new boots are in. Reply STOP to opt out."}
-agents:
-  - {id: texter, objective: grow, audience: "true", actions: {creatives: [text], send_windows: ["09:00-17:00"], do_nothing: false}, policy: {name: uniform_random}, holdout: 0, trust_stage: 3}
-guardrails:
-  consent:
-    - {channel: sms, purpose: marketing}
-"""
 
 
 @pytest.fixture
@@ -164,14 +145,14 @@ def test_the_settings_need_a_token_variable_and_one_sender(monkeypatch: pytest.M
         TwilioTransport("sms", TwilioChannel.model_validate({**base, "auth_token_env": TOKEN_ENV, "from": "+14155550100"}))
     assert TOKEN_ENV in missing.value.message and "channels.sms.auth_token" in missing.value.message
     with pytest.raises(LegatoError, match="email: kind twilio carries sms and whatsapp only"):
-        parse_playbook(PLAYBOOK.replace("  sms: {kind: twilio", "  email: {kind: twilio").replace("URL", "http://x").replace("ACCOUNT", ACCOUNT).replace("TOKEN_ENV", TOKEN_ENV))
+        parse_playbook(playbook_text("http://x", template=PLAYBOOK.replace("  sms: {kind: twilio", "  email: {kind: twilio")))
 
 
 # --- the done-when: 429 and 5xx from the SMS provider, retried, none lost, none twice ----
 
 
 def _world(engine: Engine, server: TwilioServer, n: int) -> object:
-    playbook = parse_playbook(PLAYBOOK.replace("URL", server.url).replace("ACCOUNT", ACCOUNT).replace("TOKEN_ENV", TOKEN_ENV))
+    playbook = parse_playbook(playbook_text(server.url))
     ids = [f"t{i:03d}" for i in range(n)]
     table = pa.table({"id": ids, "phone": [f"+1415555{i:04d}" for i in range(n)], "time_zone": ["UTC"] * n,
                       "consent_sms_marketing": ["express"] * n})
@@ -234,7 +215,7 @@ WHATSAPP = (
 def test_a_freeform_whatsapp_message_due_after_the_window_closed_is_not_sent(engine: Engine, twilio: TwilioServer, tmp_path: Path) -> None:
     from legato.service.replies import receive_text
 
-    playbook = parse_playbook(WHATSAPP.replace("URL", twilio.url).replace("ACCOUNT", ACCOUNT).replace("TOKEN_ENV", TOKEN_ENV))
+    playbook = parse_playbook(playbook_text(twilio.url, template=WHATSAPP))
     numbers = {"w0": "+14155550180", "w1": "+14155550181", "w2": "+14155550182"}
     table = pa.table({"id": list(numbers), "phone": list(numbers.values()), "time_zone": ["UTC"] * 3,
                       "consent_whatsapp_marketing": ["express"] * 3})
@@ -258,7 +239,7 @@ def test_an_answer_that_never_comes_is_in_doubt_and_named_when_sent_again(engine
     # No SMS provider deduplicates: a request that went out and whose answer never came may
     # have been taken. The dispatcher names the message in doubt and (in_doubt: resend) sends it again.
     playbook = _world(engine, twilio, 3)
-    text = PLAYBOOK.replace("URL", twilio.url).replace("ACCOUNT", ACCOUNT).replace("TOKEN_ENV", TOKEN_ENV)
+    text = playbook_text(twilio.url)
     playbook = parse_playbook(text.replace('from: "+14155550100",', 'from: "+14155550100", timeout: 2, connections: 1,'))
     run_cycle(engine, playbook, FixedClock(AT), transports(playbook, tmp_path))
     twilio.plan(201, delay=5.0)  # taken, but answered long after the client gave up (2 s)
