@@ -25,13 +25,11 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,6 +40,8 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stores import drop_store, free_port, fresh_store  # noqa: E402 - what several benchmarks share
 from legato.service import keys
 from legato.store.db import connect
 from legato.store.ingest import import_customers, import_events
@@ -122,31 +122,6 @@ request = function()
   return wrk.format("POST", PATH, {["Content-Type"] = "application/json", ["Authorization"] = AUTH}, body)
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def fresh_store(kind: str, folder: Path, postgres: str) -> str:
-    if kind == "sqlite":
-        return f"sqlite:///{folder / 'bench.db'}"
-    admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
-    name = f"legato_bench_ingest_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return sa.engine.make_url(postgres).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_store(url: str, postgres: str) -> None:
-    if url.startswith("postgresql"):
-        admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{sa.engine.make_url(url).database}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def load_customers(url: str) -> str:
@@ -263,7 +238,7 @@ def importer_file(url: str, total: int, folder: Path) -> dict[str, Any]:
 
 
 def measure(kind: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
-    url = fresh_store(kind, folder, args.postgres)
+    url = fresh_store(kind, folder, args.postgres, "ingest")
     try:
         key = load_customers(url)
         port = free_port()

@@ -28,7 +28,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
+from stores import free_port  # noqa: E402 - what several benchmarks share
 from review_queue import NOW, fill  # noqa: E402 - the seed of the review-queue benchmark
 
 from legato.service import keys  # noqa: E402
@@ -56,12 +56,6 @@ TARGET_P99_MS = 50.0
 RESULTS = Path(__file__).with_name("results") / "api_review.json"
 LEGATO = [sys.executable, "-c", "from legato.cli.app import main; main()"]  # the `legato` command, from this checkout
 console = Console(width=140)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wrk(url: str, key: str, seconds: int, connections: int, threads: int) -> dict[str, Any]:

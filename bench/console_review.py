@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
+from stores import free_port  # noqa: E402 - what several benchmarks share
 from review_queue import NOW, fill  # noqa: E402 - the seed of the review-queue benchmarks
 
 from legato.service import keys  # noqa: E402
@@ -57,12 +57,6 @@ PAGE = 50  # the console's page of the queue (legato.console.pages.review.PAGE_S
 RESULTS = Path(__file__).with_name("results") / "console_review.json"
 LEGATO = [sys.executable, "-c", "from legato.cli.app import main; main()"]  # the `legato` command, from this checkout
 console = Console(width=140)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def timed(client: httpx.Client, path: str, repeat: int, check: Any) -> dict[str, float]:

@@ -33,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,8 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stores import drop_store, fresh_store  # noqa: E402 - what several benchmarks share
 from legato.monitor import metrics
 from legato.monitor.metrics import Arm, Key, Measure, Tally
 from legato.store.db import connect
@@ -222,25 +223,6 @@ def time_command(url: str, playbook_path: Path, *, help_only: bool = False, by: 
     return elapsed
 
 
-def fresh_store(kind: str, folder: Path, postgres: str) -> str:
-    if kind == "sqlite":
-        return f"sqlite:///{folder / 'bench.db'}"
-    admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
-    name = f"legato_bench_kpis_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return sa.engine.make_url(postgres).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_store(url: str, postgres: str) -> None:
-    if url.startswith("postgresql"):
-        admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{sa.engine.make_url(url).database}" WITH (FORCE)'))
-        admin.dispose()
-
-
 MODES: tuple[str | None, ...] = (None, "creative", "offer", "channel", "segment")
 
 
@@ -297,7 +279,7 @@ def main() -> None:
         playbook_path.write_text(playbook_text(args.agents), encoding="utf-8")
         parse_playbook(playbook_path.read_text(encoding="utf-8"))  # the bench's own playbook must be valid
         for kind in kinds:
-            url = fresh_store(kind, folder, args.postgres)
+            url = fresh_store(kind, folder, args.postgres, "kpis")
             try:
                 started = time.perf_counter()
                 rows = fill(url, args.agents, args.days)
