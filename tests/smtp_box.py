@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import default as DEFAULT_POLICY
@@ -139,3 +140,23 @@ class Mailbox:
                     if line[:11].lower() == b"message-id:":
                         found[line[11:].strip().decode()] += 1
             return found
+
+
+def each_arrived_once_or_in_doubt(rows: Sequence[Any], ids: Counter[str], recipients: Counter[str], total: int, connections: int) -> set[str]:
+    """The SIGKILL tests' promise for ``total`` e-mails sent over ``connections`` connections:
+    the outbox all sent, every decision's e-mail at the server (by Message-ID and by
+    recipient), none more than twice, at most one twice per connection, and each that came
+    twice recorded in doubt (as at most one per connection is). Returns the Message-IDs in doubt.
+
+    ``rows``: outbox rows with ``message_id``, ``customer_id``, ``status``, ``decision`` (the
+    decision's status) and ``in_doubt_at``, the customers' addresses at ``crash.example``.
+    """
+    assert len(rows) == total and {(r.status, r.decision) for r in rows} == {("sent", "sent")}
+    assert set(ids) == {f"<{r.message_id}@crash.example>" for r in rows}
+    assert set(recipients) == {f"{r.customer_id}@crash.example" for r in rows}
+    twice = {key for key, n in ids.items() if n > 1}
+    assert max(ids.values()) <= 2 and len(twice) <= connections
+    assert sum(ids.values()) == total + len(twice) and sum(recipients.values()) == total + len(twice)
+    in_doubt = {f"<{r.message_id}@crash.example>" for r in rows if r.in_doubt_at is not None}
+    assert twice <= in_doubt and len(in_doubt) <= connections
+    return in_doubt
